@@ -1,0 +1,7 @@
+//! hactl: provisions highly-available Apache Airflow clusters over SSH.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    hactl::cli::main()
+}
