@@ -48,7 +48,13 @@ const BASE_PACKAGES: [&str; 9] = [
     "procps",
 ];
 /// Bumped whenever the image customisation below changes, so the cached image is rebuilt.
-const IMAGE_RECIPE_VERSION: &str = "3";
+const IMAGE_RECIPE_VERSION: &str = "4";
+/// Where each node sees the shared apt package pool. Sharing /var/cache/apt/archives itself
+/// would make parallel apt runs fail on its lock, so apt hooks copy packages in and out instead.
+const APT_POOL: &str = "/var/cache/hactl-apt-pool";
+/// apt configuration of the image: pull pooled packages after `update`, push new ones after dpkg.
+const APT_POOL_CONF: &str = "APT::Update::Post-Invoke { \"cp -n /var/cache/hactl-apt-pool/*.deb /var/cache/apt/archives/ 2>/dev/null || true\"; };\n\
+DPkg::Post-Invoke { \"cp -n /var/cache/apt/archives/*.deb /var/cache/hactl-apt-pool/ 2>/dev/null || true\"; };\n";
 /// Host directory with extra CA certificates copied into the image.
 const HOST_CA_DIR: &str = "/usr/local/share/ca-certificates";
 
@@ -518,7 +524,7 @@ impl Lab {
         let caches = self.root.join("cache");
         let apt_cache = caches.join("apt-archives");
         let pip_cache = caches.join("pip");
-        for d in [&apt_cache.join("partial"), &pip_cache] {
+        for d in [&apt_cache, &pip_cache] {
             fs::create_dir_all(d).map_err(|e| io_err(d, e))?;
         }
         let log_path = dir.join("console.log");
@@ -530,7 +536,7 @@ impl Lab {
             .arg(format!("--machine={name}"))
             .arg(format!("--hostname={name}"))
             .arg(format!("--network-bridge={BRIDGE}"))
-            .arg(format!("--bind={}:/var/cache/apt/archives", apt_cache.display()))
+            .arg(format!("--bind={}:{APT_POOL}", apt_cache.display()))
             .arg(format!("--bind={}:/root/.cache/pip", pip_cache.display()))
             .stdin(Stdio::null())
             .stdout(log)
@@ -675,6 +681,8 @@ fn customise_image(root: &Path) -> Result<()> {
         b"UseDNS no\nPermitRootLogin prohibit-password\nMaxSessions 10\n",
         0o644,
     )?;
+    write_file(&root.join("etc/apt/apt.conf.d/90hactl-lab-pool"), APT_POOL_CONF.as_bytes(), 0o644)?;
+    fs::create_dir_all(root.join(&APT_POOL[1..])).map_err(|e| io_err(root, e))?;
     write_file(
         &root.join(format!("etc/sudoers.d/{SUDO_USER}")),
         format!("{SUDO_USER} ALL=(ALL) NOPASSWD:ALL\n").as_bytes(),

@@ -1,0 +1,94 @@
+//! `hosts`: entries in /etc/hosts; any other line naming a managed name (e.g. the installer's
+//! `127.0.1.1 node1`) is removed.
+
+use miette::Result;
+use serde::{Deserialize, Serialize};
+
+use super::lineinfile::AwkEdit;
+use super::{Change, Module, Observed};
+
+/// One hosts entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostsEntry {
+    /// The address.
+    pub ip: String,
+    /// Names for it, canonical first.
+    pub names: Vec<String>,
+}
+
+/// Arguments of `hosts`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hosts {
+    /// Wanted entries.
+    pub entries: Vec<HostsEntry>,
+    /// The hosts file (default /etc/hosts).
+    #[serde(default = "default_path")]
+    pub path: String,
+}
+
+fn default_path() -> String {
+    "/etc/hosts".into()
+}
+
+const HOSTS_AWK: &str = r#"BEGIN { n = split(ENVIRON["HL_ENTRIES"], want, "\n")
+  for (i = 1; i <= n; i++) { m = split(want[i], f, " "); for (j = 2; j <= m; j++) managed[f[j]] = 1 } }
+{ line = $0; sub(/#.*/, "", line); k = split(line, f, /[ \t]+/); norm = ""; hit = 0
+  for (j = 1; j <= k; j++) if (f[j] != "") { norm = norm (norm == "" ? "" : " ") f[j] }
+  m = split(norm, g, " "); for (j = 2; j <= m; j++) if (g[j] in managed) hit = 1
+  if (!hit) { print; next }
+  for (i = 1; i <= n; i++) if (norm == want[i] && !(i in done)) { done[i] = 1; print; next } }
+END { for (i = 1; i <= n; i++) if (!(i in done) && want[i] != "") print want[i] }"#;
+
+impl Hosts {
+    fn edit(&self) -> AwkEdit {
+        let lines: Vec<String> = self.entries.iter().map(|e| format!("{} {}", e.ip, e.names.join(" "))).collect();
+        AwkEdit {
+            path: self.path.clone(),
+            program: HOSTS_AWK.into(),
+            env: vec![("HL_ENTRIES".into(), lines.join("\n"))],
+            create: true,
+            what: format!("{} entries", self.entries.len()),
+        }
+    }
+}
+
+impl Module for Hosts {
+    fn probe(&self) -> String {
+        self.edit().probe()
+    }
+    fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
+        self.edit().diff(observed)
+    }
+    fn apply(&self) -> String {
+        self.edit().apply()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::run_local;
+
+    #[test]
+    fn drops_conflicting_lines_and_appends_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hosts");
+        std::fs::write(&p, "127.0.0.1\tlocalhost\n127.0.1.1\tnode1\n# comment node1\n10.0.0.2 node2\n").unwrap();
+        let h = Hosts {
+            path: p.display().to_string(),
+            entries: vec![
+                HostsEntry { ip: "10.0.0.1".into(), names: vec!["node1".into()] },
+                HostsEntry { ip: "10.0.0.2".into(), names: vec!["node2".into()] },
+            ],
+        };
+        assert!(h.diff(&run_local(&h.probe())).unwrap().is_some());
+        assert_eq!(run_local(&h.apply()).rc, 0);
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "127.0.0.1\tlocalhost\n# comment node1\n10.0.0.2 node2\n10.0.0.1 node1\n"
+        );
+        assert_eq!(h.diff(&run_local(&h.probe())).unwrap(), None);
+    }
+}

@@ -1,0 +1,149 @@
+//! Templates: minijinja 3 with strict undefined and the Ansible-like filters the playbooks use.
+
+use std::path::Path;
+
+use base64::Engine;
+use minijinja::value::{Kwargs, Value};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
+use miette::{miette, Result};
+use sha2::Digest;
+
+/// Renders templates from templates/ and inline strings from playbooks.
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Renderer {
+    /// A renderer loading templates from `template_dir`.
+    pub fn new(template_dir: &Path) -> Self {
+        let mut env = Environment::new();
+        env.set_loader(minijinja::path_loader(template_dir));
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+            .expect("default syntax is valid");
+        env.set_syntax(syntax);
+        env.add_filter("b64encode", b64encode);
+        env.add_filter("b64decode", b64decode);
+        env.add_filter("to_yaml", to_yaml);
+        env.add_filter("to_json", to_json);
+        env.add_filter("mandatory", mandatory);
+        env.add_filter("hash", hash);
+        env.add_filter("quote", shell_quote);
+        Renderer { env }
+    }
+
+    /// Renders the template file `name` (relative to templates/).
+    pub fn render_template(&self, name: &str, ctx: &Value) -> Result<String> {
+        let tmpl = self.env.get_template(name).map_err(|e| template_error(name, &e))?;
+        tmpl.render(ctx).map_err(|e| template_error(name, &e))
+    }
+
+    /// Renders an inline template; `origin` names where it comes from in errors.
+    pub fn render_str(&self, origin: &str, source: &str, ctx: &Value) -> Result<String> {
+        if !source.contains("{{") && !source.contains("{%") {
+            return Ok(source.to_string());
+        }
+        self.env.render_named_str(origin, source, ctx).map_err(|e| template_error(origin, &e))
+    }
+
+    /// Evaluates a `when` expression.
+    pub fn eval_bool(&self, origin: &str, expr: &str, ctx: &Value) -> Result<bool> {
+        let compiled = self.env.compile_expression(expr).map_err(|e| template_error(origin, &e))?;
+        Ok(compiled.eval(ctx).map_err(|e| template_error(origin, &e))?.is_true())
+    }
+}
+
+/// One readable error naming the template and line.
+fn template_error(origin: &str, e: &Error) -> miette::Report {
+    let name = e.name().unwrap_or(origin);
+    let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
+    let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
+    let hint = if e.kind() == ErrorKind::UndefinedError { " (a variable is not defined)" } else { "" };
+    miette!("template {name}{line}: {}{detail}{hint}", e.kind())
+}
+
+fn b64encode(s: String) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+}
+
+fn b64decode(s: String) -> Result<String, Error> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("b64decode: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("b64decode: {e}")))
+}
+
+fn to_yaml(v: Value) -> Result<String, Error> {
+    serde_saphyr::to_string(&v).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("to_yaml: {e}")))
+}
+
+fn to_json(v: Value) -> Result<String, Error> {
+    serde_json::to_string(&v).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("to_json: {e}")))
+}
+
+fn mandatory(v: Value, kwargs: Kwargs) -> Result<Value, Error> {
+    let msg: Option<String> = kwargs.get("msg")?;
+    kwargs.assert_all_used()?;
+    if v.is_undefined() || v.is_none() {
+        return Err(Error::new(ErrorKind::UndefinedError, msg.unwrap_or_else(|| "mandatory variable not set".into())));
+    }
+    Ok(v)
+}
+
+fn hash(s: String, algorithm: Option<String>) -> Result<String, Error> {
+    match algorithm.as_deref().unwrap_or("sha256") {
+        "sha256" => Ok(hex::encode(sha2::Sha256::digest(s.as_bytes()))),
+        "sha512" => Ok(hex::encode(sha2::Sha512::digest(s.as_bytes()))),
+        other => Err(Error::new(ErrorKind::InvalidOperation, format!("hash: unsupported algorithm {other}"))),
+    }
+}
+
+/// POSIX shell single-quoting.
+pub fn shell_quote(s: String) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minijinja::context;
+
+    fn renderer() -> (tempfile::TempDir, Renderer) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.conf.j2"), "a={{ a }}\n{% for h in hosts %}{{ h }}\n{% endfor %}").unwrap();
+        std::fs::write(dir.path().join("bad.j2"), "line1\nvalue={{ missing }}\n").unwrap();
+        let r = Renderer::new(dir.path());
+        (dir, r)
+    }
+
+    #[test]
+    fn renders_with_trailing_newline_and_no_escaping() {
+        let (_d, r) = renderer();
+        let out = r.render_template("t.conf.j2", &context! { a => "<x>", hosts => vec!["n1", "n2"] }).unwrap();
+        assert_eq!(out, "a=<x>\nn1\nn2\n");
+    }
+
+    #[test]
+    fn undefined_variable_names_template_and_line() {
+        let (_d, r) = renderer();
+        let err = r.render_template("bad.j2", &context! {}).unwrap_err().to_string();
+        assert!(err.contains("bad.j2:2"), "{err}");
+        assert!(err.contains("undefined"), "{err}");
+    }
+
+    #[test]
+    fn filters() {
+        let (_d, r) = renderer();
+        let ctx = context! { s => "hi", m => context! { k => vec![1, 2] } };
+        assert_eq!(r.render_str("x", "{{ s | b64encode }}", &ctx).unwrap(), "aGk=");
+        assert_eq!(r.render_str("x", "{{ 'aGk=' | b64decode }}", &ctx).unwrap(), "hi");
+        assert_eq!(r.render_str("x", "{{ m | to_json }}", &ctx).unwrap(), r#"{"k":[1,2]}"#);
+        assert!(r.render_str("x", "{{ m | to_yaml }}", &ctx).unwrap().contains("k:"));
+        assert_eq!(r.render_str("x", "{{ \"it's\" | quote }}", &ctx).unwrap(), r"'it'\''s'");
+        assert!(r.render_str("x", "{{ nope | mandatory }}", &ctx).is_err());
+        assert!(r.eval_bool("w", "s == 'hi'", &ctx).unwrap());
+    }
+}
