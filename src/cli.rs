@@ -5,7 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::engine::{self, Mode, Options};
 use crate::lab::{Lab, Subnet, UpOptions, DEFAULT_SUBNET};
+use crate::report::{Format, Reporter, Status};
+use crate::secrets::Redactor;
+use crate::ssh::HostKeyPolicy;
 
 /// Provisions highly-available Apache Airflow clusters over SSH.
 #[derive(Debug, Parser)]
@@ -16,9 +20,69 @@ pub struct Cli {
     pub command: Commands,
 }
 
+/// Selectors shared by provision, plan and check.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The inventory (Ansible YAML shape).
+    pub inventory: PathBuf,
+    /// The playbook.
+    #[arg(short = 'p', long, default_value = "playbooks/site.yml")]
+    pub playbook: PathBuf,
+    /// Only these stages (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub stages: Option<Vec<String>>,
+    /// Only hosts matching this pattern.
+    #[arg(long)]
+    pub limit: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// Hosts handled at once.
+    #[arg(long, default_value_t = 20)]
+    pub forks: usize,
+    /// How unknown host keys are treated.
+    #[arg(long, value_enum, default_value_t = HostKeyPolicy::Strict)]
+    pub host_key_policy: HostKeyPolicy,
+    /// Print SSH round trips per host and the wall time on stderr.
+    #[arg(long)]
+    pub stats: bool,
+}
+
 /// hactl's commands.
 #[derive(Debug, Subcommand)]
 pub enum Commands {
+    /// Apply the playbook's stages to the inventory's hosts.
+    Provision {
+        /// Selectors.
+        #[command(flatten)]
+        args: RunArgs,
+        /// Only show what would change (= plan).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show what provision would change; change nothing (exit 2 when changes are pending).
+    Plan {
+        /// Selectors.
+        #[command(flatten)]
+        args: RunArgs,
+    },
+    /// Drift check: exit 0 in sync, 2 drift found, 1 error.
+    Check {
+        /// Selectors.
+        #[command(flatten)]
+        args: RunArgs,
+    },
+    /// Run the stages' verification gates only.
+    Verify {
+        /// Selectors.
+        #[command(flatten)]
+        args: RunArgs,
+    },
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Local Debian 12 test nodes under systemd-nspawn.
     Lab {
         /// What to do with the lab.
@@ -56,8 +120,83 @@ pub enum LabAction {
 /// Parses the arguments, runs the command and maps the outcome to the contract's exit codes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("HACTL_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
         Commands::Lab { action } => run_lab(action),
+        Commands::Provision { args, dry_run } => {
+            run(args, if dry_run { Mode::Plan } else { Mode::Apply })
+        }
+        Commands::Plan { args } => run(args, Mode::Plan),
+        Commands::Check { args } => run(args, Mode::Plan),
+        Commands::Verify { args } => run(args, Mode::Verify),
+        Commands::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "hactl",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Runs the engine and maps the outcome to the contract's exit codes: 1 on any failure or
+/// unreachable host; 2 for plan/check (plan mode) with pending changes.
+fn run(args: RunArgs, mode: Mode) -> ExitCode {
+    let mut reporter = Reporter::new(args.output, Redactor::default());
+    let loaded = match engine::load(&args.inventory, &args.playbook, mode != Mode::Apply) {
+        Ok(l) => l,
+        Err(e) => {
+            reporter.log(&format!("error: {e:?}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    reporter.set_redactor(loaded.redactor.clone());
+    let reporter = std::sync::Arc::new(reporter);
+    let options = Options {
+        mode,
+        stages: args.stages.clone(),
+        limit: args.limit.clone(),
+        forks: args.forks,
+        host_key_policy: args.host_key_policy,
+    };
+    let engine = engine::Engine::new(loaded, options, std::sync::Arc::clone(&reporter));
+    let outcome = match engine::block_on(engine.run()) {
+        Ok(o) => o,
+        Err(e) => {
+            reporter.log(&format!("error: {e:?}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.stats {
+        let trips: Vec<String> = outcome
+            .stats
+            .round_trips
+            .iter()
+            .map(|(h, n)| format!("{h}={n}"))
+            .collect();
+        reporter.log(&format!(
+            "stats: {:.3}s round_trips {}",
+            outcome.stats.seconds,
+            trips.join(" ")
+        ));
+    }
+    match reporter.format() {
+        Format::Json => reporter.json(&outcome.summary, &outcome.results, &outcome.stats),
+        Format::Text => reporter.out(&format!("{}\n", outcome.summary.line())),
+    }
+    let failed = outcome.summary.failed > 0 || outcome.summary.unreachable > 0;
+    let pending = outcome.results.iter().any(|r| r.status == Status::Changed);
+    if failed {
+        ExitCode::FAILURE
+    } else if mode == Mode::Plan && pending {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -65,13 +204,28 @@ fn run_lab(action: LabAction) -> ExitCode {
     let lab = Lab::new();
     let mut log = |line: &str| eprintln!("lab: {line}");
     let outcome = match action {
-        LabAction::Up { nodes, inventory, subnet } => Subnet::parse(&subnet, nodes).and_then(|subnet| {
+        LabAction::Up {
+            nodes,
+            inventory,
+            subnet,
+        } => Subnet::parse(&subnet, nodes).and_then(|subnet| {
             let inventory = inventory.unwrap_or_else(|| lab.default_inventory());
-            let changes = lab.up(&UpOptions { nodes, inventory: inventory.clone(), subnet }, &mut log)?;
+            let changes = lab.up(
+                &UpOptions {
+                    nodes,
+                    inventory: inventory.clone(),
+                    subnet,
+                },
+                &mut log,
+            )?;
             for change in &changes {
                 println!("{change}");
             }
-            println!("lab up: {nodes} nodes, {} changes, inventory {}", changes.len(), inventory.display());
+            println!(
+                "lab up: {nodes} nodes, {} changes, inventory {}",
+                changes.len(),
+                inventory.display()
+            );
             Ok(())
         }),
         LabAction::Down => lab.down().map(|done| {
@@ -80,9 +234,18 @@ fn run_lab(action: LabAction) -> ExitCode {
             }
             println!("lab down: {} actions", done.len());
         }),
-        LabAction::Status => lab.status().map(|lines| lines.iter().for_each(|l| println!("{l}"))),
+        LabAction::Status => lab
+            .status()
+            .map(|lines| lines.iter().for_each(|l| println!("{l}"))),
         LabAction::Stop { node } => lab.stop_node(&node).map(|stopped| {
-            println!("{node}: {}", if stopped { "stopped" } else { "was not running" });
+            println!(
+                "{node}: {}",
+                if stopped {
+                    "stopped"
+                } else {
+                    "was not running"
+                }
+            );
         }),
     };
     match outcome {

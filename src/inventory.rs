@@ -96,16 +96,31 @@ impl Inventory {
             } else {
                 tree.hosts_of(group)
             };
-            let ordered = all_hosts.iter().filter(|h| members.contains(*h)).cloned().collect();
+            let ordered = all_hosts
+                .iter()
+                .filter(|h| members.contains(*h))
+                .cloned()
+                .collect();
             groups.insert(group.clone(), ordered);
         }
         let mut hosts = IndexMap::new();
         for name in &all_hosts {
             let vars = merged_vars(&tree, &groups, dir, name)?;
             let conn = connection(name, &vars, dir)?;
-            hosts.insert(name.clone(), Host { name: name.clone(), vars, conn });
+            hosts.insert(
+                name.clone(),
+                Host {
+                    name: name.clone(),
+                    vars,
+                    conn,
+                },
+            );
         }
-        Ok(Inventory { path: path.to_path_buf(), hosts, groups })
+        Ok(Inventory {
+            path: path.to_path_buf(),
+            hosts,
+            groups,
+        })
     }
 
     /// Hosts matching an Ansible-like pattern: names or groups separated by `,` or `:`, `*` globs,
@@ -114,7 +129,11 @@ impl Inventory {
         let mut chosen: BTreeSet<String> = BTreeSet::new();
         let mut excluded: BTreeSet<String> = BTreeSet::new();
         let mut required: Vec<BTreeSet<String>> = Vec::new();
-        for term in pattern.split([',', ':']).map(str::trim).filter(|t| !t.is_empty()) {
+        for term in pattern
+            .split([',', ':'])
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
             if let Some(t) = term.strip_prefix('!') {
                 excluded.extend(self.expand(t));
             } else if let Some(t) = term.strip_prefix('&') {
@@ -122,7 +141,10 @@ impl Inventory {
             } else {
                 let found = self.expand(term);
                 if found.is_empty() {
-                    return Err(miette!("pattern `{term}` matches no host or group of {}", self.path.display()));
+                    return Err(miette!(
+                        "pattern `{term}` matches no host or group of {}",
+                        self.path.display()
+                    ));
                 }
                 chosen.extend(found);
             }
@@ -130,7 +152,11 @@ impl Inventory {
         Ok(self
             .hosts
             .keys()
-            .filter(|h| chosen.contains(*h) && !excluded.contains(*h) && required.iter().all(|r| r.contains(*h)))
+            .filter(|h| {
+                chosen.contains(*h)
+                    && !excluded.contains(*h)
+                    && required.iter().all(|r| r.contains(*h))
+            })
             .cloned()
             .collect())
     }
@@ -149,23 +175,38 @@ impl Inventory {
 
 impl Tree {
     fn add_group(&mut self, name: &str, spec: GroupSpec, depth: usize) {
-        let entry = self.groups.entry(name.to_string()).or_insert((depth, Vars::new()));
+        let entry = self
+            .groups
+            .entry(name.to_string())
+            .or_insert((depth, Vars::new()));
         entry.0 = entry.0.min(depth);
         if let Some(vars) = spec.vars {
             entry.1.extend(vars);
         }
         for (host, vars) in spec.hosts.unwrap_or_default() {
-            self.host_vars.entry(host.clone()).or_default().extend(vars.unwrap_or_default());
+            self.host_vars
+                .entry(host.clone())
+                .or_default()
+                .extend(vars.unwrap_or_default());
             self.members.entry(name.to_string()).or_default().push(host);
         }
         for (child, child_spec) in spec.children.unwrap_or_default() {
-            self.children.entry(name.to_string()).or_default().insert(child.clone());
+            self.children
+                .entry(name.to_string())
+                .or_default()
+                .insert(child.clone());
             self.add_group(&child, child_spec.unwrap_or_default(), depth + 1);
         }
     }
 
     fn hosts_of(&self, group: &str) -> BTreeSet<String> {
-        let mut out: BTreeSet<String> = self.members.get(group).into_iter().flatten().cloned().collect();
+        let mut out: BTreeSet<String> = self
+            .members
+            .get(group)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
         for child in self.children.get(group).into_iter().flatten() {
             out.extend(self.hosts_of(child));
         }
@@ -175,7 +216,12 @@ impl Tree {
 
 /// Merges a host's variables: groups by depth then name (inventory vars, then group_vars/ file),
 /// then the host's inventory vars, then host_vars/.
-fn merged_vars(tree: &Tree, groups: &BTreeMap<String, Vec<String>>, dir: &Path, host: &str) -> Result<Vars> {
+fn merged_vars(
+    tree: &Tree,
+    groups: &BTreeMap<String, Vec<String>>,
+    dir: &Path,
+    host: &str,
+) -> Result<Vars> {
     let mut mine: Vec<(usize, &String, &Vars)> = tree
         .groups
         .iter()
@@ -197,7 +243,10 @@ fn merged_vars(tree: &Tree, groups: &BTreeMap<String, Vec<String>>, dir: &Path, 
 fn vars_dir_entry(dir: &Path, name: &str) -> Result<Vars> {
     let mut vars = Vars::new();
     let base = dir.join(name);
-    let mut files: Vec<PathBuf> = ["yml", "yaml"].iter().map(|e| base.with_extension(e)).collect();
+    let mut files: Vec<PathBuf> = ["yml", "yaml"]
+        .iter()
+        .map(|e| base.with_extension(e))
+        .collect();
     if base.is_dir() {
         let mut inside: Vec<PathBuf> = std::fs::read_dir(&base)
             .map_err(|e| miette!("{}: {e}", base.display()))?
@@ -219,24 +268,36 @@ fn vars_dir_entry(dir: &Path, name: &str) -> Result<Vars> {
 }
 
 fn connection(name: &str, vars: &Vars, dir: &Path) -> Result<Connection> {
-    let get = |keys: &[&str]| keys.iter().find_map(|k| vars.get(*k)).filter(|v| !v.is_null());
+    let get = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| vars.get(*k))
+            .filter(|v| !v.is_null())
+    };
     let text = |keys: &[&str]| get(keys).map(scalar_text);
     let port = match get(&["ansible_port", "port"]) {
         None => None,
-        Some(v) => Some(
-            scalar_text(v)
-                .parse::<u16>()
-                .map_err(|_| miette!("host {name}: ansible_port `{}` is not a port number", scalar_text(v)))?,
-        ),
+        Some(v) => Some(scalar_text(v).parse::<u16>().map_err(|_| {
+            miette!(
+                "host {name}: ansible_port `{}` is not a port number",
+                scalar_text(v)
+            )
+        })?),
     };
     let become_root = match get(&["ansible_become", "become"]) {
         None => false,
         Some(Value::Bool(b)) => *b,
-        Some(v) => matches!(scalar_text(v).to_ascii_lowercase().as_str(), "yes" | "true" | "1"),
+        Some(v) => matches!(
+            scalar_text(v).to_ascii_lowercase().as_str(),
+            "yes" | "true" | "1"
+        ),
     };
     let relative = |p: String| {
         let p = PathBuf::from(shellexpand_home(&p));
-        if p.is_absolute() { p } else { dir.join(p) }
+        if p.is_absolute() {
+            p
+        } else {
+            dir.join(p)
+        }
     };
     Ok(Connection {
         address: text(&["ansible_host", "host"]).unwrap_or_else(|| name.to_string()),
@@ -268,7 +329,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == text,
         Some((head, tail)) => {
-            let Some(rest) = text.strip_prefix(head) else { return false };
+            let Some(rest) = text.strip_prefix(head) else {
+                return false;
+            };
             (0..=rest.len()).any(|i| rest.is_char_boundary(i) && glob_match(tail, &rest[i..]))
         }
     }
@@ -277,7 +340,10 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// Parses YAML into `T`, turning errors into a report with file, line, column and a snippet.
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(source: &str, path: &Path) -> Result<T> {
     serde_saphyr::from_str(source).map_err(|e| {
-        let location = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
+        let location = e
+            .location()
+            .map(|l| format!(":{}:{}", l.line(), l.column()))
+            .unwrap_or_default();
         serde_saphyr::miette::to_miette_report(&e, source, &path.display().to_string())
             .wrap_err(format!("{}{location}: invalid YAML", path.display()))
     })
@@ -318,7 +384,11 @@ mod tests {
     fn precedence_all_group_child_host() {
         let dir = tempfile::tempdir().unwrap();
         let inv = write(dir.path(), "inv.yml", INV);
-        write(dir.path(), "group_vars/db.yml", "from_group_file: 7\nlevel: db-file\n");
+        write(
+            dir.path(),
+            "group_vars/db.yml",
+            "from_group_file: 7\nlevel: db-file\n",
+        );
         write(dir.path(), "host_vars/n1.yml", "from_host_file: true\n");
         let inv = Inventory::load(&inv).unwrap();
         let n1 = &inv.hosts["n1"].vars;
@@ -349,7 +419,11 @@ mod tests {
     #[test]
     fn unknown_key_is_an_error_with_location() {
         let dir = tempfile::tempdir().unwrap();
-        let inv = write(dir.path(), "inv.yml", "all:\n  hosts:\n    n1: {}\n  chilren: {}\n");
+        let inv = write(
+            dir.path(),
+            "inv.yml",
+            "all:\n  hosts:\n    n1: {}\n  chilren: {}\n",
+        );
         let err = format!("{:?}", Inventory::load(&inv).unwrap_err());
         assert!(err.contains("inv.yml:4:3"), "{err}");
         assert!(err.contains("chilren"), "{err}");

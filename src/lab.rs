@@ -62,7 +62,9 @@ const HOST_CA_DIR: &str = "/usr/local/share/ca-certificates";
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     /// The lab needs root (namespaces, mounts, bridges).
-    #[error("hactl lab must run as root (it creates bridges, mounts and containers): run it with sudo")]
+    #[error(
+        "hactl lab must run as root (it creates bridges, mounts and containers): run it with sudo"
+    )]
     NotRoot,
     /// A system tool is missing.
     #[error("`{tool}` not found: install it with `apt-get install -y {package}`")]
@@ -268,10 +270,12 @@ impl Lab {
     pub fn state(&self) -> Result<Option<LabState>> {
         let path = self.state_path();
         match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| LabError::State {
-                path: path.display().to_string(),
-                detail: e.to_string(),
-            }),
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| LabError::State {
+                    path: path.display().to_string(),
+                    detail: e.to_string(),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(&path, e)),
         }
@@ -287,7 +291,9 @@ impl Lab {
         preflight()?;
         let mut changes = Vec::new();
         let mut state = match self.state()? {
-            Some(s) if s.subnet != opts.subnet => return Err(LabError::OtherLabUp(s.subnet.to_string())),
+            Some(s) if s.subnet != opts.subnet => {
+                return Err(LabError::OtherLabUp(s.subnet.to_string()))
+            }
             Some(s) => s,
             None => {
                 check_subnet_free(&opts.subnet)?;
@@ -310,9 +316,17 @@ impl Lab {
             let name = format!("node{index}");
             let address = opts.subnet.node(index);
             if !state.nodes.iter().any(|n| n.name == name) {
-                state.nodes.push(NodeState { name: name.clone(), address, pid: None });
+                state.nodes.push(NodeState {
+                    name: name.clone(),
+                    address,
+                    pid: None,
+                });
             }
-            let node = state.nodes.iter_mut().find(|n| n.name == name).expect("just added");
+            let node = state
+                .nodes
+                .iter_mut()
+                .find(|n| n.name == name)
+                .expect("just added");
             if node.pid.is_some_and(|pid| self.is_node_process(pid, &name)) {
                 continue;
             }
@@ -325,7 +339,11 @@ impl Lab {
         for node in &state.nodes {
             self.wait_for_ssh(node)?;
         }
-        if write_if_changed(&opts.inventory, inventory_yaml(self, &state).as_bytes(), 0o644)? {
+        if write_if_changed(
+            &opts.inventory,
+            inventory_yaml(self, &state).as_bytes(),
+            0o644,
+        )? {
             changes.push(format!("wrote inventory {}", opts.inventory.display()));
         }
         Ok(changes)
@@ -333,8 +351,12 @@ impl Lab {
 
     /// Stops one node's machine (its nspawn process), keeping its disk; `up` starts it again.
     pub fn stop_node(&self, name: &str) -> Result<bool> {
-        let Some(mut state) = self.state()? else { return Ok(false) };
-        let Some(node) = state.nodes.iter_mut().find(|n| n.name == name) else { return Ok(false) };
+        let Some(mut state) = self.state()? else {
+            return Ok(false);
+        };
+        let Some(node) = state.nodes.iter_mut().find(|n| n.name == name) else {
+            return Ok(false);
+        };
         let stopped = match node.pid.take() {
             Some(pid) if self.is_node_process(pid, name) => {
                 terminate(pid);
@@ -368,13 +390,23 @@ impl Lab {
             for rule in &state.rules {
                 if iptables_has(rule) {
                     let args = iptables_args("-D", rule);
-                    run("iptables", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+                    run(
+                        "iptables",
+                        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+                    )?;
                     done.push(format!("removed iptables rule {}", rule.join(" ")));
                 }
             }
             if read_trimmed("/proc/sys/net/ipv4/ip_forward") != state.ip_forward_before {
-                write_file(Path::new("/proc/sys/net/ipv4/ip_forward"), state.ip_forward_before.as_bytes(), 0o644)?;
-                done.push(format!("restored net.ipv4.ip_forward={}", state.ip_forward_before));
+                write_file(
+                    Path::new("/proc/sys/net/ipv4/ip_forward"),
+                    state.ip_forward_before.as_bytes(),
+                    0o644,
+                )?;
+                done.push(format!(
+                    "restored net.ipv4.ip_forward={}",
+                    state.ip_forward_before
+                ));
             }
             if state.inventory.exists() {
                 fs::remove_file(&state.inventory).map_err(|e| io_err(&state.inventory, e))?;
@@ -396,7 +428,9 @@ impl Lab {
 
     /// One line per node: name, address, whether its machine runs and answers SSH.
     pub fn status(&self) -> Result<Vec<String>> {
-        let Some(state) = self.state()? else { return Ok(vec!["no lab is up".into()]) };
+        let Some(state) = self.state()? else {
+            return Ok(vec!["no lab is up".into()]);
+        };
         Ok(state
             .nodes
             .iter()
@@ -417,7 +451,11 @@ impl Lab {
 
     // ----- the base image -----
 
-    fn ensure_image(&self, log: &mut dyn FnMut(&str), changes: &mut Vec<String>) -> Result<PathBuf> {
+    fn ensure_image(
+        &self,
+        log: &mut dyn FnMut(&str),
+        changes: &mut Vec<String>,
+    ) -> Result<PathBuf> {
         let hash = image_recipe_hash()?;
         let images = self.root.join("images");
         let image = images.join(&hash);
@@ -430,11 +468,18 @@ impl Lab {
             fs::remove_dir_all(&building).map_err(|e| io_err(&building, e))?;
         }
         log("building the Debian 12 base image with debootstrap (about a minute, once)");
-        let mirror = std::env::var("HACTL_LAB_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+        let mirror = std::env::var("HACTL_LAB_MIRROR")
+            .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
         let include = format!("--include={}", BASE_PACKAGES.join(","));
         run(
             "debootstrap",
-            &["--variant=minbase", &include, "bookworm", path_str(&building), &mirror],
+            &[
+                "--variant=minbase",
+                &include,
+                "bookworm",
+                path_str(&building),
+                &mirror,
+            ],
         )?;
         customise_image(&building)?;
         fs::rename(&building, &image).map_err(|e| io_err(&image, e))?;
@@ -462,7 +507,20 @@ impl Lab {
         }
         let dir = key.parent().expect("key has a parent");
         fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", "hactl-lab", "-f", path_str(&key)])?;
+        run(
+            "ssh-keygen",
+            &[
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "hactl-lab",
+                "-f",
+                path_str(&key),
+            ],
+        )?;
         changes.push(format!("generated lab key {}", key.display()));
         Ok(())
     }
@@ -483,7 +541,17 @@ impl Lab {
         }
         let subnet = state.subnet.to_string();
         let wanted: Vec<Vec<String>> = [
-            vec!["nat", "POSTROUTING", "-s", &subnet, "!", "-o", BRIDGE, "-j", "MASQUERADE"],
+            vec![
+                "nat",
+                "POSTROUTING",
+                "-s",
+                &subnet,
+                "!",
+                "-o",
+                BRIDGE,
+                "-j",
+                "MASQUERADE",
+            ],
             vec!["filter", "FORWARD", "-i", BRIDGE, "-j", "ACCEPT"],
             vec!["filter", "FORWARD", "-o", BRIDGE, "-j", "ACCEPT"],
         ]
@@ -496,7 +564,10 @@ impl Lab {
             }
             if !iptables_has(&rule) {
                 let args = iptables_args("-I", &rule);
-                run("iptables", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+                run(
+                    "iptables",
+                    &args.iter().map(String::as_str).collect::<Vec<_>>(),
+                )?;
                 changes.push(format!("added iptables rule {}", rule.join(" ")));
             }
         }
@@ -505,7 +576,13 @@ impl Lab {
 
     // ----- nodes -----
 
-    fn start_node(&self, image: &Path, name: &str, address: Ipv4Addr, subnet: &Subnet) -> Result<u32> {
+    fn start_node(
+        &self,
+        image: &Path,
+        name: &str,
+        address: Ipv4Addr,
+        subnet: &Subnet,
+    ) -> Result<u32> {
         let dir = self.node_dir(name);
         let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("root"));
         for d in [&upper, &work, &merged] {
@@ -518,7 +595,10 @@ impl Lab {
                 upper.display(),
                 work.display()
             );
-            run("mount", &["-t", "overlay", "overlay", "-o", &opts, path_str(&merged)])?;
+            run(
+                "mount",
+                &["-t", "overlay", "overlay", "-o", &opts, path_str(&merged)],
+            )?;
         }
         self.write_node_files(&merged, name, address, subnet)?;
         let caches = self.root.join("cache");
@@ -531,7 +611,13 @@ impl Lab {
         let log = fs::File::create(&log_path).map_err(|e| io_err(&log_path, e))?;
         let log_err = log.try_clone().map_err(|e| io_err(&log_path, e))?;
         let child = Command::new("systemd-nspawn")
-            .args(["--quiet", "--register=no", "--keep-unit", "--boot", "--console=passive"])
+            .args([
+                "--quiet",
+                "--register=no",
+                "--keep-unit",
+                "--boot",
+                "--console=passive",
+            ])
             .arg(format!("--directory={}", merged.display()))
             .arg(format!("--machine={name}"))
             .arg(format!("--hostname={name}"))
@@ -543,11 +629,20 @@ impl Lab {
             .stderr(log_err)
             .process_group(0)
             .spawn()
-            .map_err(|e| LabError::Command { cmd: "systemd-nspawn".into(), detail: e.to_string() })?;
+            .map_err(|e| LabError::Command {
+                cmd: "systemd-nspawn".into(),
+                detail: e.to_string(),
+            })?;
         Ok(child.id())
     }
 
-    fn write_node_files(&self, root: &Path, name: &str, address: Ipv4Addr, subnet: &Subnet) -> Result<()> {
+    fn write_node_files(
+        &self,
+        root: &Path,
+        name: &str,
+        address: Ipv4Addr,
+        subnet: &Subnet,
+    ) -> Result<()> {
         let dns = host_nameservers();
         let network = format!(
             "[Match]\nName=host0\n\n[Network]\nAddress={address}/{}\nGateway={}\n{}",
@@ -555,28 +650,56 @@ impl Lab {
             subnet.gateway(),
             dns.iter().map(|d| format!("DNS={d}\n")).collect::<String>()
         );
-        write_file(&root.join("etc/systemd/network/10-host0.network"), network.as_bytes(), 0o644)?;
+        write_file(
+            &root.join("etc/systemd/network/10-host0.network"),
+            network.as_bytes(),
+            0o644,
+        )?;
         let resolv: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
         let resolv_path = root.join("etc/resolv.conf");
         if resolv_path.is_symlink() {
             fs::remove_file(&resolv_path).map_err(|e| io_err(&resolv_path, e))?;
         }
         write_file(&resolv_path, resolv.as_bytes(), 0o644)?;
-        write_file(&root.join("etc/hostname"), format!("{name}\n").as_bytes(), 0o644)?;
+        write_file(
+            &root.join("etc/hostname"),
+            format!("{name}\n").as_bytes(),
+            0o644,
+        )?;
         // As the Debian installer writes it (the `base` stage must fix the 127.0.1.1 line).
-        let hosts = format!("127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        let hosts = format!(
+            "127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        );
         write_file(&root.join("etc/hosts"), hosts.as_bytes(), 0o644)?;
-        let pubkey = fs::read(self.key_path().with_extension("pub")).map_err(|e| io_err(&self.key_path(), e))?;
+        let pubkey = fs::read(self.key_path().with_extension("pub"))
+            .map_err(|e| io_err(&self.key_path(), e))?;
         write_file(&root.join("root/.ssh/authorized_keys"), &pubkey, 0o600)?;
         let user_keys = root.join(format!("home/{SUDO_USER}/.ssh/authorized_keys"));
         write_file(&user_keys, &pubkey, 0o600)?;
         // uid/gid 1000 is the sudo user created in the image.
-        std::os::unix::fs::chown(user_keys.parent().expect("has parent"), Some(1000), Some(1000))
-            .and_then(|_| std::os::unix::fs::chown(&user_keys, Some(1000), Some(1000)))
-            .map_err(|e| io_err(&user_keys, e))?;
+        std::os::unix::fs::chown(
+            user_keys.parent().expect("has parent"),
+            Some(1000),
+            Some(1000),
+        )
+        .and_then(|_| std::os::unix::fs::chown(&user_keys, Some(1000), Some(1000)))
+        .map_err(|e| io_err(&user_keys, e))?;
         let host_key = root.join("etc/ssh/ssh_host_ed25519_key");
         if !host_key.exists() {
-            run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path_str(&host_key)])?;
+            run(
+                "ssh-keygen",
+                &[
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    name,
+                    "-f",
+                    path_str(&host_key),
+                ],
+            )?;
         }
         Ok(())
     }
@@ -584,11 +707,16 @@ impl Lab {
     fn write_known_hosts(&self, state: &LabState) -> Result<()> {
         let mut text = String::new();
         for node in &state.nodes {
-            let pubkey = self.node_dir(&node.name).join("upper/etc/ssh/ssh_host_ed25519_key.pub");
+            let pubkey = self
+                .node_dir(&node.name)
+                .join("upper/etc/ssh/ssh_host_ed25519_key.pub");
             let key = fs::read_to_string(&pubkey).map_err(|e| io_err(&pubkey, e))?;
             let mut fields = key.split_whitespace();
             let (Some(kind), Some(blob)) = (fields.next(), fields.next()) else {
-                return Err(LabError::State { path: pubkey.display().to_string(), detail: "bad host key".into() });
+                return Err(LabError::State {
+                    path: pubkey.display().to_string(),
+                    detail: "bad host key".into(),
+                });
             };
             text.push_str(&format!("{} {kind} {blob}\n", node.address));
         }
@@ -607,7 +735,11 @@ impl Lab {
         Err(LabError::BootTimeout {
             node: node.name.clone(),
             secs,
-            log: self.node_dir(&node.name).join("console.log").display().to_string(),
+            log: self
+                .node_dir(&node.name)
+                .join("console.log")
+                .display()
+                .to_string(),
         })
     }
 
@@ -620,7 +752,9 @@ impl Lab {
     /// PIDs of every systemd-nspawn whose root is inside this lab (found even if state is lost).
     fn lab_nspawn_pids(&self) -> Vec<u32> {
         let marker = format!("--directory={}/", self.root.join("nodes").display());
-        let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
         entries
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
@@ -681,7 +815,11 @@ fn customise_image(root: &Path) -> Result<()> {
         b"UseDNS no\nPermitRootLogin prohibit-password\nMaxSessions 10\n",
         0o644,
     )?;
-    write_file(&root.join("etc/apt/apt.conf.d/90hactl-lab-pool"), APT_POOL_CONF.as_bytes(), 0o644)?;
+    write_file(
+        &root.join("etc/apt/apt.conf.d/90hactl-lab-pool"),
+        APT_POOL_CONF.as_bytes(),
+        0o644,
+    )?;
     fs::create_dir_all(root.join(&APT_POOL[1..])).map_err(|e| io_err(root, e))?;
     write_file(
         &root.join(format!("etc/sudoers.d/{SUDO_USER}")),
@@ -689,7 +827,9 @@ fn customise_image(root: &Path) -> Result<()> {
         0o440,
     )?;
     for cert in host_ca_files() {
-        let dest = root.join("usr/local/share/ca-certificates").join(cert.file_name().expect("file"));
+        let dest = root
+            .join("usr/local/share/ca-certificates")
+            .join(cert.file_name().expect("file"));
         let bytes = fs::read(&cert).map_err(|e| io_err(&cert, e))?;
         write_file(&dest, &bytes, 0o644)?;
     }
@@ -714,7 +854,12 @@ fn image_recipe_hash() -> Result<String> {
 
 fn host_ca_files() -> Vec<PathBuf> {
     let mut certs: Vec<PathBuf> = fs::read_dir(HOST_CA_DIR)
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "crt")).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+                .collect()
+        })
         .unwrap_or_default();
     certs.sort();
     certs
@@ -738,14 +883,25 @@ fn host_nameservers() -> Vec<String> {
 
 /// The Ansible-shaped inventory naming every node in every role group.
 fn inventory_yaml(lab: &Lab, state: &LabState) -> String {
-    let mut y = String::from("# Written by `hactl lab up`: every lab node in every role group.\nall:\n  vars:\n");
+    let mut y = String::from(
+        "# Written by `hactl lab up`: every lab node in every role group.\nall:\n  vars:\n",
+    );
     y.push_str("    ansible_user: root\n");
-    y.push_str(&format!("    ansible_ssh_private_key_file: {}\n", lab.key_path().display()));
-    y.push_str(&format!("    hactl_known_hosts_file: {}\n", lab.known_hosts_path().display()));
+    y.push_str(&format!(
+        "    ansible_ssh_private_key_file: {}\n",
+        lab.key_path().display()
+    ));
+    y.push_str(&format!(
+        "    hactl_known_hosts_file: {}\n",
+        lab.known_hosts_path().display()
+    ));
     y.push_str(&format!("    lab_sudo_user: {SUDO_USER}\n"));
     y.push_str("  hosts:\n");
     for n in &state.nodes {
-        y.push_str(&format!("    {}:\n      ansible_host: {}\n", n.name, n.address));
+        y.push_str(&format!(
+            "    {}:\n      ansible_host: {}\n",
+            n.name, n.address
+        ));
     }
     y.push_str("  children:\n");
     for group in ROLE_GROUPS {
@@ -758,7 +914,9 @@ fn inventory_yaml(lab: &Lab, state: &LabState) -> String {
 }
 
 fn preflight_root() -> Result<()> {
-    let uid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    let uid = fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
     if uid != 0 {
         return Err(LabError::NotRoot);
     }
@@ -779,7 +937,11 @@ fn preflight() -> Result<()> {
         if which::which(tool).is_err() {
             return Err(LabError::MissingTool {
                 tool,
-                package: if tool == "systemd-nspawn" { "systemd-container debootstrap iptables" } else { package },
+                package: if tool == "systemd-nspawn" {
+                    "systemd-container debootstrap iptables"
+                } else {
+                    package
+                },
             });
         }
     }
@@ -788,7 +950,10 @@ fn preflight() -> Result<()> {
 
 /// Refuses a subnet that overlaps an address or a route already on the host.
 fn check_subnet_free(subnet: &Subnet) -> Result<()> {
-    let taken = |by: String| LabError::SubnetTaken { subnet: subnet.to_string(), by };
+    let taken = |by: String| LabError::SubnetTaken {
+        subnet: subnet.to_string(),
+        by,
+    };
     let routes = run("ip", &["-4", "-o", "route", "show", "table", "all"])?;
     for line in routes.lines() {
         let dest = line.split_whitespace().next().unwrap_or("");
@@ -853,7 +1018,11 @@ fn is_mounted(path: &Path) -> bool {
 }
 
 fn unescape_mount(field: &str) -> String {
-    field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 fn port_open(addr: Ipv4Addr, port: u16, timeout: Duration) -> bool {
@@ -863,25 +1032,34 @@ fn port_open(addr: Ipv4Addr, port: u16, timeout: Duration) -> bool {
 /// SIGTERM (nspawn then powers the container off), SIGKILL after 15 s.
 fn terminate(pid: u32) {
     let alive = || Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(15);
     while alive() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     if alive() {
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
         std::thread::sleep(Duration::from_millis(300));
     }
 }
 
 fn is_zombie(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 
 fn read_trimmed(path: &str) -> String {
-    fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn path_str(path: &Path) -> &str {
@@ -889,7 +1067,10 @@ fn path_str(path: &Path) -> &str {
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> LabError {
-    LabError::Io { path: path.display().to_string(), source }
+    LabError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Runs a system command, returning its stdout, or an error with its stderr.
@@ -899,11 +1080,25 @@ fn run(program: &str, args: &[&str]) -> Result<String> {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| LabError::Command { cmd: cmd.clone(), detail: e.to_string() })?;
+        .map_err(|e| LabError::Command {
+            cmd: cmd.clone(),
+            detail: e.to_string(),
+        })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let detail = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
-        return Err(LabError::Command { cmd, detail: format!("{} {detail}", out.status) });
+        let detail = stderr
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(" | ");
+        return Err(LabError::Command {
+            cmd,
+            detail: format!("{} {detail}", out.status),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -958,12 +1153,18 @@ mod tests {
 
     #[test]
     fn inventory_names_every_node_in_every_group() {
-        let lab = Lab { root: PathBuf::from("/x") };
+        let lab = Lab {
+            root: PathBuf::from("/x"),
+        };
         let subnet = Subnet::parse(DEFAULT_SUBNET, 2).unwrap();
         let state = LabState {
             subnet,
             nodes: (1..=2)
-                .map(|i| NodeState { name: format!("node{i}"), address: subnet.node(i), pid: None })
+                .map(|i| NodeState {
+                    name: format!("node{i}"),
+                    address: subnet.node(i),
+                    pid: None,
+                })
                 .collect(),
             ip_forward_before: "0".into(),
             rules: vec![],
@@ -971,7 +1172,9 @@ mod tests {
         };
         let y = inventory_yaml(&lab, &state);
         for group in ROLE_GROUPS {
-            assert!(y.contains(&format!("    {group}:\n      hosts:\n        node1: {{}}\n        node2: {{}}\n")));
+            assert!(y.contains(&format!(
+                "    {group}:\n      hosts:\n        node1: {{}}\n        node2: {{}}\n"
+            )));
         }
         assert!(y.contains("ansible_host: 10.213.0.12"));
         assert!(y.contains("ansible_ssh_private_key_file: /x/ssh/id_ed25519"));

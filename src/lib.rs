@@ -1,8 +1,12 @@
 //! hactl's library: the command line, the engine and the lab.
 
 pub mod cli;
+pub mod engine;
 pub mod inventory;
 pub mod lab;
 pub mod modules;
+pub mod playbook;
 pub mod render;
+pub mod report;
 pub mod secrets;
+pub mod ssh;

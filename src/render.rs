@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use base64::Engine;
+use miette::{miette, Result};
 use minijinja::value::{Kwargs, Value};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
-use miette::{miette, Result};
 use sha2::Digest;
 
 /// Renders templates from templates/ and inline strings from playbooks.
@@ -32,12 +32,16 @@ impl Renderer {
         env.add_filter("mandatory", mandatory);
         env.add_filter("hash", hash);
         env.add_filter("quote", shell_quote);
+        env.add_filter("hosts_entries", hosts_entries);
         Renderer { env }
     }
 
     /// Renders the template file `name` (relative to templates/).
     pub fn render_template(&self, name: &str, ctx: &Value) -> Result<String> {
-        let tmpl = self.env.get_template(name).map_err(|e| template_error(name, &e))?;
+        let tmpl = self
+            .env
+            .get_template(name)
+            .map_err(|e| template_error(name, &e))?;
         tmpl.render(ctx).map_err(|e| template_error(name, &e))
     }
 
@@ -46,13 +50,46 @@ impl Renderer {
         if !source.contains("{{") && !source.contains("{%") {
             return Ok(source.to_string());
         }
-        self.env.render_named_str(origin, source, ctx).map_err(|e| template_error(origin, &e))
+        self.env
+            .render_named_str(origin, source, ctx)
+            .map_err(|e| template_error(origin, &e))
+    }
+
+    /// Renders a playbook value: a string that is one whole `{{ expression }}` yielding a list or
+    /// a map gives that structure (as Ansible does); any other string renders as text.
+    pub fn render_value(
+        &self,
+        origin: &str,
+        source: &str,
+        ctx: &Value,
+    ) -> Result<serde_json::Value> {
+        if let Some(expr) = whole_expression(source) {
+            let compiled = self
+                .env
+                .compile_expression(expr)
+                .map_err(|e| template_error(origin, &e))?;
+            let value = compiled.eval(ctx).map_err(|e| template_error(origin, &e))?;
+            if matches!(
+                value.kind(),
+                minijinja::value::ValueKind::Seq | minijinja::value::ValueKind::Map
+            ) {
+                return serde_json::to_value(&value).map_err(|e| miette!("{origin}: {e}"));
+            }
+        }
+        self.render_str(origin, source, ctx)
+            .map(serde_json::Value::String)
     }
 
     /// Evaluates a `when` expression.
     pub fn eval_bool(&self, origin: &str, expr: &str, ctx: &Value) -> Result<bool> {
-        let compiled = self.env.compile_expression(expr).map_err(|e| template_error(origin, &e))?;
-        Ok(compiled.eval(ctx).map_err(|e| template_error(origin, &e))?.is_true())
+        let compiled = self
+            .env
+            .compile_expression(expr)
+            .map_err(|e| template_error(origin, &e))?;
+        Ok(compiled
+            .eval(ctx)
+            .map_err(|e| template_error(origin, &e))?
+            .is_true())
     }
 }
 
@@ -61,8 +98,36 @@ fn template_error(origin: &str, e: &Error) -> miette::Report {
     let name = e.name().unwrap_or(origin);
     let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
     let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
-    let hint = if e.kind() == ErrorKind::UndefinedError { " (a variable is not defined)" } else { "" };
+    let hint = if e.kind() == ErrorKind::UndefinedError {
+        " (a variable is not defined)"
+    } else {
+        ""
+    };
     miette!("template {name}{line}: {}{detail}{hint}", e.kind())
+}
+
+/// The expression inside `{{ ... }}` when that is the whole string.
+fn whole_expression(source: &str) -> Option<&str> {
+    let inner = source.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    (!inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%")).then_some(inner)
+}
+
+/// `groups['x'] | hosts_entries(hostvars)`: `[{ip: <ansible_host>, names: [<host>]}, ...]`.
+fn hosts_entries(hosts: Vec<String>, hostvars: Value) -> Result<Value, Error> {
+    let mut entries = Vec::new();
+    for host in hosts {
+        let ip = hostvars
+            .get_item(&Value::from(host.as_str()))?
+            .get_attr("ansible_host")?;
+        if ip.is_undefined() {
+            return Err(Error::new(
+                ErrorKind::UndefinedError,
+                format!("hostvars[{host}].ansible_host is not defined"),
+            ));
+        }
+        entries.push(minijinja::context! { ip => ip, names => vec![host] });
+    }
+    Ok(Value::from(entries))
 }
 
 fn b64encode(s: String) -> String {
@@ -73,22 +138,28 @@ fn b64decode(s: String) -> Result<String, Error> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(s.trim())
         .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("b64decode: {e}")))?;
-    String::from_utf8(bytes).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("b64decode: {e}")))
+    String::from_utf8(bytes)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("b64decode: {e}")))
 }
 
 fn to_yaml(v: Value) -> Result<String, Error> {
-    serde_saphyr::to_string(&v).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("to_yaml: {e}")))
+    serde_saphyr::to_string(&v)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("to_yaml: {e}")))
 }
 
 fn to_json(v: Value) -> Result<String, Error> {
-    serde_json::to_string(&v).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("to_json: {e}")))
+    serde_json::to_string(&v)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("to_json: {e}")))
 }
 
 fn mandatory(v: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let msg: Option<String> = kwargs.get("msg")?;
     kwargs.assert_all_used()?;
     if v.is_undefined() || v.is_none() {
-        return Err(Error::new(ErrorKind::UndefinedError, msg.unwrap_or_else(|| "mandatory variable not set".into())));
+        return Err(Error::new(
+            ErrorKind::UndefinedError,
+            msg.unwrap_or_else(|| "mandatory variable not set".into()),
+        ));
     }
     Ok(v)
 }
@@ -97,7 +168,10 @@ fn hash(s: String, algorithm: Option<String>) -> Result<String, Error> {
     match algorithm.as_deref().unwrap_or("sha256") {
         "sha256" => Ok(hex::encode(sha2::Sha256::digest(s.as_bytes()))),
         "sha512" => Ok(hex::encode(sha2::Sha512::digest(s.as_bytes()))),
-        other => Err(Error::new(ErrorKind::InvalidOperation, format!("hash: unsupported algorithm {other}"))),
+        other => Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("hash: unsupported algorithm {other}"),
+        )),
     }
 }
 
@@ -113,7 +187,11 @@ mod tests {
 
     fn renderer() -> (tempfile::TempDir, Renderer) {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("t.conf.j2"), "a={{ a }}\n{% for h in hosts %}{{ h }}\n{% endfor %}").unwrap();
+        std::fs::write(
+            dir.path().join("t.conf.j2"),
+            "a={{ a }}\n{% for h in hosts %}{{ h }}\n{% endfor %}",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("bad.j2"), "line1\nvalue={{ missing }}\n").unwrap();
         let r = Renderer::new(dir.path());
         (dir, r)
@@ -122,14 +200,22 @@ mod tests {
     #[test]
     fn renders_with_trailing_newline_and_no_escaping() {
         let (_d, r) = renderer();
-        let out = r.render_template("t.conf.j2", &context! { a => "<x>", hosts => vec!["n1", "n2"] }).unwrap();
+        let out = r
+            .render_template(
+                "t.conf.j2",
+                &context! { a => "<x>", hosts => vec!["n1", "n2"] },
+            )
+            .unwrap();
         assert_eq!(out, "a=<x>\nn1\nn2\n");
     }
 
     #[test]
     fn undefined_variable_names_template_and_line() {
         let (_d, r) = renderer();
-        let err = r.render_template("bad.j2", &context! {}).unwrap_err().to_string();
+        let err = r
+            .render_template("bad.j2", &context! {})
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bad.j2:2"), "{err}");
         assert!(err.contains("undefined"), "{err}");
     }
@@ -138,12 +224,43 @@ mod tests {
     fn filters() {
         let (_d, r) = renderer();
         let ctx = context! { s => "hi", m => context! { k => vec![1, 2] } };
-        assert_eq!(r.render_str("x", "{{ s | b64encode }}", &ctx).unwrap(), "aGk=");
-        assert_eq!(r.render_str("x", "{{ 'aGk=' | b64decode }}", &ctx).unwrap(), "hi");
-        assert_eq!(r.render_str("x", "{{ m | to_json }}", &ctx).unwrap(), r#"{"k":[1,2]}"#);
-        assert!(r.render_str("x", "{{ m | to_yaml }}", &ctx).unwrap().contains("k:"));
-        assert_eq!(r.render_str("x", "{{ \"it's\" | quote }}", &ctx).unwrap(), r"'it'\''s'");
+        assert_eq!(
+            r.render_str("x", "{{ s | b64encode }}", &ctx).unwrap(),
+            "aGk="
+        );
+        assert_eq!(
+            r.render_str("x", "{{ 'aGk=' | b64decode }}", &ctx).unwrap(),
+            "hi"
+        );
+        assert_eq!(
+            r.render_str("x", "{{ m | to_json }}", &ctx).unwrap(),
+            r#"{"k":[1,2]}"#
+        );
+        assert!(r
+            .render_str("x", "{{ m | to_yaml }}", &ctx)
+            .unwrap()
+            .contains("k:"));
+        assert_eq!(
+            r.render_str("x", "{{ \"it's\" | quote }}", &ctx).unwrap(),
+            r"'it'\''s'"
+        );
         assert!(r.render_str("x", "{{ nope | mandatory }}", &ctx).is_err());
         assert!(r.eval_bool("w", "s == 'hi'", &ctx).unwrap());
+        let hv = context! { hostvars => context! { n1 => context! { ansible_host => "10.0.0.1" } }, hosts => vec!["n1"] };
+        let entries = r
+            .render_value("x", "{{ hosts | hosts_entries(hostvars) }}", &hv)
+            .unwrap();
+        assert_eq!(
+            entries,
+            serde_json::json!([{"ip": "10.0.0.1", "names": ["n1"]}])
+        );
+        assert_eq!(
+            r.render_value("x", " {{ hosts }} ", &hv).unwrap(),
+            serde_json::json!(["n1"])
+        );
+        assert_eq!(
+            r.render_value("x", "{{ s }}-x", &ctx).unwrap(),
+            serde_json::json!("hi-x")
+        );
     }
 }

@@ -34,7 +34,9 @@ impl Command {
             s.push_str(&format!("[ -e {} ] || echo 'satisfied removes'\n", q(p)));
         }
         if let Some(c) = &self.unless {
-            s.push_str(&format!("( {c}\n ) >/dev/null 2>&1 </dev/null && echo 'satisfied unless'\n"));
+            s.push_str(&format!(
+                "( {c}\n ) >/dev/null 2>&1 </dev/null && echo 'satisfied unless'\n"
+            ));
         }
         s
     }
@@ -64,9 +66,16 @@ impl Module for Command {
     }
 
     fn apply(&self) -> String {
-        let cd = self.chdir.as_ref().map(|d| format!("cd {} || exit 1\n", q(d))).unwrap_or_default();
+        let cd = self
+            .chdir
+            .as_ref()
+            .map(|d| format!("cd {} || exit 1\n", q(d)))
+            .unwrap_or_default();
         let guard = if self.has_guard() {
-            format!("hactl_guard() {{\n{}:\n}}\nif [ -n \"$(hactl_guard)\" ]; then exit 0; fi\n", self.guard_check())
+            format!(
+                "hactl_guard() {{\n{}:\n}}\nif [ -n \"$(hactl_guard)\" ]; then exit 0; fi\n",
+                self.guard_check()
+            )
         } else {
             String::new()
         };
@@ -95,17 +104,30 @@ mod tests {
             chdir: None,
         };
         let ch = c.diff(&run_local(&c.probe())).unwrap().unwrap();
-        assert!(ch.summary.contains("would run") && ch.summary.contains("absent"), "{}", ch.summary);
+        assert!(
+            ch.summary.contains("would run") && ch.summary.contains("absent"),
+            "{}",
+            ch.summary
+        );
         assert_eq!(run_local(&c.apply()).rc, 0);
         assert_eq!(c.diff(&run_local(&c.probe())).unwrap(), None);
     }
 
     #[test]
     fn unless_guard_and_failure() {
-        let c = Command { cmd: "exit 3".into(), creates: None, removes: None, unless: Some("false".into()), chdir: None };
+        let c = Command {
+            cmd: "exit 3".into(),
+            creates: None,
+            removes: None,
+            unless: Some("false".into()),
+            chdir: None,
+        };
         assert!(c.diff(&run_local(&c.probe())).unwrap().is_some());
         assert_eq!(run_local(&c.apply()).rc, 3);
-        let ok = Command { unless: Some("true".into()), ..c };
+        let ok = Command {
+            unless: Some("true".into()),
+            ..c
+        };
         assert_eq!(ok.diff(&run_local(&ok.probe())).unwrap(), None);
         assert_eq!(run_local(&ok.apply()).rc, 0);
     }

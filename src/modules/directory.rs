@@ -11,12 +11,25 @@ use super::{fields, q, Attrs, Change, Module, Observed, Presence};
 pub struct Directory {
     /// Absolute path.
     pub path: String,
-    /// Owner, group and mode.
-    #[serde(flatten)]
-    pub attrs: Attrs,
+    /// Owner user name.
+    pub owner: Option<String>,
+    /// Owner group name.
+    pub group: Option<String>,
+    /// Octal mode, quoted (e.g. "0755").
+    pub mode: Option<String>,
     /// present (default) or absent (removed recursively).
     #[serde(default)]
     pub state: Presence,
+}
+
+impl Directory {
+    fn attrs(&self) -> Attrs {
+        Attrs {
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+            mode: self.mode.clone(),
+        }
+    }
 }
 
 impl Module for Directory {
@@ -31,16 +44,24 @@ impl Module for Directory {
     fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
         let f = fields(&observed.stdout);
         if f.contains_key("notdir") {
-            return Err(miette::miette!("{} exists but is not a directory", self.path));
+            return Err(miette::miette!(
+                "{} exists but is not a directory",
+                self.path
+            ));
         }
         let exists = !f.contains_key("absent");
         match (self.state, exists) {
-            (Presence::Absent, true) => Ok(Some(Change::new(format!("remove directory {}", self.path)))),
+            (Presence::Absent, true) => {
+                Ok(Some(Change::new(format!("remove directory {}", self.path))))
+            }
             (Presence::Absent, false) => Ok(None),
-            (Presence::Present, false) => Ok(Some(Change::new(format!("create directory {}", self.path)))),
+            (Presence::Present, false) => {
+                Ok(Some(Change::new(format!("create directory {}", self.path))))
+            }
             (Presence::Present, true) => {
-                let parts = self.attrs.diff(f.get("attrs").copied().unwrap_or(""))?;
-                Ok((!parts.is_empty()).then(|| Change::new(format!("{}: {}", self.path, parts.join(", ")))))
+                let parts = self.attrs().diff(f.get("attrs").copied().unwrap_or(""))?;
+                Ok((!parts.is_empty())
+                    .then(|| Change::new(format!("{}: {}", self.path, parts.join(", ")))))
             }
         }
     }
@@ -51,12 +72,16 @@ impl Module for Directory {
             return format!("rm -rf {p}\n");
         }
         let mut s = format!("p={p}; mkdir -p \"$p\" || exit 1; target=\"$p\"\n");
-        if let (Some(o), g) = (&self.attrs.owner, &self.attrs.group) {
-            s.push_str(&format!("chown {}{} \"$p\" || exit 1\n", q(o), g.as_ref().map(|g| format!(":{}", q(g))).unwrap_or_default()));
-        } else if let Some(g) = &self.attrs.group {
+        if let (Some(o), g) = (&self.owner, &self.group) {
+            s.push_str(&format!(
+                "chown {}{} \"$p\" || exit 1\n",
+                q(o),
+                g.as_ref().map(|g| format!(":{}", q(g))).unwrap_or_default()
+            ));
+        } else if let Some(g) = &self.group {
             s.push_str(&format!("chgrp {} \"$p\" || exit 1\n", q(g)));
         }
-        if let Some(m) = &self.attrs.mode {
+        if let Some(m) = &self.mode {
             s.push_str(&format!("chmod {} \"$p\" || exit 1\n", q(m)));
         }
         s
@@ -73,7 +98,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = Directory {
             path: dir.path().join("a/b").display().to_string(),
-            attrs: Attrs { owner: None, group: None, mode: Some("0750".into()) },
+            owner: None,
+            group: None,
+            mode: Some("0750".into()),
             state: Presence::Present,
         };
         assert!(d.diff(&run_local(&d.probe())).unwrap().is_some());

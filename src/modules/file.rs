@@ -20,9 +20,12 @@ pub struct FileArgs {
     pub content: Option<String>,
     /// A template in templates/, rendered with the host's variables.
     pub template: Option<String>,
-    /// Owner, group and mode.
-    #[serde(flatten)]
-    pub attrs: Attrs,
+    /// Owner user name.
+    pub owner: Option<String>,
+    /// Owner group name.
+    pub group: Option<String>,
+    /// Octal mode, quoted (e.g. "0644").
+    pub mode: Option<String>,
     /// present (default) or absent.
     #[serde(default)]
     pub state: Presence,
@@ -48,7 +51,10 @@ pub struct File {
 
 impl File {
     fn want_hash(&self) -> String {
-        self.content.as_ref().map(|c| hex::encode(Sha256::digest(c))).unwrap_or_default()
+        self.content
+            .as_ref()
+            .map(|c| hex::encode(Sha256::digest(c)))
+            .unwrap_or_default()
     }
 }
 
@@ -67,7 +73,10 @@ impl Module for File {
     fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
         let f = fields(&observed.stdout);
         if f.contains_key("notfile") {
-            return Err(miette::miette!("{} exists but is not a regular file", self.path));
+            return Err(miette::miette!(
+                "{} exists but is not a regular file",
+                self.path
+            ));
         }
         let exists = !f.contains_key("absent");
         if self.state == Presence::Absent {
@@ -75,21 +84,31 @@ impl Module for File {
         }
         let Some(content) = &self.content else {
             if !exists {
-                return Err(miette::miette!("{} does not exist and no content or template is given", self.path));
+                return Err(miette::miette!(
+                    "{} does not exist and no content or template is given",
+                    self.path
+                ));
             }
             let parts = self.attrs.diff(f.get("attrs").copied().unwrap_or(""))?;
-            return Ok((!parts.is_empty()).then(|| Change::new(format!("{}: {}", self.path, parts.join(", ")))));
+            return Ok((!parts.is_empty())
+                .then(|| Change::new(format!("{}: {}", self.path, parts.join(", ")))));
         };
         if !exists {
             let diff = (!self.sensitive).then(|| unified_diff(&self.path, b"", content));
-            return Ok(Some(Change { summary: format!("create {}", self.path), diff, counts: true }));
+            return Ok(Some(Change {
+                summary: format!("create {}", self.path),
+                diff,
+                counts: true,
+            }));
         }
         let mut parts = self.attrs.diff(f.get("attrs").copied().unwrap_or(""))?;
         let mut diff = None;
         if f.get("sha").copied() != Some(self.want_hash().as_str()) {
             parts.insert(0, "content".into());
             if !self.sensitive {
-                let old = f.get("old").and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+                let old = f
+                    .get("old")
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
                 diff = Some(match old {
                     Some(old) => unified_diff(&self.path, &old, content),
                     None => "(old content too large or unreadable to diff)\n".into(),
@@ -109,7 +128,10 @@ impl Module for File {
             return format!("rm -f {path}\n");
         }
         let Some(content) = &self.content else {
-            return format!("p={path}; target=\"$p\"\n{}", self.attrs.apply_lines("0644"));
+            return format!(
+                "p={path}; target=\"$p\"\n{}",
+                self.attrs.apply_lines("0644")
+            );
         };
         let b64 = base64::engine::general_purpose::STANDARD.encode(content);
         format!(
@@ -144,7 +166,11 @@ mod tests {
         File {
             path: path.into(),
             content: Some(content.as_bytes().to_vec()),
-            attrs: Attrs { owner: None, group: None, mode: mode.map(String::from) },
+            attrs: Attrs {
+                owner: None,
+                group: None,
+                mode: mode.map(String::from),
+            },
             state: Presence::Present,
             sensitive: false,
         }
@@ -159,7 +185,10 @@ mod tests {
         assert!(change.summary.starts_with("create"));
         assert_eq!(run_local(&f.apply()).rc, 0);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "x=1\ny=2\n");
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(f.diff(&run_local(&f.probe())).unwrap(), None);
 
         std::fs::write(&path, "x=1\ny=3\n").unwrap();
@@ -167,10 +196,17 @@ mod tests {
         assert!(change.summary.contains("content"), "{}", change.summary);
         let diff = change.diff.unwrap();
         assert!(diff.contains("-y=3") && diff.contains("+y=2"), "{diff}");
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         run_local(&f.apply());
         assert_eq!(f.diff(&run_local(&f.probe())).unwrap(), None);
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(leftovers.len(), 1, "temp file left behind: {leftovers:?}");
     }
 
@@ -181,10 +217,17 @@ mod tests {
         std::fs::write(&path, "same\n").unwrap();
         let f = file(&path, "same\n", Some("0640"));
         let change = f.diff(&run_local(&f.probe())).unwrap().unwrap();
-        assert!(change.summary.contains("mode") && !change.summary.contains("content"), "{}", change.summary);
+        assert!(
+            change.summary.contains("mode") && !change.summary.contains("content"),
+            "{}",
+            change.summary
+        );
         assert!(change.diff.is_none());
         run_local(&f.apply());
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
     }
 
     #[test]

@@ -28,7 +28,12 @@ impl Module for Group {
 
     fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
         let exists = !observed.stdout.lines().any(|l| l == "absent");
-        let gid = observed.stdout.lines().next().and_then(|l| l.split(':').nth(2)).unwrap_or("");
+        let gid = observed
+            .stdout
+            .lines()
+            .next()
+            .and_then(|l| l.split(':').nth(2))
+            .unwrap_or("");
         Ok(match (self.state, exists) {
             (Presence::Absent, true) => Some(Change::new(format!("remove group {}", self.name))),
             (Presence::Present, false) => Some(Change::new(format!("create group {}", self.name))),
@@ -57,10 +62,23 @@ mod tests {
 
     #[test]
     fn diffs() {
-        let g = Group { name: "etcd".into(), gid: Some(120), system: true, state: Presence::Present };
-        let obs = |s: &str| Observed { stdout: s.into(), rc: 0 };
+        let g = Group {
+            name: "etcd".into(),
+            gid: Some(120),
+            system: true,
+            state: Presence::Present,
+        };
+        let obs = |s: &str| Observed {
+            stdout: s.into(),
+            rc: 0,
+        };
         assert_eq!(g.diff(&obs("etcd:x:120:\n")).unwrap(), None);
-        assert!(g.diff(&obs("etcd:x:121:\n")).unwrap().unwrap().summary.contains("121 → 120"));
+        assert!(g
+            .diff(&obs("etcd:x:121:\n"))
+            .unwrap()
+            .unwrap()
+            .summary
+            .contains("121 → 120"));
         assert!(g.diff(&obs("absent\n")).unwrap().is_some());
     }
 }

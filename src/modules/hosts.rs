@@ -5,7 +5,7 @@ use miette::Result;
 use serde::{Deserialize, Serialize};
 
 use super::lineinfile::AwkEdit;
-use super::{Change, Module, Observed};
+use super::{Change, Module, Observed, Templated};
 
 /// One hosts entry.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct HostsEntry {
 #[serde(deny_unknown_fields)]
 pub struct Hosts {
     /// Wanted entries.
-    pub entries: Vec<HostsEntry>,
+    pub entries: Templated<Vec<HostsEntry>>,
     /// The hosts file (default /etc/hosts).
     #[serde(default = "default_path")]
     pub path: String,
@@ -43,13 +43,17 @@ END { for (i = 1; i <= n; i++) if (!(i in done) && want[i] != "") print want[i] 
 
 impl Hosts {
     fn edit(&self) -> AwkEdit {
-        let lines: Vec<String> = self.entries.iter().map(|e| format!("{} {}", e.ip, e.names.join(" "))).collect();
+        let entries = self.entries.or_default();
+        let lines: Vec<String> = entries
+            .iter()
+            .map(|e| format!("{} {}", e.ip, e.names.join(" ")))
+            .collect();
         AwkEdit {
             path: self.path.clone(),
             program: HOSTS_AWK.into(),
             env: vec![("HL_ENTRIES".into(), lines.join("\n"))],
             create: true,
-            what: format!("{} entries", self.entries.len()),
+            what: format!("{} entries", entries.len()),
         }
     }
 }
@@ -59,6 +63,7 @@ impl Module for Hosts {
         self.edit().probe()
     }
     fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
+        self.entries.value("entries")?;
         self.edit().diff(observed)
     }
     fn apply(&self) -> String {
@@ -75,13 +80,23 @@ mod tests {
     fn drops_conflicting_lines_and_appends_entries() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("hosts");
-        std::fs::write(&p, "127.0.0.1\tlocalhost\n127.0.1.1\tnode1\n# comment node1\n10.0.0.2 node2\n").unwrap();
+        std::fs::write(
+            &p,
+            "127.0.0.1\tlocalhost\n127.0.1.1\tnode1\n# comment node1\n10.0.0.2 node2\n",
+        )
+        .unwrap();
         let h = Hosts {
             path: p.display().to_string(),
-            entries: vec![
-                HostsEntry { ip: "10.0.0.1".into(), names: vec!["node1".into()] },
-                HostsEntry { ip: "10.0.0.2".into(), names: vec!["node2".into()] },
-            ],
+            entries: Templated::Value(vec![
+                HostsEntry {
+                    ip: "10.0.0.1".into(),
+                    names: vec!["node1".into()],
+                },
+                HostsEntry {
+                    ip: "10.0.0.2".into(),
+                    names: vec!["node2".into()],
+                },
+            ]),
         };
         assert!(h.diff(&run_local(&h.probe())).unwrap().is_some());
         assert_eq!(run_local(&h.apply()).rc, 0);

@@ -29,7 +29,8 @@ pub struct LineInFile {
 
 const PRESENT_AWK: &str = r#"{ l[NR]=$0; if (re != "" && $0 ~ re) last=NR; if ($0 == line) exact=NR }
 END { n=NR; if (re != "" && last) l[last]=line; else if (!exact) l[++n]=line; for (i=1;i<=n;i++) print l[i] }"#;
-const ABSENT_AWK: &str = r#"{ if ((re != "" && $0 ~ re) || (re == "" && $0 == line)) next; print }"#;
+const ABSENT_AWK: &str =
+    r#"{ if ((re != "" && $0 ~ re) || (re == "" && $0 == line)) next; print }"#;
 
 impl Module for LineInFile {
     fn probe(&self) -> String {
@@ -45,16 +46,25 @@ impl Module for LineInFile {
 
 impl LineInFile {
     fn edit(&self) -> AwkEdit {
-        let program = if self.state == Presence::Present { PRESENT_AWK } else { ABSENT_AWK };
-        let prelude = format!(
-            "line = ENVIRON[\"HL_LINE\"]; re = ENVIRON[\"HL_RE\"]\n"
-        );
+        let program = if self.state == Presence::Present {
+            PRESENT_AWK
+        } else {
+            ABSENT_AWK
+        };
+        let prelude = format!("line = ENVIRON[\"HL_LINE\"]; re = ENVIRON[\"HL_RE\"]\n");
         AwkEdit {
             path: self.path.clone(),
             program: format!("BEGIN {{ {prelude} }}\n{program}"),
-            env: vec![("HL_LINE".into(), self.line.clone()), ("HL_RE".into(), self.regexp.clone().unwrap_or_default())],
+            env: vec![
+                ("HL_LINE".into(), self.line.clone()),
+                ("HL_RE".into(), self.regexp.clone().unwrap_or_default()),
+            ],
             create: self.create && self.state == Presence::Present,
-            what: if self.state == Presence::Present { format!("line `{}`", self.line) } else { "matching lines removed".into() },
+            what: if self.state == Presence::Present {
+                format!("line `{}`", self.line)
+            } else {
+                "matching lines removed".into()
+            },
         }
     }
 }
@@ -78,7 +88,11 @@ pub struct AwkEdit {
 
 impl AwkEdit {
     fn run_awk(&self, input: &str) -> String {
-        let env: String = self.env.iter().map(|(k, v)| format!("{k}={} ", q(v))).collect();
+        let env: String = self
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={} ", q(v)))
+            .collect();
         format!("{env}awk {} {input}", q(&self.program))
     }
 
@@ -99,20 +113,33 @@ impl AwkEdit {
     pub fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
         let f = fields(&observed.stdout);
         let decode = |k: &str| {
-            f.get(k).and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()).unwrap_or_default()
+            f.get(k)
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .unwrap_or_default()
         };
         if f.contains_key("same") {
             return Ok(None);
         }
         if f.contains_key("absent") {
             if !self.create {
-                return Err(miette::miette!("{} does not exist (set create: true to create it)", self.path));
+                return Err(miette::miette!(
+                    "{} does not exist (set create: true to create it)",
+                    self.path
+                ));
             }
             let diff = unified_diff(&self.path, b"", &decode("new"));
-            return Ok(Some(Change { summary: format!("create {} with {}", self.path, self.what), diff: Some(diff), counts: true }));
+            return Ok(Some(Change {
+                summary: format!("create {} with {}", self.path, self.what),
+                diff: Some(diff),
+                counts: true,
+            }));
         }
         let diff = unified_diff(&self.path, &decode("old"), &decode("new"));
-        Ok(Some(Change { summary: format!("edit {}: {}", self.path, self.what), diff: Some(diff), counts: true }))
+        Ok(Some(Change {
+            summary: format!("edit {}: {}", self.path, self.what),
+            diff: Some(diff),
+            counts: true,
+        }))
     }
 
     /// Converging script: transform into a temp file beside the original, keep owner/mode, rename.
@@ -135,7 +162,13 @@ mod tests {
     use crate::modules::run_local;
 
     fn lif(path: &str, line: &str, re: Option<&str>, state: Presence) -> LineInFile {
-        LineInFile { path: path.into(), line: line.into(), regexp: re.map(String::from), state, create: false }
+        LineInFile {
+            path: path.into(),
+            line: line.into(),
+            regexp: re.map(String::from),
+            state,
+            create: false,
+        }
     }
 
     #[test]
@@ -147,7 +180,10 @@ mod tests {
         let ch = m.diff(&run_local(&m.probe())).unwrap().unwrap();
         assert!(ch.diff.unwrap().contains("+max=9 'q' $HOME"));
         assert_eq!(run_local(&m.apply()).rc, 0);
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "a=1\n#x\nmax=1\nmax=9 'q' $HOME\n");
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "a=1\n#x\nmax=1\nmax=9 'q' $HOME\n"
+        );
         assert_eq!(m.diff(&run_local(&m.probe())).unwrap(), None);
 
         let add = lif(&p, "new=1", None, Presence::Present);

@@ -40,7 +40,11 @@ pub struct Change {
 impl Change {
     /// A counted change with no diff.
     pub fn new(summary: impl Into<String>) -> Self {
-        Change { summary: summary.into(), diff: None, counts: true }
+        Change {
+            summary: summary.into(),
+            diff: None,
+            counts: true,
+        }
     }
 }
 
@@ -75,6 +79,52 @@ impl OneOrMany {
             OneOrMany::One(s) => vec![s.clone()],
             OneOrMany::Many(v) => v.clone(),
         }
+    }
+}
+
+/// A structured argument given either literally or as one `{{ expression }}` string that
+/// renders to the structure (e.g. `entries: "{{ groups['all'] | hosts_entries(hostvars) }}"`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Templated<T> {
+    /// The value itself.
+    Value(T),
+    /// A template still to render.
+    Template(String),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Templated<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw<T> {
+            Value(T),
+            Text(String),
+        }
+        match Raw::<T>::deserialize(d)? {
+            Raw::Value(v) => Ok(Templated::Value(v)),
+            Raw::Text(t) if t.contains("{{") => Ok(Templated::Template(t)),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "expected a list or map, or a `{{{{ expression }}}}` giving one; got `{t}`"
+            ))),
+        }
+    }
+}
+
+impl<T: Default + Clone> Templated<T> {
+    /// The rendered value; an error names `field` when the template did not give a structure.
+    pub fn value(&self, field: &str) -> Result<T> {
+        match self {
+            Templated::Value(v) => Ok(v.clone()),
+            Templated::Template(t) => Err(miette::miette!(
+                "`{field}` did not render to a structure: {t}"
+            )),
+        }
+    }
+
+    /// The rendered value, or the default (for scripts; `diff` reports the error first).
+    pub fn or_default(&self) -> T {
+        self.value("").unwrap_or_default()
     }
 }
 
@@ -133,7 +183,11 @@ impl Attrs {
     /// Human-readable differences against `attrs U G M` from a probe.
     pub fn diff(&self, observed: &str) -> Result<Vec<String>> {
         let mut parts = observed.split_whitespace();
-        let (owner, group, mode) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (owner, group, mode) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
         let mut out = Vec::new();
         if let Some(o) = &self.owner {
             if o != owner {
@@ -158,9 +212,13 @@ impl Attrs {
     /// exists, else `default_mode`.
     pub fn apply_lines(&self, default_mode: &str) -> String {
         let mut s = String::from("if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$target\" && chmod --reference=\"$p\" \"$target\"; ");
-        s.push_str(&format!("else chmod {default_mode} \"$target\"; fi || exit 1\n"));
+        s.push_str(&format!(
+            "else chmod {default_mode} \"$target\"; fi || exit 1\n"
+        ));
         match (&self.owner, &self.group) {
-            (Some(o), Some(g)) => s.push_str(&format!("chown {}:{} \"$target\" || exit 1\n", q(o), q(g))),
+            (Some(o), Some(g)) => {
+                s.push_str(&format!("chown {}:{} \"$target\" || exit 1\n", q(o), q(g)))
+            }
             (Some(o), None) => s.push_str(&format!("chown {} \"$target\" || exit 1\n", q(o))),
             (None, Some(g)) => s.push_str(&format!("chgrp {} \"$target\" || exit 1\n", q(g))),
             (None, None) => {}
@@ -183,7 +241,15 @@ pub fn run_local(script: &str) -> Observed {
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    Observed { stdout: String::from_utf8_lossy(&out.stdout).into_owned(), rc: out.status.code().unwrap_or(-1) }
+    Observed {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        rc: out.status.code().unwrap_or(-1),
+    }
 }

@@ -57,16 +57,21 @@ impl Module for Package {
             .collect();
         let mut actions = Vec::new();
         for (name, version) in self.wanted() {
-            let (is_in, have) = installed.get(name.as_str()).copied().unwrap_or((false, "-"));
+            let (is_in, have) = installed
+                .get(name.as_str())
+                .copied()
+                .unwrap_or((false, "-"));
             match (self.state, is_in, version) {
                 (Presence::Absent, true, _) => actions.push(format!("remove {name}")),
                 (Presence::Present, false, Some(v)) => actions.push(format!("install {name}={v}")),
                 (Presence::Present, false, None) => actions.push(format!("install {name}")),
-                (Presence::Present, true, Some(v)) if v != have => actions.push(format!("change {name} {have} → {v}")),
+                (Presence::Present, true, Some(v)) if v != have => {
+                    actions.push(format!("change {name} {have} → {v}"))
+                }
                 _ => {}
             }
         }
-        Ok((!actions.is_empty()).then(|| Change::new(format!("packages: {}", actions.join(", ")))))
+        Ok((!actions.is_empty()).then(|| Change::new(actions.join(", "))))
     }
 
     fn apply(&self) -> String {
@@ -74,9 +79,16 @@ impl Module for Package {
         let apt = "apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
         if self.state == Presence::Absent {
             let bare: Vec<String> = self.wanted().iter().map(|(n, _)| q(n)).collect();
-            return format!("export DEBIAN_FRONTEND=noninteractive\n{apt} remove {}\n", bare.join(" "));
+            return format!(
+                "export DEBIAN_FRONTEND=noninteractive\n{apt} remove {}\n",
+                bare.join(" ")
+            );
         }
-        let recommends = if self.install_recommends { "" } else { " --no-install-recommends" };
+        let recommends = if self.install_recommends {
+            ""
+        } else {
+            " --no-install-recommends"
+        };
         let mut s = String::from(
             "export DEBIAN_FRONTEND=noninteractive\n\
              if [ -z \"$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -360 2>/dev/null | head -n1)\" ]; then\n\
@@ -88,7 +100,10 @@ impl Module for Package {
                  trap 'rm -f /usr/sbin/policy-rc.d' EXIT\n",
             );
         }
-        s.push_str(&format!("{apt}{recommends} install {} || exit 1\n", names.join(" ")));
+        s.push_str(&format!(
+            "{apt}{recommends} install {} || exit 1\n",
+            names.join(" ")
+        ));
         if self.no_start {
             s.push_str("rm -f /usr/sbin/policy-rc.d; trap - EXIT\n");
         }
@@ -111,18 +126,36 @@ mod tests {
 
     #[test]
     fn diff_install_pin_remove() {
-        let out = Observed { stdout: "curl ii 7.88\nvim un -\nless ii 590-2\n".into(), rc: 0 };
-        let ch = pkg(&["curl", "vim", "less=600-1"], Presence::Present).diff(&out).unwrap().unwrap();
-        assert_eq!(ch.summary, "packages: install vim, change less 590-2 → 600-1");
-        let ch = pkg(&["curl", "vim"], Presence::Absent).diff(&out).unwrap().unwrap();
-        assert_eq!(ch.summary, "packages: remove curl");
-        assert!(pkg(&["curl"], Presence::Present).diff(&out).unwrap().is_none());
+        let out = Observed {
+            stdout: "curl ii 7.88\nvim un -\nless ii 590-2\n".into(),
+            rc: 0,
+        };
+        let ch = pkg(&["curl", "vim", "less=600-1"], Presence::Present)
+            .diff(&out)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ch.summary, "install vim, change less 590-2 → 600-1");
+        let ch = pkg(&["curl", "vim"], Presence::Absent)
+            .diff(&out)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ch.summary, "remove curl");
+        assert!(pkg(&["curl"], Presence::Present)
+            .diff(&out)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn probe_reads_dpkg_status() {
-        let out = crate::modules::run_local(&pkg(&["dpkg", "hactl-no-such-package"], Presence::Present).probe());
-        assert!(out.stdout.lines().next().unwrap().starts_with("dpkg ii "), "{}", out.stdout);
+        let out = crate::modules::run_local(
+            &pkg(&["dpkg", "hactl-no-such-package"], Presence::Present).probe(),
+        );
+        assert!(
+            out.stdout.lines().next().unwrap().starts_with("dpkg ii "),
+            "{}",
+            out.stdout
+        );
         assert!(out.stdout.contains("hactl-no-such-package un -"));
     }
 }

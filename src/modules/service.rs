@@ -46,8 +46,15 @@ impl Module for Service {
     fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
         let f = fields(&observed.stdout);
         let loaded = f.get("LoadState").is_some_and(|s| *s != "not-found");
-        let active = f.get("ActiveState").is_some_and(|s| *s == "active" || *s == "activating" || *s == "reloading");
-        let enabled = f.get("UnitFileState").is_some_and(|s| matches!(*s, "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated"));
+        let active = f
+            .get("ActiveState")
+            .is_some_and(|s| *s == "active" || *s == "activating" || *s == "reloading");
+        let enabled = f.get("UnitFileState").is_some_and(|s| {
+            matches!(
+                *s,
+                "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated"
+            )
+        });
         let mut actions = Vec::new();
         if loaded && f.get("NeedDaemonReload") == Some(&"yes") {
             actions.push("daemon-reload".to_string());
@@ -82,10 +89,16 @@ impl Module for Service {
             None => {}
         }
         match self.state {
-            Some(RunState::Started) => s.push_str(&format!("systemctl is-active --quiet {n} || systemctl start{nb} {n} || exit 1\n")),
+            Some(RunState::Started) => s.push_str(&format!(
+                "systemctl is-active --quiet {n} || systemctl start{nb} {n} || exit 1\n"
+            )),
             Some(RunState::Stopped) => s.push_str(&format!("systemctl stop {n} || exit 1\n")),
-            Some(RunState::Restarted) => s.push_str(&format!("systemctl restart{nb} {n} || exit 1\n")),
-            Some(RunState::Reloaded) => s.push_str(&format!("systemctl reload-or-restart{nb} {n} || exit 1\n")),
+            Some(RunState::Restarted) => {
+                s.push_str(&format!("systemctl restart{nb} {n} || exit 1\n"))
+            }
+            Some(RunState::Reloaded) => {
+                s.push_str(&format!("systemctl reload-or-restart{nb} {n} || exit 1\n"))
+            }
             None => {}
         }
         s.push_str("exit 0\n");
@@ -102,21 +115,49 @@ mod tests {
     use super::*;
 
     fn svc(state: Option<RunState>, enabled: Option<bool>) -> Service {
-        Service { name: "etcd".into(), state, enabled, no_block: false }
+        Service {
+            name: "etcd".into(),
+            state,
+            enabled,
+            no_block: false,
+        }
     }
 
     #[test]
     fn diffs() {
-        let obs = |s: &str| Observed { stdout: s.into(), rc: 0 };
-        let running = obs("LoadState loaded\nActiveState active\nUnitFileState enabled\nNeedDaemonReload no\n");
-        assert_eq!(svc(Some(RunState::Started), Some(true)).diff(&running).unwrap(), None);
+        let obs = |s: &str| Observed {
+            stdout: s.into(),
+            rc: 0,
+        };
+        let running = obs(
+            "LoadState loaded\nActiveState active\nUnitFileState enabled\nNeedDaemonReload no\n",
+        );
+        assert_eq!(
+            svc(Some(RunState::Started), Some(true))
+                .diff(&running)
+                .unwrap(),
+            None
+        );
         let stopped = obs("LoadState loaded\nActiveState inactive\nUnitFileState disabled\nNeedDaemonReload yes\n");
         assert_eq!(
-            svc(Some(RunState::Started), Some(true)).diff(&stopped).unwrap().unwrap().summary,
+            svc(Some(RunState::Started), Some(true))
+                .diff(&stopped)
+                .unwrap()
+                .unwrap()
+                .summary,
             "daemon-reload, enable etcd, start etcd"
         );
-        let missing = obs("LoadState not-found\nActiveState inactive\nUnitFileState \nNeedDaemonReload no\n");
-        assert!(svc(Some(RunState::Started), None).diff(&missing).unwrap().unwrap().summary.contains("not installed yet"));
-        assert!(svc(Some(RunState::Restarted), None).diff(&running).unwrap().is_some());
+        let missing =
+            obs("LoadState not-found\nActiveState inactive\nUnitFileState \nNeedDaemonReload no\n");
+        assert!(svc(Some(RunState::Started), None)
+            .diff(&missing)
+            .unwrap()
+            .unwrap()
+            .summary
+            .contains("not installed yet"));
+        assert!(svc(Some(RunState::Restarted), None)
+            .diff(&running)
+            .unwrap()
+            .is_some());
     }
 }

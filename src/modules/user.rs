@@ -39,14 +39,24 @@ impl Module for User {
         let out = &observed.stdout;
         let exists = !out.lines().any(|l| l == "absent");
         match (self.state, exists) {
-            (Presence::Absent, true) => return Ok(Some(Change::new(format!("remove user {}", self.name)))),
+            (Presence::Absent, true) => {
+                return Ok(Some(Change::new(format!("remove user {}", self.name))))
+            }
             (Presence::Absent, false) => return Ok(None),
-            (Presence::Present, false) => return Ok(Some(Change::new(format!("create user {}", self.name)))),
+            (Presence::Present, false) => {
+                return Ok(Some(Change::new(format!("create user {}", self.name))))
+            }
             _ => {}
         }
         let passwd: Vec<&str> = out.lines().next().unwrap_or("").split(':').collect();
         let field = |i: usize| passwd.get(i).copied().unwrap_or("");
-        let value = |k: &str| out.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("").trim().to_string();
+        let value = |k: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
         let mut parts = Vec::new();
         if let Some(uid) = self.uid.filter(|u| u.to_string() != field(2)) {
             parts.push(format!("uid {} → {uid}", field(2)));
@@ -60,7 +70,11 @@ impl Module for User {
             let have_text = value("groups ");
             let have: Vec<&str> = have_text.split_whitespace().collect();
             if want != have {
-                parts.push(format!("groups [{}] → [{}]", have.join(","), want.join(",")));
+                parts.push(format!(
+                    "groups [{}] → [{}]",
+                    have.join(","),
+                    want.join(",")
+                ));
             }
         }
         if let Some(h) = self.home.as_ref().filter(|h| h.as_str() != field(5)) {
@@ -69,7 +83,8 @@ impl Module for User {
         if let Some(s) = self.shell.as_ref().filter(|s| s.as_str() != field(6)) {
             parts.push(format!("shell {} → {s}", field(6)));
         }
-        Ok((!parts.is_empty()).then(|| Change::new(format!("user {}: {}", self.name, parts.join(", ")))))
+        Ok((!parts.is_empty())
+            .then(|| Change::new(format!("user {}: {}", self.name, parts.join(", ")))))
     }
 
     fn apply(&self) -> String {
@@ -93,7 +108,11 @@ impl Module for User {
         if let Some(s) = &self.shell {
             opts.push_str(&format!(" -s {}", q(s)));
         }
-        let create_extra = if self.system { " --system" } else { " --create-home" };
+        let create_extra = if self.system {
+            " --system"
+        } else {
+            " --create-home"
+        };
         format!("if getent passwd {n} >/dev/null; then usermod{opts} {n}; else useradd{create_extra}{opts} {n}; fi\n")
     }
 }
@@ -114,12 +133,30 @@ mod tests {
             system: true,
             state: Presence::Present,
         };
-        let same = Observed { stdout: "airflow:x:990:990::/opt/airflow:/bin/sh\ngroup airflow\ngroups ssl-cert \n".into(), rc: 0 };
+        let same = Observed {
+            stdout: "airflow:x:990:990::/opt/airflow:/bin/sh\ngroup airflow\ngroups ssl-cert \n"
+                .into(),
+            rc: 0,
+        };
         assert_eq!(u.diff(&same).unwrap(), None);
-        let other = Observed { stdout: "airflow:x:991:990::/home/airflow:/bin/sh\ngroup airflow\ngroups \n".into(), rc: 0 };
+        let other = Observed {
+            stdout: "airflow:x:991:990::/home/airflow:/bin/sh\ngroup airflow\ngroups \n".into(),
+            rc: 0,
+        };
         let s = u.diff(&other).unwrap().unwrap().summary;
-        assert!(s.contains("uid 991 → 990") && s.contains("groups [] → [ssl-cert]") && s.contains("home"), "{s}");
-        let absent = Observed { stdout: "absent\n".into(), rc: 0 };
-        assert_eq!(u.diff(&absent).unwrap().unwrap().summary, "create user airflow");
+        assert!(
+            s.contains("uid 991 → 990")
+                && s.contains("groups [] → [ssl-cert]")
+                && s.contains("home"),
+            "{s}"
+        );
+        let absent = Observed {
+            stdout: "absent\n".into(),
+            rc: 0,
+        };
+        assert_eq!(
+            u.diff(&absent).unwrap().unwrap().summary,
+            "create user airflow"
+        );
     }
 }

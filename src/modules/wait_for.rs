@@ -45,7 +45,10 @@ impl WaitFor {
     fn check(&self) -> String {
         match (&self.url, self.port) {
             (Some(url), _) => format!("python3 -c {} {} {}", q(HTTP_PY), q(url), self.status),
-            (None, Some(port)) => format!("timeout 2 bash -c {} 2>/dev/null", q(&format!("</dev/tcp/{}/{port}", self.host))),
+            (None, Some(port)) => format!(
+                "timeout 2 bash -c {} 2>/dev/null",
+                q(&format!("</dev/tcp/{}/{port}", self.host))
+            ),
             (None, None) => "false".into(),
         }
     }
@@ -61,7 +64,10 @@ impl WaitFor {
 
 impl Module for WaitFor {
     fn probe(&self) -> String {
-        format!("if {}; then echo ready; else echo waiting; fi\n", self.check())
+        format!(
+            "if {}; then echo ready; else echo waiting; fi\n",
+            self.check()
+        )
     }
 
     fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
@@ -94,7 +100,13 @@ mod tests {
     fn port_ready_and_timeout() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let w = WaitFor { host: "127.0.0.1".into(), port: Some(port), url: None, status: 200, timeout: 2 };
+        let w = WaitFor {
+            host: "127.0.0.1".into(),
+            port: Some(port),
+            url: None,
+            status: 200,
+            timeout: 2,
+        };
         assert_eq!(w.diff(&run_local(&w.probe())).unwrap(), None);
         drop(listener);
         let ch = w.diff(&run_local(&w.probe())).unwrap().unwrap();

@@ -1,0 +1,405 @@
+//! Output: one writer for everything hactl prints. Results go to stdout (text or one JSON
+//! document), progress and logs to stderr (indicatif bars on a TTY, plain lines otherwise), and
+//! every line passes through the secret [`Redactor`].
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::secrets::{Redactor, MASK};
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// A result's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// In sync.
+    Ok,
+    /// Changed (or, in a plan, would change).
+    Changed,
+    /// Failed.
+    Failed,
+    /// Not run (`when` false, or an earlier failure).
+    Skipped,
+    /// A verification gate passed.
+    Passed,
+}
+
+impl Status {
+    fn word(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Changed => "changed",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::Passed => "passed",
+        }
+    }
+}
+
+/// One step (or gate, or handler) on one host.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    /// Inventory host name.
+    pub host: String,
+    /// Stage name.
+    pub stage: String,
+    /// Step name.
+    pub step: String,
+    /// Outcome.
+    pub status: Status,
+    /// What changed or would change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// File diff.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    /// Error text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The counts of a run.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    /// Hosts targeted.
+    pub hosts: usize,
+    /// Steps in sync (and gates passed).
+    pub ok: usize,
+    /// Steps changed (or that would change).
+    pub changed: usize,
+    /// Steps failed.
+    pub failed: usize,
+    /// Hosts unreachable.
+    pub unreachable: usize,
+}
+
+/// Per-run statistics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// SSH round trips (scripts run) per host.
+    pub round_trips: BTreeMap<String, usize>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+/// The writer.
+pub struct Reporter {
+    format: Format,
+    redactor: Redactor,
+    bars: Option<MultiProgress>,
+    overall: Mutex<Option<ProgressBar>>,
+    host_bars: Mutex<BTreeMap<String, ProgressBar>>,
+    color: bool,
+}
+
+impl Reporter {
+    /// A writer for this format; bars only when stderr is a terminal.
+    pub fn new(format: Format, redactor: Redactor) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let bars = tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Reporter {
+            format,
+            redactor,
+            bars,
+            overall: Mutex::new(None),
+            host_bars: Mutex::new(BTreeMap::new()),
+            color,
+        }
+    }
+
+    /// Replaces the redactor (once secrets are known).
+    pub fn set_redactor(&mut self, redactor: Redactor) {
+        self.redactor = redactor;
+    }
+
+    /// The output format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// A log line on stderr, above the bars when there are bars.
+    pub fn log(&self, line: &str) {
+        let line = self.redactor.redact(line);
+        match &self.bars {
+            Some(mp) => {
+                let _ = mp.println(line);
+            }
+            None => {
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            }
+        }
+    }
+
+    /// Text on stdout (text format only; JSON goes out once through [`Reporter::json`]).
+    pub fn out(&self, text: &str) {
+        if self.format == Format::Text {
+            let text = self.redactor.redact(text);
+            let print = || {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            };
+            match &self.bars {
+                Some(mp) => mp.suspend(print),
+                None => print(),
+            }
+        }
+    }
+
+    /// Starts the overall bar for `total` host-stages.
+    pub fn start(&self, total: u64) {
+        if let Some(mp) = &self.bars {
+            let bar = mp.add(ProgressBar::new(total));
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} host-stages {elapsed}")
+                    .expect("valid template"),
+            );
+            *self.overall.lock().expect("lock") = Some(bar);
+        }
+    }
+
+    /// Shows what a host is doing now (a spinner line on a TTY).
+    pub fn host_activity(&self, host: &str, what: &str) {
+        let Some(mp) = &self.bars else { return };
+        let mut bars = self.host_bars.lock().expect("lock");
+        let bar = bars.entry(host.to_string()).or_insert_with(|| {
+            let b = mp.add(ProgressBar::new_spinner());
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:>12} {msg}")
+                    .expect("valid template"),
+            );
+            b.set_prefix(host.to_string());
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        bar.set_message(self.redactor.redact(what));
+    }
+
+    /// A host finished a stage.
+    pub fn host_done(&self, host: &str) {
+        if let Some(bar) = self.host_bars.lock().expect("lock").remove(host) {
+            bar.finish_and_clear();
+        }
+        if let Some(bar) = self.overall.lock().expect("lock").as_ref() {
+            bar.inc(1);
+        }
+    }
+
+    /// A plain progress line for a result: `[host] stage/step status`.
+    pub fn progress(&self, r: &StepResult) {
+        let status = if self.color {
+            let code = match r.status {
+                Status::Changed => "33",
+                Status::Failed => "31",
+                Status::Ok | Status::Passed => "32",
+                Status::Skipped => "36",
+            };
+            format!("\x1b[{code}m{}\x1b[0m", r.status.word())
+        } else {
+            r.status.word().to_string()
+        };
+        let mut line = format!("[{}] {}/{} {status}", r.host, r.stage, r.step);
+        if let Some(e) = &r.error {
+            line.push_str(&format!(": {}", e.lines().next().unwrap_or("")));
+        }
+        self.log(&line);
+    }
+
+    /// Clears the bars.
+    pub fn finish(&self) {
+        if let Some(bar) = self.overall.lock().expect("lock").take() {
+            bar.finish_and_clear();
+        }
+        if let Some(mp) = &self.bars {
+            let _ = mp.clear();
+        }
+    }
+
+    /// Prints the JSON document (JSON format only).
+    pub fn json(&self, summary: &Summary, results: &[StepResult], stats: &Stats) {
+        if self.format != Format::Json {
+            return;
+        }
+        let redacted: Vec<StepResult> = results
+            .iter()
+            .map(|r| StepResult {
+                diff: r.diff.as_deref().map(|d| redact_diff(&self.redactor, d)),
+                summary: r.summary.as_deref().map(|s| self.redactor.redact(s)),
+                error: r.error.as_deref().map(|s| self.redactor.redact(s)),
+                ..r.clone()
+            })
+            .collect();
+        let doc = serde_json::json!({ "summary": summary, "results": redacted, "stats": stats });
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("json serialises")
+        );
+    }
+
+    /// A human-readable block for one stage's results (changes, diffs, failures).
+    pub fn stage_text(&self, stage: &str, results: &[StepResult], plan: bool) -> String {
+        let mut text = String::new();
+        let mut by_host: BTreeMap<&str, Vec<&StepResult>> = BTreeMap::new();
+        for r in results.iter().filter(|r| r.stage == stage) {
+            by_host.entry(&r.host).or_default().push(r);
+        }
+        for (host, rs) in by_host {
+            let interesting: Vec<&&StepResult> = rs
+                .iter()
+                .filter(|r| matches!(r.status, Status::Changed | Status::Failed))
+                .collect();
+            let counts = |s: Status| rs.iter().filter(|r| r.status == s).count();
+            text.push_str(&format!(
+                "{stage} {host}: {} {}, {} ok, {} failed\n",
+                counts(Status::Changed),
+                if plan { "to change" } else { "changed" },
+                counts(Status::Ok) + counts(Status::Passed),
+                counts(Status::Failed)
+            ));
+            for r in interesting {
+                let mark = if r.status == Status::Failed { "!" } else { "~" };
+                text.push_str(&format!(
+                    "  {mark} {}: {}\n",
+                    r.step,
+                    r.summary.as_deref().unwrap_or("")
+                ));
+                if let Some(e) = &r.error {
+                    for l in e.lines() {
+                        text.push_str(&format!("      {l}\n"));
+                    }
+                }
+                if let Some(d) = &r.diff {
+                    for l in redact_diff(&self.redactor, d).lines() {
+                        text.push_str(&format!("      {l}\n"));
+                    }
+                }
+            }
+        }
+        text
+    }
+}
+
+/// Redacts a unified diff; a removed/added line pair that is equal once redacted becomes one
+/// context line marked "(secret changed)".
+pub fn redact_diff(redactor: &Redactor, diff: &str) -> String {
+    let lines: Vec<String> = diff.lines().map(|l| redactor.redact(l)).collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let run_end = |start: usize, prefix: char| {
+            (start..lines.len())
+                .find(|&j| {
+                    !lines[j].starts_with(prefix)
+                        || lines[j].starts_with("---")
+                        || lines[j].starts_with("+++")
+                })
+                .unwrap_or(lines.len())
+        };
+        if lines[i].starts_with('-') && !lines[i].starts_with("---") {
+            let minus_end = run_end(i, '-');
+            let plus_end = run_end(minus_end, '+');
+            let (minus, plus) = (&lines[i..minus_end], &lines[minus_end..plus_end]);
+            if minus.len() == plus.len()
+                && minus
+                    .iter()
+                    .zip(plus)
+                    .all(|(m, p)| m[1..] == p[1..] && m.contains(MASK))
+            {
+                out.extend(
+                    minus
+                        .iter()
+                        .map(|m| format!("~{} (secret changed)", &m[1..])),
+                );
+                i = plus_end;
+                continue;
+            }
+            out.extend(lines[i..plus_end].iter().cloned());
+            i = plus_end;
+            continue;
+        }
+        out.push(lines[i].clone());
+        i += 1;
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
+/// Counts results into the contract's summary.
+pub fn summarize(hosts: usize, unreachable: usize, results: &[StepResult]) -> Summary {
+    let count = |f: &dyn Fn(Status) -> bool| results.iter().filter(|r| f(r.status)).count();
+    Summary {
+        hosts,
+        ok: count(&|s| matches!(s, Status::Ok | Status::Passed)),
+        changed: count(&|s| s == Status::Changed),
+        failed: count(&|s| s == Status::Failed),
+        unreachable,
+    }
+}
+
+impl Summary {
+    /// The contract's closing line.
+    pub fn line(&self) -> String {
+        format!(
+            "hosts={} ok={} changed={} failed={} unreachable={}",
+            self.hosts, self.ok, self.changed, self.failed, self.unreachable
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_only_changes_are_marked_not_shown() {
+        let r = Redactor::new(["oldsecret1", "newsecret2"]);
+        let diff = "--- a\n+++ b\n@@ -1,2 +1,2 @@\n keep\n-password=oldsecret1\n+password=newsecret2\n-x=1\n+x=2\n";
+        let out = redact_diff(&r, diff);
+        assert!(out.contains("~password=******** (secret changed)"), "{out}");
+        assert!(out.contains("-x=1\n+x=2"), "{out}");
+        assert!(!out.contains("oldsecret1") && !out.contains("newsecret2"));
+    }
+
+    #[test]
+    fn summary_line_format() {
+        let r = |status| StepResult {
+            host: "h".into(),
+            stage: "s".into(),
+            step: "x".into(),
+            status,
+            summary: None,
+            diff: None,
+            error: None,
+        };
+        let s = summarize(
+            3,
+            1,
+            &[
+                r(Status::Ok),
+                r(Status::Changed),
+                r(Status::Passed),
+                r(Status::Failed),
+                r(Status::Skipped),
+            ],
+        );
+        assert_eq!(s.line(), "hosts=3 ok=2 changed=1 failed=1 unreachable=1");
+    }
+}

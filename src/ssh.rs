@@ -1,0 +1,204 @@
+//! SSH transport: one OpenSSH master per host (openssh, native-mux), at most
+//! [`MAX_CHANNELS`] concurrent channels on it, scripts fed on stdin to `sh -s` (through `sudo -n`
+//! when the host wants `become`), retries on connect failures and refused channels.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+use crate::inventory::Connection;
+
+/// sshd's MaxSessions is 10; stay under it.
+pub const MAX_CHANNELS: usize = 8;
+
+/// How unknown host keys are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum HostKeyPolicy {
+    /// The host key must already be in known_hosts.
+    #[default]
+    Strict,
+    /// Unknown hosts are added to known_hosts; changed keys are still refused.
+    AcceptNew,
+}
+
+/// Why a host could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// No ssh client on this machine.
+    #[error("the `ssh` client was not found on PATH: install it (apt-get install openssh-client)")]
+    NoClient,
+    /// The host key is unknown or changed.
+    #[error("host key verification failed for {host}: add its key to known_hosts, or pass --host-key-policy accept-new for a new host")]
+    HostKey {
+        /// The address.
+        host: String,
+    },
+    /// Could not connect or authenticate.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// A channel or command failed.
+    #[error("ssh: {0}")]
+    Channel(String),
+}
+
+/// A script's outcome.
+#[derive(Debug, Clone)]
+pub struct ScriptOutput {
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+}
+
+/// A connected host.
+pub struct Remote {
+    session: Session,
+    channels: Semaphore,
+    sudo: bool,
+    round_trips: AtomicUsize,
+}
+
+/// Connects to a host, retrying transient failures (not host key errors).
+pub async fn connect(conn: &Connection, policy: HostKeyPolicy) -> Result<Remote, SshError> {
+    which::which("ssh").map_err(|_| SshError::NoClient)?;
+    let mut builder = SessionBuilder::default();
+    builder
+        .known_hosts_check(match policy {
+            HostKeyPolicy::Strict => KnownHosts::Strict,
+            HostKeyPolicy::AcceptNew => KnownHosts::Add,
+        })
+        .connect_timeout(Duration::from_secs(10))
+        .server_alive_interval(Duration::from_secs(15))
+        .control_directory(std::env::temp_dir());
+    if let Some(user) = &conn.user {
+        builder.user(user.clone());
+    }
+    if let Some(port) = conn.port {
+        builder.port(port);
+    }
+    if let Some(key) = &conn.key {
+        builder.keyfile(key);
+    }
+    if let Some(kh) = &conn.known_hosts {
+        builder.user_known_hosts_file(kh);
+    }
+    let destination = conn.address.clone();
+    let mut last = String::new();
+    for attempt in 0..3u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+        }
+        match builder.connect_mux(&destination).await {
+            Ok(session) => {
+                let sudo = conn.become_root && conn.user.as_deref().is_some_and(|u| u != "root");
+                return Ok(Remote {
+                    session,
+                    channels: Semaphore::new(MAX_CHANNELS),
+                    sudo,
+                    round_trips: AtomicUsize::new(0),
+                });
+            }
+            Err(e) => {
+                last = error_chain(&e);
+                if last.contains("Host key verification failed")
+                    || last.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+                {
+                    return Err(SshError::HostKey { host: destination });
+                }
+                if last.contains("Permission denied") {
+                    break;
+                }
+            }
+        }
+    }
+    Err(SshError::Unreachable(format!(
+        "{destination}: {}",
+        last.trim()
+    )))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl Remote {
+    /// Runs a POSIX shell script on the host (one round trip), as root when `become` applies.
+    pub async fn run(&self, script: &str) -> Result<ScriptOutput, SshError> {
+        let _permit = self
+            .channels
+            .acquire()
+            .await
+            .map_err(|e| SshError::Channel(e.to_string()))?;
+        let mut last = String::new();
+        for attempt in 0..5u64 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            match self.run_once(script).await {
+                Ok(out) => {
+                    self.round_trips.fetch_add(1, Ordering::Relaxed);
+                    return Ok(out);
+                }
+                Err(e) => last = e,
+            }
+            if self.session.check().await.is_err() {
+                break;
+            }
+        }
+        Err(SshError::Channel(last))
+    }
+
+    async fn run_once(&self, script: &str) -> Result<ScriptOutput, String> {
+        let mut cmd = if self.sudo {
+            let mut c = self.session.command("sudo");
+            c.args(["-n", "-H", "--", "sh", "-s"]);
+            c
+        } else {
+            let mut c = self.session.command("sh");
+            c.arg("-s");
+            c
+        };
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().await.map_err(|e| error_chain(&e))?;
+        let mut stdin = child.stdin().take().ok_or("no stdin")?;
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        stdin.shutdown().await.map_err(|e| e.to_string())?;
+        drop(stdin);
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| error_chain(&e))?;
+        Ok(ScriptOutput {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code().unwrap_or(-1),
+        })
+    }
+
+    /// Scripts run on this host so far.
+    pub fn round_trips(&self) -> usize {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Closes the master connection.
+    pub async fn close(self) {
+        let _ = self.session.close().await;
+    }
+}
