@@ -1,0 +1,100 @@
+//! Helpers for the end-to-end tests: they need root and the lab, and fail loudly without them.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The lab's directory (as hactl uses it).
+pub const LAB: &str = "/var/lib/hactl/lab";
+
+/// A `hactl` command.
+pub fn hactl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hactl"))
+}
+
+/// Runs hactl with args, returning its output.
+pub fn run(args: &[&str]) -> Output {
+    let out = hactl().args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("hactl runs");
+    eprintln!(
+        "$ hactl {}\n-> {:?}\n{}{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The stdout of an output.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The stderr of an output.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Brings a fresh lab of `n` nodes up (after taking down any lab), panicking with the reason when
+/// it cannot: these tests never skip.
+pub fn fresh_lab(n: usize) {
+    let down = run(&["lab", "down"]);
+    assert!(down.status.success(), "lab down failed: {}", stderr(&down));
+    let up = run(&["lab", "up", "--nodes", &n.to_string()]);
+    assert!(up.status.success(), "the lab could not come up (tests need root, debootstrap, systemd-nspawn): {}", stderr(&up));
+}
+
+/// Copies the lab inventory into `dir` (so secrets and pending state live in the test's dir).
+pub fn inventory_in(dir: &Path) -> PathBuf {
+    let dest = dir.join("inventory.yml");
+    std::fs::copy(format!("{LAB}/inventory.yml"), &dest).expect("lab inventory exists");
+    dest
+}
+
+/// Runs a command on a lab node as root, returning (exit code, stdout).
+pub fn ssh(node: usize, cmd: &str) -> (i32, String) {
+    ssh_as("root", node, cmd)
+}
+
+/// Runs a command on a lab node as `user`.
+pub fn ssh_as(user: &str, node: usize, cmd: &str) -> (i32, String) {
+    let out = Command::new("ssh")
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            &format!("UserKnownHostsFile={LAB}/ssh/known_hosts"),
+            "-i",
+            &format!("{LAB}/ssh/id_ed25519"),
+            &format!("{user}@10.213.0.{}", 10 + node),
+            cmd,
+        ])
+        .output()
+        .expect("ssh runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A fingerprint of every file's path, size, mtime, mode and owner under the directories a
+/// playbook could touch: equal fingerprints mean nothing was written.
+pub fn fingerprint(node: usize) -> String {
+    let (rc, out) = ssh(
+        node,
+        "find /etc /srv /opt /usr /home /var/lib/dpkg /var/lib/hactl-demo -xdev -printf '%p %s %T@ %m %u\\n' 2>/dev/null | sort | sha256sum",
+    );
+    assert_eq!(rc, 0, "fingerprint failed on node{node}");
+    out
+}
+
+/// Parses hactl's JSON output.
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+/// Serialises the tests of one binary that use the (single) lab.
+pub fn lab_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
