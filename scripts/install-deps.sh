@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the system tools hactl's lab and tests use (Debian/Ubuntu, as root).
+set -euo pipefail
+need=()
+for pair in debootstrap:debootstrap systemd-nspawn:systemd-container iptables:iptables ssh:openssh-client \
+            ssh-keygen:openssh-client setpriv:util-linux ip:iproute2; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
