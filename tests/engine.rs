@@ -22,9 +22,19 @@ fn full_cycle(inventory: &Path) {
     let inv = inventory.to_str().unwrap();
     let before: Vec<String> = (1..=3).map(fingerprint).collect();
     let plan = run(&["plan", inv, "-p", DEMO]);
-    assert_eq!(plan.status.code(), Some(2), "plan on fresh nodes reports pending changes");
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "plan on fresh nodes reports pending changes"
+    );
     let text = stdout(&plan);
-    for expected in ["would create /etc/default/hactl-demo", "would install python3-venv", "+DEMO_PORT=8000", "would run handler `restart demo`", "(creates /var/lib/hactl-demo/initialized: absent)"] {
+    for expected in [
+        "would create /etc/default/hactl-demo",
+        "would install python3-venv",
+        "+DEMO_PORT=8000",
+        "would run handler `restart demo`",
+        "(creates /var/lib/hactl-demo/initialized: absent)",
+    ] {
         assert!(text.contains(expected), "plan lacks `{expected}`:\n{text}");
     }
     let after: Vec<String> = (1..=3).map(fingerprint).collect();
@@ -33,29 +43,60 @@ fn full_cycle(inventory: &Path) {
     let first = run(&["provision", inv, "-p", DEMO, "--output", "json"]);
     assert_eq!(first.status.code(), Some(0), "first provision");
     let s = summary(&first);
-    assert!(s["changed"].as_u64().unwrap() > 0 && s["failed"] == 0 && s["unreachable"] == 0, "{s}");
-    assert!(!stdout(&first).contains(&secret(inventory, "demo_token")), "secret printed in JSON");
+    assert!(
+        s["changed"].as_u64().unwrap() > 0 && s["failed"] == 0 && s["unreachable"] == 0,
+        "{s}"
+    );
+    assert!(
+        !stdout(&first).contains(&secret(inventory, "demo_token")),
+        "secret printed in JSON"
+    );
 
     let second = run(&["provision", inv, "-p", DEMO, "--output", "json"]);
     assert_eq!(second.status.code(), Some(0));
-    assert_eq!(summary(&second)["changed"], 0, "second provision changed something");
+    assert_eq!(
+        summary(&second)["changed"],
+        0,
+        "second provision changed something"
+    );
     assert_eq!(run(&["check", inv, "-p", DEMO]).status.code(), Some(0));
 
     let pid = main_pid(2);
-    assert_eq!(ssh(2, "echo 'DEMO_PORT=9999' >> /etc/default/hactl-demo").0, 0);
-    assert_eq!(run(&["check", inv, "-p", DEMO]).status.code(), Some(2), "check finds the drift");
+    assert_eq!(
+        ssh(2, "echo 'DEMO_PORT=9999' >> /etc/default/hactl-demo").0,
+        0
+    );
+    assert_eq!(
+        run(&["check", inv, "-p", DEMO]).status.code(),
+        Some(2),
+        "check finds the drift"
+    );
     let repair = run(&["provision", inv, "-p", DEMO]);
     assert_eq!(repair.status.code(), Some(0));
-    assert!(stdout(&repair).contains("handler `restart demo` ran"), "{}", stdout(&repair));
-    assert!(!ssh(2, "cat /etc/default/hactl-demo").1.contains("9999"), "file not restored");
+    assert!(
+        stdout(&repair).contains("handler `restart demo` ran"),
+        "{}",
+        stdout(&repair)
+    );
+    assert!(
+        !ssh(2, "cat /etc/default/hactl-demo").1.contains("9999"),
+        "file not restored"
+    );
     assert_ne!(main_pid(2), pid, "service not restarted");
     assert_eq!(run(&["check", inv, "-p", DEMO]).status.code(), Some(0));
 }
 
 fn secret(inventory: &Path, name: &str) -> String {
     let text = std::fs::read_to_string(inventory.with_file_name("inventory.secrets.yml")).unwrap();
-    let line = text.lines().find(|l| l.starts_with(&format!("{name}:"))).unwrap();
-    line.split_once(": ").unwrap().1.trim_matches('"').to_string()
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}:")))
+        .unwrap();
+    line.split_once(": ")
+        .unwrap()
+        .1
+        .trim_matches('"')
+        .to_string()
 }
 
 #[test]
@@ -68,7 +109,10 @@ fn provision_plan_check_as_root_then_with_become() {
     fresh_lab(3);
     let dir = tempfile::tempdir().unwrap();
     let inv = inventory_in(dir.path());
-    let text = std::fs::read_to_string(&inv).unwrap().replace("    ansible_user: root\n", "    ansible_user: hactl\n    ansible_become: true\n");
+    let text = std::fs::read_to_string(&inv).unwrap().replace(
+        "    ansible_user: root\n",
+        "    ansible_user: hactl\n    ansible_become: true\n",
+    );
     std::fs::write(&inv, text).unwrap();
     full_cycle(&inv);
 }
@@ -87,7 +131,10 @@ fn bad_input_fails_clearly_and_changes_nothing() {
         p.display().to_string()
     };
 
-    let malformed = write("malformed.yml", "stages:\n  - name: x\n    hosts: all\n    steps: [\n");
+    let malformed = write(
+        "malformed.yml",
+        "stages:\n  - name: x\n    hosts: all\n    steps: [\n",
+    );
     let o = run(&["provision", inv_s, "-p", &malformed]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("malformed.yml:"), "{}", stderr(&o));
@@ -95,28 +142,60 @@ fn bad_input_fails_clearly_and_changes_nothing() {
     let unknown = write("unknown.yml", "stages:\n  - name: x\n    hosts: all\n    steps:\n      - name: f\n        file: {path: /tmp/x, contnet: y}\n");
     let o = run(&["provision", inv_s, "-p", &unknown]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("unknown.yml:6") && stderr(&o).contains("contnet"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unknown.yml:6") && stderr(&o).contains("contnet"),
+        "{}",
+        stderr(&o)
+    );
 
     let undefined = write("undefined.yml", "stages:\n  - name: x\n    hosts: all\n    steps:\n      - name: f\n        file: {path: /etc/hactl-undefined, content: \"v={{ no_such_var }}\"}\n");
     let o = run(&["provision", inv_s, "-p", &undefined]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("undefined") && stderr(&o).contains("line 1") || stderr(&o).contains(":1"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("undefined") && stderr(&o).contains("line 1")
+            || stderr(&o).contains(":1"),
+        "{}",
+        stderr(&o)
+    );
 
-    let unreachable = write("unreachable.yml", "all:\n  hosts:\n    ghost: {ansible_host: 127.0.0.1, ansible_port: 1}\n");
+    let unreachable = write(
+        "unreachable.yml",
+        "all:\n  hosts:\n    ghost: {ansible_host: 127.0.0.1, ansible_port: 1}\n",
+    );
     let o = run(&["provision", &unreachable, "-p", DEMO]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("UNREACHABLE"), "{}", stderr(&o));
     assert!(stdout(&o).contains("unreachable=1"), "{}", stdout(&o));
 
     let empty_known = write("known_hosts", "");
-    let text = std::fs::read_to_string(&inv).unwrap().replace(&format!("{LAB}/ssh/known_hosts"), &empty_known);
+    let text = std::fs::read_to_string(&inv)
+        .unwrap()
+        .replace(&format!("{LAB}/ssh/known_hosts"), &empty_known);
     let strange = write("strange.yml", &text);
     let o = run(&["plan", &strange, "-p", DEMO, "--limit", "node1"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("host key verification failed"), "{}", stderr(&o));
-    let o = run(&["plan", &strange, "-p", DEMO, "--limit", "node1", "--host-key-policy", "accept-new"]);
+    assert!(
+        stderr(&o).contains("host key verification failed"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "plan",
+        &strange,
+        "-p",
+        DEMO,
+        "--limit",
+        "node1",
+        "--host-key-policy",
+        "accept-new",
+    ]);
     assert_eq!(o.status.code(), Some(2), "accept-new connects");
-    assert!(std::fs::read_to_string(&empty_known).unwrap().contains("ssh-ed25519"), "accept-new records the key");
+    assert!(
+        std::fs::read_to_string(&empty_known)
+            .unwrap()
+            .contains("ssh-ed25519"),
+        "accept-new records the key"
+    );
 
     let after: Vec<String> = (1..=3).map(fingerprint).collect();
     assert_eq!(before, after, "bad input changed files on the nodes");
@@ -130,7 +209,11 @@ fn notified_restart_survives_a_failed_run() {
     let inv = inventory_in(dir.path());
     let inv_s = inv.to_str().unwrap();
     let playbook = |fail: bool| {
-        let failing = if fail { "      - name: breaks\n        command: {cmd: \"exit 7\"}\n" } else { "" };
+        let failing = if fail {
+            "      - name: breaks\n        command: {cmd: \"exit 7\"}\n"
+        } else {
+            ""
+        };
         let text = format!(
             "stages:\n  - name: s\n    hosts: node1\n    steps:\n      - name: conf\n        file: {{path: /etc/hactl-pending.conf, content: \"v=1\\n\"}}\n        notify: [mark]\n{failing}    handlers:\n      - name: mark\n        command: {{cmd: \"date +%s%N >> /root/handler-runs\"}}\n"
         );
@@ -139,17 +222,39 @@ fn notified_restart_survives_a_failed_run() {
         p.display().to_string()
     };
     let o = run(&["provision", inv_s, "-p", &playbook(true)]);
-    assert_eq!(o.status.code(), Some(1), "the run fails at the breaking step");
-    assert_eq!(ssh(1, "test -e /root/handler-runs").0, 1, "handler must not run in a failed run");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the run fails at the breaking step"
+    );
+    assert_eq!(
+        ssh(1, "test -e /root/handler-runs").0,
+        1,
+        "handler must not run in a failed run"
+    );
     let pending = std::fs::read_to_string(dir.path().join(".hactl/pending-handlers.json")).unwrap();
     assert!(pending.contains("mark"), "{pending}");
 
     let o = run(&["plan", inv_s, "-p", &playbook(false)]);
-    assert!(stdout(&o).contains("would run handler `mark`"), "plan shows the owed handler");
+    assert!(
+        stdout(&o).contains("would run handler `mark`"),
+        "plan shows the owed handler"
+    );
     let o = run(&["provision", inv_s, "-p", &playbook(false)]);
     assert_eq!(o.status.code(), Some(0));
-    assert_eq!(ssh(1, "wc -l < /root/handler-runs").1.trim(), "1", "owed handler ran once");
-    let o = run(&["provision", inv_s, "-p", &playbook(false), "--output", "json"]);
+    assert_eq!(
+        ssh(1, "wc -l < /root/handler-runs").1.trim(),
+        "1",
+        "owed handler ran once"
+    );
+    let o = run(&[
+        "provision",
+        inv_s,
+        "-p",
+        &playbook(false),
+        "--output",
+        "json",
+    ]);
     assert_eq!(summary(&o)["changed"], 0);
     assert_eq!(ssh(1, "wc -l < /root/handler-runs").1.trim(), "1");
 }

@@ -9,15 +9,29 @@ fn lab_up_is_real_idempotent_and_down_leaves_nothing() {
     let _lab = lab_lock();
     fresh_lab(3);
     for n in 1..=3 {
-        let (rc, out) = ssh(n, "hostname; ip -4 -o addr show host0 | awk '{print $4}'; ps -p 1 -o comm=");
+        let (rc, out) = ssh(
+            n,
+            "hostname; ip -4 -o addr show host0 | awk '{print $4}'; ps -p 1 -o comm=",
+        );
         assert_eq!(rc, 0);
-        assert_eq!(out, format!("node{n}\n10.213.0.{}/24\nsystemd\n", 10 + n), "node{n} identity");
+        assert_eq!(
+            out,
+            format!("node{n}\n10.213.0.{}/24\nsystemd\n", 10 + n),
+            "node{n} identity"
+        );
         let other = if n == 3 { 1 } else { n + 1 };
-        let (rc, _) = ssh(n, &format!("timeout 3 bash -c '</dev/tcp/10.213.0.{}/22'", 10 + other));
+        let (rc, _) = ssh(
+            n,
+            &format!("timeout 3 bash -c '</dev/tcp/10.213.0.{}/22'", 10 + other),
+        );
         assert_eq!(rc, 0, "node{n} cannot reach node{other}");
     }
     let (rc, out) = ssh_as("hactl", 1, "sudo -n id -u");
-    assert_eq!((rc, out.trim()), (0, "0"), "non-root user with passwordless sudo");
+    assert_eq!(
+        (rc, out.trim()),
+        (0, "0"),
+        "non-root user with passwordless sudo"
+    );
 
     let (rc, _) = ssh(1, "apt-get -q update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends python3-venv >/dev/null");
     assert_eq!(rc, 0, "apt-get works inside a node");
@@ -25,33 +39,65 @@ fn lab_up_is_real_idempotent_and_down_leaves_nothing() {
     assert_eq!(rc, 0, "pip download works inside a node");
     assert!(out.contains("six-1.16.0"), "{out}");
     let (_, pool) = ssh(1, "ls /var/cache/hactl-apt-pool | grep -c 'python3.*venv'");
-    assert_ne!(pool.trim(), "0", "downloaded packages reach the shared pool");
+    assert_ne!(
+        pool.trim(),
+        "0",
+        "downloaded packages reach the shared pool"
+    );
 
     let status_before = stdout(&run(&["lab", "status"]));
     let again = run(&["lab", "up", "--nodes", "3"]);
     assert!(again.status.success());
-    assert!(stdout(&again).contains("0 changes"), "second up changed something: {}", stdout(&again));
-    assert_eq!(stdout(&run(&["lab", "status"])), status_before, "nodes were restarted");
+    assert!(
+        stdout(&again).contains("0 changes"),
+        "second up changed something: {}",
+        stdout(&again)
+    );
+    assert_eq!(
+        stdout(&run(&["lab", "status"])),
+        status_before,
+        "nodes were restarted"
+    );
 
     let stopped = run(&["lab", "stop", "node2"]);
     assert!(stdout(&stopped).contains("stopped"));
     assert_ne!(ssh(2, "true").0, 0, "node2 still answers after stop");
     let repaired = run(&["lab", "up", "--nodes", "3"]);
-    assert!(stdout(&repaired).contains("started node2"), "{}", stdout(&repaired));
+    assert!(
+        stdout(&repaired).contains("started node2"),
+        "{}",
+        stdout(&repaired)
+    );
     assert_eq!(ssh(2, "hostname").1, "node2\n");
 
     let down = run(&["lab", "down"]);
     assert!(down.status.success());
     // Zombies (already dead, waiting for PID 1 to reap them) hold nothing; anything else is a leak.
-    let procs = std::process::Command::new("ps").args(["-eo", "stat=,comm="]).output().unwrap();
-    let live: Vec<String> = stdout(&procs).lines().filter(|l| l.contains("systemd-nspawn") && !l.trim_start().starts_with('Z')).map(String::from).collect();
+    let procs = std::process::Command::new("ps")
+        .args(["-eo", "stat=,comm="])
+        .output()
+        .unwrap();
+    let live: Vec<String> = stdout(&procs)
+        .lines()
+        .filter(|l| l.contains("systemd-nspawn") && !l.trim_start().starts_with('Z'))
+        .map(String::from)
+        .collect();
     assert!(live.is_empty(), "nspawn processes left: {live:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains("/var/lib/hactl/lab/nodes"), "mounts left");
-    assert!(!std::path::Path::new("/sys/class/net/hactl0").exists(), "bridge left");
-    let nat = std::process::Command::new("iptables").args(["-t", "nat", "-S"]).output().unwrap();
+    assert!(
+        !std::path::Path::new("/sys/class/net/hactl0").exists(),
+        "bridge left"
+    );
+    let nat = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
     assert!(!stdout(&nat).contains("hactl-lab"), "NAT rule left");
-    let fwd = std::process::Command::new("iptables").args(["-S", "FORWARD"]).output().unwrap();
+    let fwd = std::process::Command::new("iptables")
+        .args(["-S", "FORWARD"])
+        .output()
+        .unwrap();
     assert!(!stdout(&fwd).contains("hactl-lab"), "FORWARD rule left");
 }
 
@@ -66,9 +112,20 @@ fn lab_refuses_clearly() {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
     let nobody = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_hactl"), "lab", "up"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_hactl"),
+            "lab",
+            "up",
+        ])
         .output()
         .unwrap();
     assert_eq!(nobody.status.code(), Some(1));
-    assert!(stderr(&nobody).contains("must run as root"), "{}", stderr(&nobody));
+    assert!(
+        stderr(&nobody).contains("must run as root"),
+        "{}",
+        stderr(&nobody)
+    );
 }

@@ -51,7 +51,7 @@ impl LineInFile {
         } else {
             ABSENT_AWK
         };
-        let prelude = format!("line = ENVIRON[\"HL_LINE\"]; re = ENVIRON[\"HL_RE\"]\n");
+        let prelude = "line = ENVIRON[\"HL_LINE\"]; re = ENVIRON[\"HL_RE\"]";
         AwkEdit {
             path: self.path.clone(),
             program: format!("BEGIN {{ {prelude} }}\n{program}"),

@@ -148,9 +148,9 @@ pub fn q(s: &str) -> String {
 pub fn fields(stdout: &str) -> std::collections::HashMap<&str, &str> {
     stdout
         .lines()
-        .filter_map(|l| {
+        .map(|l| {
             let l = l.trim_end();
-            Some(l.split_once(' ').unwrap_or((l, "")))
+            l.split_once(' ').unwrap_or((l, ""))
         })
         .collect()
 }

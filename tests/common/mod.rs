@@ -15,7 +15,11 @@ pub fn hactl() -> Command {
 
 /// Runs hactl with args, returning its output.
 pub fn run(args: &[&str]) -> Output {
-    let out = hactl().args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("hactl runs");
+    let out = hactl()
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("hactl runs");
     eprintln!(
         "$ hactl {}\n-> {:?}\n{}{}",
         args.join(" "),
@@ -42,7 +46,11 @@ pub fn fresh_lab(n: usize) {
     let down = run(&["lab", "down"]);
     assert!(down.status.success(), "lab down failed: {}", stderr(&down));
     let up = run(&["lab", "up", "--nodes", &n.to_string()]);
-    assert!(up.status.success(), "the lab could not come up (tests need root, debootstrap, systemd-nspawn): {}", stderr(&up));
+    assert!(
+        up.status.success(),
+        "the lab could not come up (tests need root, debootstrap, systemd-nspawn): {}",
+        stderr(&up)
+    );
 }
 
 /// Copies the lab inventory into `dir` (so secrets and pending state live in the test's dir).
@@ -74,7 +82,10 @@ pub fn ssh_as(user: &str, node: usize, cmd: &str) -> (i32, String) {
         ])
         .output()
         .expect("ssh runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 /// A fingerprint of every file's path, size, mtime, mode and owner under the directories a
