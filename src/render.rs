@@ -33,6 +33,7 @@ impl Renderer {
         env.add_filter("hash", hash);
         env.add_filter("quote", shell_quote);
         env.add_filter("hosts_entries", hosts_entries);
+        env.add_function("now_epoch", now_epoch);
         Renderer { env }
     }
 
@@ -128,6 +129,11 @@ fn hosts_entries(hosts: Vec<String>, hostvars: Value) -> Result<Value, Error> {
         entries.push(minijinja::context! { ip => ip, names => vec![host] });
     }
     Ok(Value::from(entries))
+}
+
+/// Seconds since the epoch on the controller, when rendered (clock-skew gates compare to it).
+fn now_epoch() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 fn b64encode(s: String) -> String {
