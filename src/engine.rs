@@ -270,9 +270,6 @@ impl Engine {
         let remotes = std::mem::take(&mut *self.remotes.lock().await);
         for (host, remote) in remotes {
             stats.round_trips.insert(host, remote.round_trips());
-            if let Ok(remote) = Arc::try_unwrap(remote) {
-                remote.close().await;
-            }
         }
         let results = std::mem::take(&mut *self.results.lock().expect("lock"));
         let unreachable = self.unreachable.lock().expect("lock").len();

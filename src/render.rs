@@ -133,7 +133,10 @@ fn hosts_entries(hosts: Vec<String>, hostvars: Value) -> Result<Value, Error> {
 
 /// Seconds since the epoch on the controller, when rendered (clock-skew gates compare to it).
 fn now_epoch() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn b64encode(s: String) -> String {

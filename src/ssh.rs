@@ -1,11 +1,18 @@
 //! SSH transport: one OpenSSH master per host (openssh, native-mux), at most
 //! [`MAX_CHANNELS`] concurrent channels on it, scripts fed on stdin to `sh -s` (through `sudo -n`
 //! when the host wants `become`), retries on connect failures and refused channels.
+//!
+//! Like Ansible's ControlPersist, a master outlives the run for [`PERSIST_SECS`] idle seconds, so a
+//! re-run within that time skips the SSH handshake. Its control socket lives in a private (0700)
+//! directory, keyed by every connection setting (address, user, port, key, known_hosts, policy).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use std::path::{Path, PathBuf};
+
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
@@ -13,6 +20,8 @@ use crate::inventory::Connection;
 
 /// sshd's MaxSessions is 10; stay under it.
 pub const MAX_CHANNELS: usize = 8;
+/// Idle seconds a master stays up after a run.
+pub const PERSIST_SECS: usize = 60;
 
 /// How unknown host keys are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -63,9 +72,62 @@ pub struct Remote {
     round_trips: AtomicUsize,
 }
 
-/// Connects to a host, retrying transient failures (not host key errors).
+/// Where persistent masters' control sockets are recorded (created 0700).
+fn control_root() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let dir = base.join("hactl/ssh");
+    std::fs::create_dir_all(&dir).ok()?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).ok()?;
+    Some(dir)
+}
+
+/// A name for a connection's settings: a master is reused only for identical settings.
+fn control_key(conn: &Connection, policy: HostKeyPolicy) -> String {
+    let text = format!("{conn:?}|{policy:?}");
+    hex::encode(&Sha256::digest(text.as_bytes())[..12])
+}
+
+/// A live persistent master for these settings, if one is recorded.
+async fn resume(record: &Path) -> Option<Session> {
+    let ctl = PathBuf::from(std::fs::read_to_string(record).ok()?.trim());
+    if !ctl.exists() {
+        return None;
+    }
+    let session = Session::resume_mux(ctl.into_boxed_path(), None);
+    // The mux check only asks the local master; a command proves the remote end is still there.
+    let alive =
+        tokio::time::timeout(Duration::from_secs(3), session.command("true").status()).await;
+    if matches!(alive, Ok(Ok(status)) if status.success()) {
+        return Some(session);
+    }
+    let _ = session.close().await;
+    None
+}
+
+/// Connects to a host, reusing a persistent master when one is up, retrying transient failures
+/// (not host key errors).
 pub async fn connect(conn: &Connection, policy: HostKeyPolicy) -> Result<Remote, SshError> {
     which::which("ssh").map_err(|_| SshError::NoClient)?;
+    let sudo = conn.become_root && conn.user.as_deref().is_some_and(|u| u != "root");
+    let remote = |session| Remote {
+        session,
+        channels: Semaphore::new(MAX_CHANNELS),
+        sudo,
+        round_trips: AtomicUsize::new(0),
+    };
+    let root = control_root();
+    let record = root
+        .as_ref()
+        .map(|r| r.join(format!("{}.ctl", control_key(conn, policy))));
+    if let Some(session) = match &record {
+        Some(r) => resume(r).await,
+        None => None,
+    } {
+        return Ok(remote(session));
+    }
     let mut builder = SessionBuilder::default();
     builder
         .known_hosts_check(match policy {
@@ -74,7 +136,10 @@ pub async fn connect(conn: &Connection, policy: HostKeyPolicy) -> Result<Remote,
         })
         .connect_timeout(Duration::from_secs(10))
         .server_alive_interval(Duration::from_secs(15))
-        .control_directory(std::env::temp_dir());
+        .control_directory(root.clone().unwrap_or_else(std::env::temp_dir))
+        .control_persist(ControlPersist::IdleFor(
+            PERSIST_SECS.try_into().expect("non-zero"),
+        ));
     if let Some(user) = &conn.user {
         builder.user(user.clone());
     }
@@ -95,13 +160,12 @@ pub async fn connect(conn: &Connection, policy: HostKeyPolicy) -> Result<Remote,
         }
         match builder.connect_mux(&destination).await {
             Ok(session) => {
-                let sudo = conn.become_root && conn.user.as_deref().is_some_and(|u| u != "root");
-                return Ok(Remote {
-                    session,
-                    channels: Semaphore::new(MAX_CHANNELS),
-                    sudo,
-                    round_trips: AtomicUsize::new(0),
-                });
+                let Some(record) = &record else {
+                    return Ok(remote(session));
+                };
+                let (ctl, log) = session.detach();
+                let _ = std::fs::write(record, ctl.to_string_lossy().as_bytes());
+                return Ok(remote(Session::resume_mux(ctl, log)));
             }
             Err(e) => {
                 last = error_chain(&e);
@@ -195,10 +259,5 @@ impl Remote {
     /// Scripts run on this host so far.
     pub fn round_trips(&self) -> usize {
         self.round_trips.load(Ordering::Relaxed)
-    }
-
-    /// Closes the master connection.
-    pub async fn close(self) {
-        let _ = self.session.close().await;
     }
 }
