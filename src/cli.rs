@@ -126,9 +126,7 @@ pub fn main() -> ExitCode {
         .init();
     match cli.command {
         Commands::Lab { action } => run_lab(action),
-        Commands::Provision { args, dry_run } => {
-            run(args, if dry_run { Mode::Plan } else { Mode::Apply })
-        }
+        Commands::Provision { args, dry_run } => run(args, if dry_run { Mode::Plan } else { Mode::Apply }),
         Commands::Plan { args } => run(args, Mode::Plan),
         Commands::Check { args } => run(args, Mode::Plan),
         Commands::Verify { args } => run(args, Mode::Verify),
@@ -234,18 +232,9 @@ fn run_lab(action: LabAction) -> ExitCode {
             }
             println!("lab down: {} actions", done.len());
         }),
-        LabAction::Status => lab
-            .status()
-            .map(|lines| lines.iter().for_each(|l| println!("{l}"))),
+        LabAction::Status => lab.status().map(|lines| lines.iter().for_each(|l| println!("{l}"))),
         LabAction::Stop { node } => lab.stop_node(&node).map(|stopped| {
-            println!(
-                "{node}: {}",
-                if stopped {
-                    "stopped"
-                } else {
-                    "was not running"
-                }
-            );
+            println!("{node}: {}", if stopped { "stopped" } else { "was not running" });
         }),
     };
     match outcome {

@@ -75,12 +75,7 @@ pub fn load(inventory: &Path, playbook: &Path, dry_run: bool) -> Result<Loaded> 
     let inventory = Inventory::load(inventory)?;
     let playbook = Playbook::load(playbook)?;
     let given = |name: &str| inventory.hosts.values().any(|h| h.vars.contains_key(name));
-    let secrets = Secrets::load_or_generate(
-        &secrets_path(&inventory.path),
-        &playbook.secrets,
-        &given,
-        dry_run,
-    )?;
+    let secrets = Secrets::load_or_generate(&secrets_path(&inventory.path), &playbook.secrets, &given, dry_run)?;
     let mut values: Vec<&str> = secrets.values.values().map(|s| s.expose()).collect();
     let given_secrets: Vec<String> = playbook
         .secrets
@@ -105,25 +100,9 @@ pub fn load(inventory: &Path, playbook: &Path, dry_run: bool) -> Result<Loaded> 
             (h.name.clone(), vars)
         })
         .collect();
-    let contexts = hostvars
-        .iter()
-        .map(|(name, vars)| {
-            let mut ctx = vars.clone();
-            ctx.insert(
-                "hostvars".into(),
-                serde_json::to_value(&hostvars).expect("vars serialise"),
-            );
-            ctx.insert(
-                "groups".into(),
-                serde_json::to_value(&inventory.groups).expect("groups serialise"),
-            );
-            (
-                name.clone(),
-                Value::from(minijinja::value::Serde(Json::Object(ctx))),
-            )
-        })
-        .collect();
     let renderer = Renderer::new(&playbook.template_dir());
+    let hostvars = render_templated_vars(&renderer, hostvars, &inventory.groups)?;
+    let contexts = contexts(&hostvars, &inventory.groups);
     Ok(Loaded {
         inventory,
         playbook,
@@ -131,6 +110,46 @@ pub fn load(inventory: &Path, playbook: &Path, dry_run: bool) -> Result<Loaded> 
         contexts,
         renderer,
     })
+}
+
+/// Each host's template context: its variables plus `hostvars` and `groups`.
+fn contexts(hostvars: &BTreeMap<String, Vars>, groups: &BTreeMap<String, Vec<String>>) -> HashMap<String, Value> {
+    let all = serde_json::to_value(hostvars).expect("vars serialise");
+    let groups = serde_json::to_value(groups).expect("groups serialise");
+    hostvars
+        .iter()
+        .map(|(name, vars)| {
+            let mut ctx = vars.clone();
+            ctx.insert("hostvars".into(), all.clone());
+            ctx.insert("groups".into(), groups.clone());
+            (name.clone(), Value::from(minijinja::value::Serde(Json::Object(ctx))))
+        })
+        .collect()
+}
+
+/// Renders variables whose values are templates (e.g. `etcd_endpoints: "{% for h in ... %}"`), as
+/// Ansible does, in each host's context; repeated so that variables may refer to each other.
+fn render_templated_vars(
+    renderer: &Renderer,
+    mut hostvars: BTreeMap<String, Vars>,
+    groups: &BTreeMap<String, Vec<String>>,
+) -> Result<BTreeMap<String, Vars>> {
+    let is_template = |v: &Json| v.as_str().is_some_and(|s| s.contains("{{") || s.contains("{%"));
+    for _ in 0..5 {
+        if !hostvars.values().any(|vars| vars.values().any(is_template)) {
+            return Ok(hostvars);
+        }
+        let ctxs = contexts(&hostvars, groups);
+        for (host, vars) in hostvars.iter_mut() {
+            for (name, value) in vars.iter_mut().filter(|(_, v)| is_template(v)) {
+                let origin = format!("variable `{name}` of host {host}");
+                *value = renderer.render_value(&origin, value.as_str().expect("a string"), &ctxs[host])?;
+            }
+        }
+    }
+    Err(miette!(
+        "variables still contain templates after 5 rounds of rendering: do they refer to each other in a loop?"
+    ))
 }
 
 /// Handlers notified but not yet run, per host and stage; kept beside the inventory so that a
@@ -225,10 +244,7 @@ impl Engine {
     /// Runs the selected stages in order; stops after a stage in which anything failed.
     pub async fn run(self: &Arc<Self>) -> Result<Outcome> {
         let started = Instant::now();
-        let stages = self
-            .loaded
-            .playbook
-            .select_stages(self.options.stages.as_deref())?;
+        let stages = self.loaded.playbook.select_stages(self.options.stages.as_deref())?;
         let limit = match &self.options.limit {
             Some(p) => Some(self.loaded.inventory.select(p)?),
             None => None,
@@ -242,23 +258,20 @@ impl Engine {
             plan.push((stage, hosts));
         }
         let all_hosts: BTreeSet<&String> = plan.iter().flat_map(|(_, h)| h).collect();
-        self.reporter
-            .start(plan.iter().map(|(_, h)| h.len() as u64).sum());
+        self.reporter.start(plan.iter().map(|(_, h)| h.len() as u64).sum());
         for (stage, hosts) in &plan {
             let failed = self.run_stage(stage, hosts).await;
             if self.options.mode != Mode::Verify {
                 let results = self.results.lock().expect("lock").clone();
-                self.reporter.out(&self.reporter.stage_text(
-                    &stage.name,
-                    &results,
-                    self.options.mode == Mode::Plan,
-                ));
+                self.reporter.out(
+                    &self
+                        .reporter
+                        .stage_text(&stage.name, &results, self.options.mode == Mode::Plan),
+                );
             }
             if failed {
-                self.reporter.log(&format!(
-                    "stage {} failed: later stages not run",
-                    stage.name
-                ));
+                self.reporter
+                    .log(&format!("stage {} failed: later stages not run", stage.name));
                 break;
             }
         }
@@ -284,11 +297,7 @@ impl Engine {
     async fn run_stage(self: &Arc<Self>, stage: &Stage, hosts: &[String]) -> bool {
         let live: Vec<String> = {
             let down = self.unreachable.lock().expect("lock");
-            hosts
-                .iter()
-                .filter(|h| !down.contains(*h))
-                .cloned()
-                .collect()
+            hosts.iter().filter(|h| !down.contains(*h)).cloned().collect()
         };
         let first = live.first().cloned();
         let batch_size = stage.serial.unwrap_or(live.len()).max(1);
@@ -308,22 +317,11 @@ impl Engine {
     }
 
     /// Runs the stage (or its gates) on hosts concurrently, at most `forks` at once.
-    async fn for_hosts(
-        self: &Arc<Self>,
-        hosts: &[String],
-        stage: &Stage,
-        first: Option<&str>,
-        gates: bool,
-    ) -> bool {
+    async fn for_hosts(self: &Arc<Self>, hosts: &[String], stage: &Stage, first: Option<&str>, gates: bool) -> bool {
         let forks = Arc::new(Semaphore::new(self.options.forks.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
         for host in hosts {
-            let (me, host, stage, forks) = (
-                Arc::clone(self),
-                host.clone(),
-                stage.clone(),
-                Arc::clone(&forks),
-            );
+            let (me, host, stage, forks) = (Arc::clone(self), host.clone(), stage.clone(), Arc::clone(&forks));
             let is_first = first == Some(host.as_str());
             tasks.spawn(async move {
                 let _permit = forks.acquire().await.expect("semaphore open");
@@ -356,18 +354,12 @@ impl Engine {
         match ssh::connect(conn, self.options.host_key_policy).await {
             Ok(remote) => {
                 let remote = Arc::new(remote);
-                self.remotes
-                    .lock()
-                    .await
-                    .insert(host.to_string(), Arc::clone(&remote));
+                self.remotes.lock().await.insert(host.to_string(), Arc::clone(&remote));
                 Some(remote)
             }
             Err(e) => {
                 self.reporter.log(&format!("[{host}] UNREACHABLE: {e}"));
-                self.unreachable
-                    .lock()
-                    .expect("lock")
-                    .insert(host.to_string());
+                self.unreachable.lock().expect("lock").insert(host.to_string());
                 None
             }
         }
@@ -399,13 +391,7 @@ impl Engine {
     }
 
     /// Renders a step for a host: `None` when its `when` is false or it is run_once elsewhere.
-    fn plan_step(
-        &self,
-        stage: &Stage,
-        step: &Step,
-        ctx: &Value,
-        is_first: bool,
-    ) -> Result<Option<Planned>> {
+    fn plan_step(&self, stage: &Stage, step: &Step, ctx: &Value, is_first: bool) -> Result<Option<Planned>> {
         if step.run_once && !is_first {
             return Ok(None);
         }
@@ -416,18 +402,13 @@ impl Engine {
             step.name
         );
         if let Some(when) = &step.when {
-            if !self
-                .loaded
-                .renderer
-                .eval_bool(&format!("{origin} when"), when, ctx)?
-            {
+            if !self.loaded.renderer.eval_bool(&format!("{origin} when"), when, ctx)? {
                 return Ok(None);
             }
         }
         let spec = serde_json::to_value(step.module()?).map_err(|e| miette!("{origin}: {e}"))?;
         let rendered = render_json(&self.loaded.renderer, &origin, spec, ctx)?;
-        let spec: ModuleSpec =
-            serde_json::from_value(rendered).map_err(|e| miette!("{origin}: {e}"))?;
+        let spec: ModuleSpec = serde_json::from_value(rendered).map_err(|e| miette!("{origin}: {e}"))?;
         let module: Box<dyn Module> = match spec {
             ModuleSpec::File(args) => Box::new(self.build_file(&origin, args, ctx)?),
             ModuleSpec::Package(m) => Box::new(m),
@@ -448,16 +429,9 @@ impl Engine {
         }))
     }
 
-    fn build_file(
-        &self,
-        origin: &str,
-        args: crate::modules::file::FileArgs,
-        ctx: &Value,
-    ) -> Result<File> {
+    fn build_file(&self, origin: &str, args: crate::modules::file::FileArgs, ctx: &Value) -> Result<File> {
         let content = match (&args.content, &args.template) {
-            (Some(_), Some(_)) => {
-                return Err(miette!("{origin}: give `content` or `template`, not both"))
-            }
+            (Some(_), Some(_)) => return Err(miette!("{origin}: give `content` or `template`, not both")),
             (Some(c), None) => Some(c.clone().into_bytes()),
             (None, Some(t)) => Some(self.loaded.renderer.render_template(t, ctx)?.into_bytes()),
             (None, None) => None,
@@ -485,16 +459,12 @@ impl Engine {
         for step in &stage.steps {
             match self.plan_step(stage, step, ctx, is_first) {
                 Ok(Some(p)) => steps.push(p),
-                Ok(None) => {
-                    self.record(self.result(host, &stage.name, &step.name, Status::Skipped))
-                }
+                Ok(None) => self.record(self.result(host, &stage.name, &step.name, Status::Skipped)),
                 Err(e) => return self.fail(host, &stage.name, &step.name, format!("{e:?}")),
             }
         }
-        self.reporter.host_activity(
-            host,
-            &format!("{}: probing {} steps", stage.name, steps.len()),
-        );
+        self.reporter
+            .host_activity(host, &format!("{}: probing {} steps", stage.name, steps.len()));
         let mut changes = match self.probe_all(remote, &steps).await {
             Ok(c) => c,
             Err((i, e)) => return self.fail(host, &stage.name, step_name(&steps, i), e),
@@ -525,34 +495,24 @@ impl Engine {
             if let Err(e) = self.pending.set(host, &stage.name, notified.clone()) {
                 return self.fail(host, &stage.name, "pending handlers", format!("{e}"));
             }
-            self.reporter.host_activity(
-                host,
-                &format!("{}: applying {} steps", stage.name, todo.len()),
-            );
-            let parts: Vec<(usize, String)> =
-                todo.iter().map(|&i| (i, steps[i].module.apply())).collect();
+            self.reporter
+                .host_activity(host, &format!("{}: applying {} steps", stage.name, todo.len()));
+            let parts: Vec<(usize, String)> = todo.iter().map(|&i| (i, steps[i].module.apply())).collect();
             let out = match remote.run(&batch_script(&parts, true, true)).await {
                 Ok(o) => parse_batch(&o.stdout),
-                Err(e) => {
-                    return self.fail(host, &stage.name, step_name(&steps, todo[0]), e.to_string())
-                }
+                Err(e) => return self.fail(host, &stage.name, step_name(&steps, todo[0]), e.to_string()),
             };
             for &i in &todo {
-                match out.get(&i) {
-                    Some(o) if o.rc == 0 => applied[i] = changes[i].take(),
-                    Some(o) => {
-                        let error = format!("exit {}: {}", o.rc, tail(&o.stdout, 20));
-                        return self.fail(host, &stage.name, &steps[i].name, error);
+                let failure = match out.get(&i) {
+                    Some(o) if o.rc == 0 => {
+                        applied[i] = changes[i].take();
+                        continue;
                     }
-                    None => {
-                        return self.fail(
-                            host,
-                            &stage.name,
-                            &steps[i].name,
-                            "did not run (the script stopped early)".into(),
-                        )
-                    }
-                }
+                    Some(o) => format!("exit {}: {}", o.rc, tail(&o.stdout, 20)),
+                    None => "did not run (the script stopped early)".to_string(),
+                };
+                self.record_applied(host, &stage.name, &steps, &applied);
+                return self.fail(host, &stage.name, &steps[i].name, failure);
             }
             changes = match self.probe_all(remote, &steps).await {
                 Ok(c) => c,
@@ -580,14 +540,14 @@ impl Engine {
         self.run_handlers(remote, host, stage, ctx, notified).await
     }
 
-    fn record_change(
-        &self,
-        host: &str,
-        stage: &str,
-        step: &str,
-        change: Option<&Change>,
-        plan: bool,
-    ) {
+    /// Records the steps already applied when a run stops early, so the report shows them.
+    fn record_applied(&self, host: &str, stage: &str, steps: &[Planned], applied: &[Option<Change>]) {
+        for (step, change) in steps.iter().zip(applied).filter(|(_, c)| c.is_some()) {
+            self.record_change(host, stage, &step.name, change.as_ref(), false);
+        }
+    }
+
+    fn record_change(&self, host: &str, stage: &str, step: &str, change: Option<&Change>, plan: bool) {
         let mut r = self.result(host, stage, step, Status::Ok);
         if let Some(c) = change {
             if c.counts {
@@ -634,11 +594,7 @@ impl Engine {
         }
         self.reporter
             .host_activity(host, &format!("{}: {} handlers", stage.name, planned.len()));
-        let parts: Vec<(usize, String)> = planned
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (i, p.module.apply()))
-            .collect();
+        let parts: Vec<(usize, String)> = planned.iter().enumerate().map(|(i, p)| (i, p.module.apply())).collect();
         let out = match remote.run(&batch_script(&parts, true, true)).await {
             Ok(o) => parse_batch(&o.stdout),
             Err(e) => return self.fail(host, &stage.name, &planned[0].name, e.to_string()),
@@ -668,19 +624,11 @@ impl Engine {
     }
 
     /// Probes every step in one round trip. Err carries the failing step index.
-    async fn probe_all(
-        &self,
-        remote: &Remote,
-        steps: &[Planned],
-    ) -> Result<Vec<Option<Change>>, (usize, String)> {
+    async fn probe_all(&self, remote: &Remote, steps: &[Planned]) -> Result<Vec<Option<Change>>, (usize, String)> {
         if steps.is_empty() {
             return Ok(Vec::new());
         }
-        let parts: Vec<(usize, String)> = steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i, s.module.probe()))
-            .collect();
+        let parts: Vec<(usize, String)> = steps.iter().enumerate().map(|(i, s)| (i, s.module.probe())).collect();
         let out = remote
             .run(&batch_script(&parts, false, false))
             .await
@@ -690,10 +638,9 @@ impl Engine {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let o = observed.get(&i).ok_or((
-                    i,
-                    format!("probe produced no output: {}", tail(&out.stderr, 5)),
-                ))?;
+                let o = observed
+                    .get(&i)
+                    .ok_or((i, format!("probe produced no output: {}", tail(&out.stderr, 5))))?;
                 s.module.diff(o).map_err(|e| (i, format!("{e}")))
             })
             .collect()
@@ -702,11 +649,7 @@ impl Engine {
     /// The stage's gates on one host, all in one script (each retried on the host).
     async fn host_gates(&self, remote: &Remote, host: &str, stage: &Stage, is_first: bool) -> bool {
         let ctx = &self.loaded.contexts[host];
-        let gates: Vec<&Gate> = stage
-            .verify
-            .iter()
-            .filter(|g| !g.run_once || is_first)
-            .collect();
+        let gates: Vec<&Gate> = stage.verify.iter().filter(|g| !g.run_once || is_first).collect();
         if gates.is_empty() {
             return true;
         }
@@ -720,18 +663,10 @@ impl Engine {
             );
             match self.loaded.renderer.render_str(&origin, &gate.command, ctx) {
                 Ok(cmd) => parts.push((i, gate_script(&cmd, gate.retries, gate.delay))),
-                Err(e) => {
-                    return self.fail(
-                        host,
-                        &stage.name,
-                        &format!("verify: {}", gate.name),
-                        format!("{e}"),
-                    )
-                }
+                Err(e) => return self.fail(host, &stage.name, &format!("verify: {}", gate.name), format!("{e}")),
             }
         }
-        self.reporter
-            .host_activity(host, &format!("{}: verifying", stage.name));
+        self.reporter.host_activity(host, &format!("{}: verifying", stage.name));
         let out = match remote.run(&batch_script(&parts, false, true)).await {
             Ok(o) => parse_batch(&o.stdout),
             Err(e) => return self.fail(host, &stage.name, "verify", e.to_string()),
@@ -740,9 +675,7 @@ impl Engine {
         for (i, gate) in gates.iter().enumerate() {
             let name = format!("verify: {}", gate.name);
             match out.get(&i) {
-                Some(o) if o.rc == 0 => {
-                    self.record(self.result(host, &stage.name, &name, Status::Passed))
-                }
+                Some(o) if o.rc == 0 => self.record(self.result(host, &stage.name, &name, Status::Passed)),
                 Some(o) => {
                     ok = self.fail(
                         host,
@@ -798,17 +731,13 @@ fn gate_script(cmd: &str, retries: u32, delay: f64) -> String {
 /// Joins parts into one script; each part runs in a subshell with stdin closed, framed by
 /// `\x1eB i` / `\x1eE i rc` markers. `stop_on_failure` ends the script at the first failing part;
 /// `merge_stderr` folds stderr into the part's output (applies), else it is dropped (probes).
-pub fn batch_script(
-    parts: &[(usize, String)],
-    stop_on_failure: bool,
-    merge_stderr: bool,
-) -> String {
+pub fn batch_script(parts: &[(usize, String)], stop_on_failure: bool, merge_stderr: bool) -> String {
     let stderr = if merge_stderr { "2>&1" } else { "2>/dev/null" };
-    let mut s = String::from(
-        "export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
-    );
+    let mut s = String::from("export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n");
     for (i, body) in parts {
-        s.push_str(&format!("printf '\\036B {i}\\n'\n(\n{body}\n) </dev/null {stderr}\nrc=$?\nprintf '\\n\\036E {i} %d\\n' \"$rc\"\n"));
+        s.push_str(&format!(
+            "printf '\\036B {i}\\n'\n(\n{body}\n) </dev/null {stderr}\nrc=$?\nprintf '\\n\\036E {i} %d\\n' \"$rc\"\n"
+        ));
         if stop_on_failure {
             s.push_str("[ $rc -eq 0 ] || exit 0\n");
         }
@@ -880,8 +809,7 @@ mod tests {
     #[test]
     fn probes_do_not_read_the_script_from_stdin() {
         let parts = vec![(0, "cat".to_string()), (1, "echo after".to_string())];
-        let parsed =
-            parse_batch(&crate::modules::run_local(&batch_script(&parts, false, false)).stdout);
+        let parsed = parse_batch(&crate::modules::run_local(&batch_script(&parts, false, false)).stdout);
         assert_eq!(parsed[&0].stdout, "");
         assert_eq!(parsed[&1].stdout, "after\n");
     }
@@ -894,9 +822,6 @@ mod tests {
         let out = crate::modules::run_local(&gate_script(&cmd, 5, 0.01));
         assert_eq!(out.rc, 0);
         assert_eq!(std::fs::read_to_string(&f).unwrap().lines().count(), 3);
-        assert_ne!(
-            crate::modules::run_local(&gate_script("false", 2, 0.01)).rc,
-            0
-        );
+        assert_ne!(crate::modules::run_local(&gate_script("false", 2, 0.01)).rc, 0);
     }
 }

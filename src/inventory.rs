@@ -79,8 +79,8 @@ struct Tree {
 impl Inventory {
     /// Loads an inventory file and the group_vars/ and host_vars/ beside it.
     pub fn load(path: &Path) -> Result<Self> {
-        let source = std::fs::read_to_string(path)
-            .map_err(|e| miette!("cannot read inventory {}: {e}", path.display()))?;
+        let source =
+            std::fs::read_to_string(path).map_err(|e| miette!("cannot read inventory {}: {e}", path.display()))?;
         let file: IndexMap<String, Option<GroupSpec>> = parse_yaml(&source, path)?;
         let mut tree = Tree::default();
         for (name, spec) in file {
@@ -96,11 +96,7 @@ impl Inventory {
             } else {
                 tree.hosts_of(group)
             };
-            let ordered = all_hosts
-                .iter()
-                .filter(|h| members.contains(*h))
-                .cloned()
-                .collect();
+            let ordered = all_hosts.iter().filter(|h| members.contains(*h)).cloned().collect();
             groups.insert(group.clone(), ordered);
         }
         let mut hosts = IndexMap::new();
@@ -129,11 +125,7 @@ impl Inventory {
         let mut chosen: BTreeSet<String> = BTreeSet::new();
         let mut excluded: BTreeSet<String> = BTreeSet::new();
         let mut required: Vec<BTreeSet<String>> = Vec::new();
-        for term in pattern
-            .split([',', ':'])
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
+        for term in pattern.split([',', ':']).map(str::trim).filter(|t| !t.is_empty()) {
             if let Some(t) = term.strip_prefix('!') {
                 excluded.extend(self.expand(t));
             } else if let Some(t) = term.strip_prefix('&') {
@@ -152,11 +144,7 @@ impl Inventory {
         Ok(self
             .hosts
             .keys()
-            .filter(|h| {
-                chosen.contains(*h)
-                    && !excluded.contains(*h)
-                    && required.iter().all(|r| r.contains(*h))
-            })
+            .filter(|h| chosen.contains(*h) && !excluded.contains(*h) && required.iter().all(|r| r.contains(*h)))
             .cloned()
             .collect())
     }
@@ -175,10 +163,7 @@ impl Inventory {
 
 impl Tree {
     fn add_group(&mut self, name: &str, spec: GroupSpec, depth: usize) {
-        let entry = self
-            .groups
-            .entry(name.to_string())
-            .or_insert((depth, Vars::new()));
+        let entry = self.groups.entry(name.to_string()).or_insert((depth, Vars::new()));
         entry.0 = entry.0.min(depth);
         if let Some(vars) = spec.vars {
             entry.1.extend(vars);
@@ -191,22 +176,13 @@ impl Tree {
             self.members.entry(name.to_string()).or_default().push(host);
         }
         for (child, child_spec) in spec.children.unwrap_or_default() {
-            self.children
-                .entry(name.to_string())
-                .or_default()
-                .insert(child.clone());
+            self.children.entry(name.to_string()).or_default().insert(child.clone());
             self.add_group(&child, child_spec.unwrap_or_default(), depth + 1);
         }
     }
 
     fn hosts_of(&self, group: &str) -> BTreeSet<String> {
-        let mut out: BTreeSet<String> = self
-            .members
-            .get(group)
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
+        let mut out: BTreeSet<String> = self.members.get(group).into_iter().flatten().cloned().collect();
         for child in self.children.get(group).into_iter().flatten() {
             out.extend(self.hosts_of(child));
         }
@@ -216,12 +192,7 @@ impl Tree {
 
 /// Merges a host's variables: groups by depth then name (inventory vars, then group_vars/ file),
 /// then the host's inventory vars, then host_vars/.
-fn merged_vars(
-    tree: &Tree,
-    groups: &BTreeMap<String, Vec<String>>,
-    dir: &Path,
-    host: &str,
-) -> Result<Vars> {
+fn merged_vars(tree: &Tree, groups: &BTreeMap<String, Vec<String>>, dir: &Path, host: &str) -> Result<Vars> {
     let mut mine: Vec<(usize, &String, &Vars)> = tree
         .groups
         .iter()
@@ -243,10 +214,7 @@ fn merged_vars(
 fn vars_dir_entry(dir: &Path, name: &str) -> Result<Vars> {
     let mut vars = Vars::new();
     let base = dir.join(name);
-    let mut files: Vec<PathBuf> = ["yml", "yaml"]
-        .iter()
-        .map(|e| base.with_extension(e))
-        .collect();
+    let mut files: Vec<PathBuf> = ["yml", "yaml"].iter().map(|e| base.with_extension(e)).collect();
     if base.is_dir() {
         let mut inside: Vec<PathBuf> = std::fs::read_dir(&base)
             .map_err(|e| miette!("{}: {e}", base.display()))?
@@ -268,28 +236,20 @@ fn vars_dir_entry(dir: &Path, name: &str) -> Result<Vars> {
 }
 
 fn connection(name: &str, vars: &Vars, dir: &Path) -> Result<Connection> {
-    let get = |keys: &[&str]| {
-        keys.iter()
-            .find_map(|k| vars.get(*k))
-            .filter(|v| !v.is_null())
-    };
+    let get = |keys: &[&str]| keys.iter().find_map(|k| vars.get(*k)).filter(|v| !v.is_null());
     let text = |keys: &[&str]| get(keys).map(scalar_text);
     let port = match get(&["ansible_port", "port"]) {
         None => None,
-        Some(v) => Some(scalar_text(v).parse::<u16>().map_err(|_| {
-            miette!(
-                "host {name}: ansible_port `{}` is not a port number",
-                scalar_text(v)
-            )
-        })?),
+        Some(v) => Some(
+            scalar_text(v)
+                .parse::<u16>()
+                .map_err(|_| miette!("host {name}: ansible_port `{}` is not a port number", scalar_text(v)))?,
+        ),
     };
     let become_root = match get(&["ansible_become", "become"]) {
         None => false,
         Some(Value::Bool(b)) => *b,
-        Some(v) => matches!(
-            scalar_text(v).to_ascii_lowercase().as_str(),
-            "yes" | "true" | "1"
-        ),
+        Some(v) => matches!(scalar_text(v).to_ascii_lowercase().as_str(), "yes" | "true" | "1"),
     };
     let relative = |p: String| {
         let p = PathBuf::from(shellexpand_home(&p));
@@ -384,11 +344,7 @@ mod tests {
     fn precedence_all_group_child_host() {
         let dir = tempfile::tempdir().unwrap();
         let inv = write(dir.path(), "inv.yml", INV);
-        write(
-            dir.path(),
-            "group_vars/db.yml",
-            "from_group_file: 7\nlevel: db-file\n",
-        );
+        write(dir.path(), "group_vars/db.yml", "from_group_file: 7\nlevel: db-file\n");
         write(dir.path(), "host_vars/n1.yml", "from_host_file: true\n");
         let inv = Inventory::load(&inv).unwrap();
         let n1 = &inv.hosts["n1"].vars;
@@ -419,11 +375,7 @@ mod tests {
     #[test]
     fn unknown_key_is_an_error_with_location() {
         let dir = tempfile::tempdir().unwrap();
-        let inv = write(
-            dir.path(),
-            "inv.yml",
-            "all:\n  hosts:\n    n1: {}\n  chilren: {}\n",
-        );
+        let inv = write(dir.path(), "inv.yml", "all:\n  hosts:\n    n1: {}\n  chilren: {}\n");
         let err = format!("{:?}", Inventory::load(&inv).unwrap_err());
         assert!(err.contains("inv.yml:4:3"), "{err}");
         assert!(err.contains("chilren"), "{err}");

@@ -62,9 +62,7 @@ const HOST_CA_DIR: &str = "/usr/local/share/ca-certificates";
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     /// The lab needs root (namespaces, mounts, bridges).
-    #[error(
-        "hactl lab must run as root (it creates bridges, mounts and containers): run it with sudo"
-    )]
+    #[error("hactl lab must run as root (it creates bridges, mounts and containers): run it with sudo")]
     NotRoot,
     /// A system tool is missing.
     #[error("`{tool}` not found: install it with `apt-get install -y {package}`")]
@@ -270,12 +268,10 @@ impl Lab {
     pub fn state(&self) -> Result<Option<LabState>> {
         let path = self.state_path();
         match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| LabError::State {
-                    path: path.display().to_string(),
-                    detail: e.to_string(),
-                }),
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| LabError::State {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(&path, e)),
         }
@@ -291,9 +287,7 @@ impl Lab {
         preflight()?;
         let mut changes = Vec::new();
         let mut state = match self.state()? {
-            Some(s) if s.subnet != opts.subnet => {
-                return Err(LabError::OtherLabUp(s.subnet.to_string()))
-            }
+            Some(s) if s.subnet != opts.subnet => return Err(LabError::OtherLabUp(s.subnet.to_string())),
             Some(s) => s,
             None => {
                 check_subnet_free(&opts.subnet)?;
@@ -322,11 +316,7 @@ impl Lab {
                     pid: None,
                 });
             }
-            let node = state
-                .nodes
-                .iter_mut()
-                .find(|n| n.name == name)
-                .expect("just added");
+            let node = state.nodes.iter_mut().find(|n| n.name == name).expect("just added");
             if node.pid.is_some_and(|pid| self.is_node_process(pid, &name)) {
                 continue;
             }
@@ -339,11 +329,7 @@ impl Lab {
         for node in &state.nodes {
             self.wait_for_ssh(node)?;
         }
-        if write_if_changed(
-            &opts.inventory,
-            inventory_yaml(self, &state).as_bytes(),
-            0o644,
-        )? {
+        if write_if_changed(&opts.inventory, inventory_yaml(self, &state).as_bytes(), 0o644)? {
             changes.push(format!("wrote inventory {}", opts.inventory.display()));
         }
         Ok(changes)
@@ -390,10 +376,7 @@ impl Lab {
             for rule in &state.rules {
                 if iptables_has(rule) {
                     let args = iptables_args("-D", rule);
-                    run(
-                        "iptables",
-                        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-                    )?;
+                    run("iptables", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
                     done.push(format!("removed iptables rule {}", rule.join(" ")));
                 }
             }
@@ -403,10 +386,7 @@ impl Lab {
                     state.ip_forward_before.as_bytes(),
                     0o644,
                 )?;
-                done.push(format!(
-                    "restored net.ipv4.ip_forward={}",
-                    state.ip_forward_before
-                ));
+                done.push(format!("restored net.ipv4.ip_forward={}", state.ip_forward_before));
             }
             if state.inventory.exists() {
                 fs::remove_file(&state.inventory).map_err(|e| io_err(&state.inventory, e))?;
@@ -451,11 +431,7 @@ impl Lab {
 
     // ----- the base image -----
 
-    fn ensure_image(
-        &self,
-        log: &mut dyn FnMut(&str),
-        changes: &mut Vec<String>,
-    ) -> Result<PathBuf> {
+    fn ensure_image(&self, log: &mut dyn FnMut(&str), changes: &mut Vec<String>) -> Result<PathBuf> {
         let hash = image_recipe_hash()?;
         let images = self.root.join("images");
         let image = images.join(&hash);
@@ -468,18 +444,11 @@ impl Lab {
             fs::remove_dir_all(&building).map_err(|e| io_err(&building, e))?;
         }
         log("building the Debian 12 base image with debootstrap (about a minute, once)");
-        let mirror = std::env::var("HACTL_LAB_MIRROR")
-            .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+        let mirror = std::env::var("HACTL_LAB_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
         let include = format!("--include={}", BASE_PACKAGES.join(","));
         run(
             "debootstrap",
-            &[
-                "--variant=minbase",
-                &include,
-                "bookworm",
-                path_str(&building),
-                &mirror,
-            ],
+            &["--variant=minbase", &include, "bookworm", path_str(&building), &mirror],
         )?;
         customise_image(&building)?;
         fs::rename(&building, &image).map_err(|e| io_err(&image, e))?;
@@ -509,17 +478,7 @@ impl Lab {
         fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         run(
             "ssh-keygen",
-            &[
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "hactl-lab",
-                "-f",
-                path_str(&key),
-            ],
+            &["-q", "-t", "ed25519", "-N", "", "-C", "hactl-lab", "-f", path_str(&key)],
         )?;
         changes.push(format!("generated lab key {}", key.display()));
         Ok(())
@@ -564,10 +523,7 @@ impl Lab {
             }
             if !iptables_has(&rule) {
                 let args = iptables_args("-I", &rule);
-                run(
-                    "iptables",
-                    &args.iter().map(String::as_str).collect::<Vec<_>>(),
-                )?;
+                run("iptables", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
                 changes.push(format!("added iptables rule {}", rule.join(" ")));
             }
         }
@@ -576,13 +532,7 @@ impl Lab {
 
     // ----- nodes -----
 
-    fn start_node(
-        &self,
-        image: &Path,
-        name: &str,
-        address: Ipv4Addr,
-        subnet: &Subnet,
-    ) -> Result<u32> {
+    fn start_node(&self, image: &Path, name: &str, address: Ipv4Addr, subnet: &Subnet) -> Result<u32> {
         let dir = self.node_dir(name);
         let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("root"));
         for d in [&upper, &work, &merged] {
@@ -595,10 +545,7 @@ impl Lab {
                 upper.display(),
                 work.display()
             );
-            run(
-                "mount",
-                &["-t", "overlay", "overlay", "-o", &opts, path_str(&merged)],
-            )?;
+            run("mount", &["-t", "overlay", "overlay", "-o", &opts, path_str(&merged)])?;
         }
         self.write_node_files(&merged, name, address, subnet)?;
         let caches = self.root.join("cache");
@@ -611,13 +558,7 @@ impl Lab {
         let log = fs::File::create(&log_path).map_err(|e| io_err(&log_path, e))?;
         let log_err = log.try_clone().map_err(|e| io_err(&log_path, e))?;
         let child = Command::new("systemd-nspawn")
-            .args([
-                "--quiet",
-                "--register=no",
-                "--keep-unit",
-                "--boot",
-                "--console=passive",
-            ])
+            .args(["--quiet", "--register=no", "--keep-unit", "--boot", "--console=passive"])
             .arg(format!("--directory={}", merged.display()))
             .arg(format!("--machine={name}"))
             .arg(format!("--hostname={name}"))
@@ -636,13 +577,7 @@ impl Lab {
         Ok(child.id())
     }
 
-    fn write_node_files(
-        &self,
-        root: &Path,
-        name: &str,
-        address: Ipv4Addr,
-        subnet: &Subnet,
-    ) -> Result<()> {
+    fn write_node_files(&self, root: &Path, name: &str, address: Ipv4Addr, subnet: &Subnet) -> Result<()> {
         let dns = host_nameservers();
         let network = format!(
             "[Match]\nName=host0\n\n[Network]\nAddress={address}/{}\nGateway={}\n{}",
@@ -661,44 +596,23 @@ impl Lab {
             fs::remove_file(&resolv_path).map_err(|e| io_err(&resolv_path, e))?;
         }
         write_file(&resolv_path, resolv.as_bytes(), 0o644)?;
-        write_file(
-            &root.join("etc/hostname"),
-            format!("{name}\n").as_bytes(),
-            0o644,
-        )?;
+        write_file(&root.join("etc/hostname"), format!("{name}\n").as_bytes(), 0o644)?;
         // As the Debian installer writes it (the `base` stage must fix the 127.0.1.1 line).
-        let hosts = format!(
-            "127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-        );
+        let hosts = format!("127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         write_file(&root.join("etc/hosts"), hosts.as_bytes(), 0o644)?;
-        let pubkey = fs::read(self.key_path().with_extension("pub"))
-            .map_err(|e| io_err(&self.key_path(), e))?;
+        let pubkey = fs::read(self.key_path().with_extension("pub")).map_err(|e| io_err(&self.key_path(), e))?;
         write_file(&root.join("root/.ssh/authorized_keys"), &pubkey, 0o600)?;
         let user_keys = root.join(format!("home/{SUDO_USER}/.ssh/authorized_keys"));
         write_file(&user_keys, &pubkey, 0o600)?;
         // uid/gid 1000 is the sudo user created in the image.
-        std::os::unix::fs::chown(
-            user_keys.parent().expect("has parent"),
-            Some(1000),
-            Some(1000),
-        )
-        .and_then(|_| std::os::unix::fs::chown(&user_keys, Some(1000), Some(1000)))
-        .map_err(|e| io_err(&user_keys, e))?;
+        std::os::unix::fs::chown(user_keys.parent().expect("has parent"), Some(1000), Some(1000))
+            .and_then(|_| std::os::unix::fs::chown(&user_keys, Some(1000), Some(1000)))
+            .map_err(|e| io_err(&user_keys, e))?;
         let host_key = root.join("etc/ssh/ssh_host_ed25519_key");
         if !host_key.exists() {
             run(
                 "ssh-keygen",
-                &[
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    name,
-                    "-f",
-                    path_str(&host_key),
-                ],
+                &["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path_str(&host_key)],
             )?;
         }
         Ok(())
@@ -707,9 +621,7 @@ impl Lab {
     fn write_known_hosts(&self, state: &LabState) -> Result<()> {
         let mut text = String::new();
         for node in &state.nodes {
-            let pubkey = self
-                .node_dir(&node.name)
-                .join("upper/etc/ssh/ssh_host_ed25519_key.pub");
+            let pubkey = self.node_dir(&node.name).join("upper/etc/ssh/ssh_host_ed25519_key.pub");
             let key = fs::read_to_string(&pubkey).map_err(|e| io_err(&pubkey, e))?;
             let mut fields = key.split_whitespace();
             let (Some(kind), Some(blob)) = (fields.next(), fields.next()) else {
@@ -735,11 +647,7 @@ impl Lab {
         Err(LabError::BootTimeout {
             node: node.name.clone(),
             secs,
-            log: self
-                .node_dir(&node.name)
-                .join("console.log")
-                .display()
-                .to_string(),
+            log: self.node_dir(&node.name).join("console.log").display().to_string(),
         })
     }
 
@@ -883,9 +791,7 @@ fn host_nameservers() -> Vec<String> {
 
 /// The Ansible-shaped inventory naming every node in every role group.
 fn inventory_yaml(lab: &Lab, state: &LabState) -> String {
-    let mut y = String::from(
-        "# Written by `hactl lab up`: every lab node in every role group.\nall:\n  vars:\n",
-    );
+    let mut y = String::from("# Written by `hactl lab up`: every lab node in every role group.\nall:\n  vars:\n");
     y.push_str("    ansible_user: root\n");
     y.push_str(&format!(
         "    ansible_ssh_private_key_file: {}\n",
@@ -898,10 +804,7 @@ fn inventory_yaml(lab: &Lab, state: &LabState) -> String {
     y.push_str(&format!("    lab_sudo_user: {SUDO_USER}\n"));
     y.push_str("  hosts:\n");
     for n in &state.nodes {
-        y.push_str(&format!(
-            "    {}:\n      ansible_host: {}\n",
-            n.name, n.address
-        ));
+        y.push_str(&format!("    {}:\n      ansible_host: {}\n", n.name, n.address));
     }
     y.push_str("  children:\n");
     for group in ROLE_GROUPS {
@@ -914,9 +817,7 @@ fn inventory_yaml(lab: &Lab, state: &LabState) -> String {
 }
 
 fn preflight_root() -> Result<()> {
-    let uid = fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX);
+    let uid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
     if uid != 0 {
         return Err(LabError::NotRoot);
     }
@@ -1032,17 +933,13 @@ fn port_open(addr: Ipv4Addr, port: u16, timeout: Duration) -> bool {
 /// SIGTERM (nspawn then powers the container off), SIGKILL after 15 s.
 fn terminate(pid: u32) {
     let alive = || Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let deadline = Instant::now() + Duration::from_secs(15);
     while alive() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     if alive() {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
         std::thread::sleep(Duration::from_millis(300));
     }
 }

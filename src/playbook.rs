@@ -8,9 +8,7 @@ use miette::{miette, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::{parse_yaml, Vars};
-use crate::modules::{
-    command, directory, file, group, hosts, lineinfile, package, pip, service, user, wait_for,
-};
+use crate::modules::{command, directory, file, group, hosts, lineinfile, package, pip, service, user, wait_for};
 use crate::secrets::SecretSpec;
 
 /// A playbook file.
@@ -183,18 +181,14 @@ impl Playbook {
     /// Loads and checks a playbook: YAML errors carry file:line:col; every step names one module,
     /// every notify names a handler, stage names are unique.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| miette!("cannot read playbook {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| miette!("cannot read playbook {}: {e}", path.display()))?;
         let mut playbook: Playbook = parse_yaml(&text, path)?;
         playbook.path = path.to_path_buf();
         let mut seen = std::collections::BTreeSet::new();
         for stage in &playbook.stages {
             if !seen.insert(stage.name.as_str()) {
-                return Err(miette!(
-                    "{}: stage `{}` is defined twice",
-                    path.display(),
-                    stage.name
-                ));
+                return Err(miette!("{}: stage `{}` is defined twice", path.display(), stage.name));
             }
             for step in stage.steps.iter().chain(&stage.handlers) {
                 step.module()
@@ -232,17 +226,10 @@ impl Playbook {
         for w in wanted {
             if !self.stages.iter().any(|s| &s.name == w) {
                 let known: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
-                return Err(miette!(
-                    "unknown stage `{w}` (this playbook has: {})",
-                    known.join(", ")
-                ));
+                return Err(miette!("unknown stage `{w}` (this playbook has: {})", known.join(", ")));
             }
         }
-        Ok(self
-            .stages
-            .iter()
-            .filter(|s| wanted.contains(&s.name))
-            .collect())
+        Ok(self.stages.iter().filter(|s| wanted.contains(&s.name)).collect())
     }
 }
 
@@ -265,10 +252,7 @@ mod tests {
         .unwrap();
         let stage = &pb.stages[0];
         assert_eq!(stage.serial, Some(1));
-        assert!(matches!(
-            stage.steps[0].module().unwrap(),
-            ModuleSpec::Package(_)
-        ));
+        assert!(matches!(stage.steps[0].module().unwrap(), ModuleSpec::Package(_)));
         assert_eq!(stage.verify[0].retries, 3);
         assert!(pb.select_stages(Some(&["nope".into()])).is_err());
     }
@@ -280,8 +264,7 @@ mod tests {
         assert!(err.contains("stat"), "{err}");
         let err = load("stages:\n  - name: a\n    hosts: all\n    steps:\n      - name: x\n        notify: [nope]\n        package: {name: x}\n").unwrap_err();
         assert!(err.to_string().contains("not a handler"), "{err}");
-        let err = load("stages:\n  - name: a\n    hosts: all\n    steps:\n      - name: x\n")
-            .unwrap_err();
+        let err = load("stages:\n  - name: a\n    hosts: all\n    steps:\n      - name: x\n").unwrap_err();
         assert!(err.to_string().contains("names no module"), "{err}");
     }
 }

@@ -39,10 +39,7 @@ impl Renderer {
 
     /// Renders the template file `name` (relative to templates/).
     pub fn render_template(&self, name: &str, ctx: &Value) -> Result<String> {
-        let tmpl = self
-            .env
-            .get_template(name)
-            .map_err(|e| template_error(name, &e))?;
+        let tmpl = self.env.get_template(name).map_err(|e| template_error(name, &e))?;
         tmpl.render(ctx).map_err(|e| template_error(name, &e))
     }
 
@@ -58,12 +55,7 @@ impl Renderer {
 
     /// Renders a playbook value: a string that is one whole `{{ expression }}` yielding a list or
     /// a map gives that structure (as Ansible does); any other string renders as text.
-    pub fn render_value(
-        &self,
-        origin: &str,
-        source: &str,
-        ctx: &Value,
-    ) -> Result<serde_json::Value> {
+    pub fn render_value(&self, origin: &str, source: &str, ctx: &Value) -> Result<serde_json::Value> {
         if let Some(expr) = whole_expression(source) {
             let compiled = self
                 .env
@@ -77,8 +69,7 @@ impl Renderer {
                 return serde_json::to_value(&value).map_err(|e| miette!("{origin}: {e}"));
             }
         }
-        self.render_str(origin, source, ctx)
-            .map(serde_json::Value::String)
+        self.render_str(origin, source, ctx).map(serde_json::Value::String)
     }
 
     /// Evaluates a `when` expression.
@@ -87,10 +78,7 @@ impl Renderer {
             .env
             .compile_expression(expr)
             .map_err(|e| template_error(origin, &e))?;
-        Ok(compiled
-            .eval(ctx)
-            .map_err(|e| template_error(origin, &e))?
-            .is_true())
+        Ok(compiled.eval(ctx).map_err(|e| template_error(origin, &e))?.is_true())
     }
 }
 
@@ -147,18 +135,15 @@ fn b64decode(s: String) -> Result<String, Error> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(s.trim())
         .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("b64decode: {e}")))?;
-    String::from_utf8(bytes)
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("b64decode: {e}")))
+    String::from_utf8(bytes).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("b64decode: {e}")))
 }
 
 fn to_yaml(v: Value) -> Result<String, Error> {
-    serde_saphyr::to_string(&v)
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("to_yaml: {e}")))
+    serde_saphyr::to_string(&v).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("to_yaml: {e}")))
 }
 
 fn to_json(v: Value) -> Result<String, Error> {
-    serde_json::to_string(&v)
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("to_json: {e}")))
+    serde_json::to_string(&v).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("to_json: {e}")))
 }
 
 fn mandatory(v: Value, kwargs: Kwargs) -> Result<Value, Error> {
@@ -210,10 +195,7 @@ mod tests {
     fn renders_with_trailing_newline_and_no_escaping() {
         let (_d, r) = renderer();
         let out = r
-            .render_template(
-                "t.conf.j2",
-                &context! { a => "<x>", hosts => vec!["n1", "n2"] },
-            )
+            .render_template("t.conf.j2", &context! { a => "<x>", hosts => vec!["n1", "n2"] })
             .unwrap();
         assert_eq!(out, "a=<x>\nn1\nn2\n");
     }
@@ -221,10 +203,7 @@ mod tests {
     #[test]
     fn undefined_variable_names_template_and_line() {
         let (_d, r) = renderer();
-        let err = r
-            .render_template("bad.j2", &context! {})
-            .unwrap_err()
-            .to_string();
+        let err = r.render_template("bad.j2", &context! {}).unwrap_err().to_string();
         assert!(err.contains("bad.j2:2"), "{err}");
         assert!(err.contains("undefined"), "{err}");
     }
@@ -233,36 +212,19 @@ mod tests {
     fn filters() {
         let (_d, r) = renderer();
         let ctx = context! { s => "hi", m => context! { k => vec![1, 2] } };
-        assert_eq!(
-            r.render_str("x", "{{ s | b64encode }}", &ctx).unwrap(),
-            "aGk="
-        );
-        assert_eq!(
-            r.render_str("x", "{{ 'aGk=' | b64decode }}", &ctx).unwrap(),
-            "hi"
-        );
-        assert_eq!(
-            r.render_str("x", "{{ m | to_json }}", &ctx).unwrap(),
-            r#"{"k":[1,2]}"#
-        );
-        assert!(r
-            .render_str("x", "{{ m | to_yaml }}", &ctx)
-            .unwrap()
-            .contains("k:"));
-        assert_eq!(
-            r.render_str("x", "{{ \"it's\" | quote }}", &ctx).unwrap(),
-            r"'it'\''s'"
-        );
+        assert_eq!(r.render_str("x", "{{ s | b64encode }}", &ctx).unwrap(), "aGk=");
+        assert_eq!(r.render_str("x", "{{ 'aGk=' | b64decode }}", &ctx).unwrap(), "hi");
+        assert_eq!(r.render_str("x", "{{ m | to_json }}", &ctx).unwrap(), r#"{"k":[1,2]}"#);
+        assert!(r.render_str("x", "{{ m | to_yaml }}", &ctx).unwrap().contains("k:"));
+        assert_eq!(r.render_str("x", "{{ \"it's\" | quote }}", &ctx).unwrap(), r"'it'\''s'");
         assert!(r.render_str("x", "{{ nope | mandatory }}", &ctx).is_err());
         assert!(r.eval_bool("w", "s == 'hi'", &ctx).unwrap());
-        let hv = context! { hostvars => context! { n1 => context! { ansible_host => "10.0.0.1" } }, hosts => vec!["n1"] };
+        let hv =
+            context! { hostvars => context! { n1 => context! { ansible_host => "10.0.0.1" } }, hosts => vec!["n1"] };
         let entries = r
             .render_value("x", "{{ hosts | hosts_entries(hostvars) }}", &hv)
             .unwrap();
-        assert_eq!(
-            entries,
-            serde_json::json!([{"ip": "10.0.0.1", "names": ["n1"]}])
-        );
+        assert_eq!(entries, serde_json::json!([{"ip": "10.0.0.1", "names": ["n1"]}]));
         assert_eq!(
             r.render_value("x", " {{ hosts }} ", &hv).unwrap(),
             serde_json::json!(["n1"])

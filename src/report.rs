@@ -166,8 +166,7 @@ impl Reporter {
         if let Some(mp) = &self.bars {
             let bar = mp.add(ProgressBar::new(total));
             bar.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} host-stages {elapsed}")
-                    .expect("valid template"),
+                ProgressStyle::with_template("{bar:30} {pos}/{len} host-stages {elapsed}").expect("valid template"),
             );
             *self.overall.lock().expect("lock") = Some(bar);
         }
@@ -179,10 +178,7 @@ impl Reporter {
         let mut bars = self.host_bars.lock().expect("lock");
         let bar = bars.entry(host.to_string()).or_insert_with(|| {
             let b = mp.add(ProgressBar::new_spinner());
-            b.set_style(
-                ProgressStyle::with_template("{spinner} {prefix:>12} {msg}")
-                    .expect("valid template"),
-            );
+            b.set_style(ProgressStyle::with_template("{spinner} {prefix:>12} {msg}").expect("valid template"));
             b.set_prefix(host.to_string());
             b.enable_steady_tick(Duration::from_millis(120));
             b
@@ -246,11 +242,7 @@ impl Reporter {
             .collect();
         let doc = serde_json::json!({ "summary": summary, "results": redacted, "stats": stats });
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&doc).expect("json serialises")
-        );
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("json serialises"));
     }
 
     /// A human-readable block for one stage's results (changes, diffs, failures).
@@ -305,11 +297,7 @@ pub fn redact_diff(redactor: &Redactor, diff: &str) -> String {
     while i < lines.len() {
         let run_end = |start: usize, prefix: char| {
             (start..lines.len())
-                .find(|&j| {
-                    !lines[j].starts_with(prefix)
-                        || lines[j].starts_with("---")
-                        || lines[j].starts_with("+++")
-                })
+                .find(|&j| !lines[j].starts_with(prefix) || lines[j].starts_with("---") || lines[j].starts_with("+++"))
                 .unwrap_or(lines.len())
         };
         if lines[i].starts_with('-') && !lines[i].starts_with("---") {
@@ -322,11 +310,7 @@ pub fn redact_diff(redactor: &Redactor, diff: &str) -> String {
                     .zip(plus)
                     .all(|(m, p)| m[1..] == p[1..] && m.contains(MASK))
             {
-                out.extend(
-                    minus
-                        .iter()
-                        .map(|m| format!("~{} (secret changed)", &m[1..])),
-                );
+                out.extend(minus.iter().map(|m| format!("~{} (secret changed)", &m[1..])));
                 i = plus_end;
                 continue;
             }

@@ -75,10 +75,7 @@ pub struct Secrets {
 
 /// Where the secrets of an inventory are kept.
 pub fn secrets_path(inventory: &Path) -> PathBuf {
-    let stem = inventory
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("inventory");
+    let stem = inventory.file_stem().and_then(|s| s.to_str()).unwrap_or("inventory");
     inventory.with_file_name(format!("{stem}.secrets.yml"))
 }
 
@@ -94,8 +91,7 @@ impl Secrets {
     ) -> Result<Self> {
         let mut stored: BTreeMap<String, String> = match std::fs::read_to_string(path) {
             Ok(text) => {
-                crate::inventory::parse_yaml::<Option<BTreeMap<String, String>>>(&text, path)?
-                    .unwrap_or_default()
+                crate::inventory::parse_yaml::<Option<BTreeMap<String, String>>>(&text, path)?.unwrap_or_default()
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(miette!("cannot read secrets {}: {e}", path.display())),
@@ -176,11 +172,7 @@ pub const MASK: &str = "********";
 impl Redactor {
     /// A redactor for these values (very short ones are ignored: they would mask ordinary text).
     pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut values: Vec<String> = values
-            .into_iter()
-            .filter(|v| v.len() >= 6)
-            .map(String::from)
-            .collect();
+        let mut values: Vec<String> = values.into_iter().filter(|v| v.len() >= 6).map(String::from).collect();
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         Redactor { values }
     }

@@ -98,8 +98,7 @@ async fn resume(record: &Path) -> Option<Session> {
     }
     let session = Session::resume_mux(ctl.into_boxed_path(), None);
     // The mux check only asks the local master; a command proves the remote end is still there.
-    let alive =
-        tokio::time::timeout(Duration::from_secs(3), session.command("true").status()).await;
+    let alive = tokio::time::timeout(Duration::from_secs(3), session.command("true").status()).await;
     if matches!(alive, Ok(Ok(status)) if status.success()) {
         return Some(session);
     }
@@ -137,9 +136,7 @@ pub async fn connect(conn: &Connection, policy: HostKeyPolicy) -> Result<Remote,
         .connect_timeout(Duration::from_secs(10))
         .server_alive_interval(Duration::from_secs(15))
         .control_directory(root.clone().unwrap_or_else(std::env::temp_dir))
-        .control_persist(ControlPersist::IdleFor(
-            PERSIST_SECS.try_into().expect("non-zero"),
-        ));
+        .control_persist(ControlPersist::IdleFor(PERSIST_SECS.try_into().expect("non-zero")));
     if let Some(user) = &conn.user {
         builder.user(user.clone());
     }
@@ -180,10 +177,7 @@ pub async fn connect(conn: &Connection, policy: HostKeyPolicy) -> Result<Remote,
             }
         }
     }
-    Err(SshError::Unreachable(format!(
-        "{destination}: {}",
-        last.trim()
-    )))
+    Err(SshError::Unreachable(format!("{destination}: {}", last.trim())))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -234,21 +228,13 @@ impl Remote {
             c.arg("-s");
             c
         };
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().await.map_err(|e| error_chain(&e))?;
         let mut stdin = child.stdin().take().ok_or("no stdin")?;
-        stdin
-            .write_all(script.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
+        stdin.write_all(script.as_bytes()).await.map_err(|e| e.to_string())?;
         stdin.shutdown().await.map_err(|e| e.to_string())?;
         drop(stdin);
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let out = child.wait_with_output().await.map_err(|e| error_chain(&e))?;
         Ok(ScriptOutput {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -54,18 +54,11 @@ fn full_cycle(inventory: &Path) {
 
     let second = run(&["provision", inv, "-p", DEMO, "--output", "json"]);
     assert_eq!(second.status.code(), Some(0));
-    assert_eq!(
-        summary(&second)["changed"],
-        0,
-        "second provision changed something"
-    );
+    assert_eq!(summary(&second)["changed"], 0, "second provision changed something");
     assert_eq!(run(&["check", inv, "-p", DEMO]).status.code(), Some(0));
 
     let pid = main_pid(2);
-    assert_eq!(
-        ssh(2, "echo 'DEMO_PORT=9999' >> /etc/default/hactl-demo").0,
-        0
-    );
+    assert_eq!(ssh(2, "echo 'DEMO_PORT=9999' >> /etc/default/hactl-demo").0, 0);
     assert_eq!(
         run(&["check", inv, "-p", DEMO]).status.code(),
         Some(2),
@@ -88,15 +81,8 @@ fn full_cycle(inventory: &Path) {
 
 fn secret(inventory: &Path, name: &str) -> String {
     let text = std::fs::read_to_string(inventory.with_file_name("inventory.secrets.yml")).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&format!("{name}:")))
-        .unwrap();
-    line.split_once(": ")
-        .unwrap()
-        .1
-        .trim_matches('"')
-        .to_string()
+    let line = text.lines().find(|l| l.starts_with(&format!("{name}:"))).unwrap();
+    line.split_once(": ").unwrap().1.trim_matches('"').to_string()
 }
 
 #[test]
@@ -131,15 +117,15 @@ fn bad_input_fails_clearly_and_changes_nothing() {
         p.display().to_string()
     };
 
-    let malformed = write(
-        "malformed.yml",
-        "stages:\n  - name: x\n    hosts: all\n    steps: [\n",
-    );
+    let malformed = write("malformed.yml", "stages:\n  - name: x\n    hosts: all\n    steps: [\n");
     let o = run(&["provision", inv_s, "-p", &malformed]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("malformed.yml:"), "{}", stderr(&o));
 
-    let unknown = write("unknown.yml", "stages:\n  - name: x\n    hosts: all\n    steps:\n      - name: f\n        file: {path: /tmp/x, contnet: y}\n");
+    let unknown = write(
+        "unknown.yml",
+        "stages:\n  - name: x\n    hosts: all\n    steps:\n      - name: f\n        file: {path: /tmp/x, contnet: y}\n",
+    );
     let o = run(&["provision", inv_s, "-p", &unknown]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -152,8 +138,7 @@ fn bad_input_fails_clearly_and_changes_nothing() {
     let o = run(&["provision", inv_s, "-p", &undefined]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("undefined") && stderr(&o).contains("line 1")
-            || stderr(&o).contains(":1"),
+        stderr(&o).contains("undefined") && stderr(&o).contains("line 1") || stderr(&o).contains(":1"),
         "{}",
         stderr(&o)
     );
@@ -174,11 +159,7 @@ fn bad_input_fails_clearly_and_changes_nothing() {
     let strange = write("strange.yml", &text);
     let o = run(&["plan", &strange, "-p", DEMO, "--limit", "node1"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("host key verification failed"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("host key verification failed"), "{}", stderr(&o));
     let o = run(&[
         "plan",
         &strange,
@@ -191,9 +172,7 @@ fn bad_input_fails_clearly_and_changes_nothing() {
     ]);
     assert_eq!(o.status.code(), Some(2), "accept-new connects");
     assert!(
-        std::fs::read_to_string(&empty_known)
-            .unwrap()
-            .contains("ssh-ed25519"),
+        std::fs::read_to_string(&empty_known).unwrap().contains("ssh-ed25519"),
         "accept-new records the key"
     );
 
@@ -222,11 +201,7 @@ fn notified_restart_survives_a_failed_run() {
         p.display().to_string()
     };
     let o = run(&["provision", inv_s, "-p", &playbook(true)]);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "the run fails at the breaking step"
-    );
+    assert_eq!(o.status.code(), Some(1), "the run fails at the breaking step");
     assert_eq!(
         ssh(1, "test -e /root/handler-runs").0,
         1,
@@ -247,14 +222,7 @@ fn notified_restart_survives_a_failed_run() {
         "1",
         "owed handler ran once"
     );
-    let o = run(&[
-        "provision",
-        inv_s,
-        "-p",
-        &playbook(false),
-        "--output",
-        "json",
-    ]);
+    let o = run(&["provision", inv_s, "-p", &playbook(false), "--output", "json"]);
     assert_eq!(summary(&o)["changed"], 0);
     assert_eq!(ssh(1, "wc -l < /root/handler-runs").1.trim(), "1");
 }

@@ -20,30 +20,22 @@ fn lab_up_is_real_idempotent_and_down_leaves_nothing() {
             "node{n} identity"
         );
         let other = if n == 3 { 1 } else { n + 1 };
-        let (rc, _) = ssh(
-            n,
-            &format!("timeout 3 bash -c '</dev/tcp/10.213.0.{}/22'", 10 + other),
-        );
+        let (rc, _) = ssh(n, &format!("timeout 3 bash -c '</dev/tcp/10.213.0.{}/22'", 10 + other));
         assert_eq!(rc, 0, "node{n} cannot reach node{other}");
     }
     let (rc, out) = ssh_as("hactl", 1, "sudo -n id -u");
-    assert_eq!(
-        (rc, out.trim()),
-        (0, "0"),
-        "non-root user with passwordless sudo"
-    );
+    assert_eq!((rc, out.trim()), (0, "0"), "non-root user with passwordless sudo");
 
     let (rc, _) = ssh(1, "apt-get -q update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends python3-venv >/dev/null");
     assert_eq!(rc, 0, "apt-get works inside a node");
-    let (rc, out) = ssh(1, "python3 -m venv /tmp/v && /tmp/v/bin/pip download -q --no-deps -d /tmp/dl six==1.16.0 && ls /tmp/dl");
+    let (rc, out) = ssh(
+        1,
+        "python3 -m venv /tmp/v && /tmp/v/bin/pip download -q --no-deps -d /tmp/dl six==1.16.0 && ls /tmp/dl",
+    );
     assert_eq!(rc, 0, "pip download works inside a node");
     assert!(out.contains("six-1.16.0"), "{out}");
     let (_, pool) = ssh(1, "ls /var/cache/hactl-apt-pool | grep -c 'python3.*venv'");
-    assert_ne!(
-        pool.trim(),
-        "0",
-        "downloaded packages reach the shared pool"
-    );
+    assert_ne!(pool.trim(), "0", "downloaded packages reach the shared pool");
 
     let status_before = stdout(&run(&["lab", "status"]));
     let again = run(&["lab", "up", "--nodes", "3"]);
@@ -53,21 +45,13 @@ fn lab_up_is_real_idempotent_and_down_leaves_nothing() {
         "second up changed something: {}",
         stdout(&again)
     );
-    assert_eq!(
-        stdout(&run(&["lab", "status"])),
-        status_before,
-        "nodes were restarted"
-    );
+    assert_eq!(stdout(&run(&["lab", "status"])), status_before, "nodes were restarted");
 
     let stopped = run(&["lab", "stop", "node2"]);
     assert!(stdout(&stopped).contains("stopped"));
     assert_ne!(ssh(2, "true").0, 0, "node2 still answers after stop");
     let repaired = run(&["lab", "up", "--nodes", "3"]);
-    assert!(
-        stdout(&repaired).contains("started node2"),
-        "{}",
-        stdout(&repaired)
-    );
+    assert!(stdout(&repaired).contains("started node2"), "{}", stdout(&repaired));
     assert_eq!(ssh(2, "hostname").1, "node2\n");
 
     let down = run(&["lab", "down"]);
@@ -85,10 +69,7 @@ fn lab_up_is_real_idempotent_and_down_leaves_nothing() {
     assert!(live.is_empty(), "nspawn processes left: {live:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains("/var/lib/hactl/lab/nodes"), "mounts left");
-    assert!(
-        !std::path::Path::new("/sys/class/net/hactl0").exists(),
-        "bridge left"
-    );
+    assert!(!std::path::Path::new("/sys/class/net/hactl0").exists(), "bridge left");
     let nat = std::process::Command::new("iptables")
         .args(["-t", "nat", "-S"])
         .output()
@@ -123,9 +104,5 @@ fn lab_refuses_clearly() {
         .output()
         .unwrap();
     assert_eq!(nobody.status.code(), Some(1));
-    assert!(
-        stderr(&nobody).contains("must run as root"),
-        "{}",
-        stderr(&nobody)
-    );
+    assert!(stderr(&nobody).contains("must run as root"), "{}", stderr(&nobody));
 }

@@ -44,24 +44,16 @@ impl Module for Directory {
     fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
         let f = fields(&observed.stdout);
         if f.contains_key("notdir") {
-            return Err(miette::miette!(
-                "{} exists but is not a directory",
-                self.path
-            ));
+            return Err(miette::miette!("{} exists but is not a directory", self.path));
         }
         let exists = !f.contains_key("absent");
         match (self.state, exists) {
-            (Presence::Absent, true) => {
-                Ok(Some(Change::new(format!("remove directory {}", self.path))))
-            }
+            (Presence::Absent, true) => Ok(Some(Change::new(format!("remove directory {}", self.path)))),
             (Presence::Absent, false) => Ok(None),
-            (Presence::Present, false) => {
-                Ok(Some(Change::new(format!("create directory {}", self.path))))
-            }
+            (Presence::Present, false) => Ok(Some(Change::new(format!("create directory {}", self.path)))),
             (Presence::Present, true) => {
                 let parts = self.attrs().diff(f.get("attrs").copied().unwrap_or(""))?;
-                Ok((!parts.is_empty())
-                    .then(|| Change::new(format!("{}: {}", self.path, parts.join(", ")))))
+                Ok((!parts.is_empty()).then(|| Change::new(format!("{}: {}", self.path, parts.join(", ")))))
             }
         }
     }

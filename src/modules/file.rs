@@ -73,10 +73,7 @@ impl Module for File {
     fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
         let f = fields(&observed.stdout);
         if f.contains_key("notfile") {
-            return Err(miette::miette!(
-                "{} exists but is not a regular file",
-                self.path
-            ));
+            return Err(miette::miette!("{} exists but is not a regular file", self.path));
         }
         let exists = !f.contains_key("absent");
         if self.state == Presence::Absent {
@@ -90,8 +87,7 @@ impl Module for File {
                 ));
             }
             let parts = self.attrs.diff(f.get("attrs").copied().unwrap_or(""))?;
-            return Ok((!parts.is_empty())
-                .then(|| Change::new(format!("{}: {}", self.path, parts.join(", ")))));
+            return Ok((!parts.is_empty()).then(|| Change::new(format!("{}: {}", self.path, parts.join(", ")))));
         };
         if !exists {
             let diff = (!self.sensitive).then(|| unified_diff(&self.path, b"", content));
@@ -128,10 +124,7 @@ impl Module for File {
             return format!("rm -f {path}\n");
         }
         let Some(content) = &self.content else {
-            return format!(
-                "p={path}; target=\"$p\"\n{}",
-                self.attrs.apply_lines("0644")
-            );
+            return format!("p={path}; target=\"$p\"\n{}", self.attrs.apply_lines("0644"));
         };
         let b64 = base64::engine::general_purpose::STANDARD.encode(content);
         format!(
@@ -185,10 +178,7 @@ mod tests {
         assert!(change.summary.starts_with("create"));
         assert_eq!(run_local(&f.apply()).rc, 0);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "x=1\ny=2\n");
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(f.diff(&run_local(&f.probe())).unwrap(), None);
 
         std::fs::write(&path, "x=1\ny=3\n").unwrap();
@@ -196,10 +186,7 @@ mod tests {
         assert!(change.summary.contains("content"), "{}", change.summary);
         let diff = change.diff.unwrap();
         assert!(diff.contains("-y=3") && diff.contains("+y=2"), "{diff}");
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         run_local(&f.apply());
         assert_eq!(f.diff(&run_local(&f.probe())).unwrap(), None);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
@@ -224,10 +211,7 @@ mod tests {
         );
         assert!(change.diff.is_none());
         run_local(&f.apply());
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o640
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
     }
 
     #[test]

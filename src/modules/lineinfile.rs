@@ -29,8 +29,7 @@ pub struct LineInFile {
 
 const PRESENT_AWK: &str = r#"{ l[NR]=$0; if (re != "" && $0 ~ re) last=NR; if ($0 == line) exact=NR }
 END { n=NR; if (re != "" && last) l[last]=line; else if (!exact) l[++n]=line; for (i=1;i<=n;i++) print l[i] }"#;
-const ABSENT_AWK: &str =
-    r#"{ if ((re != "" && $0 ~ re) || (re == "" && $0 == line)) next; print }"#;
+const ABSENT_AWK: &str = r#"{ if ((re != "" && $0 ~ re) || (re == "" && $0 == line)) next; print }"#;
 
 impl Module for LineInFile {
     fn probe(&self) -> String {
@@ -88,11 +87,7 @@ pub struct AwkEdit {
 
 impl AwkEdit {
     fn run_awk(&self, input: &str) -> String {
-        let env: String = self
-            .env
-            .iter()
-            .map(|(k, v)| format!("{k}={} ", q(v)))
-            .collect();
+        let env: String = self.env.iter().map(|(k, v)| format!("{k}={} ", q(v))).collect();
         format!("{env}awk {} {input}", q(&self.program))
     }
 

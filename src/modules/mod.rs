@@ -116,9 +116,7 @@ impl<T: Default + Clone> Templated<T> {
     pub fn value(&self, field: &str) -> Result<T> {
         match self {
             Templated::Value(v) => Ok(v.clone()),
-            Templated::Template(t) => Err(miette::miette!(
-                "`{field}` did not render to a structure: {t}"
-            )),
+            Templated::Template(t) => Err(miette::miette!("`{field}` did not render to a structure: {t}")),
         }
     }
 
@@ -211,14 +209,12 @@ impl Attrs {
     /// Shell lines setting the attributes on `$target`, copying unspecified ones from `$p` when it
     /// exists, else `default_mode`.
     pub fn apply_lines(&self, default_mode: &str) -> String {
-        let mut s = String::from("if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$target\" && chmod --reference=\"$p\" \"$target\"; ");
-        s.push_str(&format!(
-            "else chmod {default_mode} \"$target\"; fi || exit 1\n"
-        ));
+        let mut s = String::from(
+            "if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$target\" && chmod --reference=\"$p\" \"$target\"; ",
+        );
+        s.push_str(&format!("else chmod {default_mode} \"$target\"; fi || exit 1\n"));
         match (&self.owner, &self.group) {
-            (Some(o), Some(g)) => {
-                s.push_str(&format!("chown {}:{} \"$target\" || exit 1\n", q(o), q(g)))
-            }
+            (Some(o), Some(g)) => s.push_str(&format!("chown {}:{} \"$target\" || exit 1\n", q(o), q(g))),
             (Some(o), None) => s.push_str(&format!("chown {} \"$target\" || exit 1\n", q(o))),
             (None, Some(g)) => s.push_str(&format!("chgrp {} \"$target\" || exit 1\n", q(g))),
             (None, None) => {}
@@ -241,12 +237,7 @@ pub fn run_local(script: &str) -> Observed {
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     Observed {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

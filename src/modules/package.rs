@@ -57,17 +57,12 @@ impl Module for Package {
             .collect();
         let mut actions = Vec::new();
         for (name, version) in self.wanted() {
-            let (is_in, have) = installed
-                .get(name.as_str())
-                .copied()
-                .unwrap_or((false, "-"));
+            let (is_in, have) = installed.get(name.as_str()).copied().unwrap_or((false, "-"));
             match (self.state, is_in, version) {
                 (Presence::Absent, true, _) => actions.push(format!("remove {name}")),
                 (Presence::Present, false, Some(v)) => actions.push(format!("install {name}={v}")),
                 (Presence::Present, false, None) => actions.push(format!("install {name}")),
-                (Presence::Present, true, Some(v)) if v != have => {
-                    actions.push(format!("change {name} {have} → {v}"))
-                }
+                (Presence::Present, true, Some(v)) if v != have => actions.push(format!("change {name} {have} → {v}")),
                 _ => {}
             }
         }
@@ -100,10 +95,7 @@ impl Module for Package {
                  trap 'rm -f /usr/sbin/policy-rc.d' EXIT\n",
             );
         }
-        s.push_str(&format!(
-            "{apt}{recommends} install {} || exit 1\n",
-            names.join(" ")
-        ));
+        s.push_str(&format!("{apt}{recommends} install {} || exit 1\n", names.join(" ")));
         if self.no_start {
             s.push_str("rm -f /usr/sbin/policy-rc.d; trap - EXIT\n");
         }
@@ -135,22 +127,14 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(ch.summary, "install vim, change less 590-2 → 600-1");
-        let ch = pkg(&["curl", "vim"], Presence::Absent)
-            .diff(&out)
-            .unwrap()
-            .unwrap();
+        let ch = pkg(&["curl", "vim"], Presence::Absent).diff(&out).unwrap().unwrap();
         assert_eq!(ch.summary, "remove curl");
-        assert!(pkg(&["curl"], Presence::Present)
-            .diff(&out)
-            .unwrap()
-            .is_none());
+        assert!(pkg(&["curl"], Presence::Present).diff(&out).unwrap().is_none());
     }
 
     #[test]
     fn probe_reads_dpkg_status() {
-        let out = crate::modules::run_local(
-            &pkg(&["dpkg", "hactl-no-such-package"], Presence::Present).probe(),
-        );
+        let out = crate::modules::run_local(&pkg(&["dpkg", "hactl-no-such-package"], Presence::Present).probe());
         assert!(
             out.stdout.lines().next().unwrap().starts_with("dpkg ii "),
             "{}",

@@ -34,12 +34,7 @@ fn default_python() -> String {
 fn parse_requirement(req: &str) -> (String, Option<String>) {
     let (name, version) = match req.split_once("==") {
         Some((n, v)) => (n, Some(v.trim().to_string())),
-        None => (
-            req.split(['<', '>', '=', '!', '~', ';'])
-                .next()
-                .unwrap_or(req),
-            None,
-        ),
+        None => (req.split(['<', '>', '=', '!', '~', ';']).next().unwrap_or(req), None),
     };
     let name = name.split('[').next().unwrap_or(name).trim();
     (name.to_lowercase().replace('_', "-"), version)
@@ -72,8 +67,7 @@ impl Module for Pip {
         if !out.lines().any(|l| l == "venv") {
             parts.push(format!("create venv {}", self.venv));
         }
-        let have: std::collections::HashMap<&str, &str> =
-            out.lines().filter_map(|l| l.split_once(' ')).collect();
+        let have: std::collections::HashMap<&str, &str> = out.lines().filter_map(|l| l.split_once(' ')).collect();
         for req in &self.packages.value("packages")? {
             let (name, version) = parse_requirement(req);
             match (have.get(name.as_str()).copied().unwrap_or("-"), version) {
@@ -87,11 +81,7 @@ impl Module for Pip {
 
     fn apply(&self) -> String {
         let packages = self.packages.or_default();
-        let reqs: Vec<String> = packages
-            .iter()
-            .chain(&self.extra_args)
-            .map(|r| q(r))
-            .collect();
+        let reqs: Vec<String> = packages.iter().chain(&self.extra_args).map(|r| q(r)).collect();
         let mut s = format!(
             "v={}\n[ -x \"$v/bin/python\" ] || {} -m venv \"$v\" || exit 1\n",
             q(&self.venv),
@@ -136,10 +126,7 @@ mod tests {
             stdout: "venv\nsix 1.15.0\nidna 3.4\n".into(),
             rc: 0,
         };
-        assert_eq!(
-            p.diff(&out).unwrap().unwrap().summary,
-            "change six 1.15.0 → 1.16.0"
-        );
+        assert_eq!(p.diff(&out).unwrap().unwrap().summary, "change six 1.15.0 → 1.16.0");
         let ok = Observed {
             stdout: "venv\nsix 1.16.0\nidna 3.4\n".into(),
             rc: 0,
@@ -162,9 +149,7 @@ mod tests {
         let out = crate::modules::run_local(&p.probe());
         assert!(out.stdout.contains("hactl-none -"), "{}", out.stdout);
         assert!(
-            out.stdout
-                .lines()
-                .any(|l| l.starts_with("pip ") && l != "pip -"),
+            out.stdout.lines().any(|l| l.starts_with("pip ") && l != "pip -"),
             "{}",
             out.stdout
         );

@@ -93,12 +93,8 @@ impl Module for Service {
                 "systemctl is-active --quiet {n} || systemctl start{nb} {n} || exit 1\n"
             )),
             Some(RunState::Stopped) => s.push_str(&format!("systemctl stop {n} || exit 1\n")),
-            Some(RunState::Restarted) => {
-                s.push_str(&format!("systemctl restart{nb} {n} || exit 1\n"))
-            }
-            Some(RunState::Reloaded) => {
-                s.push_str(&format!("systemctl reload-or-restart{nb} {n} || exit 1\n"))
-            }
+            Some(RunState::Restarted) => s.push_str(&format!("systemctl restart{nb} {n} || exit 1\n")),
+            Some(RunState::Reloaded) => s.push_str(&format!("systemctl reload-or-restart{nb} {n} || exit 1\n")),
             None => {}
         }
         s.push_str("exit 0\n");
@@ -129,15 +125,8 @@ mod tests {
             stdout: s.into(),
             rc: 0,
         };
-        let running = obs(
-            "LoadState loaded\nActiveState active\nUnitFileState enabled\nNeedDaemonReload no\n",
-        );
-        assert_eq!(
-            svc(Some(RunState::Started), Some(true))
-                .diff(&running)
-                .unwrap(),
-            None
-        );
+        let running = obs("LoadState loaded\nActiveState active\nUnitFileState enabled\nNeedDaemonReload no\n");
+        assert_eq!(svc(Some(RunState::Started), Some(true)).diff(&running).unwrap(), None);
         let stopped = obs("LoadState loaded\nActiveState inactive\nUnitFileState disabled\nNeedDaemonReload yes\n");
         assert_eq!(
             svc(Some(RunState::Started), Some(true))
@@ -147,17 +136,13 @@ mod tests {
                 .summary,
             "daemon-reload, enable etcd, start etcd"
         );
-        let missing =
-            obs("LoadState not-found\nActiveState inactive\nUnitFileState \nNeedDaemonReload no\n");
+        let missing = obs("LoadState not-found\nActiveState inactive\nUnitFileState \nNeedDaemonReload no\n");
         assert!(svc(Some(RunState::Started), None)
             .diff(&missing)
             .unwrap()
             .unwrap()
             .summary
             .contains("not installed yet"));
-        assert!(svc(Some(RunState::Restarted), None)
-            .diff(&running)
-            .unwrap()
-            .is_some());
+        assert!(svc(Some(RunState::Restarted), None).diff(&running).unwrap().is_some());
     }
 }

@@ -39,13 +39,9 @@ impl Module for User {
         let out = &observed.stdout;
         let exists = !out.lines().any(|l| l == "absent");
         match (self.state, exists) {
-            (Presence::Absent, true) => {
-                return Ok(Some(Change::new(format!("remove user {}", self.name))))
-            }
+            (Presence::Absent, true) => return Ok(Some(Change::new(format!("remove user {}", self.name)))),
             (Presence::Absent, false) => return Ok(None),
-            (Presence::Present, false) => {
-                return Ok(Some(Change::new(format!("create user {}", self.name))))
-            }
+            (Presence::Present, false) => return Ok(Some(Change::new(format!("create user {}", self.name)))),
             _ => {}
         }
         let passwd: Vec<&str> = out.lines().next().unwrap_or("").split(':').collect();
@@ -70,11 +66,7 @@ impl Module for User {
             let have_text = value("groups ");
             let have: Vec<&str> = have_text.split_whitespace().collect();
             if want != have {
-                parts.push(format!(
-                    "groups [{}] → [{}]",
-                    have.join(","),
-                    want.join(",")
-                ));
+                parts.push(format!("groups [{}] → [{}]", have.join(","), want.join(",")));
             }
         }
         if let Some(h) = self.home.as_ref().filter(|h| h.as_str() != field(5)) {
@@ -83,8 +75,7 @@ impl Module for User {
         if let Some(s) = self.shell.as_ref().filter(|s| s.as_str() != field(6)) {
             parts.push(format!("shell {} → {s}", field(6)));
         }
-        Ok((!parts.is_empty())
-            .then(|| Change::new(format!("user {}: {}", self.name, parts.join(", ")))))
+        Ok((!parts.is_empty()).then(|| Change::new(format!("user {}: {}", self.name, parts.join(", ")))))
     }
 
     fn apply(&self) -> String {
@@ -108,11 +99,7 @@ impl Module for User {
         if let Some(s) = &self.shell {
             opts.push_str(&format!(" -s {}", q(s)));
         }
-        let create_extra = if self.system {
-            " --system"
-        } else {
-            " --create-home"
-        };
+        let create_extra = if self.system { " --system" } else { " --create-home" };
         format!("if getent passwd {n} >/dev/null; then usermod{opts} {n}; else useradd{create_extra}{opts} {n}; fi\n")
     }
 }
@@ -134,8 +121,7 @@ mod tests {
             state: Presence::Present,
         };
         let same = Observed {
-            stdout: "airflow:x:990:990::/opt/airflow:/bin/sh\ngroup airflow\ngroups ssl-cert \n"
-                .into(),
+            stdout: "airflow:x:990:990::/opt/airflow:/bin/sh\ngroup airflow\ngroups ssl-cert \n".into(),
             rc: 0,
         };
         assert_eq!(u.diff(&same).unwrap(), None);
@@ -145,18 +131,13 @@ mod tests {
         };
         let s = u.diff(&other).unwrap().unwrap().summary;
         assert!(
-            s.contains("uid 991 → 990")
-                && s.contains("groups [] → [ssl-cert]")
-                && s.contains("home"),
+            s.contains("uid 991 → 990") && s.contains("groups [] → [ssl-cert]") && s.contains("home"),
             "{s}"
         );
         let absent = Observed {
             stdout: "absent\n".into(),
             rc: 0,
         };
-        assert_eq!(
-            u.diff(&absent).unwrap().unwrap().summary,
-            "create user airflow"
-        );
+        assert_eq!(u.diff(&absent).unwrap().unwrap().summary, "create user airflow");
     }
 }

@@ -64,10 +64,7 @@ impl WaitFor {
 
 impl Module for WaitFor {
     fn probe(&self) -> String {
-        format!(
-            "if {}; then echo ready; else echo waiting; fi\n",
-            self.check()
-        )
+        format!("if {}; then echo ready; else echo waiting; fi\n", self.check())
     }
 
     fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
