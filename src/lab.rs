@@ -597,9 +597,6 @@ impl Lab {
         }
         write_file(&resolv_path, resolv.as_bytes(), 0o644)?;
         write_file(&root.join("etc/hostname"), format!("{name}\n").as_bytes(), 0o644)?;
-        // As the Debian installer writes it (the `base` stage must fix the 127.0.1.1 line).
-        let hosts = format!("127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-        write_file(&root.join("etc/hosts"), hosts.as_bytes(), 0o644)?;
         let pubkey = fs::read(self.key_path().with_extension("pub")).map_err(|e| io_err(&self.key_path(), e))?;
         write_file(&root.join("root/.ssh/authorized_keys"), &pubkey, 0o600)?;
         let user_keys = root.join(format!("home/{SUDO_USER}/.ssh/authorized_keys"));
@@ -610,10 +607,14 @@ impl Lab {
             .map_err(|e| io_err(&user_keys, e))?;
         let host_key = root.join("etc/ssh/ssh_host_ed25519_key");
         if !host_key.exists() {
+            // First boot only: a restarted machine keeps what was done to it.
             run(
                 "ssh-keygen",
                 &["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path_str(&host_key)],
             )?;
+            // As the Debian installer writes it (the `base` stage must fix the 127.0.1.1 line).
+            let hosts = format!("127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+            write_file(&root.join("etc/hosts"), hosts.as_bytes(), 0o644)?;
         }
         Ok(())
     }

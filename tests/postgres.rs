@@ -1,0 +1,163 @@
+//! Stages base, etcd, postgres and pg-lb on three lab nodes: the cluster forms, re-runs change
+//! nothing, it survives losing its leader's whole machine, the old leader rejoins as a replica,
+//! and hand edits are repaired without losing writes through the load balancer.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const STAGES: &str = "base,etcd,postgres,pg-lb";
+
+fn provision(inv: &str) -> serde_json::Value {
+    let o = run(&["provision", inv, "--stages", STAGES, "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "provision failed");
+    let doc = json(&o);
+    for r in doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "changed")
+    {
+        eprintln!("CHANGED {} {}/{}: {}", r["host"], r["stage"], r["step"], r["summary"]);
+    }
+    doc["summary"].clone()
+}
+
+/// The Patroni members as (name, role, state) from a node that answers.
+fn members(from: usize) -> Vec<(String, String, String)> {
+    let (rc, out) = ssh(from, "patronictl -c /etc/patroni/config.yml list -f json");
+    assert_eq!(rc, 0, "patronictl on node{from}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).expect("patronictl json");
+    list.iter()
+        .map(|m| {
+            (
+                m["Member"].as_str().unwrap().into(),
+                m["Role"].as_str().unwrap().into(),
+                m["State"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+/// A write through the LB's primary port on `node`.
+fn write_through_lb(node: usize, password: &str) -> bool {
+    let cmd = format!(
+        "PGPASSWORD={password} timeout 5 psql -h 127.0.0.1 -p 5000 -U airflow -d airflow -tAc \"create table if not exists t(at timestamptz); insert into t values (now())\""
+    );
+    ssh(node, &cmd).0 == 0
+}
+
+fn secret(dir: &std::path::Path, name: &str) -> String {
+    let text = std::fs::read_to_string(dir.join("inventory.secrets.yml")).unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name}:"))).unwrap();
+    line.split_once(": ").unwrap().1.trim_matches('"').to_string()
+}
+
+#[test]
+fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
+    let _lab = lab_lock();
+    fresh_lab(3);
+    let dir = tempfile::tempdir().unwrap();
+    let inv_path = inventory_in(dir.path());
+    let inv = inv_path.to_str().unwrap();
+
+    let started = Instant::now();
+    let first = provision(inv);
+    eprintln!("MEASURED first provision: {:.1} s", started.elapsed().as_secs_f64());
+    assert!(
+        first["changed"].as_u64().unwrap() > 0 && first["failed"] == 0,
+        "{first}"
+    );
+    let started = Instant::now();
+    assert_eq!(provision(inv)["changed"], 0, "second run changed something");
+    eprintln!("MEASURED no-op re-run: {:.2} s", started.elapsed().as_secs_f64());
+    let verify = run(&["verify", inv, "--stages", "etcd,postgres,pg-lb"]);
+    assert_eq!(verify.status.code(), Some(0), "verify alone passes");
+
+    // Failover: stop the leader's whole machine.
+    let password = secret(dir.path(), "airflow_db_password");
+    let roster = members(1);
+    let leader = roster.iter().find(|m| m.1 == "Leader").expect("a leader").0.clone();
+    let leader_n: usize = leader.trim_start_matches("node").parse().unwrap();
+    let survivor = if leader_n == 1 { 2 } else { 1 };
+    assert!(write_through_lb(survivor, &password));
+    assert!(stdout(&run(&["lab", "stop", &leader])).contains("stopped"));
+    let stopped = Instant::now();
+    let mut failover = None;
+    while stopped.elapsed() < Duration::from_secs(60) {
+        if write_through_lb(survivor, &password) {
+            failover = Some(stopped.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let failover = failover.expect("no write succeeded through the LB within 60 s of losing the leader");
+    eprintln!(
+        "MEASURED failover (leader machine stopped -> write through LB 5000): {:.1} s",
+        failover.as_secs_f64()
+    );
+    assert!(failover < Duration::from_secs(30), "failover took {failover:?}");
+    let new_leader = members(survivor)
+        .into_iter()
+        .find(|m| m.1 == "Leader")
+        .expect("a new leader")
+        .0;
+    assert_ne!(new_leader, leader);
+
+    // The old leader's machine comes back and rejoins as a replica.
+    let back = Instant::now();
+    assert!(run(&["lab", "up", "--nodes", "3"]).status.success());
+    let verify = run(&["verify", inv, "--stages", "etcd,postgres,pg-lb"]);
+    assert_eq!(verify.status.code(), Some(0), "verify after rejoin");
+    eprintln!(
+        "MEASURED rejoin (machine started -> verify passes): {:.1} s",
+        back.elapsed().as_secs_f64()
+    );
+    let old = members(survivor)
+        .into_iter()
+        .find(|m| m.0 == leader)
+        .expect("old leader listed");
+    assert_eq!(old.1, "Replica", "old leader rejoined as {old:?}");
+    assert_eq!(provision(inv)["changed"], 0, "provision after rejoin changed something");
+
+    // Drift: hand edits on one node, repaired with reloads only while a writer keeps writing.
+    let edited = survivor;
+    assert_eq!(ssh(edited, "sed -i 's/loop_wait: 5/loop_wait: 9/' /etc/patroni/config.yml && echo '# hand edit' >> /etc/haproxy/conf.d/10-postgres.cfg").0, 0);
+    assert_eq!(
+        run(&["check", inv, "--stages", STAGES]).status.code(),
+        Some(2),
+        "check finds the drift"
+    );
+    let writer = format!(
+        "systemd-run --unit=hactl-writer --collect sh -c 'for i in $(seq 40); do if PGPASSWORD={password} timeout 3 psql -h 127.0.0.1 -p 5000 -U airflow -d airflow -tAc \"insert into t values (now())\" >/dev/null 2>&1; then echo ok; else echo fail; fi; sleep 0.5; done > /root/writer.log'"
+    );
+    assert_eq!(ssh(edited, &writer).0, 0);
+    std::thread::sleep(Duration::from_secs(2));
+    let repair = run(&["provision", inv, "--stages", STAGES]);
+    assert_eq!(repair.status.code(), Some(0));
+    let text = stdout(&repair);
+    assert!(
+        text.contains("handler `reload patroni` ran") && text.contains("handler `reload haproxy` ran"),
+        "{text}"
+    );
+    assert!(!text.contains("restart"), "repair restarted something: {text}");
+    assert!(!ssh(edited, "cat /etc/patroni/config.yml").1.contains("loop_wait: 9"));
+    assert_eq!(run(&["check", inv, "--stages", STAGES]).status.code(), Some(0));
+    let mut log = String::new();
+    for _ in 0..40 {
+        log = ssh(edited, "cat /root/writer.log").1;
+        if log.lines().count() >= 40 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let failures = log.lines().filter(|l| *l == "fail").count();
+    eprintln!(
+        "MEASURED writer during drift repair: {} of {} writes failed",
+        failures,
+        log.lines().count()
+    );
+    assert!(failures <= 6, "writes failed during repair: {failures}\n{log}");
+}
