@@ -306,6 +306,9 @@ impl Engine {
             if self.options.mode != Mode::Verify {
                 failed = self.for_hosts(batch, stage, first.as_deref(), false).await;
             }
+            if !failed && stage.rolling && self.options.mode != Mode::Verify {
+                failed = self.rolling_handlers(stage, batch, first.as_deref()).await;
+            }
             if !failed && self.options.mode != Mode::Plan && !stage.verify.is_empty() {
                 failed = self.for_hosts(batch, stage, first.as_deref(), true).await;
             }
@@ -314,6 +317,90 @@ impl Engine {
             }
         }
         false
+    }
+
+    /// Rolling handlers: the hosts owing handlers, in `rolling_order`, one at a time, each followed
+    /// by the stage's gates. A plan prints the order. Returns whether anything failed.
+    async fn rolling_handlers(self: &Arc<Self>, stage: &Stage, batch: &[String], first: Option<&str>) -> bool {
+        let owing: Vec<String> = if self.options.mode == Mode::Plan {
+            let results = self.results.lock().expect("lock");
+            let would = |h: &String| {
+                results
+                    .iter()
+                    .any(|r| &r.host == h && r.stage == stage.name && stage.handlers.iter().any(|x| x.name == r.step))
+            };
+            batch.iter().filter(|h| would(h)).cloned().collect()
+        } else {
+            batch
+                .iter()
+                .filter(|h| !self.pending.get(h, &stage.name).is_empty())
+                .cloned()
+                .collect()
+        };
+        if owing.is_empty() {
+            return false;
+        }
+        let order = match self.rolling_order(stage, &owing).await {
+            Ok(order) => order,
+            Err((host, e)) => return !self.fail(&host, &stage.name, "rolling order", e),
+        };
+        let verb = if self.options.mode == Mode::Plan {
+            "would restart"
+        } else {
+            "restarting"
+        };
+        self.reporter.out(&format!(
+            "{} rolling: {verb} one host at a time, gates between: {}\n",
+            stage.name,
+            order.join(" → ")
+        ));
+        if self.options.mode == Mode::Plan {
+            return false;
+        }
+        for host in &order {
+            let Some(remote) = self.remote(host).await else {
+                return true;
+            };
+            let notified = self.pending.get(host, &stage.name);
+            if !self
+                .run_handlers(&remote, host, stage, &self.loaded.contexts[host], notified)
+                .await
+            {
+                return true;
+            }
+            if !stage.verify.is_empty() && self.for_hosts(batch, stage, first, true).await {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The hosts sorted by the output of `rolling_order` (then by inventory order).
+    async fn rolling_order(&self, stage: &Stage, hosts: &[String]) -> Result<Vec<String>, (String, String)> {
+        let Some(cmd) = &stage.rolling_order else {
+            return Ok(hosts.to_vec());
+        };
+        let mut keyed = Vec::new();
+        for (index, host) in hosts.iter().enumerate() {
+            let origin = format!(
+                "{} stage `{}` rolling_order",
+                self.loaded.playbook.path.display(),
+                stage.name
+            );
+            let rendered = self
+                .loaded
+                .renderer
+                .render_str(&origin, cmd, &self.loaded.contexts[host]);
+            let script = rendered.map_err(|e| (host.clone(), format!("{e}")))?;
+            let remote = self
+                .remote(host)
+                .await
+                .ok_or_else(|| (host.clone(), "unreachable".to_string()))?;
+            let out = remote.run(&script).await.map_err(|e| (host.clone(), e.to_string()))?;
+            keyed.push((out.stdout.trim().to_string(), index, host.clone()));
+        }
+        keyed.sort();
+        Ok(keyed.into_iter().map(|(_, _, h)| h).collect())
     }
 
     /// Runs the stage (or its gates) on hosts concurrently, at most `forks` at once.
@@ -536,6 +623,9 @@ impl Engine {
         }
         for (step, change) in steps.iter().zip(&applied) {
             self.record_change(host, &stage.name, &step.name, change.as_ref(), false);
+        }
+        if stage.rolling {
+            return true; // the handlers owed are pending; `rolling_handlers` runs them host by host
         }
         self.run_handlers(remote, host, stage, ctx, notified).await
     }

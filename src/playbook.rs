@@ -51,6 +51,14 @@ pub struct Stage {
     /// Gates: commands that must succeed after the stage (and alone, with `hactl verify`).
     #[serde(default)]
     pub verify: Vec<Gate>,
+    /// Run handlers one host at a time, with the gates between hosts (rolling restarts that keep
+    /// a cluster's quorum and a writable primary).
+    #[serde(default)]
+    pub rolling: bool,
+    /// A read-only command run on each host whose output orders the rolling handlers (ascending,
+    /// then inventory order), e.g. printing 1 on a cluster's leader and 0 elsewhere.
+    #[serde(default)]
+    pub rolling_order: Option<String>,
 }
 
 /// A step: one module with its arguments.
