@@ -21,6 +21,8 @@ pub struct Command {
     pub unless: Option<String>,
     /// Working directory.
     pub chdir: Option<String>,
+    /// What running it does, for plans ("join rabbit@node2 to the cluster"); default: the command.
+    pub describe: Option<String>,
 }
 
 impl Command {
@@ -61,8 +63,10 @@ impl Module for Command {
             (_, _, Some(_)) => " (unless: failed)".to_string(),
             _ => " (no guard: always runs)".to_string(),
         };
-        let first_line = self.cmd.lines().next().unwrap_or("");
-        Ok(Some(Change::new(format!("would run `{first_line}`{why}"))))
+        Ok(Some(Change::new(match &self.describe {
+            Some(what) => format!("would {what}{why}"),
+            None => format!("would run `{}`{why}", self.cmd.lines().next().unwrap_or("")),
+        })))
     }
 
     fn apply(&self) -> String {
@@ -102,6 +106,7 @@ mod tests {
             removes: None,
             unless: None,
             chdir: None,
+            describe: None,
         };
         let ch = c.diff(&run_local(&c.probe())).unwrap().unwrap();
         assert!(
@@ -121,8 +126,9 @@ mod tests {
             removes: None,
             unless: Some("false".into()),
             chdir: None,
+            describe: Some("fail on purpose".into()),
         };
-        assert!(c.diff(&run_local(&c.probe())).unwrap().is_some());
+        assert_eq!(c.diff(&run_local(&c.probe())).unwrap().unwrap().summary, "would fail on purpose (unless: failed)");
         assert_eq!(run_local(&c.apply()).rc, 3);
         let ok = Command {
             unless: Some("true".into()),
