@@ -64,8 +64,8 @@ impl Module for Command {
             _ => " (no guard: always runs)".to_string(),
         };
         Ok(Some(Change::new(match &self.describe {
-            Some(what) => format!("would {what}{why}"),
-            None => format!("would run `{}`{why}", self.cmd.lines().next().unwrap_or("")),
+            Some(what) => format!("{what}{why}"),
+            None => format!("run `{}`{why}", self.cmd.lines().next().unwrap_or("")),
         })))
     }
 
@@ -110,7 +110,7 @@ mod tests {
         };
         let ch = c.diff(&run_local(&c.probe())).unwrap().unwrap();
         assert!(
-            ch.summary.contains("would run") && ch.summary.contains("absent"),
+            ch.summary.starts_with("run `") && ch.summary.contains("absent"),
             "{}",
             ch.summary
         );
@@ -128,7 +128,7 @@ mod tests {
             chdir: None,
             describe: Some("fail on purpose".into()),
         };
-        assert_eq!(c.diff(&run_local(&c.probe())).unwrap().unwrap().summary, "would fail on purpose (unless: failed)");
+        assert_eq!(c.diff(&run_local(&c.probe())).unwrap().unwrap().summary, "fail on purpose (unless: failed)");
         assert_eq!(run_local(&c.apply()).rc, 3);
         let ok = Command {
             unless: Some("true".into()),
