@@ -128,7 +128,10 @@ mod tests {
             chdir: None,
             describe: Some("fail on purpose".into()),
         };
-        assert_eq!(c.diff(&run_local(&c.probe())).unwrap().unwrap().summary, "fail on purpose (unless: failed)");
+        assert_eq!(
+            c.diff(&run_local(&c.probe())).unwrap().unwrap().summary,
+            "fail on purpose (unless: failed)"
+        );
         assert_eq!(run_local(&c.apply()).rc, 3);
         let ok = Command {
             unless: Some("true".into()),
