@@ -49,12 +49,6 @@ fn write_through_lb(node: usize, password: &str) -> bool {
     ssh(node, &cmd).0 == 0
 }
 
-fn secret(dir: &std::path::Path, name: &str) -> String {
-    let text = std::fs::read_to_string(dir.join("inventory.secrets.yml")).unwrap();
-    let line = text.lines().find(|l| l.starts_with(&format!("{name}:"))).unwrap();
-    line.split_once(": ").unwrap().1.trim_matches('"').to_string()
-}
-
 #[test]
 fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     let _lab = lab_lock();

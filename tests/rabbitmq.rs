@@ -67,12 +67,6 @@ fn beam_pids() -> Vec<String> {
         .collect()
 }
 
-fn secret(dir: &std::path::Path, name: &str) -> String {
-    let text = std::fs::read_to_string(dir.join("inventory.secrets.yml")).unwrap();
-    let line = text.lines().find(|l| l.starts_with(&format!("{name}:"))).unwrap();
-    line.split_once(": ").unwrap().1.trim_matches('"').to_string()
-}
-
 #[test]
 fn rabbitmq_cluster_forms_survives_a_node_and_rejoins() {
     let _lab = lab_lock();

@@ -109,3 +109,17 @@ pub fn lab_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A generated secret's value, from the secrets file beside the inventory in `dir`.
+pub fn secret(dir: &Path, name: &str) -> String {
+    let text = std::fs::read_to_string(dir.join("inventory.secrets.yml")).expect("secrets file");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}:")))
+        .expect("secret present");
+    line.split_once(": ")
+        .expect("key: value")
+        .1
+        .trim_matches('"')
+        .to_string()
+}
