@@ -736,6 +736,15 @@ impl Engine {
             .collect()
     }
 
+    /// A passed gate's status: `passed` for `verify`, `ok` within a provision (the contract's set).
+    fn gate_passed(&self) -> Status {
+        if self.options.mode == Mode::Verify {
+            Status::Passed
+        } else {
+            Status::Ok
+        }
+    }
+
     /// The stage's gates on one host, all in one script (each retried on the host).
     async fn host_gates(&self, remote: &Remote, host: &str, stage: &Stage, is_first: bool) -> bool {
         let ctx = &self.loaded.contexts[host];
@@ -765,7 +774,7 @@ impl Engine {
         for (i, gate) in gates.iter().enumerate() {
             let name = format!("verify: {}", gate.name);
             match out.get(&i) {
-                Some(o) if o.rc == 0 => self.record(self.result(host, &stage.name, &name, Status::Passed)),
+                Some(o) if o.rc == 0 => self.record(self.result(host, &stage.name, &name, self.gate_passed())),
                 Some(o) => {
                     ok = self.fail(
                         host,
