@@ -262,12 +262,12 @@ impl Engine {
         for (stage, hosts) in &plan {
             let failed = self.run_stage(stage, hosts).await;
             if self.options.mode != Mode::Verify {
-                let results = self.results.lock().expect("lock").clone();
-                self.reporter.out(
-                    &self
-                        .reporter
-                        .stage_text(&stage.name, &results, self.options.mode == Mode::Plan),
-                );
+                let text = {
+                    let results = self.results.lock().expect("lock");
+                    self.reporter
+                        .stage_text(&stage.name, &results, self.options.mode == Mode::Plan)
+                };
+                self.reporter.out(&text);
             }
             if failed {
                 self.reporter
@@ -564,7 +564,8 @@ impl Engine {
                 }
                 self.record_change(host, &stage.name, &step.name, change.as_ref(), true);
             }
-            return self.plan_handlers(host, stage, &notified);
+            self.plan_handlers(host, stage, &notified);
+            return true;
         }
         let mut applied: Vec<Option<Change>> = vec![None; steps.len()];
         loop {
@@ -590,16 +591,11 @@ impl Engine {
                 Err(e) => return self.fail(host, &stage.name, step_name(&steps, todo[0]), e.to_string()),
             };
             for &i in &todo {
-                let failure = match out.get(&i) {
-                    Some(o) if o.rc == 0 => {
-                        applied[i] = changes[i].take();
-                        continue;
-                    }
-                    Some(o) => format!("exit {}: {}", o.rc, tail(&o.stdout, 20)),
-                    None => "did not run (the script stopped early)".to_string(),
-                };
-                self.record_applied(host, &stage.name, &steps, &applied);
-                return self.fail(host, &stage.name, &steps[i].name, failure);
+                if let Some(failure) = part_failure(out.get(&i), 20) {
+                    self.record_applied(host, &stage.name, &steps, &applied);
+                    return self.fail(host, &stage.name, &steps[i].name, failure);
+                }
+                applied[i] = changes[i].take();
             }
             changes = match self.probe_all(remote, &steps).await {
                 Ok(c) => c,
@@ -653,13 +649,12 @@ impl Engine {
         self.record(r);
     }
 
-    fn plan_handlers(&self, host: &str, stage: &Stage, notified: &BTreeSet<String>) -> bool {
+    fn plan_handlers(&self, host: &str, stage: &Stage, notified: &BTreeSet<String>) {
         for handler in stage.handlers.iter().filter(|h| notified.contains(&h.name)) {
             let mut r = self.result(host, &stage.name, &handler.name, Status::Changed);
             r.summary = Some(format!("would run handler `{}`", handler.name));
             self.record(r);
         }
-        true
     }
 
     /// Runs notified handlers in their definition order, in one script; clears them when done.
@@ -690,22 +685,12 @@ impl Engine {
             Err(e) => return self.fail(host, &stage.name, &planned[0].name, e.to_string()),
         };
         for (i, p) in planned.iter().enumerate() {
-            match out.get(&i) {
-                Some(o) if o.rc == 0 => {
-                    let mut r = self.result(host, &stage.name, &p.name, Status::Changed);
-                    r.summary = Some(format!("handler `{}` ran", p.name));
-                    self.record(r);
-                }
-                Some(o) => {
-                    return self.fail(
-                        host,
-                        &stage.name,
-                        &p.name,
-                        format!("exit {}: {}", o.rc, tail(&o.stdout, 20)),
-                    )
-                }
-                None => return self.fail(host, &stage.name, &p.name, "did not run".into()),
+            if let Some(failure) = part_failure(out.get(&i), 20) {
+                return self.fail(host, &stage.name, &p.name, failure);
             }
+            let mut r = self.result(host, &stage.name, &p.name, Status::Changed);
+            r.summary = Some(format!("handler `{}` ran", p.name));
+            self.record(r);
         }
         match self.pending.set(host, &stage.name, BTreeSet::new()) {
             Ok(()) => true,
@@ -773,20 +758,22 @@ impl Engine {
         let mut ok = true;
         for (i, gate) in gates.iter().enumerate() {
             let name = format!("verify: {}", gate.name);
-            match out.get(&i) {
-                Some(o) if o.rc == 0 => self.record(self.result(host, &stage.name, &name, self.gate_passed())),
-                Some(o) => {
-                    ok = self.fail(
-                        host,
-                        &stage.name,
-                        &name,
-                        format!("exit {}: {}", o.rc, tail(&o.stdout, 10)),
-                    )
-                }
-                None => ok = self.fail(host, &stage.name, &name, "did not run".into()),
+            match part_failure(out.get(&i), 10) {
+                None => self.record(self.result(host, &stage.name, &name, self.gate_passed())),
+                Some(failure) => ok = self.fail(host, &stage.name, &name, failure),
             }
         }
         ok
+    }
+}
+
+/// Why a part of a batch did not succeed (`None` when it did): its exit code and last lines, or
+/// that the script stopped before it.
+fn part_failure(outcome: Option<&Observed>, lines: usize) -> Option<String> {
+    match outcome {
+        Some(o) if o.rc == 0 => None,
+        Some(o) => Some(format!("exit {}: {}", o.rc, tail(&o.stdout, lines))),
+        None => Some("did not run (the script stopped before it)".to_string()),
     }
 }
 

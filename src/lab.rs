@@ -653,9 +653,7 @@ impl Lab {
     }
 
     fn is_node_process(&self, pid: u32, name: &str) -> bool {
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        cmdline.starts_with("systemd-nspawn") && cmdline.contains(&format!("--machine={name}\0"))
+        nspawn_cmdline(pid).is_some_and(|c| c.contains(&format!("--machine={name}\0")))
     }
 
     /// PIDs of every systemd-nspawn whose root is inside this lab (found even if state is lost).
@@ -667,11 +665,7 @@ impl Lab {
         entries
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let cmdline = String::from_utf8_lossy(&cmdline);
-                cmdline.starts_with("systemd-nspawn") && cmdline.contains(&marker)
-            })
+            .filter(|pid| nspawn_cmdline(*pid).is_some_and(|c| c.contains(&marker)))
             .collect()
     }
 
@@ -702,6 +696,13 @@ impl Lab {
         }
         run("umount", &["-l", path_str(&root)]).map(|_| ())
     }
+}
+
+/// The NUL-separated command line of `pid` when it is a systemd-nspawn process.
+fn nspawn_cmdline(pid: u32) -> Option<String> {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+    cmdline.starts_with("systemd-nspawn").then_some(cmdline)
 }
 
 /// Writes the image customisation: no shared host keys, networkd, the sudo user, the host's CAs.

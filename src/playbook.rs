@@ -266,6 +266,25 @@ mod tests {
     }
 
     #[test]
+    fn site_playbook_loads_with_shared_haproxy_steps() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/site.yml");
+        let pb = Playbook::load(&path).unwrap();
+        let names: Vec<&str> = pb.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["base", "etcd", "postgres", "pg-lb", "rabbitmq", "mq-lb"]);
+        let stage = |n: &str| pb.stages.iter().find(|s| s.name == n).unwrap();
+        let steps = |n: &str| stage(n).steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        let handlers = |n: &str| stage(n).handlers.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        for shared in [
+            "HAProxy loads conf.d (its command line, so a restart)",
+            "HAProxy running",
+        ] {
+            assert!(steps("pg-lb").iter().any(|s| s == shared) && steps("mq-lb").iter().any(|s| s == shared));
+        }
+        assert_eq!(handlers("mq-lb"), handlers("pg-lb"));
+        assert_eq!(handlers("mq-lb"), ["restart haproxy", "reload haproxy"]);
+    }
+
+    #[test]
     fn errors_name_file_and_line() {
         let err = format!("{:?}", load("stages:\n  - name: a\n    hosts: all\n    steps:\n      - name: x\n        package: {name: x, stat: present}\n").unwrap_err());
         assert!(err.contains("pb.yml:6"), "{err}");

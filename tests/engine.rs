@@ -82,13 +82,10 @@ fn full_cycle(inventory: &Path) {
 #[test]
 fn provision_plan_check_as_root_then_with_become() {
     let _lab = lab_lock();
-    fresh_lab(3);
-    let dir = tempfile::tempdir().unwrap();
-    full_cycle(&inventory_in(dir.path()));
+    let (_dir, inv) = fresh_lab_inventory();
+    full_cycle(&inv);
 
-    fresh_lab(3);
-    let dir = tempfile::tempdir().unwrap();
-    let inv = inventory_in(dir.path());
+    let (_dir, inv) = fresh_lab_inventory();
     let text = std::fs::read_to_string(&inv).unwrap().replace(
         "    ansible_user: root\n",
         "    ansible_user: hactl\n    ansible_become: true\n",
@@ -100,9 +97,7 @@ fn provision_plan_check_as_root_then_with_become() {
 #[test]
 fn bad_input_fails_clearly_and_changes_nothing() {
     let _lab = lab_lock();
-    fresh_lab(3);
-    let dir = tempfile::tempdir().unwrap();
-    let inv = inventory_in(dir.path());
+    let (dir, inv) = fresh_lab_inventory();
     let inv_s = inv.to_str().unwrap();
     let before: Vec<String> = (1..=3).map(fingerprint).collect();
     let write = |name: &str, text: &str| {
@@ -177,9 +172,7 @@ fn bad_input_fails_clearly_and_changes_nothing() {
 #[test]
 fn notified_restart_survives_a_failed_run() {
     let _lab = lab_lock();
-    fresh_lab(3);
-    let dir = tempfile::tempdir().unwrap();
-    let inv = inventory_in(dir.path());
+    let (dir, inv) = fresh_lab_inventory();
     let inv_s = inv.to_str().unwrap();
     let playbook = |fail: bool| {
         let failing = if fail {

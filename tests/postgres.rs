@@ -52,9 +52,7 @@ fn write_through_lb(node: usize, password: &str) -> bool {
 #[test]
 fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     let _lab = lab_lock();
-    fresh_lab(3);
-    let dir = tempfile::tempdir().unwrap();
-    let inv_path = inventory_in(dir.path());
+    let (dir, inv_path) = fresh_lab_inventory();
     let inv = inv_path.to_str().unwrap();
 
     let started = Instant::now();

@@ -70,9 +70,7 @@ fn beam_pids() -> Vec<String> {
 #[test]
 fn rabbitmq_cluster_forms_survives_a_node_and_rejoins() {
     let _lab = lab_lock();
-    fresh_lab(3);
-    let dir = tempfile::tempdir().unwrap();
-    let inv_path = inventory_in(dir.path());
+    let (dir, inv_path) = fresh_lab_inventory();
     let inv = inv_path.to_str().unwrap();
 
     let plan = run(&["plan", inv, "--stages", STAGES]);

@@ -63,20 +63,11 @@ impl Module for Directory {
         if self.state == Presence::Absent {
             return format!("rm -rf {p}\n");
         }
-        let mut s = format!("p={p}; mkdir -p \"$p\" || exit 1; target=\"$p\"\n");
-        if let (Some(o), g) = (&self.owner, &self.group) {
-            s.push_str(&format!(
-                "chown {}{} \"$p\" || exit 1\n",
-                q(o),
-                g.as_ref().map(|g| format!(":{}", q(g))).unwrap_or_default()
-            ));
-        } else if let Some(g) = &self.group {
-            s.push_str(&format!("chgrp {} \"$p\" || exit 1\n", q(g)));
-        }
-        if let Some(m) = &self.mode {
-            s.push_str(&format!("chmod {} \"$p\" || exit 1\n", q(m)));
-        }
-        s
+        // The directory exists once mkdir ran, so the attribute lines keep what is not given.
+        format!(
+            "p={p}; mkdir -p \"$p\" || exit 1; target=\"$p\"\n{}",
+            self.attrs().apply_lines("0755")
+        )
     }
 }
 

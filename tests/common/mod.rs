@@ -53,6 +53,15 @@ pub fn fresh_lab(n: usize) {
     );
 }
 
+/// A fresh 3-node lab and its inventory copied into a new temporary directory (kept alive by the
+/// returned guard), where the run's secrets and pending state will live.
+pub fn fresh_lab_inventory() -> (tempfile::TempDir, PathBuf) {
+    fresh_lab(3);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let inventory = inventory_in(dir.path());
+    (dir, inventory)
+}
+
 /// Copies the lab inventory into `dir` (so secrets and pending state live in the test's dir).
 pub fn inventory_in(dir: &Path) -> PathBuf {
     let dest = dir.join("inventory.yml");
