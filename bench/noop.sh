@@ -22,7 +22,7 @@ cp /var/lib/hactl/lab/inventory.yml "$work/inventory.yml"
   echo "      - {name: base, directory: {path: /srv/bench}}"
   for i in $(seq 1 15); do
     echo "      - {name: dir$i, directory: {path: /srv/bench/d$i, mode: \"0755\"}}"
-    echo "      - {name: file$i, file: {path: /srv/bench/d$i/f.conf, content: \"key$i=value$i\\n\", mode: \"0644\"}}"
+    printf '%s\n' "      - {name: file$i, file: {path: /srv/bench/d$i/f.conf, content: \"key$i=value$i\\n\", mode: \"0644\"}}"
     echo "      - {name: line$i, lineinfile: {path: /srv/bench/lines.conf, line: \"opt$i=on\", create: true}}"
   done
 } > "$work/bench.yml"
@@ -38,7 +38,7 @@ $hactl provision "$work/inventory.yml" -p "$work/bench.yml" >/dev/null 2>&1
 steps=$(grep -c '{name:' "$work/bench.yml")
 changed=$($hactl provision "$work/inventory.yml" -p "$work/bench.yml" --output json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["summary"]["changed"])')
 trips=$($hactl provision "$work/inventory.yml" -p "$work/bench.yml" --output json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin)["stats"]["round_trips"]; print(" ".join(f"{h}={n}" for h,n in sorted(d.items())))')
-hactl_s=$(time_runs $hactl provision "$work/inventory.yml" -p "$work/bench.yml")
+hactl_s=$(time_runs "$hactl" provision "$work/inventory.yml" -p "$work/bench.yml")
 echo "hactl: $steps steps x 3 hosts, no-op re-run median ${hactl_s}s over $RUNS runs (changed=$changed), round trips per host: $trips"
 
 if [ "${COMPARE:-0}" = 1 ]; then
@@ -51,7 +51,7 @@ if [ "${COMPARE:-0}" = 1 ]; then
     echo "    - {name: base, file: {path: /srv/bench, state: directory}}"
     for i in $(seq 1 15); do
       echo "    - {name: dir$i, file: {path: /srv/bench/d$i, state: directory, mode: '0755'}}"
-      echo "    - {name: file$i, copy: {dest: /srv/bench/d$i/f.conf, content: \"key$i=value$i\\n\", mode: '0644'}}"
+      printf '%s\n' "    - {name: file$i, copy: {dest: /srv/bench/d$i/f.conf, content: \"key$i=value$i\\n\", mode: '0644'}}"
       echo "    - {name: line$i, lineinfile: {path: /srv/bench/lines.conf, line: 'opt$i=on', create: true}}"
     done
   } > "$work/site.yml"
@@ -64,7 +64,7 @@ if [ "${COMPARE:-0}" = 1 ]; then
     echo "files.directory(name='base', path='/srv/bench')"
     for i in $(seq 1 15); do
       echo "files.directory(name='dir$i', path='/srv/bench/d$i', mode='755')"
-      echo "files.put(name='file$i', src=__import__('io').StringIO('key$i=value$i\\n'), dest='/srv/bench/d$i/f.conf', mode='644')"
+      printf '%s\n' "files.put(name='file$i', src=__import__('io').StringIO('key$i=value$i\\n'), dest='/srv/bench/d$i/f.conf', mode='644')"
       echo "files.line(name='line$i', path='/srv/bench/lines.conf', line='opt$i=on')"
     done
   } > "$work/deploy.py"

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system tools hactl's lab and tests use (Debian/Ubuntu, as root).
 set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "$0 must run as root (it installs packages with apt-get)" >&2
+  exit 1
+fi
 need=()
 for pair in debootstrap:debootstrap systemd-nspawn:systemd-container iptables:iptables ssh:openssh-client \
-            ssh-keygen:openssh-client setpriv:util-linux ip:iproute2; do
+            ssh-keygen:openssh-client setpriv:util-linux ip:iproute2 shellcheck:shellcheck; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -3,6 +3,10 @@
 # provision, and prove a re-run changes nothing. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/lab-demo.sh must run as root (the lab boots systemd-nspawn nodes)" >&2
+  exit 1
+fi
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/install-deps.sh
 cargo build --release

@@ -4,11 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
-  echo "scripts/test.sh must run as root (the lab boots systemd-nspawn nodes): sudo scripts/test.sh" >&2
+  echo "scripts/test.sh must run as root (the lab boots systemd-nspawn nodes)" >&2
   exit 1
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
+started=$(date +%s)
 scripts/install-deps.sh
+# Every module's remote script, and the project's own scripts, pass shellcheck.
+shellcheck -s sh src/modules/*.sh
+shellcheck scripts/*.sh bench/*.sh .ci/run
 cargo build --all-targets
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -18,4 +22,5 @@ cargo test --all-targets 2>&1 | tee "$log" || status=$?
 target/debug/hactl lab down >/dev/null 2>&1 || true
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+echo "suite time: $(( $(date +%s) - started )) s"
 exit $status

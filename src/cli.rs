@@ -25,9 +25,10 @@ pub struct Cli {
 pub struct RunArgs {
     /// The inventory (Ansible YAML shape).
     pub inventory: PathBuf,
-    /// The playbook.
-    #[arg(short = 'p', long, default_value = "playbooks/site.yml")]
-    pub playbook: PathBuf,
+    /// The playbook (default: the whole HA stack, playbooks/site.yml, built into hactl; a playbook
+    /// on disk renders the nearest templates/ at or above its directory).
+    #[arg(short = 'p', long)]
+    pub playbook: Option<PathBuf>,
     /// Only these stages (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub stages: Option<Vec<String>>,
@@ -46,6 +47,10 @@ pub struct RunArgs {
     /// Print SSH round trips per host and the wall time on stderr.
     #[arg(long)]
     pub stats: bool,
+    /// A progress line for every step (by default only changes and failures; the per-stage
+    /// summaries on stdout count the rest).
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// hactl's commands.
@@ -77,6 +82,15 @@ pub enum Commands {
         /// Selectors.
         #[command(flatten)]
         args: RunArgs,
+    },
+    /// Write the built-in playbooks, templates and example inventories into DIR, to change them
+    /// (then provision with `-p DIR/playbooks/site.yml`).
+    Init {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
+        /// Overwrite files that differ from the built-in ones.
+        #[arg(long)]
+        force: bool,
     },
     /// Print shell completions.
     Completions {
@@ -117,9 +131,21 @@ pub enum LabAction {
     },
 }
 
-/// Parses the arguments, runs the command and maps the outcome to the contract's exit codes.
+/// Parses the arguments, runs the command and maps the outcome to the contract's exit codes. Bad
+/// usage (an unknown flag, a missing argument) is bad input: exit 1, not clap's 2, which the
+/// contract keeps for drift and pending changes.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("HACTL_LOG"))
         .with_writer(std::io::stderr)
@@ -130,6 +156,24 @@ pub fn main() -> ExitCode {
         Commands::Plan { args } => run(args, Mode::Plan),
         Commands::Check { args } => run(args, Mode::Plan),
         Commands::Verify { args } => run(args, Mode::Verify),
+        Commands::Init { dir, force } => match crate::stack::init(&dir, force) {
+            Ok(written) => {
+                for path in &written {
+                    println!("wrote {}", dir.join(path).display());
+                }
+                println!(
+                    "init: {} files written under {}; provision with -p {}",
+                    written.len(),
+                    dir.display(),
+                    dir.join(crate::stack::SITE).display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Commands::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -145,8 +189,8 @@ pub fn main() -> ExitCode {
 /// Runs the engine and maps the outcome to the contract's exit codes: 1 on any failure or
 /// unreachable host; 2 for plan/check (plan mode) with pending changes.
 fn run(args: RunArgs, mode: Mode) -> ExitCode {
-    let mut reporter = Reporter::new(args.output, Redactor::default());
-    let loaded = match engine::load(&args.inventory, &args.playbook, mode != Mode::Apply) {
+    let mut reporter = Reporter::new(args.output, Redactor::default(), args.verbose);
+    let loaded = match engine::load(&args.inventory, args.playbook.as_deref(), mode != Mode::Apply) {
         Ok(l) => l,
         Err(e) => {
             reporter.log(&format!("error: {e:?}"));
@@ -162,7 +206,13 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
         forks: args.forks,
         host_key_policy: args.host_key_policy,
     };
-    let engine = engine::Engine::new(loaded, options, std::sync::Arc::clone(&reporter));
+    let engine = match engine::Engine::new(loaded, options, std::sync::Arc::clone(&reporter)) {
+        Ok(engine) => engine,
+        Err(e) => {
+            reporter.log(&format!("error: {e:?}"));
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = match engine::block_on(engine.run()) {
         Ok(o) => o,
         Err(e) => {

@@ -284,17 +284,10 @@ pub fn scalar_text(v: &Value) -> String {
     }
 }
 
-/// `*` glob matching (no other metacharacters).
+/// Shell-style glob matching of a host or group name (`*`, `?`, `[...]`); a pattern that is not
+/// a valid glob matches only itself.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, tail)) => {
-            let Some(rest) = text.strip_prefix(head) else {
-                return false;
-            };
-            (0..=rest.len()).any(|i| rest.is_char_boundary(i) && glob_match(tail, &rest[i..]))
-        }
-    }
+    glob::Pattern::new(pattern).map_or(pattern == text, |p| p.matches(text))
 }
 
 /// Parses YAML into `T`, turning errors into a report with file, line, column and a snippet.

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod fsutil;
 pub mod inventory;
 pub mod lab;
 pub mod modules;
@@ -10,3 +11,4 @@ pub mod render;
 pub mod report;
 pub mod secrets;
 pub mod ssh;
+pub mod stack;

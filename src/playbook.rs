@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use miette::{miette, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::inventory::{parse_yaml, Vars};
-use crate::modules::{command, directory, file, group, hosts, lineinfile, package, pip, service, user, wait_for};
+use crate::modules;
+use crate::render::TemplateSource;
 use crate::secrets::SecretSpec;
 
 /// A playbook file.
@@ -26,9 +27,16 @@ pub struct Playbook {
     pub secrets: BTreeMap<String, SecretSpec>,
     /// The stages, in order.
     pub stages: Vec<Stage>,
-    /// The file it was loaded from.
+    /// The file it was loaded from (for the built-in playbook, its path in a checkout).
     #[serde(skip)]
     pub path: PathBuf,
+    /// Where its templates come from.
+    #[serde(skip, default = "built_in")]
+    pub templates: TemplateSource,
+}
+
+fn built_in() -> TemplateSource {
+    TemplateSource::BuiltIn
 }
 
 /// A stage: steps applied to a set of hosts, then verified.
@@ -61,101 +69,77 @@ pub struct Stage {
     pub rolling_order: Option<String>,
 }
 
-/// A step: one module with its arguments.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A step: one module with its arguments (still holding templates), plus `when`, `notify` and
+/// `run_once`. Any key that is not one of those four names the module (see `modules::NAMES`).
+#[derive(Debug, Clone)]
 pub struct Step {
     /// What it does, shown in output.
     pub name: String,
     /// A minijinja expression; the step is skipped on hosts where it is false.
-    #[serde(default)]
     pub when: Option<String>,
     /// Handlers to run when this step changes something.
-    #[serde(default)]
     pub notify: Vec<String>,
     /// Only on the first host of the stage.
-    #[serde(default)]
     pub run_once: bool,
-    /// Debian packages.
-    #[serde(default)]
-    pub package: Option<package::Package>,
-    /// A file.
-    #[serde(default)]
-    pub file: Option<file::FileArgs>,
-    /// A directory.
-    #[serde(default)]
-    pub directory: Option<directory::Directory>,
-    /// A line in a file.
-    #[serde(default)]
-    pub lineinfile: Option<lineinfile::LineInFile>,
-    /// /etc/hosts entries.
-    #[serde(default)]
-    pub hosts: Option<hosts::Hosts>,
-    /// A user.
-    #[serde(default)]
-    pub user: Option<user::User>,
-    /// A group.
-    #[serde(default)]
-    pub group: Option<group::Group>,
-    /// A systemd service.
-    #[serde(default)]
-    pub service: Option<service::Service>,
-    /// A guarded command.
-    #[serde(default)]
-    pub command: Option<command::Command>,
-    /// A virtualenv with pip packages.
-    #[serde(default)]
-    pub pip: Option<pip::Pip>,
-    /// Wait for a port or URL.
-    #[serde(default)]
-    pub wait_for: Option<wait_for::WaitFor>,
+    /// The module's key (`package`, `file`, …).
+    pub module: String,
+    /// Its arguments, checked against the module's argument type, templates not yet rendered.
+    pub args: serde_json::Value,
 }
 
-/// A step's module and arguments (still with templates in its strings).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModuleSpec {
-    /// `package`.
-    Package(package::Package),
-    /// `file`.
-    File(file::FileArgs),
-    /// `directory`.
-    Directory(directory::Directory),
-    /// `lineinfile`.
-    Lineinfile(lineinfile::LineInFile),
-    /// `hosts`.
-    Hosts(hosts::Hosts),
-    /// `user`.
-    User(user::User),
-    /// `group`.
-    Group(group::Group),
-    /// `service`.
-    Service(service::Service),
-    /// `command`.
-    Command(command::Command),
-    /// `pip`.
-    Pip(pip::Pip),
-    /// `wait_for`.
-    WaitFor(wait_for::WaitFor),
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_map(StepVisitor)
+    }
 }
 
-impl Step {
-    /// The one module this step uses.
-    pub fn module(&self) -> Result<ModuleSpec> {
-        let mut found: Vec<ModuleSpec> = Vec::new();
-        macro_rules! take {
-            ($($field:ident => $variant:ident),*) => {
-                $(if let Some(args) = &self.$field { found.push(ModuleSpec::$variant(args.clone())); })*
-            };
+struct StepVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StepVisitor {
+    type Value = Step;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a step: `name`, one module and optionally `when`, `notify`, `run_once`")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Step, A::Error> {
+        use serde::de::Error;
+        let (mut name, mut when, mut notify, mut run_once) = (None, None, Vec::new(), false);
+        let mut module: Option<(String, serde_json::Value)> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "name" => name = Some(map.next_value()?),
+                "when" => when = Some(map.next_value()?),
+                "notify" => notify = map.next_value()?,
+                "run_once" => run_once = map.next_value()?,
+                other => {
+                    let args = modules::parse_args(other, &mut map).ok_or_else(|| {
+                        A::Error::custom(format!(
+                            "unknown key `{other}`: a step has `name`, `when`, `notify`, `run_once` and one module ({})",
+                            modules::NAMES.join(", ")
+                        ))
+                    })??;
+                    if let Some((first, _)) = &module {
+                        return Err(A::Error::custom(format!(
+                            "a step names one module; this one names `{first}` and `{other}`"
+                        )));
+                    }
+                    module = Some((other.to_string(), args));
+                }
+            }
         }
-        take!(package => Package, file => File, directory => Directory, lineinfile => Lineinfile,
-              hosts => Hosts, user => User, group => Group, service => Service, command => Command,
-              pip => Pip, wait_for => WaitFor);
-        match found.len() {
-            1 => Ok(found.remove(0)),
-            0 => Err(miette!("step `{}` names no module (package, file, directory, lineinfile, hosts, user, group, service, command, pip, wait_for)", self.name)),
-            _ => Err(miette!("step `{}` names more than one module", self.name)),
-        }
+        let name: String = name.ok_or_else(|| A::Error::missing_field("name"))?;
+        let (module, args) = module.ok_or_else(|| {
+            A::Error::custom(format!("step `{name}` names no module ({})", modules::NAMES.join(", ")))
+        })?;
+        Ok(Step {
+            name,
+            when,
+            notify,
+            run_once,
+            module,
+            args,
+        })
     }
 }
 
@@ -186,21 +170,31 @@ fn one_second() -> f64 {
 }
 
 impl Playbook {
-    /// Loads and checks a playbook: YAML errors carry file:line:col; every step names one module,
-    /// every notify names a handler, stage names are unique.
+    /// Loads and checks a playbook: YAML errors carry file:line:col; every step names one module
+    /// (checked while parsing), every notify names a handler, stage names are unique.
+    /// Its templates are the nearest `templates/` at or above the playbook's directory.
     pub fn load(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).map_err(|e| miette!("cannot read playbook {}: {e}", path.display()))?;
-        let mut playbook: Playbook = parse_yaml(&text, path)?;
+        Self::parse(&text, path, TemplateSource::Dir(template_dir(path)))
+    }
+
+    /// The whole HA stack, built into hactl (`playbooks/site.yml` and its templates).
+    pub fn built_in() -> Result<Self> {
+        let path = PathBuf::from(format!("(built-in) {}", crate::stack::SITE));
+        Self::parse(crate::stack::site_playbook(), &path, TemplateSource::BuiltIn)
+    }
+
+    fn parse(text: &str, path: &Path, templates: TemplateSource) -> Result<Self> {
+        let mut playbook: Playbook = parse_yaml(text, path)?;
         playbook.path = path.to_path_buf();
+        playbook.templates = templates;
         let mut seen = std::collections::BTreeSet::new();
         for stage in &playbook.stages {
             if !seen.insert(stage.name.as_str()) {
                 return Err(miette!("{}: stage `{}` is defined twice", path.display(), stage.name));
             }
             for step in stage.steps.iter().chain(&stage.handlers) {
-                step.module()
-                    .map_err(|e| miette!("{}: stage `{}`: {e}", path.display(), stage.name))?;
                 for n in &step.notify {
                     if !stage.handlers.iter().any(|h| &h.name == n) {
                         return Err(miette!(
@@ -216,16 +210,6 @@ impl Playbook {
         Ok(playbook)
     }
 
-    /// The templates directory: the nearest `templates/` at or above the playbook's directory.
-    pub fn template_dir(&self) -> PathBuf {
-        let start = self.path.parent().unwrap_or(Path::new("."));
-        start
-            .ancestors()
-            .map(|d| d.join("templates"))
-            .find(|d| d.is_dir())
-            .unwrap_or_else(|| start.join("templates"))
-    }
-
     /// The stages selected by `--stages` (all when `None`), in playbook order; unknown names are errors.
     pub fn select_stages(&self, wanted: Option<&[String]>) -> Result<Vec<&Stage>> {
         let Some(wanted) = wanted else {
@@ -239,6 +223,16 @@ impl Playbook {
         }
         Ok(self.stages.iter().filter(|s| wanted.contains(&s.name)).collect())
     }
+}
+
+/// The templates directory of a playbook on disk: the nearest `templates/` at or above its directory.
+fn template_dir(playbook: &Path) -> PathBuf {
+    let start = playbook.parent().unwrap_or(Path::new("."));
+    start
+        .ancestors()
+        .map(|d| d.join("templates"))
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| start.join("templates"))
 }
 
 #[cfg(test)]
@@ -260,15 +254,16 @@ mod tests {
         .unwrap();
         let stage = &pb.stages[0];
         assert_eq!(stage.serial, Some(1));
-        assert!(matches!(stage.steps[0].module().unwrap(), ModuleSpec::Package(_)));
+        assert_eq!(stage.steps[0].module, "package");
+        assert_eq!(stage.steps[0].args["name"], "nginx");
         assert_eq!(stage.verify[0].retries, 3);
         assert!(pb.select_stages(Some(&["nope".into()])).is_err());
     }
 
     #[test]
     fn site_playbook_loads_with_shared_haproxy_steps() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/site.yml");
-        let pb = Playbook::load(&path).unwrap();
+        let pb = Playbook::built_in().unwrap();
+        assert_eq!(pb.templates, TemplateSource::BuiltIn);
         let names: Vec<&str> = pb.stages.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["base", "etcd", "postgres", "pg-lb", "rabbitmq", "mq-lb"]);
         let stage = |n: &str| pb.stages.iter().find(|s| s.name == n).unwrap();
@@ -291,7 +286,21 @@ mod tests {
         assert!(err.contains("stat"), "{err}");
         let err = load("stages:\n  - name: a\n    hosts: all\n    steps:\n      - name: x\n        notify: [nope]\n        package: {name: x}\n").unwrap_err();
         assert!(err.to_string().contains("not a handler"), "{err}");
-        let err = load("stages:\n  - name: a\n    hosts: all\n    steps:\n      - name: x\n").unwrap_err();
-        assert!(err.to_string().contains("names no module"), "{err}");
+        let err = format!(
+            "{:?}",
+            load("stages:\n  - name: a\n    hosts: all\n    steps:\n      - name: x\n").unwrap_err()
+        );
+        assert!(err.contains("names no module"), "{err}");
+        let err = format!(
+            "{:?}",
+            load("stages:\n  - name: a\n    hosts: all\n    steps:\n      - name: x\n        packge: {name: x}\n")
+                .unwrap_err()
+        );
+        assert!(
+            err.contains("unknown key `packge`") && err.contains("pb.yml:5"),
+            "{err}"
+        );
+        let err = format!("{:?}", load("stages:\n  - name: a\n    hosts: all\n    steps:\n      - name: x\n        package: {name: x}\n        file: {path: /x}\n").unwrap_err());
+        assert!(err.contains("names one module"), "{err}");
     }
 }

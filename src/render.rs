@@ -1,6 +1,6 @@
 //! Templates: minijinja 3 with strict undefined and the Ansible-like filters the playbooks use.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use base64::Engine;
 use miette::{miette, Result};
@@ -8,16 +8,28 @@ use minijinja::value::{Kwargs, Value};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
 use sha2::Digest;
 
+/// Where template files come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateSource {
+    /// A `templates/` directory on disk (beside a playbook given with `-p`).
+    Dir(PathBuf),
+    /// The templates built into hactl (see [`crate::stack`]).
+    BuiltIn,
+}
+
 /// Renders templates from templates/ and inline strings from playbooks.
 pub struct Renderer {
     env: Environment<'static>,
 }
 
 impl Renderer {
-    /// A renderer loading templates from `template_dir`.
-    pub fn new(template_dir: &Path) -> Self {
+    /// A renderer loading template files from `source`.
+    pub fn new(source: &TemplateSource) -> Self {
         let mut env = Environment::new();
-        env.set_loader(minijinja::path_loader(template_dir));
+        match source {
+            TemplateSource::Dir(dir) => env.set_loader(minijinja::path_loader(dir)),
+            TemplateSource::BuiltIn => env.set_loader(|name| Ok(crate::stack::template(name).map(String::from))),
+        }
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
         let syntax = minijinja::syntax::SyntaxConfig::builder()
@@ -169,9 +181,9 @@ fn hash(s: String, algorithm: Option<String>) -> Result<String, Error> {
     }
 }
 
-/// POSIX shell single-quoting.
-pub fn shell_quote(s: String) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// The `quote` filter: one shell word (see [`crate::modules::q`]).
+fn shell_quote(s: String) -> Result<String, Error> {
+    crate::modules::try_q(&s).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("quote: {e}")))
 }
 
 #[cfg(test)]
@@ -187,7 +199,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("bad.j2"), "line1\nvalue={{ missing }}\n").unwrap();
-        let r = Renderer::new(dir.path());
+        let r = Renderer::new(&TemplateSource::Dir(dir.path().to_path_buf()));
         (dir, r)
     }
 
@@ -216,7 +228,11 @@ mod tests {
         assert_eq!(r.render_str("x", "{{ 'aGk=' | b64decode }}", &ctx).unwrap(), "hi");
         assert_eq!(r.render_str("x", "{{ m | to_json }}", &ctx).unwrap(), r#"{"k":[1,2]}"#);
         assert!(r.render_str("x", "{{ m | to_yaml }}", &ctx).unwrap().contains("k:"));
-        assert_eq!(r.render_str("x", "{{ \"it's\" | quote }}", &ctx).unwrap(), r"'it'\''s'");
+        let quoted = r.render_str("x", "{{ \"it's $x\" | quote }}", &ctx).unwrap();
+        assert_eq!(
+            crate::modules::run_local(&format!("printf %s {quoted}")).stdout,
+            "it's $x"
+        );
         assert!(r.render_str("x", "{{ nope | mandatory }}", &ctx).is_err());
         assert!(r.eval_bool("w", "s == 'hi'", &ctx).unwrap());
         let hv =

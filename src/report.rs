@@ -72,6 +72,21 @@ pub struct StepResult {
     pub error: Option<String>,
 }
 
+impl StepResult {
+    /// A result with no summary, diff or error yet.
+    pub fn new(host: &str, stage: &str, step: &str, status: Status) -> Self {
+        StepResult {
+            host: host.into(),
+            stage: stage.into(),
+            step: step.into(),
+            status,
+            summary: None,
+            diff: None,
+            error: None,
+        }
+    }
+}
+
 /// The counts of a run.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Summary {
@@ -104,11 +119,13 @@ pub struct Reporter {
     overall: Mutex<Option<ProgressBar>>,
     host_bars: Mutex<BTreeMap<String, ProgressBar>>,
     color: bool,
+    verbose: bool,
 }
 
 impl Reporter {
-    /// A writer for this format; bars only when stderr is a terminal.
-    pub fn new(format: Format, redactor: Redactor) -> Self {
+    /// A writer for this format; bars only when stderr is a terminal. `verbose` shows a progress
+    /// line for every step, not only those that changed or failed.
+    pub fn new(format: Format, redactor: Redactor, verbose: bool) -> Self {
         let tty = std::io::stderr().is_terminal();
         let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         let bars = tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
@@ -119,6 +136,7 @@ impl Reporter {
             overall: Mutex::new(None),
             host_bars: Mutex::new(BTreeMap::new()),
             color,
+            verbose,
         }
     }
 
@@ -161,12 +179,12 @@ impl Reporter {
         }
     }
 
-    /// Starts the overall bar for `total` host-stages.
-    pub fn start(&self, total: u64) {
+    /// Starts the overall bar for `stages` stages.
+    pub fn start(&self, stages: u64) {
         if let Some(mp) = &self.bars {
-            let bar = mp.add(ProgressBar::new(total));
+            let bar = mp.add(ProgressBar::new(stages));
             bar.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} host-stages {elapsed}").expect("valid template"),
+                ProgressStyle::with_template("{bar:30} {pos}/{len} stages {msg} {elapsed}").expect("valid template"),
             );
             *self.overall.lock().expect("lock") = Some(bar);
         }
@@ -186,18 +204,28 @@ impl Reporter {
         bar.set_message(self.redactor.redact(what));
     }
 
-    /// A host finished a stage.
-    pub fn host_done(&self, host: &str) {
+    /// A host has nothing under way any more (its spinner goes).
+    pub fn host_idle(&self, host: &str) {
         if let Some(bar) = self.host_bars.lock().expect("lock").remove(host) {
             bar.finish_and_clear();
         }
+    }
+
+    /// A stage is over: the overall bar moves one step (it counts stages, so it never passes its
+    /// total, however many batches, handlers and gates a stage has).
+    pub fn stage_done(&self, stage: &str) {
         if let Some(bar) = self.overall.lock().expect("lock").as_ref() {
             bar.inc(1);
+            bar.set_message(format!("({stage} done)"));
         }
     }
 
-    /// A plain progress line for a result: `[host] stage/step status`.
+    /// A progress line for a result, `[host] stage/step status`: for changes and failures, or for
+    /// every result when verbose (the stage summaries on stdout cover the rest).
     pub fn progress(&self, r: &StepResult) {
+        if !self.verbose && !matches!(r.status, Status::Changed | Status::Failed) {
+            return;
+        }
         let status = if self.color {
             let code = match r.status {
                 Status::Changed => "33",
@@ -364,15 +392,7 @@ mod tests {
 
     #[test]
     fn summary_line_format() {
-        let r = |status| StepResult {
-            host: "h".into(),
-            stage: "s".into(),
-            step: "x".into(),
-            status,
-            summary: None,
-            diff: None,
-            error: None,
-        };
+        let r = |status| StepResult::new("h", "s", "x", status);
         let s = summarize(
             3,
             1,

@@ -66,6 +66,7 @@ pub struct ScriptOutput {
 
 /// A connected host.
 pub struct Remote {
+    address: String,
     session: Session,
     channels: Semaphore,
     sudo: bool,
@@ -111,7 +112,9 @@ async fn resume(record: &Path) -> Option<Session> {
 pub async fn connect(conn: &Connection, policy: HostKeyPolicy) -> Result<Remote, SshError> {
     which::which("ssh").map_err(|_| SshError::NoClient)?;
     let sudo = conn.become_root && conn.user.as_deref().is_some_and(|u| u != "root");
+    let started = std::time::Instant::now();
     let remote = |session| Remote {
+        address: conn.address.clone(),
         session,
         channels: Semaphore::new(MAX_CHANNELS),
         sudo,
@@ -125,6 +128,7 @@ pub async fn connect(conn: &Connection, policy: HostKeyPolicy) -> Result<Remote,
         Some(r) => resume(r).await,
         None => None,
     } {
+        tracing::debug!(host = %conn.address, ms = started.elapsed().as_millis() as u64, "ssh: reused a persistent master");
         return Ok(remote(session));
     }
     let mut builder = SessionBuilder::default();
@@ -157,15 +161,17 @@ pub async fn connect(conn: &Connection, policy: HostKeyPolicy) -> Result<Remote,
         }
         match builder.connect_mux(&destination).await {
             Ok(session) => {
+                tracing::debug!(host = %destination, attempt, ms = started.elapsed().as_millis() as u64, "ssh: new master");
                 let Some(record) = &record else {
                     return Ok(remote(session));
                 };
                 let (ctl, log) = session.detach();
-                let _ = std::fs::write(record, ctl.to_string_lossy().as_bytes());
+                let _ = crate::fsutil::write_atomic(record, ctl.to_string_lossy().as_bytes(), 0o600);
                 return Ok(remote(Session::resume_mux(ctl, log)));
             }
             Err(e) => {
                 last = error_chain(&e);
+                tracing::debug!(host = %destination, attempt, error = %last.trim(), "ssh: connect failed");
                 if last.contains("Host key verification failed")
                     || last.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
                 {
@@ -204,12 +210,27 @@ impl Remote {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
             }
+            let started = std::time::Instant::now();
             match self.run_once(script).await {
                 Ok(out) => {
-                    self.round_trips.fetch_add(1, Ordering::Relaxed);
+                    let trip = self.round_trips.fetch_add(1, Ordering::Relaxed) + 1;
+                    // Sizes and times only: scripts and their output may carry secrets.
+                    tracing::debug!(
+                        host = %self.address,
+                        trip,
+                        sent = script.len(),
+                        stdout = out.stdout.len(),
+                        stderr = out.stderr.len(),
+                        code = out.code,
+                        ms = started.elapsed().as_millis() as u64,
+                        "ssh: round trip"
+                    );
                     return Ok(out);
                 }
-                Err(e) => last = e,
+                Err(e) => {
+                    tracing::debug!(host = %self.address, attempt, error = %e, "ssh: channel failed");
+                    last = e;
+                }
             }
             if self.session.check().await.is_err() {
                 break;

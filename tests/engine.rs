@@ -55,6 +55,24 @@ fn full_cycle(inventory: &Path) {
     let second = run(&["provision", inv, "-p", DEMO, "--output", "json"]);
     assert_eq!(second.status.code(), Some(0));
     assert_eq!(summary(&second)["changed"], 0, "second provision changed something");
+
+    // Without a terminal, a no-op re-run prints no line per step (only the per-stage summaries);
+    // -v prints every step.
+    let quiet = run(&["provision", inv, "-p", DEMO]);
+    assert_eq!(quiet.status.code(), Some(0));
+    let step_lines = |o: &std::process::Output| stderr(o).lines().filter(|l| l.starts_with("[node")).count();
+    assert_eq!(step_lines(&quiet), 0, "{}", stderr(&quiet));
+    let stage_lines = stdout(&quiet).lines().filter(|l| l.starts_with("demo node")).count();
+    assert_eq!(
+        stage_lines,
+        3,
+        "one summary line per host and stage:\n{}",
+        stdout(&quiet)
+    );
+    let verbose = run(&["provision", inv, "-p", DEMO, "-v"]);
+    assert_eq!(verbose.status.code(), Some(0));
+    let steps = summary(&second)["ok"].as_u64().unwrap() as usize;
+    assert_eq!(step_lines(&verbose), steps, "-v shows every step and gate");
     assert_eq!(run(&["check", inv, "-p", DEMO]).status.code(), Some(0));
 
     let pid = main_pid(2);

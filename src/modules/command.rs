@@ -5,7 +5,7 @@
 use miette::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{q, Change, Module, Observed};
+use super::{script, Change, Fact, ProbeLines, Resource};
 
 /// Arguments of `command`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,36 +25,54 @@ pub struct Command {
     pub describe: Option<String>,
 }
 
-impl Command {
-    /// Shell that prints `satisfied` when a guard says the command need not run.
-    fn guard_check(&self) -> String {
-        let mut s = String::new();
-        if let Some(p) = &self.creates {
-            s.push_str(&format!("[ -e {} ] && echo 'satisfied creates'\n", q(p)));
-        }
-        if let Some(p) = &self.removes {
-            s.push_str(&format!("[ -e {} ] || echo 'satisfied removes'\n", q(p)));
-        }
-        if let Some(c) = &self.unless {
-            s.push_str(&format!(
-                "( {c}\n ) >/dev/null 2>&1 </dev/null && echo 'satisfied unless'\n"
-            ));
-        }
-        s
-    }
+/// The module's shell functions.
+const SH: &str = include_str!("command.sh");
 
-    fn has_guard(&self) -> bool {
-        self.creates.is_some() || self.removes.is_some() || self.unless.is_some()
+/// What the guards say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The command must run (no guard, or none satisfied).
+    Due,
+    /// A guard says it need not run.
+    Satisfied,
+}
+
+impl Fact for Guard {
+    fn parse(lines: &ProbeLines) -> Result<Self> {
+        match lines.require("guard")? {
+            "due" => Ok(Guard::Due),
+            g if g.starts_with("satisfied-by-") => Ok(Guard::Satisfied),
+            g => Err(miette::miette!("unknown guard answer `{g}` from the probe")),
+        }
     }
 }
 
-impl Module for Command {
-    fn probe(&self) -> String {
-        format!("{}:\n", self.guard_check())
+impl Command {
+    fn has_guard(&self) -> bool {
+        self.creates.is_some() || self.removes.is_some() || self.unless.is_some()
     }
 
-    fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
-        if observed.stdout.contains("satisfied") {
+    fn script(&self, call: &str) -> String {
+        let vars = [
+            ("HACTL_CMD", self.cmd.as_str()),
+            ("HACTL_CREATES", self.creates.as_deref().unwrap_or("")),
+            ("HACTL_REMOVES", self.removes.as_deref().unwrap_or("")),
+            ("HACTL_UNLESS", self.unless.as_deref().unwrap_or("")),
+            ("HACTL_CHDIR", self.chdir.as_deref().unwrap_or("")),
+        ];
+        script(SH, &vars, call)
+    }
+}
+
+impl Resource for Command {
+    type Fact = Guard;
+
+    fn probe(&self) -> String {
+        self.script("hactl_probe")
+    }
+
+    fn diff(&self, guard: &Guard) -> Result<Option<Change>> {
+        if *guard == Guard::Satisfied {
             return Ok(None);
         }
         let why = match (&self.creates, &self.removes, &self.unless) {
@@ -70,20 +88,7 @@ impl Module for Command {
     }
 
     fn apply(&self) -> String {
-        let cd = self
-            .chdir
-            .as_ref()
-            .map(|d| format!("cd {} || exit 1\n", q(d)))
-            .unwrap_or_default();
-        let guard = if self.has_guard() {
-            format!(
-                "hactl_guard() {{\n{}:\n}}\nif [ -n \"$(hactl_guard)\" ]; then exit 0; fi\n",
-                self.guard_check()
-            )
-        } else {
-            String::new()
-        };
-        format!("{guard}{cd}sh -c {} </dev/null\n", q(&self.cmd))
+        self.script("hactl_apply")
     }
 
     fn converges(&self) -> bool {
@@ -94,7 +99,7 @@ impl Module for Command {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::run_local;
+    use crate::modules::{local_apply, local_diff};
 
     #[test]
     fn creates_guard() {
@@ -108,14 +113,14 @@ mod tests {
             chdir: None,
             describe: None,
         };
-        let ch = c.diff(&run_local(&c.probe())).unwrap().unwrap();
+        let ch = local_diff(&c).unwrap().unwrap();
         assert!(
             ch.summary.starts_with("run `") && ch.summary.contains("absent"),
             "{}",
             ch.summary
         );
-        assert_eq!(run_local(&c.apply()).rc, 0);
-        assert_eq!(c.diff(&run_local(&c.probe())).unwrap(), None);
+        assert_eq!(local_apply(&c).rc, 0);
+        assert_eq!(local_diff(&c).unwrap(), None);
     }
 
     #[test]
@@ -129,15 +134,15 @@ mod tests {
             describe: Some("fail on purpose".into()),
         };
         assert_eq!(
-            c.diff(&run_local(&c.probe())).unwrap().unwrap().summary,
+            local_diff(&c).unwrap().unwrap().summary,
             "fail on purpose (unless: failed)"
         );
-        assert_eq!(run_local(&c.apply()).rc, 3);
+        assert_eq!(local_apply(&c).rc, 3);
         let ok = Command {
             unless: Some("true".into()),
             ..c
         };
-        assert_eq!(ok.diff(&run_local(&ok.probe())).unwrap(), None);
-        assert_eq!(run_local(&ok.apply()).rc, 0);
+        assert_eq!(local_diff(&ok).unwrap(), None);
+        assert_eq!(local_apply(&ok).rc, 0);
     }
 }

@@ -3,7 +3,10 @@
 use miette::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{fields, q, Attrs, Change, Module, Observed, Presence};
+use super::{script, Attrs, Change, PathFact, PathKind, Presence, Resource};
+
+/// The module's shell functions.
+const SH: &str = include_str!("directory.sh");
 
 /// Arguments of `directory`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,41 +35,42 @@ impl Directory {
     }
 }
 
-impl Module for Directory {
+impl Resource for Directory {
+    type Fact = PathFact;
+
     fn probe(&self) -> String {
-        format!(
-            "p={}\nif [ -d \"$p\" ]; then {}; elif [ -e \"$p\" ]; then echo notdir; else echo absent; fi\n",
-            q(&self.path),
-            Attrs::probe_line()
-        )
+        script(SH, &[("HACTL_PATH", &self.path)], "hactl_probe")
     }
 
-    fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
-        let f = fields(&observed.stdout);
-        if f.contains_key("notdir") {
-            return Err(miette::miette!("{} exists but is not a directory", self.path));
-        }
-        let exists = !f.contains_key("absent");
-        match (self.state, exists) {
-            (Presence::Absent, true) => Ok(Some(Change::new(format!("remove directory {}", self.path)))),
-            (Presence::Absent, false) => Ok(None),
-            (Presence::Present, false) => Ok(Some(Change::new(format!("create directory {}", self.path)))),
-            (Presence::Present, true) => {
-                let parts = self.attrs().diff(f.get("attrs").copied().unwrap_or(""))?;
+    fn diff(&self, fact: &PathFact) -> Result<Option<Change>> {
+        match (fact.kind, self.state) {
+            (PathKind::File | PathKind::Other, _) => {
+                Err(miette::miette!("{} exists but is not a directory", self.path))
+            }
+            (PathKind::Directory, Presence::Absent) => Ok(Some(Change::new(format!("remove directory {}", self.path)))),
+            (PathKind::Absent, Presence::Absent) => Ok(None),
+            (PathKind::Absent, Presence::Present) => Ok(Some(Change::new(format!("create directory {}", self.path)))),
+            (PathKind::Directory, Presence::Present) => {
+                let parts = self
+                    .attrs()
+                    .diff(fact.ownership.as_ref().expect("an existing directory has attrs"))?;
                 Ok((!parts.is_empty()).then(|| Change::new(format!("{}: {}", self.path, parts.join(", ")))))
             }
         }
     }
 
     fn apply(&self) -> String {
-        let p = q(&self.path);
-        if self.state == Presence::Absent {
-            return format!("rm -rf {p}\n");
-        }
-        // The directory exists once mkdir ran, so the attribute lines keep what is not given.
-        format!(
-            "p={p}; mkdir -p \"$p\" || exit 1; target=\"$p\"\n{}",
-            self.attrs().apply_lines("0755")
+        let state = if self.state == Presence::Absent {
+            "absent"
+        } else {
+            "present"
+        };
+        let attrs = self.attrs();
+        let [owner, group, mode] = attrs.vars();
+        script(
+            SH,
+            &[("HACTL_PATH", &self.path), ("HACTL_STATE", state), owner, group, mode],
+            "hactl_apply",
         )
     }
 }
@@ -74,7 +78,7 @@ impl Module for Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::run_local;
+    use crate::modules::{local_apply, local_diff};
 
     #[test]
     fn creates_then_in_sync() {
@@ -86,8 +90,8 @@ mod tests {
             mode: Some("0750".into()),
             state: Presence::Present,
         };
-        assert!(d.diff(&run_local(&d.probe())).unwrap().is_some());
-        assert_eq!(run_local(&d.apply()).rc, 0);
-        assert_eq!(d.diff(&run_local(&d.probe())).unwrap(), None);
+        assert!(local_diff(&d).unwrap().is_some());
+        assert_eq!(local_apply(&d).rc, 0);
+        assert_eq!(local_diff(&d).unwrap(), None);
     }
 }

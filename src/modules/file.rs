@@ -5,7 +5,7 @@ use miette::Result;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{fields, q, Attrs, Change, Module, Observed, Presence};
+use super::{script, Attrs, BuildCx, Change, Module, PathFact, PathKind, Presence, Resource, Spec};
 
 /// Largest file whose old content is fetched for a diff.
 const DIFF_LIMIT: usize = 256 * 1024;
@@ -49,6 +49,36 @@ pub struct File {
     pub sensitive: bool,
 }
 
+impl Spec for FileArgs {
+    /// Resolves the content (inline, or the template rendered with the host's variables).
+    fn build(self, cx: &BuildCx) -> Result<Box<dyn Module>> {
+        let origin = cx.origin;
+        let content = match (&self.content, &self.template) {
+            (Some(_), Some(_)) => return Err(miette::miette!("{origin}: give `content` or `template`, not both")),
+            (Some(c), None) => Some(c.clone().into_bytes()),
+            (None, Some(t)) => Some(cx.renderer.render_template(t, cx.ctx)?.into_bytes()),
+            (None, None) => None,
+        };
+        if let Some(m) = &self.mode {
+            super::parse_mode(m).map_err(|e| miette::miette!("{origin}: {e}"))?;
+        }
+        Ok(Box::new(File {
+            path: self.path,
+            content,
+            attrs: Attrs {
+                owner: self.owner,
+                group: self.group,
+                mode: self.mode,
+            },
+            state: self.state,
+            sensitive: self.sensitive,
+        }))
+    }
+}
+
+/// The module's shell functions.
+const SH: &str = include_str!("file.sh");
+
 impl File {
     fn want_hash(&self) -> String {
         self.content
@@ -56,57 +86,18 @@ impl File {
             .map(|c| hex::encode(Sha256::digest(c)))
             .unwrap_or_default()
     }
-}
 
-impl Module for File {
-    fn probe(&self) -> String {
-        format!(
-            "p={}\nif [ -f \"$p\" ]; then {}\n h=$(sha256sum < \"$p\" | cut -d' ' -f1); echo \"sha $h\"\n \
-             if [ \"$h\" != {} ] && [ \"$(stat -c %s \"$p\")\" -le {DIFF_LIMIT} ]; then printf 'old '; base64 -w0 < \"$p\"; echo; fi\n\
-             elif [ -e \"$p\" ]; then echo notfile; else echo absent; fi\n",
-            q(&self.path),
-            Attrs::probe_line(),
-            q(&self.want_hash())
-        )
-    }
-
-    fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
-        let f = fields(&observed.stdout);
-        if f.contains_key("notfile") {
-            return Err(miette::miette!("{} exists but is not a regular file", self.path));
-        }
-        let exists = !f.contains_key("absent");
-        if self.state == Presence::Absent {
-            return Ok(exists.then(|| Change::new(format!("remove {}", self.path))));
-        }
-        let Some(content) = &self.content else {
-            if !exists {
-                return Err(miette::miette!(
-                    "{} does not exist and no content or template is given",
-                    self.path
-                ));
-            }
-            let parts = self.attrs.diff(f.get("attrs").copied().unwrap_or(""))?;
-            return Ok((!parts.is_empty()).then(|| Change::new(format!("{}: {}", self.path, parts.join(", ")))));
-        };
-        if !exists {
-            let diff = (!self.sensitive).then(|| unified_diff(&self.path, b"", content));
-            return Ok(Some(Change {
-                summary: format!("create {}", self.path),
-                diff,
-                counts: true,
-            }));
-        }
-        let mut parts = self.attrs.diff(f.get("attrs").copied().unwrap_or(""))?;
+    /// The change to a file that exists, with content wanted.
+    fn update(&self, fact: &PathFact, content: &[u8]) -> Result<Option<Change>> {
+        let mut parts = self
+            .attrs
+            .diff(fact.ownership.as_ref().expect("an existing file has attrs"))?;
         let mut diff = None;
-        if f.get("sha").copied() != Some(self.want_hash().as_str()) {
+        if fact.sha256.as_deref() != Some(self.want_hash().as_str()) {
             parts.insert(0, "content".into());
             if !self.sensitive {
-                let old = f
-                    .get("old")
-                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
-                diff = Some(match old {
-                    Some(old) => unified_diff(&self.path, &old, content),
+                diff = Some(match &fact.old {
+                    Some(old) => unified_diff(&self.path, old, content),
                     None => "(old content too large or unreadable to diff)\n".into(),
                 });
             }
@@ -117,25 +108,74 @@ impl Module for File {
             counts: true,
         }))
     }
+}
+
+impl Resource for File {
+    type Fact = PathFact;
+
+    fn probe(&self) -> String {
+        let hash = self.want_hash();
+        let limit = DIFF_LIMIT.to_string();
+        script(
+            SH,
+            &[
+                ("HACTL_PATH", &self.path),
+                ("HACTL_WANT_SHA", &hash),
+                ("HACTL_DIFF_LIMIT", &limit),
+            ],
+            "hactl_probe",
+        )
+    }
+
+    fn diff(&self, fact: &PathFact) -> Result<Option<Change>> {
+        match (fact.kind, self.state, &self.content) {
+            (PathKind::Directory | PathKind::Other, _, _) => {
+                Err(miette::miette!("{} exists but is not a regular file", self.path))
+            }
+            (PathKind::Absent, Presence::Absent, _) => Ok(None),
+            (PathKind::File, Presence::Absent, _) => Ok(Some(Change::new(format!("remove {}", self.path)))),
+            (PathKind::Absent, Presence::Present, None) => Err(miette::miette!(
+                "{} does not exist and no content or template is given",
+                self.path
+            )),
+            (PathKind::File, Presence::Present, None) => {
+                let parts = self
+                    .attrs
+                    .diff(fact.ownership.as_ref().expect("an existing file has attrs"))?;
+                Ok((!parts.is_empty()).then(|| Change::new(format!("{}: {}", self.path, parts.join(", ")))))
+            }
+            (PathKind::Absent, Presence::Present, Some(content)) => Ok(Some(Change {
+                summary: format!("create {}", self.path),
+                diff: (!self.sensitive).then(|| unified_diff(&self.path, b"", content)),
+                counts: true,
+            })),
+            (PathKind::File, Presence::Present, Some(content)) => self.update(fact, content),
+        }
+    }
 
     fn apply(&self) -> String {
-        let path = q(&self.path);
-        if self.state == Presence::Absent {
-            return format!("rm -f {path}\n");
-        }
-        let Some(content) = &self.content else {
-            return format!("p={path}; target=\"$p\"\n{}", self.attrs.apply_lines("0644"));
+        let b64 = self
+            .content
+            .as_ref()
+            .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
+            .unwrap_or_default();
+        let state = if self.state == Presence::Absent {
+            "absent"
+        } else {
+            "present"
         };
-        let b64 = base64::engine::general_purpose::STANDARD.encode(content);
-        format!(
-            "p={path}; d=$(dirname \"$p\")\n\
-             [ -d \"$d\" ] || {{ echo \"directory $d does not exist\" >&2; exit 1; }}\n\
-             target=$(mktemp \"$d/.hactl.XXXXXX\") || exit 1\n\
-             trap 'rm -f \"$target\"' EXIT\n\
-             printf '%s' '{b64}' | base64 -d > \"$target\" || exit 1\n\
-             {}mv -f \"$target\" \"$p\" || exit 1\ntrap - EXIT\n",
-            self.attrs.apply_lines("0644")
-        )
+        let write = if self.content.is_some() { "yes" } else { "no" };
+        let [owner, group, mode] = self.attrs.vars();
+        let vars = [
+            ("HACTL_PATH", self.path.as_str()),
+            ("HACTL_STATE", state),
+            ("HACTL_WRITE", write),
+            ("HACTL_CONTENT_B64", &b64),
+            owner,
+            group,
+            mode,
+        ];
+        script(SH, &vars, "hactl_apply")
     }
 }
 
@@ -152,7 +192,7 @@ pub fn unified_diff(path: &str, old: &[u8], new: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::run_local;
+    use crate::modules::{local_apply, local_diff};
     use std::os::unix::fs::PermissionsExt;
 
     fn file(path: &str, content: &str, mode: Option<&str>) -> File {
@@ -174,21 +214,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.conf").display().to_string();
         let f = file(&path, "x=1\ny=2\n", Some("0600"));
-        let change = f.diff(&run_local(&f.probe())).unwrap().unwrap();
+        let change = local_diff(&f).unwrap().unwrap();
         assert!(change.summary.starts_with("create"));
-        assert_eq!(run_local(&f.apply()).rc, 0);
+        assert_eq!(local_apply(&f).rc, 0);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "x=1\ny=2\n");
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(f.diff(&run_local(&f.probe())).unwrap(), None);
+        assert_eq!(local_diff(&f).unwrap(), None);
 
         std::fs::write(&path, "x=1\ny=3\n").unwrap();
-        let change = f.diff(&run_local(&f.probe())).unwrap().unwrap();
+        let change = local_diff(&f).unwrap().unwrap();
         assert!(change.summary.contains("content"), "{}", change.summary);
         let diff = change.diff.unwrap();
         assert!(diff.contains("-y=3") && diff.contains("+y=2"), "{diff}");
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        run_local(&f.apply());
-        assert_eq!(f.diff(&run_local(&f.probe())).unwrap(), None);
+        local_apply(&f);
+        assert_eq!(local_diff(&f).unwrap(), None);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .flatten()
@@ -203,15 +243,40 @@ mod tests {
         let path = dir.path().join("m").display().to_string();
         std::fs::write(&path, "same\n").unwrap();
         let f = file(&path, "same\n", Some("0640"));
-        let change = f.diff(&run_local(&f.probe())).unwrap().unwrap();
+        let change = local_diff(&f).unwrap().unwrap();
         assert!(
             change.summary.contains("mode") && !change.summary.contains("content"),
             "{}",
             change.summary
         );
         assert!(change.diff.is_none());
-        run_local(&f.apply());
+        local_apply(&f);
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+    }
+
+    #[test]
+    fn empty_content_is_written_and_attributes_alone_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e").display().to_string();
+        std::fs::write(&path, "old\n").unwrap();
+        let f = file(&path, "", Some("0600"));
+        assert_eq!(local_apply(&f).rc, 0);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        let attrs_only = File {
+            content: None,
+            ..file(&path, "", Some("0640"))
+        };
+        assert_eq!(local_apply(&attrs_only).rc, 0);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(local_diff(&attrs_only).unwrap(), None);
+    }
+
+    #[test]
+    fn a_directory_in_the_way_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(&dir.path().display().to_string(), "x", None);
+        let err = local_diff(&f).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]
@@ -221,14 +286,14 @@ mod tests {
         std::fs::write(&path, "x").unwrap();
         let mut f = file(&path, "", None);
         f.state = Presence::Absent;
-        assert!(f.diff(&run_local(&f.probe())).unwrap().is_some());
-        run_local(&f.apply());
-        assert!(f.diff(&run_local(&f.probe())).unwrap().is_none());
+        assert!(local_diff(&f).unwrap().is_some());
+        local_apply(&f);
+        assert!(local_diff(&f).unwrap().is_none());
     }
 
     #[test]
     fn missing_directory_fails_cleanly() {
         let f = file("/nonexistent-dir-hactl/x", "a", None);
-        assert_ne!(run_local(&f.apply()).rc, 0);
+        assert_ne!(local_apply(&f).rc, 0);
     }
 }

@@ -3,7 +3,7 @@
 use miette::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{q, Change, Module, Observed, Presence};
+use super::{script, Change, Fact, Presence, ProbeLines, Resource};
 
 /// Arguments of `group`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,44 +21,72 @@ pub struct Group {
     pub state: Presence,
 }
 
-impl Module for Group {
+/// The module's shell functions.
+const SH: &str = include_str!("group.sh");
+
+/// A group as found: `None` when absent, else its gid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupFact {
+    /// The gid, when the group exists.
+    pub gid: Option<String>,
+}
+
+impl Fact for GroupFact {
+    fn parse(lines: &ProbeLines) -> Result<Self> {
+        let entry = lines.require("group")?;
+        if entry == "-" {
+            return Ok(GroupFact { gid: None });
+        }
+        let gid = entry
+            .split(':')
+            .nth(2)
+            .ok_or_else(|| miette::miette!("bad group entry from the probe: {entry:?}"))?;
+        Ok(GroupFact { gid: Some(gid.into()) })
+    }
+}
+
+impl Resource for Group {
+    type Fact = GroupFact;
+
     fn probe(&self) -> String {
-        format!("getent group {} || echo absent\n", q(&self.name))
+        script(SH, &[("HACTL_NAME", &self.name)], "hactl_probe")
     }
 
-    fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
-        let exists = !observed.stdout.lines().any(|l| l == "absent");
-        let gid = observed
-            .stdout
-            .lines()
-            .next()
-            .and_then(|l| l.split(':').nth(2))
-            .unwrap_or("");
-        Ok(match (self.state, exists) {
-            (Presence::Absent, true) => Some(Change::new(format!("remove group {}", self.name))),
-            (Presence::Present, false) => Some(Change::new(format!("create group {}", self.name))),
-            (Presence::Present, true) => self
+    fn diff(&self, fact: &GroupFact) -> Result<Option<Change>> {
+        Ok(match (self.state, &fact.gid) {
+            (Presence::Absent, Some(_)) => Some(Change::new(format!("remove group {}", self.name))),
+            (Presence::Present, None) => Some(Change::new(format!("create group {}", self.name))),
+            (Presence::Present, Some(gid)) => self
                 .gid
-                .filter(|g| g.to_string() != gid)
+                .filter(|g| g.to_string() != *gid)
                 .map(|g| Change::new(format!("group {}: gid {gid} → {g}", self.name))),
-            (Presence::Absent, false) => None,
+            (Presence::Absent, None) => None,
         })
     }
 
     fn apply(&self) -> String {
-        let n = q(&self.name);
-        if self.state == Presence::Absent {
-            return format!("groupdel {n}\n");
-        }
-        let gid = self.gid.map(|g| format!(" -g {g}")).unwrap_or_default();
-        let system = if self.system { " --system" } else { "" };
-        format!("if getent group {n} >/dev/null; then groupmod{gid} {n}; else groupadd{system}{gid} {n}; fi\n")
+        let gid = self.gid.map(|g| g.to_string()).unwrap_or_default();
+        let vars = [
+            ("HACTL_NAME", self.name.as_str()),
+            (
+                "HACTL_STATE",
+                if self.state == Presence::Absent {
+                    "absent"
+                } else {
+                    "present"
+                },
+            ),
+            ("HACTL_GID", &gid),
+            ("HACTL_SYSTEM", if self.system { "yes" } else { "no" }),
+        ];
+        script(SH, &vars, "hactl_apply")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modules::diff_of;
 
     #[test]
     fn diffs() {
@@ -68,17 +96,23 @@ mod tests {
             system: true,
             state: Presence::Present,
         };
-        let obs = |s: &str| Observed {
-            stdout: s.into(),
-            rc: 0,
-        };
-        assert_eq!(g.diff(&obs("etcd:x:120:\n")).unwrap(), None);
-        assert!(g
-            .diff(&obs("etcd:x:121:\n"))
+        assert_eq!(diff_of(&g, "group etcd:x:120:\n").unwrap(), None);
+        assert!(diff_of(&g, "group etcd:x:121:\n")
             .unwrap()
             .unwrap()
             .summary
             .contains("121 → 120"));
-        assert!(g.diff(&obs("absent\n")).unwrap().is_some());
+        assert!(diff_of(&g, "group -\n").unwrap().is_some());
+        let root = Group {
+            name: "root".into(),
+            gid: Some(0),
+            system: true,
+            state: Presence::Present,
+        };
+        assert_eq!(
+            crate::modules::local_diff(&root).unwrap(),
+            None,
+            "the real probe finds root"
+        );
     }
 }

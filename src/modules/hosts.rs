@@ -4,8 +4,8 @@
 use miette::Result;
 use serde::{Deserialize, Serialize};
 
-use super::lineinfile::AwkEdit;
-use super::{Change, Module, Observed, Templated};
+use super::awk_edit::{AwkEdit, EditFact};
+use super::{Change, Resource, Templated};
 
 /// One hosts entry.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -32,7 +32,7 @@ fn default_path() -> String {
     "/etc/hosts".into()
 }
 
-const HOSTS_AWK: &str = r#"BEGIN { n = split(ENVIRON["HL_ENTRIES"], want, "\n")
+const HOSTS_AWK: &str = r#"BEGIN { n = split(ENVIRON["HACTL_ENTRIES"], want, "\n")
   for (i = 1; i <= n; i++) { m = split(want[i], f, " "); for (j = 2; j <= m; j++) managed[f[j]] = 1 } }
 { line = $0; sub(/#.*/, "", line); k = split(line, f, /[ \t]+/); norm = ""; hit = 0
   for (j = 1; j <= k; j++) if (f[j] != "") { norm = norm (norm == "" ? "" : " ") f[j] }
@@ -51,20 +51,22 @@ impl Hosts {
         AwkEdit {
             path: self.path.clone(),
             program: HOSTS_AWK.into(),
-            env: vec![("HL_ENTRIES".into(), lines.join("\n"))],
+            env: vec![("HACTL_ENTRIES", lines.join("\n"))],
             create: true,
             what: format!("{} entries", entries.len()),
         }
     }
 }
 
-impl Module for Hosts {
+impl Resource for Hosts {
+    type Fact = EditFact;
+
     fn probe(&self) -> String {
         self.edit().probe()
     }
-    fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
+    fn diff(&self, fact: &EditFact) -> Result<Option<Change>> {
         self.entries.value("entries")?;
-        self.edit().diff(observed)
+        self.edit().diff(fact)
     }
     fn apply(&self) -> String {
         self.edit().apply()
@@ -74,7 +76,7 @@ impl Module for Hosts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::run_local;
+    use crate::modules::{local_apply, local_diff};
 
     #[test]
     fn drops_conflicting_lines_and_appends_entries() {
@@ -98,12 +100,12 @@ mod tests {
                 },
             ]),
         };
-        assert!(h.diff(&run_local(&h.probe())).unwrap().is_some());
-        assert_eq!(run_local(&h.apply()).rc, 0);
+        assert!(local_diff(&h).unwrap().is_some());
+        assert_eq!(local_apply(&h).rc, 0);
         assert_eq!(
             std::fs::read_to_string(&p).unwrap(),
             "127.0.0.1\tlocalhost\n# comment node1\n10.0.0.2 node2\n10.0.0.1 node1\n"
         );
-        assert_eq!(h.diff(&run_local(&h.probe())).unwrap(), None);
+        assert_eq!(local_diff(&h).unwrap(), None);
     }
 }

@@ -1,7 +1,14 @@
-//! Resource kinds. Each module turns its arguments into three POSIX shell scripts: a read-only
-//! probe that prints what is there, a diff of that against what is wanted (in Rust), and an apply
-//! that converges. The engine batches the probes (and the applies) of a stage into one round trip.
+//! Resource kinds. Each module is a [`Resource`]: a read-only probe script that prints what is
+//! there, a typed fact parsed from that output, a diff of the fact against what the arguments
+//! want (in Rust), and an apply script that converges. The engine batches the probes (and the
+//! applies) of a stage into one round trip.
+//!
+//! Adding a module: write `src/modules/NAME.rs` (its arguments as a serde struct, its fact, its
+//! [`Resource`] impl and tests) and `src/modules/NAME.sh` (shell functions `probe` and `apply`
+//! reading `HACTL_*` variables, assembled by [`script`]), then add one line to [`registry!`]
+//! below. A step names it by that key. `.ci/run` lints every `.sh` file with shellcheck.
 
+pub mod awk_edit;
 pub mod command;
 pub mod directory;
 pub mod file;
@@ -9,19 +16,106 @@ pub mod group;
 pub mod hosts;
 pub mod lineinfile;
 pub mod package;
+pub mod patroni_restart;
 pub mod pip;
+pub mod postgres_role;
+pub mod rabbitmq;
+pub mod rabbitmq_join;
+pub mod rabbitmq_user;
+pub mod rabbitmq_vhost;
 pub mod service;
 pub mod user;
 pub mod wait_for;
 
-use miette::Result;
+use miette::{miette, Result};
+use minijinja::value::Value;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
 
-/// What a probe printed.
+use crate::render::Renderer;
+
+/// What building a module for one host may need besides its rendered arguments.
+pub struct BuildCx<'a> {
+    /// Where the step is, for errors ("site.yml stage `etcd` step `x`").
+    pub origin: &'a str,
+    /// The template renderer (for modules that render files).
+    pub renderer: &'a Renderer,
+    /// The host's template context.
+    pub ctx: &'a Value,
+}
+
+/// A module's arguments as a step writes them. Arguments that are the module itself need nothing
+/// more (the blanket impl); others (e.g. `file`, which renders its template) say how to build it.
+pub trait Spec: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The module for one host, from its rendered arguments.
+    fn build(self, cx: &BuildCx) -> Result<Box<dyn Module>>;
+}
+
+impl<T: Module + Serialize + DeserializeOwned + 'static> Spec for T {
+    fn build(self, _cx: &BuildCx) -> Result<Box<dyn Module>> {
+        Ok(Box::new(self))
+    }
+}
+
+/// The module table: one line per module, `"key" => ArgumentsType`.
+macro_rules! registry {
+    ($($name:literal => $spec:ty),* $(,)?) => {
+        /// Every module's key, as steps write it.
+        pub const NAMES: &[&str] = &[$($name),*];
+
+        /// Reads the arguments of module `name` from a playbook map (errors keep the YAML's
+        /// location) into JSON that still holds templates; `None` when no module has that key.
+        pub fn parse_args<'de, A: serde::de::MapAccess<'de>>(
+            name: &str,
+            map: &mut A,
+        ) -> Option<std::result::Result<Json, A::Error>> {
+            match name {
+                $($name => Some(map.next_value::<$spec>().and_then(|args| {
+                    serde_json::to_value(args).map_err(serde::de::Error::custom)
+                })),)*
+                _ => None,
+            }
+        }
+
+        /// Builds module `name` for one host from its rendered arguments.
+        pub fn build(name: &str, args: Json, cx: &BuildCx) -> Result<Box<dyn Module>> {
+            match name {
+                $($name => serde_json::from_value::<$spec>(args)
+                    .map_err(|e| miette!("{}: {e}", cx.origin))?
+                    .build(cx),)*
+                _ => Err(miette!("{}: unknown module `{name}`", cx.origin)),
+            }
+        }
+    };
+}
+
+registry! {
+    "package" => package::Package,
+    "file" => file::FileArgs,
+    "directory" => directory::Directory,
+    "lineinfile" => lineinfile::LineInFile,
+    "hosts" => hosts::Hosts,
+    "user" => user::User,
+    "group" => group::Group,
+    "service" => service::Service,
+    "command" => command::Command,
+    "pip" => pip::Pip,
+    "wait_for" => wait_for::WaitFor,
+    "rabbitmq_join" => rabbitmq_join::RabbitmqJoin,
+    "rabbitmq_user" => rabbitmq_user::RabbitmqUser,
+    "rabbitmq_vhost" => rabbitmq_vhost::RabbitmqVhost,
+    "postgres_role" => postgres_role::PostgresRole,
+    "patroni_restart" => patroni_restart::PatroniRestart,
+}
+
+/// What a script part printed.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
-    /// The probe's stdout.
+    /// Its stdout.
     pub stdout: String,
+    /// Its stderr, when kept apart (probes that failed).
+    pub stderr: String,
     /// Its exit status.
     pub rc: i32,
 }
@@ -48,19 +142,113 @@ impl Change {
     }
 }
 
-/// One resource on one host, fully rendered.
+/// One resource on one host, fully rendered: what the engine drives. Every [`Resource`] is one.
 pub trait Module: Send + Sync {
-    /// A read-only POSIX shell script printing the resource's state.
+    /// A read-only POSIX shell script printing the resource's state; exits non-zero only when it
+    /// could not look (an error, never "absent").
     fn probe(&self) -> String;
     /// What would change, given the probe's output; `None` when in sync.
     fn diff(&self, observed: &Observed) -> Result<Option<Change>>;
     /// A POSIX shell script that converges the resource; exits non-zero on failure.
     fn apply(&self) -> String;
     /// Whether the post-apply re-probe must find it in sync (not for always-run commands).
+    fn converges(&self) -> bool;
+}
+
+/// A resource kind: its probe's output parses into a typed [`Fact`], which `diff` compares with
+/// what the arguments want.
+pub trait Resource: Send + Sync {
+    /// What the probe finds on the host.
+    type Fact: Fact;
+    /// The read-only probe script (see [`Module::probe`]).
+    fn probe(&self) -> String;
+    /// What would change, given the fact; `None` when in sync.
+    fn diff(&self, fact: &Self::Fact) -> Result<Option<Change>>;
+    /// The converging script.
+    fn apply(&self) -> String;
+    /// Whether the post-apply re-probe must find it in sync.
     fn converges(&self) -> bool {
         true
     }
 }
+
+impl<R: Resource> Module for R {
+    fn probe(&self) -> String {
+        Resource::probe(self)
+    }
+    fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
+        let fact = R::Fact::parse(&ProbeLines::new(&observed.stdout))?;
+        Resource::diff(self, &fact)
+    }
+    fn apply(&self) -> String {
+        Resource::apply(self)
+    }
+    fn converges(&self) -> bool {
+        Resource::converges(self)
+    }
+}
+
+/// A typed, read-only fact about a host, parsed from the `key value` lines a probe printed.
+pub trait Fact: Sized {
+    /// Parses the lines; output that does not have the fact's shape is an error.
+    fn parse(lines: &ProbeLines) -> Result<Self>;
+}
+
+/// A probe's output as `key value` lines (first word → the rest of the line).
+pub struct ProbeLines<'a> {
+    text: &'a str,
+    lines: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> ProbeLines<'a> {
+    /// Splits a probe's stdout.
+    pub fn new(text: &'a str) -> Self {
+        let lines = text
+            .lines()
+            .map(|l| {
+                let l = l.trim_end();
+                l.split_once(' ').unwrap_or((l, ""))
+            })
+            .collect();
+        ProbeLines { text, lines }
+    }
+
+    /// The value of the first `key` line.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.lines.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    /// The values of every `key` line, in order.
+    pub fn all(&self, key: &'a str) -> impl Iterator<Item = &'a str> + '_ {
+        self.lines.iter().filter(move |(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    /// The value of the first `key` line, or an error showing what the probe printed.
+    pub fn require(&self, key: &str) -> Result<&'a str> {
+        self.get(key)
+            .ok_or_else(|| miette!("the probe printed no `{key}` line (it printed: {:?})", self.text))
+    }
+}
+
+/// Assembles a module's script: its variables (each value one shell word, exported so that awk
+/// and python children read them from the environment, never from a command line), the shared
+/// helpers, the module's `.sh` file, then `call`. Values never become script text.
+pub fn script(file: &str, vars: &[(&str, &str)], call: &str) -> String {
+    let mut s = String::new();
+    for (name, value) in vars {
+        debug_assert!(name.starts_with("HACTL_"), "module variables are HACTL_*");
+        s.push_str(&format!("{name}={}; export {name}\n", q(value)));
+    }
+    s.push_str(LIB_SH);
+    s.push_str(file);
+    s.push('\n');
+    s.push_str(call);
+    s.push('\n');
+    s
+}
+
+/// Shell helpers every module script may use (see `lib.sh`).
+const LIB_SH: &str = include_str!("lib.sh");
 
 /// One value or a list of them (`name: x` or `name: [x, y]`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -82,8 +270,9 @@ impl OneOrMany {
     }
 }
 
-/// A structured argument given either literally or as one `{{ expression }}` string that
-/// renders to the structure (e.g. `entries: "{{ groups['all'] | hosts_entries(hostvars) }}"`).
+/// An argument given literally or as one `{{ expression }}` string still to render: a structure
+/// (e.g. `entries: "{{ groups['all'] | hosts_entries(hostvars) }}"`) or a number (a template
+/// renders to text, parsed once rendered).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum Templated<T> {
@@ -93,7 +282,33 @@ pub enum Templated<T> {
     Template(String),
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Templated<T> {
+/// How a [`Templated`] value reads plain (non-template) text: numbers parse it, structures
+/// refuse it.
+pub trait FromText: Sized {
+    /// The value the text stands for, or why it stands for none.
+    fn from_text(text: &str) -> std::result::Result<Self, String>;
+}
+
+impl<T> FromText for Vec<T> {
+    fn from_text(text: &str) -> std::result::Result<Self, String> {
+        Err(format!(
+            "expected a list or map, or a `{{{{ expression }}}}` giving one; got `{text}`"
+        ))
+    }
+}
+
+macro_rules! number_from_text {
+    ($($t:ty),*) => {$(
+        impl FromText for $t {
+            fn from_text(text: &str) -> std::result::Result<Self, String> {
+                text.trim().parse().map_err(|_| format!("`{text}` is not a number"))
+            }
+        }
+    )*};
+}
+number_from_text!(u16, u32, u64);
+
+impl<'de, T: Deserialize<'de> + FromText> Deserialize<'de> for Templated<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
@@ -104,19 +319,17 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Templated<T> {
         match Raw::<T>::deserialize(d)? {
             Raw::Value(v) => Ok(Templated::Value(v)),
             Raw::Text(t) if t.contains("{{") => Ok(Templated::Template(t)),
-            Raw::Text(t) => Err(serde::de::Error::custom(format!(
-                "expected a list or map, or a `{{{{ expression }}}}` giving one; got `{t}`"
-            ))),
+            Raw::Text(t) => T::from_text(&t).map(Templated::Value).map_err(serde::de::Error::custom),
         }
     }
 }
 
 impl<T: Default + Clone> Templated<T> {
-    /// The rendered value; an error names `field` when the template did not give a structure.
+    /// The rendered value; an error names `field` when the template did not give one.
     pub fn value(&self, field: &str) -> Result<T> {
         match self {
             Templated::Value(v) => Ok(v.clone()),
-            Templated::Template(t) => Err(miette::miette!("`{field}` did not render to a structure: {t}")),
+            Templated::Template(t) => Err(miette!("`{field}` did not render to a value of its type: {t}")),
         }
     }
 
@@ -137,20 +350,15 @@ pub enum Presence {
     Absent,
 }
 
-/// POSIX single-quoting for embedding a value in a script.
-pub fn q(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// A value as one POSIX shell word (shlex's quoting), or why it cannot be one (a NUL byte).
+pub fn try_q(s: &str) -> std::result::Result<String, String> {
+    shlex::try_quote(s).map(|w| w.into_owned()).map_err(|e| e.to_string())
 }
 
-/// The lines of `stdout` as `key value` pairs (first word → rest).
-pub fn fields(stdout: &str) -> std::collections::HashMap<&str, &str> {
-    stdout
-        .lines()
-        .map(|l| {
-            let l = l.trim_end();
-            l.split_once(' ').unwrap_or((l, ""))
-        })
-        .collect()
+/// A value as one POSIX shell word, for module scripts. A NUL byte cannot be passed through a
+/// shell at all: it is dropped (a path or name never has one).
+pub fn q(s: &str) -> String {
+    try_q(s).unwrap_or_else(|_| try_q(&s.replace('\0', "")).expect("no NUL left"))
 }
 
 /// Parses an octal mode string like "0644" or "755".
@@ -158,7 +366,7 @@ pub fn parse_mode(mode: &str) -> Result<u32> {
     u32::from_str_radix(mode.trim_start_matches("0o"), 8)
         .ok()
         .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| miette::miette!("mode `{mode}` is not an octal file mode such as 0644"))
+        .ok_or_else(|| miette!("mode `{mode}` is not an octal file mode such as 0644"))
 }
 
 /// Ownership and permissions wanted for a path; `None` fields are left as they are.
@@ -173,57 +381,135 @@ pub struct Attrs {
 }
 
 impl Attrs {
-    /// Shell lines printing `attrs OWNER GROUP MODE` of `$p` (the probe side).
-    pub fn probe_line() -> &'static str {
-        "stat -c 'attrs %U %G %a' \"$p\""
+    /// The variables the shared `set_attrs` helper reads.
+    pub fn vars(&self) -> [(&'static str, &str); 3] {
+        [
+            ("HACTL_OWNER", self.owner.as_deref().unwrap_or("")),
+            ("HACTL_GROUP", self.group.as_deref().unwrap_or("")),
+            ("HACTL_MODE", self.mode.as_deref().unwrap_or("")),
+        ]
     }
 
-    /// Human-readable differences against `attrs U G M` from a probe.
-    pub fn diff(&self, observed: &str) -> Result<Vec<String>> {
-        let mut parts = observed.split_whitespace();
-        let (owner, group, mode) = (
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-        );
+    /// Human-readable differences against what a probe found.
+    pub fn diff(&self, have: &Ownership) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        if let Some(o) = &self.owner {
-            if o != owner {
-                out.push(format!("owner {owner} → {o}"));
-            }
+        if let Some(o) = self.owner.as_ref().filter(|o| **o != have.owner) {
+            out.push(format!("owner {} → {o}", have.owner));
         }
-        if let Some(g) = &self.group {
-            if g != group {
-                out.push(format!("group {group} → {g}"));
-            }
+        if let Some(g) = self.group.as_ref().filter(|g| **g != have.group) {
+            out.push(format!("group {} → {g}", have.group));
         }
         if let Some(m) = &self.mode {
             let want = parse_mode(m)?;
-            if u32::from_str_radix(mode, 8).ok() != Some(want) {
-                out.push(format!("mode {mode:0>4} → {want:04o}"));
+            if have.mode != want {
+                out.push(format!("mode {:04o} → {want:04o}", have.mode));
             }
         }
         Ok(out)
     }
+}
 
-    /// Shell lines setting the attributes on `$target`, copying unspecified ones from `$p` when it
-    /// exists, else `default_mode`.
-    pub fn apply_lines(&self, default_mode: &str) -> String {
-        let mut s = String::from(
-            "if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$target\" && chmod --reference=\"$p\" \"$target\"; ",
-        );
-        s.push_str(&format!("else chmod {default_mode} \"$target\"; fi || exit 1\n"));
-        match (&self.owner, &self.group) {
-            (Some(o), Some(g)) => s.push_str(&format!("chown {}:{} \"$target\" || exit 1\n", q(o), q(g))),
-            (Some(o), None) => s.push_str(&format!("chown {} \"$target\" || exit 1\n", q(o))),
-            (None, Some(g)) => s.push_str(&format!("chgrp {} \"$target\" || exit 1\n", q(g))),
-            (None, None) => {}
-        }
-        if let Some(m) = &self.mode {
-            s.push_str(&format!("chmod {} \"$target\" || exit 1\n", q(m)));
-        }
-        s
+/// Owner, group and mode of a path, as found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ownership {
+    /// Owner user name.
+    pub owner: String,
+    /// Group name.
+    pub group: String,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// What kind of thing is at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// Nothing.
+    Absent,
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// Something else (a socket, a device…).
+    Other,
+}
+
+/// A path on the host: its kind, ownership and (for files) content hash and, when it differs
+/// from what is wanted and is small, the old content for a diff. Printed by `probe_path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathFact {
+    /// What is there.
+    pub kind: PathKind,
+    /// Its ownership, when it exists.
+    pub ownership: Option<Ownership>,
+    /// A file's sha256, hex.
+    pub sha256: Option<String>,
+    /// A file's old content, when it differs from the wanted hash and is small enough.
+    pub old: Option<Vec<u8>>,
+}
+
+impl Fact for PathFact {
+    fn parse(lines: &ProbeLines) -> Result<Self> {
+        use base64::Engine;
+        let kind = match lines.require("kind")? {
+            "absent" => PathKind::Absent,
+            "file" => PathKind::File,
+            "directory" => PathKind::Directory,
+            "other" => PathKind::Other,
+            k => return Err(miette!("unknown path kind `{k}` from the probe")),
+        };
+        let ownership = match lines.get("attrs") {
+            Some(a) => {
+                let f: Vec<&str> = a.split_whitespace().collect();
+                let [owner, group, mode] = f[..] else {
+                    return Err(miette!("bad attrs line from the probe: {a:?}"));
+                };
+                let mode = u32::from_str_radix(mode, 8).map_err(|_| miette!("bad mode {mode:?} from the probe"))?;
+                Some(Ownership {
+                    owner: owner.into(),
+                    group: group.into(),
+                    mode,
+                })
+            }
+            None => None,
+        };
+        let old = match lines.get("old") {
+            Some(b) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|e| miette!("bad old content from the probe: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(PathFact {
+            kind,
+            ownership,
+            sha256: lines.get("sha").map(String::from),
+            old,
+        })
     }
+}
+
+/// Probes a module locally and diffs what it found (module tests).
+#[cfg(test)]
+pub fn local_diff(module: &dyn Module) -> Result<Option<Change>> {
+    let observed = run_local(&module.probe());
+    assert_eq!(observed.rc, 0, "probe failed: {}", observed.stderr);
+    module.diff(&observed)
+}
+
+/// Applies a module locally (module tests).
+#[cfg(test)]
+pub fn local_apply(module: &dyn Module) -> Observed {
+    run_local(&module.apply())
+}
+
+/// Diffs a module against canned probe output (module tests).
+#[cfg(test)]
+pub fn diff_of(module: &dyn Module, stdout: &str) -> Result<Option<Change>> {
+    module.diff(&Observed {
+        stdout: stdout.into(),
+        ..Observed::default()
+    })
 }
 
 /// Runs a script locally with `sh` (module tests exercise the real scripts against temp dirs).
@@ -234,13 +520,36 @@ pub fn run_local(script: &str) -> Observed {
         .arg("-s")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     Observed {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         rc: out.status.code().unwrap_or(-1),
+    }
+}
+
+#[cfg(test)]
+mod quoting_tests {
+    use super::*;
+
+    #[test]
+    fn quoted_values_come_back_whole_from_a_real_shell() {
+        for value in [
+            "plain",
+            "",
+            "it's",
+            "a b",
+            "$HOME `id` \\ \"x\" ; & | * ?",
+            "line\nbreak",
+            "-dash",
+        ] {
+            let out = run_local(&format!("printf '%s' {}", q(value)));
+            assert_eq!(out.stdout, value, "{}", q(value));
+        }
+        assert_eq!(q("a\0b"), "ab");
     }
 }

@@ -3,7 +3,9 @@
 use miette::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{q, Change, Module, Observed, OneOrMany, Presence};
+use std::collections::HashMap;
+
+use super::{script, Change, Fact, OneOrMany, Presence, ProbeLines, Resource};
 
 /// Arguments of `package`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,28 +38,49 @@ impl Package {
     }
 }
 
-impl Module for Package {
+/// The module's shell functions.
+const SH: &str = include_str!("package.sh");
+
+/// What dpkg knows of the packages asked about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Installed {
+    /// Name → (fully installed, version).
+    pub packages: HashMap<String, (bool, String)>,
+}
+
+impl Fact for Installed {
+    fn parse(lines: &ProbeLines) -> Result<Self> {
+        let mut packages = HashMap::new();
+        for line in lines.all("pkg") {
+            // dpkg prints no version for a package it knows but has not installed.
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (name, status, version) = match f[..] {
+                [name, status, version] => (name, status, version),
+                [name, status] => (name, status, "-"),
+                _ => return Err(miette::miette!("bad package line from the probe: {line:?}")),
+            };
+            packages.insert(name.to_string(), (status == "ii", version.to_string()));
+        }
+        Ok(Installed { packages })
+    }
+}
+
+impl Resource for Package {
+    type Fact = Installed;
+
     fn probe(&self) -> String {
-        let names: Vec<String> = self.wanted().into_iter().map(|(n, _)| q(&n)).collect();
-        format!(
-            "for p in {}; do dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}} ${{Version}}\\n' \"$p\" 2>/dev/null | head -n1 | grep . || echo \"$p un -\"; done\n",
-            names.join(" ")
-        )
+        let names: Vec<String> = self.wanted().into_iter().map(|(n, _)| n).collect();
+        script(SH, &[("HACTL_NAMES", &names.join("\n"))], "hactl_probe")
     }
 
-    fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
-        let installed: std::collections::HashMap<&str, (bool, &str)> = observed
-            .stdout
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                let (name, status, version) = (f.next()?, f.next()?, f.next().unwrap_or("-"));
-                Some((name, (status == "ii", version)))
-            })
-            .collect();
+    fn diff(&self, fact: &Installed) -> Result<Option<Change>> {
         let mut actions = Vec::new();
         for (name, version) in self.wanted() {
-            let (is_in, have) = installed.get(name.as_str()).copied().unwrap_or((false, "-"));
+            let (is_in, have) = fact
+                .packages
+                .get(&name)
+                .map(|(i, v)| (*i, v.as_str()))
+                .unwrap_or((false, "-"));
             match (self.state, is_in, version) {
                 (Presence::Absent, true, _) => actions.push(format!("remove {name}")),
                 (Presence::Present, false, Some(v)) => actions.push(format!("install {name}={v}")),
@@ -70,42 +93,32 @@ impl Module for Package {
     }
 
     fn apply(&self) -> String {
-        let names: Vec<String> = self.name.to_vec().iter().map(|n| q(n)).collect();
-        let apt = "apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
-        if self.state == Presence::Absent {
-            let bare: Vec<String> = self.wanted().iter().map(|(n, _)| q(n)).collect();
-            return format!(
-                "export DEBIAN_FRONTEND=noninteractive\n{apt} remove {}\n",
-                bare.join(" ")
-            );
-        }
-        let recommends = if self.install_recommends {
-            ""
-        } else {
-            " --no-install-recommends"
-        };
-        let mut s = String::from(
-            "export DEBIAN_FRONTEND=noninteractive\n\
-             if [ -z \"$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -360 2>/dev/null | head -n1)\" ]; then\n\
-             apt-get -q -o DPkg::Lock::Timeout=300 update || exit 1; fi\n",
-        );
-        if self.no_start {
-            s.push_str(
-                "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d\n\
-                 trap 'rm -f /usr/sbin/policy-rc.d' EXIT\n",
-            );
-        }
-        s.push_str(&format!("{apt}{recommends} install {} || exit 1\n", names.join(" ")));
-        if self.no_start {
-            s.push_str("rm -f /usr/sbin/policy-rc.d; trap - EXIT\n");
-        }
-        s
+        let names: Vec<String> = self.wanted().into_iter().map(|(n, _)| n).collect();
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        let vars = [
+            ("HACTL_NAMES", names.join("\n")),
+            ("HACTL_PACKAGES", self.name.to_vec().join("\n")),
+            (
+                "HACTL_STATE",
+                if self.state == Presence::Absent {
+                    "absent"
+                } else {
+                    "present"
+                }
+                .to_string(),
+            ),
+            ("HACTL_RECOMMENDS", yes_no(self.install_recommends).to_string()),
+            ("HACTL_NO_START", yes_no(self.no_start).to_string()),
+        ];
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        script(SH, &vars, "hactl_apply")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modules::{diff_of, local_diff};
 
     fn pkg(names: &[&str], state: Presence) -> Package {
         Package {
@@ -118,28 +131,27 @@ mod tests {
 
     #[test]
     fn diff_install_pin_remove() {
-        let out = Observed {
-            stdout: "curl ii 7.88\nvim un -\nless ii 590-2\n".into(),
-            rc: 0,
-        };
-        let ch = pkg(&["curl", "vim", "less=600-1"], Presence::Present)
-            .diff(&out)
+        let out = "pkg curl ii 7.88\npkg vim un -\npkg less ii 590-2\n";
+        let ch = diff_of(&pkg(&["curl", "vim", "less=600-1"], Presence::Present), out)
             .unwrap()
             .unwrap();
         assert_eq!(ch.summary, "install vim, change less 590-2 → 600-1");
-        let ch = pkg(&["curl", "vim"], Presence::Absent).diff(&out).unwrap().unwrap();
+        let ch = diff_of(&pkg(&["curl", "vim"], Presence::Absent), out).unwrap().unwrap();
         assert_eq!(ch.summary, "remove curl");
-        assert!(pkg(&["curl"], Presence::Present).diff(&out).unwrap().is_none());
+        assert!(diff_of(&pkg(&["curl"], Presence::Present), out).unwrap().is_none());
+        let known_not_installed = diff_of(&pkg(&["vim"], Presence::Present), "pkg vim un\n").unwrap();
+        assert_eq!(known_not_installed.unwrap().summary, "install vim");
+        assert!(
+            diff_of(&pkg(&["curl"], Presence::Present), "pkg curl\n").is_err(),
+            "a malformed line is an error"
+        );
     }
 
     #[test]
     fn probe_reads_dpkg_status() {
-        let out = crate::modules::run_local(&pkg(&["dpkg", "hactl-no-such-package"], Presence::Present).probe());
-        assert!(
-            out.stdout.lines().next().unwrap().starts_with("dpkg ii "),
-            "{}",
-            out.stdout
-        );
-        assert!(out.stdout.contains("hactl-no-such-package un -"));
+        let installed = local_diff(&pkg(&["dpkg"], Presence::Present)).unwrap();
+        assert_eq!(installed, None, "dpkg is installed here");
+        let missing = local_diff(&pkg(&["dpkg", "hactl-no-such-package"], Presence::Present)).unwrap();
+        assert_eq!(missing.unwrap().summary, "install hactl-no-such-package");
     }
 }

@@ -3,7 +3,7 @@
 use miette::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{q, Change, Module, Observed, Templated};
+use super::{script, Change, Fact, ProbeLines, Resource, Templated};
 
 /// Arguments of `pip`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,39 +40,66 @@ fn parse_requirement(req: &str) -> (String, Option<String>) {
     (name.to_lowercase().replace('_', "-"), version)
 }
 
-const PROBE_PY: &str = r#"import importlib.metadata as m, sys
-for name in sys.argv[1:]:
-    try: print(name, m.version(name))
-    except m.PackageNotFoundError: print(name, "-")"#;
+/// The module's shell functions.
+const SH: &str = include_str!("pip.sh");
 
-impl Module for Pip {
+/// Prints `dist NAME VERSION` (`-` when not installed) for each name in HACTL_NAMES.
+const PROBE_PY: &str = r#"import importlib.metadata as m, os
+for name in filter(None, os.environ["HACTL_NAMES"].split("\n")):
+    try: print("dist", name, m.version(name))
+    except m.PackageNotFoundError: print("dist", name, "-")"#;
+
+/// A virtualenv as found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Venv {
+    /// Whether its interpreter exists.
+    pub exists: bool,
+    /// Distribution name → installed version (`None`: not installed).
+    pub versions: std::collections::HashMap<String, Option<String>>,
+}
+
+impl Fact for Venv {
+    fn parse(lines: &ProbeLines) -> Result<Self> {
+        let exists = lines.require("venv")? == "yes";
+        let mut versions = std::collections::HashMap::new();
+        for line in lines.all("dist") {
+            let (name, version) = line
+                .split_once(' ')
+                .ok_or_else(|| miette::miette!("bad dist line from the probe: {line:?}"))?;
+            versions.insert(name.to_string(), (version != "-").then(|| version.to_string()));
+        }
+        Ok(Venv { exists, versions })
+    }
+}
+
+impl Resource for Pip {
+    type Fact = Venv;
+
     fn probe(&self) -> String {
         let names: Vec<String> = self
             .packages
             .or_default()
             .iter()
-            .map(|r| q(&parse_requirement(r).0))
+            .map(|r| parse_requirement(r).0)
             .collect();
-        format!(
-            "v={}\nif [ -x \"$v/bin/python\" ]; then echo venv; \"$v/bin/python\" -c {} {}; else echo novenv; fi\n",
-            q(&self.venv),
-            q(PROBE_PY),
-            names.join(" ")
-        )
+        let vars = [
+            ("HACTL_VENV", self.venv.as_str()),
+            ("HACTL_NAMES", &names.join("\n")),
+            ("HACTL_PROBE_PY", PROBE_PY),
+        ];
+        script(SH, &vars, "hactl_probe")
     }
 
-    fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
-        let out = &observed.stdout;
+    fn diff(&self, venv: &Venv) -> Result<Option<Change>> {
         let mut parts = Vec::new();
-        if !out.lines().any(|l| l == "venv") {
+        if !venv.exists {
             parts.push(format!("create venv {}", self.venv));
         }
-        let have: std::collections::HashMap<&str, &str> = out.lines().filter_map(|l| l.split_once(' ')).collect();
         for req in &self.packages.value("packages")? {
             let (name, version) = parse_requirement(req);
-            match (have.get(name.as_str()).copied().unwrap_or("-"), version) {
-                ("-", _) => parts.push(format!("install {req}")),
-                (h, Some(v)) if h != v => parts.push(format!("change {name} {h} → {v}")),
+            match (venv.versions.get(&name).cloned().flatten(), version) {
+                (None, _) => parts.push(format!("install {req}")),
+                (Some(h), Some(v)) if h != v => parts.push(format!("change {name} {h} → {v}")),
                 _ => {}
             }
         }
@@ -81,25 +108,24 @@ impl Module for Pip {
 
     fn apply(&self) -> String {
         let packages = self.packages.or_default();
-        let reqs: Vec<String> = packages.iter().chain(&self.extra_args).map(|r| q(r)).collect();
-        let mut s = format!(
-            "v={}\n[ -x \"$v/bin/python\" ] || {} -m venv \"$v\" || exit 1\n",
-            q(&self.venv),
-            q(&self.python)
-        );
-        if !packages.is_empty() {
-            s.push_str(&format!(
-                "\"$v/bin/python\" -m pip install -q --disable-pip-version-check {} || exit 1\n",
-                reqs.join(" ")
-            ));
-        }
-        s
+        let reqs: Vec<&str> = if packages.is_empty() {
+            Vec::new()
+        } else {
+            packages.iter().chain(&self.extra_args).map(String::as_str).collect()
+        };
+        let vars = [
+            ("HACTL_VENV", self.venv.as_str()),
+            ("HACTL_PYTHON", &self.python),
+            ("HACTL_REQS", &reqs.join("\n")),
+        ];
+        script(SH, &vars, "hactl_apply")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modules::{diff_of, local_diff};
 
     #[test]
     fn requirement_names() {
@@ -122,16 +148,11 @@ mod tests {
             python: "python3".into(),
             extra_args: vec![],
         };
-        let out = Observed {
-            stdout: "venv\nsix 1.15.0\nidna 3.4\n".into(),
-            rc: 0,
-        };
-        assert_eq!(p.diff(&out).unwrap().unwrap().summary, "change six 1.15.0 → 1.16.0");
-        let ok = Observed {
-            stdout: "venv\nsix 1.16.0\nidna 3.4\n".into(),
-            rc: 0,
-        };
-        assert_eq!(p.diff(&ok).unwrap(), None);
+        let out = "venv yes\ndist six 1.15.0\ndist idna 3.4\n";
+        assert_eq!(diff_of(&p, out).unwrap().unwrap().summary, "change six 1.15.0 → 1.16.0");
+        assert_eq!(diff_of(&p, "venv yes\ndist six 1.16.0\ndist idna 3.4\n").unwrap(), None);
+        let none = diff_of(&p, "venv no\n").unwrap().unwrap().summary;
+        assert_eq!(none, "create venv /v, install six==1.16.0, install idna");
     }
 
     #[test]
@@ -146,12 +167,10 @@ mod tests {
             python: "python3".into(),
             extra_args: vec![],
         };
-        let out = crate::modules::run_local(&p.probe());
-        assert!(out.stdout.contains("hactl-none -"), "{}", out.stdout);
-        assert!(
-            out.stdout.lines().any(|l| l.starts_with("pip ") && l != "pip -"),
-            "{}",
-            out.stdout
+        let change = local_diff(&p).unwrap().unwrap().summary;
+        assert_eq!(
+            change, "install hactl-none",
+            "pip is found in the venv, hactl-none is not"
         );
     }
 }

@@ -4,7 +4,7 @@
 use miette::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{fields, q, Change, Module, Observed};
+use super::{script, Change, Fact, ProbeLines, Resource};
 
 /// Wanted run state.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -35,28 +35,49 @@ pub struct Service {
     pub no_block: bool,
 }
 
-impl Module for Service {
+/// The module's shell functions.
+const SH: &str = include_str!("service.sh");
+
+/// A unit as systemd reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitFact {
+    /// `loaded`, `not-found`…
+    pub load_state: String,
+    /// `active`, `inactive`, `activating`…
+    pub active_state: String,
+    /// `enabled`, `disabled`, `static`… (empty when unknown).
+    pub unit_file_state: String,
+    /// Whether its unit files changed on disk since systemd read them.
+    pub need_daemon_reload: bool,
+}
+
+impl Fact for UnitFact {
+    fn parse(lines: &ProbeLines) -> Result<Self> {
+        Ok(UnitFact {
+            load_state: lines.require("LoadState")?.to_string(),
+            active_state: lines.require("ActiveState")?.to_string(),
+            unit_file_state: lines.get("UnitFileState").unwrap_or("").to_string(),
+            need_daemon_reload: lines.get("NeedDaemonReload") == Some("yes"),
+        })
+    }
+}
+
+impl Resource for Service {
+    type Fact = UnitFact;
+
     fn probe(&self) -> String {
-        format!(
-            "systemctl show -p LoadState -p ActiveState -p UnitFileState -p NeedDaemonReload {} | sed 's/=/ /'\n",
-            q(&self.name)
-        )
+        script(SH, &[("HACTL_UNIT", &self.name)], "hactl_probe")
     }
 
-    fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
-        let f = fields(&observed.stdout);
-        let loaded = f.get("LoadState").is_some_and(|s| *s != "not-found");
-        let active = f
-            .get("ActiveState")
-            .is_some_and(|s| *s == "active" || *s == "activating" || *s == "reloading");
-        let enabled = f.get("UnitFileState").is_some_and(|s| {
-            matches!(
-                *s,
-                "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated"
-            )
-        });
+    fn diff(&self, fact: &UnitFact) -> Result<Option<Change>> {
+        let loaded = fact.load_state != "not-found";
+        let active = matches!(fact.active_state.as_str(), "active" | "activating" | "reloading");
+        let enabled = matches!(
+            fact.unit_file_state.as_str(),
+            "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated"
+        );
         let mut actions = Vec::new();
-        if loaded && f.get("NeedDaemonReload") == Some(&"yes") {
+        if loaded && fact.need_daemon_reload {
             actions.push("daemon-reload".to_string());
         }
         match self.enabled {
@@ -78,27 +99,26 @@ impl Module for Service {
     }
 
     fn apply(&self) -> String {
-        let n = q(&self.name);
-        let nb = if self.no_block { " --no-block" } else { "" };
-        let mut s = format!(
-            "[ \"$(systemctl show -p NeedDaemonReload --value {n})\" = yes ] && {{ systemctl daemon-reload || exit 1; }}\n"
-        );
-        match self.enabled {
-            Some(true) => s.push_str(&format!("systemctl enable --quiet {n} || exit 1\n")),
-            Some(false) => s.push_str(&format!("systemctl disable --quiet {n} || exit 1\n")),
-            None => {}
-        }
-        match self.state {
-            Some(RunState::Started) => s.push_str(&format!(
-                "systemctl is-active --quiet {n} || systemctl start{nb} {n} || exit 1\n"
-            )),
-            Some(RunState::Stopped) => s.push_str(&format!("systemctl stop {n} || exit 1\n")),
-            Some(RunState::Restarted) => s.push_str(&format!("systemctl restart{nb} {n} || exit 1\n")),
-            Some(RunState::Reloaded) => s.push_str(&format!("systemctl reload-or-restart{nb} {n} || exit 1\n")),
-            None => {}
-        }
-        s.push_str("exit 0\n");
-        s
+        let state = match self.state {
+            Some(RunState::Started) => "started",
+            Some(RunState::Stopped) => "stopped",
+            Some(RunState::Restarted) => "restarted",
+            Some(RunState::Reloaded) => "reloaded",
+            None => "",
+        };
+        let enabled = match self.enabled {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "",
+        };
+        let no_block = if self.no_block { "yes" } else { "no" };
+        let vars = [
+            ("HACTL_UNIT", self.name.as_str()),
+            ("HACTL_STATE", state),
+            ("HACTL_ENABLED", enabled),
+            ("HACTL_NO_BLOCK", no_block),
+        ];
+        script(SH, &vars, "hactl_apply")
     }
 
     fn converges(&self) -> bool {
@@ -109,6 +129,7 @@ impl Module for Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modules::diff_of;
 
     fn svc(state: Option<RunState>, enabled: Option<bool>) -> Service {
         Service {
@@ -121,28 +142,29 @@ mod tests {
 
     #[test]
     fn diffs() {
-        let obs = |s: &str| Observed {
-            stdout: s.into(),
-            rc: 0,
-        };
-        let running = obs("LoadState loaded\nActiveState active\nUnitFileState enabled\nNeedDaemonReload no\n");
-        assert_eq!(svc(Some(RunState::Started), Some(true)).diff(&running).unwrap(), None);
-        let stopped = obs("LoadState loaded\nActiveState inactive\nUnitFileState disabled\nNeedDaemonReload yes\n");
+        let running = "LoadState loaded\nActiveState active\nUnitFileState enabled\nNeedDaemonReload no\n";
         assert_eq!(
-            svc(Some(RunState::Started), Some(true))
-                .diff(&stopped)
-                .unwrap()
-                .unwrap()
-                .summary,
-            "daemon-reload, enable etcd, start etcd"
+            diff_of(&svc(Some(RunState::Started), Some(true)), running).unwrap(),
+            None
         );
-        let missing = obs("LoadState not-found\nActiveState inactive\nUnitFileState \nNeedDaemonReload no\n");
-        assert!(svc(Some(RunState::Started), None)
-            .diff(&missing)
+        let stopped = "LoadState loaded\nActiveState inactive\nUnitFileState disabled\nNeedDaemonReload yes\n";
+        let change = diff_of(&svc(Some(RunState::Started), Some(true)), stopped)
             .unwrap()
+            .unwrap();
+        assert_eq!(change.summary, "daemon-reload, enable etcd, start etcd");
+        let missing = "LoadState not-found\nActiveState inactive\nUnitFileState \nNeedDaemonReload no\n";
+        let change = diff_of(&svc(Some(RunState::Started), None), missing).unwrap().unwrap();
+        assert!(change.summary.contains("not installed yet"));
+        assert!(diff_of(&svc(Some(RunState::Restarted), None), running)
             .unwrap()
-            .summary
-            .contains("not installed yet"));
-        assert!(svc(Some(RunState::Restarted), None).diff(&running).unwrap().is_some());
+            .is_some());
+    }
+
+    #[test]
+    fn empty_probe_output_is_an_error_not_a_stopped_unit() {
+        let err = diff_of(&svc(Some(RunState::Started), None), "")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("LoadState"), "{err}");
     }
 }

@@ -4,7 +4,7 @@
 use miette::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{q, Change, Module, Observed};
+use super::{script, Change, Fact, ProbeLines, Resource};
 
 /// Arguments of `wait_for`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,24 +35,32 @@ fn default_timeout() -> u64 {
     60
 }
 
-const HTTP_PY: &str = r#"import sys, urllib.request, urllib.error
-try: code = urllib.request.urlopen(sys.argv[1], timeout=2).status
+/// The module's shell functions.
+const SH: &str = include_str!("wait_for.sh");
+
+/// Exits 0 when HACTL_URL answers with HACTL_STATUS.
+const HTTP_PY: &str = r#"import os, sys, urllib.request, urllib.error
+try: code = urllib.request.urlopen(os.environ["HACTL_URL"], timeout=2).status
 except urllib.error.HTTPError as e: code = e.code
 except Exception: code = 0
-sys.exit(0 if code == int(sys.argv[2]) else 1)"#;
+sys.exit(0 if code == int(os.environ["HACTL_STATUS"]) else 1)"#;
+
+/// Whether the port or URL answers now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// It answers.
+    pub ready: bool,
+}
+
+impl Fact for Readiness {
+    fn parse(lines: &ProbeLines) -> Result<Self> {
+        Ok(Readiness {
+            ready: lines.require("ready")? == "yes",
+        })
+    }
+}
 
 impl WaitFor {
-    fn check(&self) -> String {
-        match (&self.url, self.port) {
-            (Some(url), _) => format!("python3 -c {} {} {}", q(HTTP_PY), q(url), self.status),
-            (None, Some(port)) => format!(
-                "timeout 2 bash -c {} 2>/dev/null",
-                q(&format!("</dev/tcp/{}/{port}", self.host))
-            ),
-            (None, None) => "false".into(),
-        }
-    }
-
     fn target(&self) -> String {
         match (&self.url, self.port) {
             (Some(url), _) => format!("{url} → {}", self.status),
@@ -60,18 +68,39 @@ impl WaitFor {
             (None, None) => "nothing (give port or url)".into(),
         }
     }
+
+    fn script(&self, call: &str) -> String {
+        let (port, status, timeout) = (
+            self.port.map(|p| p.to_string()).unwrap_or_default(),
+            self.status.to_string(),
+            self.timeout.to_string(),
+        );
+        let target = self.target();
+        let vars = [
+            ("HACTL_URL", self.url.as_deref().unwrap_or("")),
+            ("HACTL_HTTP_PY", HTTP_PY),
+            ("HACTL_STATUS", &status),
+            ("HACTL_HOST", &self.host),
+            ("HACTL_PORT", &port),
+            ("HACTL_TIMEOUT", &timeout),
+            ("HACTL_TARGET", &target),
+        ];
+        script(SH, &vars, call)
+    }
 }
 
-impl Module for WaitFor {
+impl Resource for WaitFor {
+    type Fact = Readiness;
+
     fn probe(&self) -> String {
-        format!("if {}; then echo ready; else echo waiting; fi\n", self.check())
+        self.script("hactl_probe")
     }
 
-    fn diff(&self, observed: &Observed) -> Result<Option<Change>> {
+    fn diff(&self, readiness: &Readiness) -> Result<Option<Change>> {
         if self.url.is_none() && self.port.is_none() {
             return Err(miette::miette!("wait_for needs `port` or `url`"));
         }
-        Ok((!observed.stdout.contains("ready")).then(|| Change {
+        Ok((!readiness.ready).then(|| Change {
             summary: format!("would wait for {}", self.target()),
             diff: None,
             counts: false,
@@ -79,19 +108,14 @@ impl Module for WaitFor {
     }
 
     fn apply(&self) -> String {
-        format!(
-            "end=$(( $(date +%s) + {} ))\nuntil {}; do [ $(date +%s) -ge $end ] && {{ echo 'timed out waiting for {}' >&2; exit 1; }}; sleep 1; done\n",
-            self.timeout,
-            self.check(),
-            self.target().replace('\'', "")
-        )
+        self.script("hactl_apply")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::run_local;
+    use crate::modules::{local_apply, local_diff};
 
     #[test]
     fn port_ready_and_timeout() {
@@ -104,10 +128,10 @@ mod tests {
             status: 200,
             timeout: 2,
         };
-        assert_eq!(w.diff(&run_local(&w.probe())).unwrap(), None);
+        assert_eq!(local_diff(&w).unwrap(), None);
         drop(listener);
-        let ch = w.diff(&run_local(&w.probe())).unwrap().unwrap();
+        let ch = local_diff(&w).unwrap().unwrap();
         assert!(!ch.counts);
-        assert_ne!(run_local(&w.apply()).rc, 0);
+        assert_ne!(local_apply(&w).rc, 0);
     }
 }

@@ -1,0 +1,148 @@
+//! The batch protocol: the parts of one round trip (a stage's probes, applies, handlers or gates)
+//! joined into one POSIX shell script, and its output split back into each part's stdout, exit
+//! code and (for probes) stderr.
+//!
+//! Each part runs in a subshell with stdin closed, framed by `\x1eB i` before its output,
+//! `\x1eE i rc` after it, then (probes only, and only when the part failed) its stderr, then
+//! `\x1eF i`.
+
+use std::collections::HashMap;
+
+use crate::modules::Observed;
+
+/// How a batch treats its parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    /// Read-only probes: every part runs; a failing part's stderr is reported apart from its
+    /// stdout (which is the fact it printed).
+    Probe,
+    /// Gates: every part runs, stderr folded into the output.
+    Gates,
+    /// Applies and handlers: stop at the first failing part; stderr folded into the output.
+    Apply,
+}
+
+/// Joins parts into one script.
+pub fn batch_script(parts: &[(usize, String)], kind: BatchKind) -> String {
+    let mut s = String::from("export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n");
+    let stderr = if kind == BatchKind::Probe {
+        s.push_str("hactl_err=$(mktemp) || exit 1\ntrap 'rm -f \"$hactl_err\"' EXIT\n");
+        "2>\"$hactl_err\""
+    } else {
+        "2>&1"
+    };
+    for (i, body) in parts {
+        s.push_str(&format!(
+            "printf '\\036B {i}\\n'\n(\n{body}\n) </dev/null {stderr}\nrc=$?\nprintf '\\n\\036E {i} %d\\n' \"$rc\"\n"
+        ));
+        if kind == BatchKind::Probe {
+            s.push_str("[ $rc -eq 0 ] || cat \"$hactl_err\"\n");
+        }
+        s.push_str(&format!("printf '\\036F {i}\\n'\n"));
+        if kind == BatchKind::Apply {
+            s.push_str("[ $rc -eq 0 ] || exit 0\n");
+        }
+    }
+    s
+}
+
+/// Splits a batch's stdout into each part's output, exit code and stderr.
+pub fn parse_batch(stdout: &str) -> HashMap<usize, Observed> {
+    let mut out = HashMap::new();
+    let mut rest = stdout;
+    while let Some(start) = rest.find("\x1eB ") {
+        let after = &rest[start + 3..];
+        let Some(nl) = after.find('\n') else { break };
+        let Ok(index) = after[..nl].trim().parse::<usize>() else {
+            break;
+        };
+        let body_start = &after[nl + 1..];
+        let end_marker = format!("\n\x1eE {index} ");
+        let Some(end) = body_start.find(&end_marker) else {
+            break;
+        };
+        let after_end = &body_start[end + end_marker.len()..];
+        let eol = after_end.find('\n').unwrap_or(after_end.len());
+        let rc = after_end[..eol].trim().parse().unwrap_or(-1);
+        let tail = &after_end[(eol + 1).min(after_end.len())..];
+        let final_marker = format!("\x1eF {index}\n");
+        let (stderr, next) = match tail.find(&final_marker) {
+            Some(f) => (&tail[..f], &tail[f + final_marker.len()..]),
+            None => ("", tail),
+        };
+        out.insert(
+            index,
+            Observed {
+                stdout: body_start[..end].to_string(),
+                stderr: stderr.to_string(),
+                rc,
+            },
+        );
+        rest = next;
+    }
+    out
+}
+
+/// Why a part of a batch did not succeed (`None` when it did): its exit code and last lines, or
+/// that the script stopped before it.
+pub fn part_failure(outcome: Option<&Observed>, lines: usize) -> Option<String> {
+    match outcome {
+        Some(o) if o.rc == 0 => None,
+        Some(o) => Some(format!("exit {}: {}", o.rc, tail(&o.stdout, lines))),
+        None => Some("did not run (the script stopped before it)".to_string()),
+    }
+}
+
+/// The last `n` lines of a text.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::run_local;
+
+    #[test]
+    fn apply_batch_stops_at_the_first_failure() {
+        let parts = vec![
+            (0, "echo one; echo err >&2".to_string()),
+            (1, "printf 'no newline'".to_string()),
+            (2, "exit 3".to_string()),
+            (3, "echo never".to_string()),
+        ];
+        let parsed = parse_batch(&run_local(&batch_script(&parts, BatchKind::Apply)).stdout);
+        assert_eq!(parsed[&0].stdout, "one\nerr\n");
+        assert_eq!(parsed[&1].stdout, "no newline");
+        assert_eq!(parsed[&2].rc, 3);
+        assert!(!parsed.contains_key(&3));
+    }
+
+    #[test]
+    fn probes_keep_stdout_apart_from_a_failing_part_stderr() {
+        let parts = vec![
+            (0, "cat".to_string()),
+            (1, "echo fact; echo noise >&2".to_string()),
+            (2, "echo partial; echo 'dpkg: cannot read' >&2; exit 2".to_string()),
+            (3, "echo after".to_string()),
+        ];
+        let parsed = parse_batch(&run_local(&batch_script(&parts, BatchKind::Probe)).stdout);
+        assert_eq!(parsed[&0].stdout, "", "probes do not read the script from stdin");
+        assert_eq!((parsed[&1].stdout.as_str(), parsed[&1].stderr.as_str()), ("fact\n", ""));
+        assert_eq!(parsed[&2].rc, 2);
+        assert_eq!(parsed[&2].stdout, "partial\n");
+        assert_eq!(parsed[&2].stderr, "dpkg: cannot read\n");
+        assert_eq!(parsed[&3].stdout, "after\n");
+    }
+
+    #[test]
+    fn a_cut_output_loses_only_the_unfinished_parts() {
+        let script = batch_script(&[(0, "echo a".into()), (1, "echo b".into())], BatchKind::Gates);
+        let full = run_local(&script).stdout;
+        let cut = &full[..full.find("b\n").unwrap()];
+        let parsed = parse_batch(cut);
+        assert_eq!(parsed[&0].stdout, "a\n");
+        assert!(!parsed.contains_key(&1));
+    }
+}

@@ -1,0 +1,226 @@
+//! One host through one stage: render its steps, probe them all in one round trip, diff, and
+//! (when applying) apply the changed ones in one script, re-probe to prove convergence, then run
+//! the handlers they notified (unless the stage is rolling).
+
+use std::collections::BTreeSet;
+
+use miette::Result;
+use minijinja::value::Value;
+
+use super::batch::{batch_script, parse_batch, part_failure, tail, BatchKind};
+use super::load::render_json;
+use super::{Engine, Mode, Verdict};
+use crate::modules::{self, BuildCx, Change, Module};
+use crate::playbook::{Stage, Step};
+use crate::report::{Status, StepResult};
+use crate::ssh::Remote;
+
+/// One step of a host's stage, rendered.
+pub(super) struct Planned {
+    /// The step's name.
+    pub(super) name: String,
+    /// Its module, built for this host.
+    pub(super) module: Box<dyn Module>,
+    /// Handlers it notifies when it changes something.
+    pub(super) notify: Vec<String>,
+}
+
+/// A probe that failed: which step, and why.
+type ProbeError = (usize, String);
+
+impl Engine {
+    /// One host through one stage.
+    pub(super) async fn host_stage(&self, remote: &Remote, host: &str, stage: &Stage, is_first: bool) -> Verdict {
+        let ctx = &self.loaded.contexts[host];
+        let mut steps: Vec<Planned> = Vec::new();
+        for step in &stage.steps {
+            match self.plan_step(stage, step, ctx, is_first) {
+                Ok(Some(p)) => steps.push(p),
+                Ok(None) => self.record(StepResult::new(host, &stage.name, &step.name, Status::Skipped)),
+                Err(e) => return self.fail(host, &stage.name, &step.name, format!("{e:?}")),
+            }
+        }
+        self.reporter
+            .host_activity(host, &format!("{}: probing {} steps", stage.name, steps.len()));
+        let mut changes = match self.probe_all(remote, &steps).await {
+            Ok(c) => c,
+            Err((i, e)) => return self.fail(host, &stage.name, step_name(&steps, i), e),
+        };
+        let mut notified: BTreeSet<String> = self.pending.get(host, &stage.name);
+        if self.options.mode == Mode::Plan {
+            for (step, change) in steps.iter().zip(&changes) {
+                if change.as_ref().is_some_and(|c| c.counts) {
+                    notified.extend(step.notify.iter().cloned());
+                }
+                self.record_change(host, &stage.name, &step.name, change.as_ref(), true);
+            }
+            self.plan_handlers(host, stage, &notified);
+            return Verdict::Succeeded;
+        }
+        let mut applied: Vec<Option<Change>> = vec![None; steps.len()];
+        loop {
+            let todo: Vec<usize> = (0..steps.len())
+                .filter(|&i| changes[i].is_some() && applied[i].is_none())
+                .collect();
+            if todo.is_empty() {
+                break;
+            }
+            for &i in &todo {
+                if changes[i].as_ref().is_some_and(|c| c.counts) {
+                    notified.extend(steps[i].notify.iter().cloned());
+                }
+            }
+            if let Err(e) = self.pending.set(host, &stage.name, notified.clone()) {
+                return self.fail(host, &stage.name, "pending handlers", format!("{e}"));
+            }
+            self.reporter
+                .host_activity(host, &format!("{}: applying {} steps", stage.name, todo.len()));
+            let parts: Vec<(usize, String)> = todo.iter().map(|&i| (i, steps[i].module.apply())).collect();
+            let out = match remote.run(&batch_script(&parts, BatchKind::Apply)).await {
+                Ok(o) => parse_batch(&o.stdout),
+                Err(e) => return self.fail(host, &stage.name, step_name(&steps, todo[0]), e.to_string()),
+            };
+            for &i in &todo {
+                if let Some(failure) = part_failure(out.get(&i), 20) {
+                    self.record_applied(host, &stage.name, &steps, &applied);
+                    return self.fail(host, &stage.name, &steps[i].name, failure);
+                }
+                applied[i] = changes[i].take();
+            }
+            changes = match self.probe_all(remote, &steps).await {
+                Ok(c) => c,
+                Err((i, e)) => {
+                    self.record_applied(host, &stage.name, &steps, &applied);
+                    return self.fail(host, &stage.name, step_name(&steps, i), e);
+                }
+            };
+            for (i, step) in steps.iter().enumerate() {
+                if applied[i].is_some() && step.module.converges() {
+                    if let Some(still) = changes[i].as_ref().filter(|c| c.counts) {
+                        let error = format!("did not converge: still {}", still.summary);
+                        self.record_applied(host, &stage.name, &steps, &applied);
+                        return self.fail(host, &stage.name, &step.name, error);
+                    }
+                }
+                if applied[i].is_some() {
+                    changes[i] = None;
+                }
+            }
+        }
+        for (step, change) in steps.iter().zip(&applied) {
+            self.record_change(host, &stage.name, &step.name, change.as_ref(), false);
+        }
+        if stage.rolling {
+            return Verdict::Succeeded; // the handlers owed are pending; `rolling_handlers` runs them host by host
+        }
+        self.run_handlers(remote, host, stage, ctx, notified).await
+    }
+
+    /// Renders every step, handler and gate of `stage` for each of its hosts, before anything is
+    /// connected to or changed: a template error in a late stage must not surface after earlier
+    /// stages were applied.
+    pub(super) fn check_renders(&self, stage: &Stage, hosts: &[String]) -> Result<()> {
+        for (index, host) in hosts.iter().enumerate() {
+            let ctx = &self.loaded.contexts[host];
+            for step in stage.steps.iter().chain(&stage.handlers) {
+                self.plan_step(stage, step, ctx, index == 0)?;
+            }
+            for gate in &stage.verify {
+                let origin = format!(
+                    "{} stage `{}` verify `{}`",
+                    self.loaded.playbook.path.display(),
+                    stage.name,
+                    gate.name
+                );
+                self.loaded.renderer.render_str(&origin, &gate.command, ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders a step for a host: `None` when its `when` is false or it is run_once elsewhere.
+    pub(super) fn plan_step(&self, stage: &Stage, step: &Step, ctx: &Value, is_first: bool) -> Result<Option<Planned>> {
+        if step.run_once && !is_first {
+            return Ok(None);
+        }
+        let origin = format!(
+            "{} stage `{}` step `{}`",
+            self.loaded.playbook.path.display(),
+            stage.name,
+            step.name
+        );
+        let renderer = &self.loaded.renderer;
+        if let Some(when) = &step.when {
+            if !renderer.eval_bool(&format!("{origin} when"), when, ctx)? {
+                return Ok(None);
+            }
+        }
+        let args = render_json(renderer, &origin, step.args.clone(), ctx)?;
+        let cx = BuildCx {
+            origin: &origin,
+            renderer,
+            ctx,
+        };
+        Ok(Some(Planned {
+            name: step.name.clone(),
+            module: modules::build(&step.module, args, &cx)?,
+            notify: step.notify.clone(),
+        }))
+    }
+
+    /// Probes every step in one round trip and diffs each against what it wants. A probe that
+    /// exits non-zero is an error carrying its stderr, never "absent".
+    async fn probe_all(&self, remote: &Remote, steps: &[Planned]) -> Result<Vec<Option<Change>>, ProbeError> {
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let parts: Vec<(usize, String)> = steps.iter().enumerate().map(|(i, s)| (i, s.module.probe())).collect();
+        let out = remote
+            .run(&batch_script(&parts, BatchKind::Probe))
+            .await
+            .map_err(|e| (0, e.to_string()))?;
+        let observed = parse_batch(&out.stdout);
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let o = observed
+                    .get(&i)
+                    .ok_or((i, format!("probe produced no output: {}", tail(&out.stderr, 5))))?;
+                if o.rc != 0 {
+                    return Err((i, format!("probe failed (exit {}): {}", o.rc, tail(&o.stderr, 5))));
+                }
+                s.module.diff(o).map_err(|e| (i, format!("{e}")))
+            })
+            .collect()
+    }
+
+    /// Records the steps already applied when a run stops early, so the report shows them.
+    fn record_applied(&self, host: &str, stage: &str, steps: &[Planned], applied: &[Option<Change>]) {
+        for (step, change) in steps.iter().zip(applied).filter(|(_, c)| c.is_some()) {
+            self.record_change(host, stage, &step.name, change.as_ref(), false);
+        }
+    }
+
+    /// Records a step's result: ok, or changed (in a plan: "would …") with its summary and diff.
+    fn record_change(&self, host: &str, stage: &str, step: &str, change: Option<&Change>, plan: bool) {
+        let mut r = StepResult::new(host, stage, step, Status::Ok);
+        if let Some(c) = change {
+            if c.counts {
+                r.status = Status::Changed;
+            }
+            r.summary = Some(if plan && c.counts && !c.summary.starts_with("would") {
+                format!("would {}", c.summary)
+            } else {
+                c.summary.clone()
+            });
+            r.diff = c.diff.clone();
+        }
+        self.record(r);
+    }
+}
+
+/// The name of step `i` (or "probe" when there is none).
+fn step_name(steps: &[Planned], i: usize) -> &str {
+    steps.get(i).map(|s| s.name.as_str()).unwrap_or("probe")
+}

@@ -1,0 +1,83 @@
+//! Verification gates: read-only commands that must exit 0 after a stage (and alone, with
+//! `hactl verify`). A host's gates run in one script, each retried on the host.
+
+use super::batch::{batch_script, parse_batch, part_failure, BatchKind};
+use super::{Engine, Mode, Verdict};
+use crate::playbook::{Gate, Stage};
+use crate::report::{Status, StepResult};
+use crate::ssh::Remote;
+
+impl Engine {
+    /// The stage's gates on one host.
+    pub(super) async fn host_gates(&self, remote: &Remote, host: &str, stage: &Stage, is_first: bool) -> Verdict {
+        let ctx = &self.loaded.contexts[host];
+        let gates: Vec<&Gate> = stage.verify.iter().filter(|g| !g.run_once || is_first).collect();
+        if gates.is_empty() {
+            return Verdict::Succeeded;
+        }
+        let mut parts = Vec::new();
+        for (i, gate) in gates.iter().enumerate() {
+            let origin = format!(
+                "{} stage `{}` verify `{}`",
+                self.loaded.playbook.path.display(),
+                stage.name,
+                gate.name
+            );
+            match self.loaded.renderer.render_str(&origin, &gate.command, ctx) {
+                Ok(cmd) => parts.push((i, gate_script(&cmd, gate.retries, gate.delay))),
+                Err(e) => return self.fail(host, &stage.name, &format!("verify: {}", gate.name), format!("{e}")),
+            }
+        }
+        self.reporter.host_activity(host, &format!("{}: verifying", stage.name));
+        let out = match remote.run(&batch_script(&parts, BatchKind::Gates)).await {
+            Ok(o) => parse_batch(&o.stdout),
+            Err(e) => return self.fail(host, &stage.name, "verify", e.to_string()),
+        };
+        let mut verdict = Verdict::Succeeded;
+        for (i, gate) in gates.iter().enumerate() {
+            let name = format!("verify: {}", gate.name);
+            verdict = verdict.and(match part_failure(out.get(&i), 10) {
+                None => {
+                    self.record(StepResult::new(host, &stage.name, &name, self.gate_passed()));
+                    Verdict::Succeeded
+                }
+                Some(failure) => self.fail(host, &stage.name, &name, failure),
+            });
+        }
+        verdict
+    }
+
+    /// A passed gate's status: `passed` for `verify`, `ok` within a provision (the contract's set).
+    fn gate_passed(&self) -> Status {
+        if self.options.mode == Mode::Verify {
+            Status::Passed
+        } else {
+            Status::Ok
+        }
+    }
+}
+
+/// A script that retries a gate command on the host.
+fn gate_script(cmd: &str, retries: u32, delay: f64) -> String {
+    format!(
+        "n={}\nwhile :; do out=$( ( {cmd}\n ) 2>&1 </dev/null ); rc=$?; [ $rc -eq 0 ] && break; n=$((n-1)); [ $n -le 0 ] && break; sleep {delay}; done\nprintf '%s\\n' \"$out\"; exit $rc\n",
+        retries.max(1)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::run_local;
+
+    #[test]
+    fn gate_retries_until_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("n");
+        let cmd = format!("echo x >> {0}; [ $(wc -l < {0}) -ge 3 ]", f.display());
+        let out = run_local(&gate_script(&cmd, 5, 0.01));
+        assert_eq!(out.rc, 0);
+        assert_eq!(std::fs::read_to_string(&f).unwrap().lines().count(), 3);
+        assert_ne!(run_local(&gate_script("false", 2, 0.01)).rc, 0);
+    }
+}

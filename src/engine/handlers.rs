@@ -1,0 +1,72 @@
+//! Handlers: run once at the end of a host's stage when a step notified them, in their definition
+//! order, in one script; cleared from the pending store when they succeed.
+
+use std::collections::BTreeSet;
+
+use minijinja::value::Value;
+
+use super::batch::{batch_script, parse_batch, part_failure, BatchKind};
+use super::{Engine, Verdict};
+use crate::playbook::Stage;
+use crate::report::{Status, StepResult};
+use crate::ssh::Remote;
+
+impl Engine {
+    /// Records, in a plan, the handlers that would run.
+    pub(super) fn plan_handlers(&self, host: &str, stage: &Stage, notified: &BTreeSet<String>) {
+        for handler in stage.handlers.iter().filter(|h| notified.contains(&h.name)) {
+            let mut r = StepResult::new(host, &stage.name, &handler.name, Status::Changed);
+            r.summary = Some(format!("would run handler `{}`", handler.name));
+            self.record(r);
+        }
+    }
+
+    /// Runs the notified handlers; clears them when done.
+    pub(super) async fn run_handlers(
+        &self,
+        remote: &Remote,
+        host: &str,
+        stage: &Stage,
+        ctx: &Value,
+        notified: BTreeSet<String>,
+    ) -> Verdict {
+        if notified.is_empty() {
+            return Verdict::Succeeded;
+        }
+        let mut planned = Vec::new();
+        for handler in stage.handlers.iter().filter(|h| notified.contains(&h.name)) {
+            match self.plan_step(stage, handler, ctx, true) {
+                Ok(Some(p)) => planned.push(p),
+                Ok(None) => {}
+                Err(e) => return self.fail(host, &stage.name, &handler.name, format!("{e:?}")),
+            }
+        }
+        if planned.is_empty() {
+            return self.clear_pending(host, stage);
+        }
+        self.reporter
+            .host_activity(host, &format!("{}: {} handlers", stage.name, planned.len()));
+        let parts: Vec<(usize, String)> = planned.iter().enumerate().map(|(i, p)| (i, p.module.apply())).collect();
+        let out = match remote.run(&batch_script(&parts, BatchKind::Apply)).await {
+            Ok(o) => parse_batch(&o.stdout),
+            Err(e) => return self.fail(host, &stage.name, &planned[0].name, e.to_string()),
+        };
+        for (i, p) in planned.iter().enumerate() {
+            if let Some(failure) = part_failure(out.get(&i), 20) {
+                return self.fail(host, &stage.name, &p.name, failure);
+            }
+            let mut r = StepResult::new(host, &stage.name, &p.name, Status::Changed);
+            r.summary = Some(format!("handler `{}` ran", p.name));
+            self.record(r);
+        }
+        self.clear_pending(host, stage)
+    }
+
+    /// Forgets the handlers owed on `host` for `stage`.
+    fn clear_pending(&self, host: &str, stage: &Stage) -> Verdict {
+        match self.pending.set(host, &stage.name, BTreeSet::new()) {
+            Ok(()) => Verdict::Succeeded,
+            Err(e) => self.fail(host, &stage.name, "pending handlers", format!("{e}")),
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The engine: for each stage, each host probes every step in one round trip, diffs, and (when
+//! applying) converges in batched scripts, re-probes to prove convergence, runs notified handlers
+//! (remembered locally until they succeed), then runs the stage's verification gates.
+//!
+//! Where things are: [`load`] (inputs and template contexts), [`converge`] (one host through one
+//! stage: probe, diff, apply, re-probe), [`handlers`], [`rolling`] (handlers one host at a time),
+//! [`gates`] (verification), [`batch`] (the one-round-trip script protocol), [`pending`] (handlers
+//! owed across runs). This file runs the stages over the hosts and records results.
+
+pub mod batch;
+mod converge;
+mod gates;
+mod handlers;
+pub mod load;
+mod pending;
+mod rolling;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use miette::Result;
+use tokio::sync::Semaphore;
+
+pub use load::{load, Loaded};
+
+use crate::playbook::Stage;
+use crate::report::{summarize, Reporter, Stats, Status, StepResult, Summary};
+use crate::ssh::{self, HostKeyPolicy, Remote};
+use pending::PendingStore;
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Converge the hosts.
+    Apply,
+    /// Probe and report what would change; change nothing.
+    Plan,
+    /// Run the verification gates only.
+    Verify,
+}
+
+/// Options of a run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// What to do.
+    pub mode: Mode,
+    /// Stages to run (all when `None`).
+    pub stages: Option<Vec<String>>,
+    /// Host pattern limiting the run.
+    pub limit: Option<String>,
+    /// Hosts handled at once.
+    pub forks: usize,
+    /// Unknown host keys.
+    pub host_key_policy: HostKeyPolicy,
+}
+
+/// The outcome of a run.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Counts.
+    pub summary: Summary,
+    /// Every result.
+    pub results: Vec<StepResult>,
+    /// Round trips and time.
+    pub stats: Stats,
+}
+
+/// Whether a part of a run (a host's stage, its handlers, its gates, a whole stage) succeeded.
+/// Failures are recorded as results where they happen; a `Failed` part stops what follows it.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Everything in it succeeded (or had nothing to do).
+    Succeeded,
+    /// Something in it failed.
+    Failed,
+}
+
+impl Verdict {
+    /// Whether it failed.
+    pub fn failed(self) -> bool {
+        self == Verdict::Failed
+    }
+
+    /// `Failed` when either failed.
+    pub fn and(self, other: Verdict) -> Verdict {
+        if self.failed() || other.failed() {
+            Verdict::Failed
+        } else {
+            Verdict::Succeeded
+        }
+    }
+}
+
+/// A run in progress.
+pub struct Engine {
+    loaded: Loaded,
+    options: Options,
+    reporter: Arc<Reporter>,
+    pending: PendingStore,
+    remotes: tokio::sync::Mutex<HashMap<String, Arc<Remote>>>,
+    unreachable: Mutex<BTreeSet<String>>,
+    results: Mutex<Vec<StepResult>>,
+}
+
+impl Engine {
+    /// A run over loaded inputs; fails when the store of owed handlers cannot be read.
+    pub fn new(loaded: Loaded, options: Options, reporter: Arc<Reporter>) -> Result<Arc<Self>> {
+        let pending = PendingStore::open(&loaded.inventory.path)?;
+        Ok(Arc::new(Engine {
+            loaded,
+            options,
+            reporter,
+            pending,
+            remotes: tokio::sync::Mutex::new(HashMap::new()),
+            unreachable: Mutex::new(BTreeSet::new()),
+            results: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Runs the selected stages in order; stops after a stage in which anything failed.
+    pub async fn run(self: &Arc<Self>) -> Result<Outcome> {
+        let started = Instant::now();
+        let stages = self.loaded.playbook.select_stages(self.options.stages.as_deref())?;
+        let limit = match &self.options.limit {
+            Some(p) => Some(self.loaded.inventory.select(p)?),
+            None => None,
+        };
+        let mut plan: Vec<(&Stage, Vec<String>)> = Vec::new();
+        for stage in stages {
+            let mut hosts = self.loaded.inventory.select(&stage.hosts)?;
+            if let Some(limit) = &limit {
+                hosts.retain(|h| limit.contains(h));
+            }
+            plan.push((stage, hosts));
+        }
+        let all_hosts: BTreeSet<&String> = plan.iter().flat_map(|(_, h)| h).collect();
+        for (stage, hosts) in &plan {
+            self.check_renders(stage, hosts)?;
+        }
+        self.reporter.start(plan.len() as u64);
+        for (stage, hosts) in &plan {
+            let verdict = self.run_stage(stage, hosts).await;
+            if self.options.mode != Mode::Verify {
+                let text = {
+                    let results = self.results.lock().expect("lock");
+                    self.reporter
+                        .stage_text(&stage.name, &results, self.options.mode == Mode::Plan)
+                };
+                self.reporter.out(&text);
+            }
+            self.reporter.stage_done(&stage.name);
+            if verdict.failed() {
+                self.reporter
+                    .log(&format!("stage {} failed: later stages not run", stage.name));
+                break;
+            }
+        }
+        self.reporter.finish();
+        let mut stats = Stats {
+            seconds: started.elapsed().as_secs_f64(),
+            ..Stats::default()
+        };
+        let remotes = std::mem::take(&mut *self.remotes.lock().await);
+        for (host, remote) in remotes {
+            stats.round_trips.insert(host, remote.round_trips());
+        }
+        let results = std::mem::take(&mut *self.results.lock().expect("lock"));
+        let unreachable = self.unreachable.lock().expect("lock").len();
+        Ok(Outcome {
+            summary: summarize(all_hosts.len(), unreachable, &results),
+            results,
+            stats,
+        })
+    }
+
+    /// One stage over its hosts, in `serial` batches: converge, rolling handlers, gates.
+    async fn run_stage(self: &Arc<Self>, stage: &Stage, hosts: &[String]) -> Verdict {
+        let live: Vec<String> = {
+            let down = self.unreachable.lock().expect("lock");
+            hosts.iter().filter(|h| !down.contains(*h)).cloned().collect()
+        };
+        let first = live.first().cloned();
+        let batch_size = stage.serial.unwrap_or(live.len()).max(1);
+        let mode = self.options.mode;
+        for batch in live.chunks(batch_size) {
+            if mode != Mode::Verify
+                && self
+                    .for_hosts(batch, stage, first.as_deref(), Work::Converge)
+                    .await
+                    .failed()
+            {
+                return Verdict::Failed;
+            }
+            if stage.rolling
+                && mode != Mode::Verify
+                && self.rolling_handlers(stage, batch, first.as_deref()).await.failed()
+            {
+                return Verdict::Failed;
+            }
+            if mode != Mode::Plan
+                && !stage.verify.is_empty()
+                && self
+                    .for_hosts(batch, stage, first.as_deref(), Work::Gates)
+                    .await
+                    .failed()
+            {
+                return Verdict::Failed;
+            }
+        }
+        Verdict::Succeeded
+    }
+
+    /// Runs the stage's steps or its gates on hosts concurrently, at most `forks` at once. A task
+    /// that panics is its host's failure, recorded and counted.
+    async fn for_hosts(self: &Arc<Self>, hosts: &[String], stage: &Stage, first: Option<&str>, work: Work) -> Verdict {
+        let forks = Arc::new(Semaphore::new(self.options.forks.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut names = HashMap::new();
+        for host in hosts {
+            let (me, host, stage, forks) = (Arc::clone(self), host.clone(), stage.clone(), Arc::clone(&forks));
+            let is_first = first == Some(host.as_str());
+            let name = host.clone();
+            let handle = tasks.spawn(async move {
+                let _permit = forks.acquire().await.expect("semaphore open");
+                let verdict = match me.remote(&host).await {
+                    Some(remote) if work == Work::Gates => me.host_gates(&remote, &host, &stage, is_first).await,
+                    Some(remote) => me.host_stage(&remote, &host, &stage, is_first).await,
+                    None => Verdict::Failed,
+                };
+                me.reporter.host_idle(&host);
+                verdict
+            });
+            names.insert(handle.id(), name);
+        }
+        let mut verdict = Verdict::Succeeded;
+        while let Some(joined) = tasks.join_next_with_id().await {
+            verdict = verdict.and(match joined {
+                Ok((_, v)) => v,
+                Err(e) => {
+                    let host = names.get(&e.id()).cloned().unwrap_or_default();
+                    self.fail(
+                        &host,
+                        &stage.name,
+                        "internal error",
+                        format!("hactl's task for this host failed: {e}"),
+                    )
+                }
+            });
+        }
+        verdict
+    }
+
+    /// The host's connection, connecting on first use; `None` (and reported) when unreachable.
+    async fn remote(&self, host: &str) -> Option<Arc<Remote>> {
+        if let Some(r) = self.remotes.lock().await.get(host) {
+            return Some(Arc::clone(r));
+        }
+        if self.unreachable.lock().expect("lock").contains(host) {
+            return None;
+        }
+        self.reporter.host_activity(host, "connecting");
+        let conn = &self.loaded.inventory.hosts[host].conn;
+        match ssh::connect(conn, self.options.host_key_policy).await {
+            Ok(remote) => {
+                let remote = Arc::new(remote);
+                self.remotes.lock().await.insert(host.to_string(), Arc::clone(&remote));
+                Some(remote)
+            }
+            Err(e) => {
+                self.reporter.log(&format!("[{host}] UNREACHABLE: {e}"));
+                self.unreachable.lock().expect("lock").insert(host.to_string());
+                None
+            }
+        }
+    }
+
+    /// Records a result and shows its progress.
+    fn record(&self, result: StepResult) {
+        self.reporter.progress(&result);
+        self.results.lock().expect("lock").push(result);
+    }
+
+    /// Records a failure of `step` on `host`.
+    fn fail(&self, host: &str, stage: &str, step: &str, error: String) -> Verdict {
+        self.record(StepResult {
+            error: Some(error),
+            ..StepResult::new(host, stage, step, Status::Failed)
+        });
+        Verdict::Failed
+    }
+}
+
+/// What [`Engine::for_hosts`] runs on each host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// The stage's steps (probe, diff and, when applying, converge and handlers).
+    Converge,
+    /// The stage's verification gates.
+    Gates,
+}
+
+/// Blocks on a run with a fresh runtime (the CLI is otherwise synchronous).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(future)
+}

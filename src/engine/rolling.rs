@@ -1,0 +1,93 @@
+//! Rolling handlers: the hosts that owe handlers, in the stage's `rolling_order`, one at a time,
+//! each followed by the stage's gates (restarts that keep a cluster's quorum and a writable
+//! primary). A plan prints the order.
+
+use super::{Engine, Mode, Verdict, Work};
+use crate::playbook::Stage;
+use std::sync::Arc;
+
+impl Engine {
+    /// Runs (or, in a plan, announces) the rolling handlers of `batch`.
+    pub(super) async fn rolling_handlers(
+        self: &Arc<Self>,
+        stage: &Stage,
+        batch: &[String],
+        first: Option<&str>,
+    ) -> Verdict {
+        let plan = self.options.mode == Mode::Plan;
+        let owing: Vec<String> = if plan {
+            let results = self.results.lock().expect("lock");
+            let would = |h: &String| {
+                results
+                    .iter()
+                    .any(|r| &r.host == h && r.stage == stage.name && stage.handlers.iter().any(|x| x.name == r.step))
+            };
+            batch.iter().filter(|h| would(h)).cloned().collect()
+        } else {
+            batch
+                .iter()
+                .filter(|h| !self.pending.get(h, &stage.name).is_empty())
+                .cloned()
+                .collect()
+        };
+        if owing.is_empty() {
+            return Verdict::Succeeded;
+        }
+        let order = match self.rolling_order(stage, &owing).await {
+            Ok(order) => order,
+            Err((host, e)) => return self.fail(&host, &stage.name, "rolling order", e),
+        };
+        let verb = if plan { "would restart" } else { "restarting" };
+        self.reporter.out(&format!(
+            "{} rolling: {verb} one host at a time, gates between: {}\n",
+            stage.name,
+            order.join(" → ")
+        ));
+        if plan {
+            return Verdict::Succeeded;
+        }
+        for host in &order {
+            let Some(remote) = self.remote(host).await else {
+                return Verdict::Failed;
+            };
+            let notified = self.pending.get(host, &stage.name);
+            let ctx = &self.loaded.contexts[host];
+            if self.run_handlers(&remote, host, stage, ctx, notified).await.failed() {
+                return Verdict::Failed;
+            }
+            if !stage.verify.is_empty() && self.for_hosts(batch, stage, first, Work::Gates).await.failed() {
+                return Verdict::Failed;
+            }
+        }
+        Verdict::Succeeded
+    }
+
+    /// The hosts sorted by the output of `rolling_order` (then by inventory order); the error
+    /// names the host whose order could not be read.
+    async fn rolling_order(&self, stage: &Stage, hosts: &[String]) -> Result<Vec<String>, (String, String)> {
+        let Some(cmd) = &stage.rolling_order else {
+            return Ok(hosts.to_vec());
+        };
+        let origin = format!(
+            "{} stage `{}` rolling_order",
+            self.loaded.playbook.path.display(),
+            stage.name
+        );
+        let mut keyed = Vec::new();
+        for (index, host) in hosts.iter().enumerate() {
+            let script = self
+                .loaded
+                .renderer
+                .render_str(&origin, cmd, &self.loaded.contexts[host])
+                .map_err(|e| (host.clone(), format!("{e}")))?;
+            let remote = self
+                .remote(host)
+                .await
+                .ok_or_else(|| (host.clone(), "unreachable".to_string()))?;
+            let out = remote.run(&script).await.map_err(|e| (host.clone(), e.to_string()))?;
+            keyed.push((out.stdout.trim().to_string(), index, host.clone()));
+        }
+        keyed.sort();
+        Ok(keyed.into_iter().map(|(_, _, h)| h).collect())
+    }
+}

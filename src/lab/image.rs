@@ -1,0 +1,162 @@
+//! The lab's base image: a debootstrap minbase Debian 12 with systemd, sshd and a few tools,
+//! cached by a hash of its recipe and rebuilt when the recipe or the host's CA certificates
+//! change; and the lab's SSH key.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::sys::{io_err, path_str, run, write_file};
+use super::{Lab, Result, SUDO_USER};
+
+/// Packages of the base image, on top of debootstrap's minbase.
+const BASE_PACKAGES: [&str; 9] = [
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "python3",
+    "iproute2",
+    "ca-certificates",
+    "sudo",
+    "procps",
+];
+/// Bumped whenever the image customisation below changes, so the cached image is rebuilt.
+const IMAGE_RECIPE_VERSION: &str = "4";
+/// Where each node sees the shared apt package pool. Sharing /var/cache/apt/archives itself
+/// would make parallel apt runs fail on its lock, so apt hooks copy packages in and out instead.
+pub(super) const APT_POOL: &str = "/var/cache/hactl-apt-pool";
+/// apt configuration of the image: pull pooled packages after `update`, push new ones after dpkg.
+const APT_POOL_CONF: &str = "APT::Update::Post-Invoke { \"cp -n /var/cache/hactl-apt-pool/*.deb /var/cache/apt/archives/ 2>/dev/null || true\"; };\n\
+DPkg::Post-Invoke { \"cp -n /var/cache/apt/archives/*.deb /var/cache/hactl-apt-pool/ 2>/dev/null || true\"; };\n";
+/// Host directory with extra CA certificates copied into the image.
+const HOST_CA_DIR: &str = "/usr/local/share/ca-certificates";
+
+impl Lab {
+    /// The cached base image for the current recipe, built (atomically) when missing.
+    pub(super) fn ensure_image(&self, log: &mut dyn FnMut(&str), changes: &mut Vec<String>) -> Result<PathBuf> {
+        let hash = image_recipe_hash()?;
+        let images = self.root.join("images");
+        let image = images.join(&hash);
+        if image.join("etc/debian_version").exists() {
+            return Ok(image);
+        }
+        fs::create_dir_all(&images).map_err(|e| io_err(&images, e))?;
+        let building = images.join(format!("{hash}.building"));
+        if building.exists() {
+            fs::remove_dir_all(&building).map_err(|e| io_err(&building, e))?;
+        }
+        log("building the Debian 12 base image with debootstrap (about a minute, once)");
+        let mirror = std::env::var("HACTL_LAB_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+        let include = format!("--include={}", BASE_PACKAGES.join(","));
+        run(
+            "debootstrap",
+            &["--variant=minbase", &include, "bookworm", path_str(&building), &mirror],
+        )?;
+        customise_image(&building)?;
+        fs::rename(&building, &image).map_err(|e| io_err(&image, e))?;
+        self.remove_stale_images(&hash)?;
+        changes.push(format!("built base image {hash}"));
+        Ok(image)
+    }
+
+    fn remove_stale_images(&self, keep: &str) -> Result<()> {
+        let images = self.root.join("images");
+        let entries = fs::read_dir(&images).map_err(|e| io_err(&images, e))?;
+        for entry in entries.flatten() {
+            if entry.file_name() != keep {
+                let path = entry.path();
+                fs::remove_dir_all(&path).map_err(|e| io_err(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The lab's SSH key pair, generated once.
+    pub(super) fn ensure_key(&self, changes: &mut Vec<String>) -> Result<()> {
+        let key = self.key_path();
+        if key.exists() {
+            return Ok(());
+        }
+        let dir = key.parent().expect("key has a parent");
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        run(
+            "ssh-keygen",
+            &["-q", "-t", "ed25519", "-N", "", "-C", "hactl-lab", "-f", path_str(&key)],
+        )?;
+        changes.push(format!("generated lab key {}", key.display()));
+        Ok(())
+    }
+}
+
+/// Writes the image customisation: no shared host keys, networkd, the sudo user, the host's CAs.
+fn customise_image(root: &Path) -> Result<()> {
+    let ssh = root.join("etc/ssh");
+    for entry in fs::read_dir(&ssh).map_err(|e| io_err(&ssh, e))?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
+            fs::remove_file(entry.path()).map_err(|e| io_err(&entry.path(), e))?;
+        }
+    }
+    let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    fs::create_dir_all(&wants).map_err(|e| io_err(&wants, e))?;
+    let link = wants.join("systemd-networkd.service");
+    if !link.exists() {
+        std::os::unix::fs::symlink("/lib/systemd/system/systemd-networkd.service", &link)
+            .map_err(|e| io_err(&link, e))?;
+    }
+    write_file(
+        &root.join("etc/ssh/sshd_config.d/hactl-lab.conf"),
+        b"UseDNS no\nPermitRootLogin prohibit-password\nMaxSessions 10\n",
+        0o644,
+    )?;
+    write_file(
+        &root.join("etc/apt/apt.conf.d/90hactl-lab-pool"),
+        APT_POOL_CONF.as_bytes(),
+        0o644,
+    )?;
+    fs::create_dir_all(root.join(&APT_POOL[1..])).map_err(|e| io_err(root, e))?;
+    write_file(
+        &root.join(format!("etc/sudoers.d/{SUDO_USER}")),
+        format!("{SUDO_USER} ALL=(ALL) NOPASSWD:ALL\n").as_bytes(),
+        0o440,
+    )?;
+    for cert in host_ca_files() {
+        let dest = root
+            .join("usr/local/share/ca-certificates")
+            .join(cert.file_name().expect("file"));
+        let bytes = fs::read(&cert).map_err(|e| io_err(&cert, e))?;
+        write_file(&dest, &bytes, 0o644)?;
+    }
+    let setup = format!(
+        "useradd --create-home --uid 1000 --shell /bin/bash {SUDO_USER} && update-ca-certificates >/dev/null && \
+         apt-get clean && rm -f /etc/machine-id && touch /etc/machine-id"
+    );
+    run("chroot", &[path_str(root), "/bin/sh", "-c", &setup]).map(|_| ())
+}
+
+/// Sha256 over everything the image is built from, first 16 hex digits.
+fn image_recipe_hash() -> Result<String> {
+    let mut hash = Sha256::new();
+    hash.update(IMAGE_RECIPE_VERSION);
+    hash.update(BASE_PACKAGES.join(","));
+    for cert in host_ca_files() {
+        hash.update(cert.file_name().expect("file").as_encoded_bytes());
+        hash.update(fs::read(&cert).map_err(|e| io_err(&cert, e))?);
+    }
+    Ok(hex::encode(hash.finalize())[..16].to_string())
+}
+
+/// The host's extra CA certificates, copied into the image.
+fn host_ca_files() -> Vec<PathBuf> {
+    let mut certs: Vec<PathBuf> = fs::read_dir(HOST_CA_DIR)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+                .collect()
+        })
+        .unwrap_or_default();
+    certs.sort();
+    certs
+}

@@ -1,0 +1,316 @@
+//! `hactl lab`: local Debian 12 test nodes booted with systemd under systemd-nspawn.
+//!
+//! The lab owns exactly these things, all recorded in its state file so that `down` removes them
+//! and nothing else: one bridge, the NAT/forward rules tagged with [`RULE_COMMENT`], one overlay
+//! mount and one `systemd-nspawn` process per node, and the per-node directories. The base image
+//! and the shared apt/pip caches are kept between labs (they are caches, rebuilt when the recipe
+//! changes).
+//!
+//! Where things are: [`image`] (the base image and key), [`network`] (bridge, forwarding, NAT),
+//! [`node`] (booting, finding and stopping nodes), [`state`], [`subnet`], [`inventory`] (the file
+//! `up` writes), [`sys`] (host tools and files). This file has the commands.
+
+mod image;
+mod inventory;
+mod network;
+mod node;
+pub mod state;
+pub mod subnet;
+mod sys;
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use state::{LabState, NodeState};
+pub use subnet::Subnet;
+
+use inventory::inventory_yaml;
+use network::{iptables_args, iptables_has, link_exists, IP_FORWARD};
+use node::{port_open, terminate};
+use subnet::check_subnet_free;
+use sys::{io_err, preflight, preflight_root, read_trimmed, run, write_if_changed, write_sysctl};
+
+/// Name of the bridge the lab nodes are attached to.
+pub const BRIDGE: &str = "hactl0";
+/// Comment that tags every iptables rule the lab adds.
+pub const RULE_COMMENT: &str = "hactl-lab";
+/// Default subnet of the lab bridge.
+pub const DEFAULT_SUBNET: &str = "10.213.0.0/24";
+/// Non-root user with passwordless sudo created on every node (for `become` tests).
+pub const SUDO_USER: &str = "hactl";
+/// Role groups of the contract; the lab inventory puts every node in each.
+pub const ROLE_GROUPS: [&str; 6] = [
+    "etcd",
+    "postgres",
+    "rabbitmq",
+    "airflow_masters",
+    "airflow_workers",
+    "loadbalancers",
+];
+
+/// Errors of the lab, each one line that says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The lab needs root (namespaces, mounts, bridges).
+    #[error("hactl lab must run as root (it creates bridges, mounts and containers)")]
+    NotRoot,
+    /// A system tool is missing.
+    #[error("`{tool}` not found: install it with `apt-get install -y {package}`")]
+    MissingTool {
+        /// The missing executable.
+        tool: &'static str,
+        /// The Debian package providing it.
+        package: &'static str,
+    },
+    /// The requested subnet overlaps an address or route already on the host.
+    #[error("subnet {subnet} is taken on this host ({by}): choose another with --subnet")]
+    SubnetTaken {
+        /// The subnet asked for.
+        subnet: String,
+        /// What already uses it.
+        by: String,
+    },
+    /// A malformed or unusable subnet.
+    #[error("bad --subnet {0}: expected an IPv4 CIDR with room for the nodes, e.g. 10.213.0.0/24")]
+    BadSubnet(String),
+    /// A running lab was made with other settings.
+    #[error("a lab is already up on {0}: run `hactl lab down` first to change its subnet")]
+    OtherLabUp(String),
+    /// A system command failed.
+    #[error("`{cmd}` failed: {detail}")]
+    Command {
+        /// The command line.
+        cmd: String,
+        /// Its stderr or exit status.
+        detail: String,
+    },
+    /// A node did not come up in time.
+    #[error("node {node} did not answer SSH within {secs} s (console log: {log})")]
+    BootTimeout {
+        /// The node name.
+        node: String,
+        /// Seconds waited.
+        secs: u64,
+        /// Path of its console log.
+        log: String,
+    },
+    /// A file-system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The state file is unreadable.
+    #[error("lab state {path} is corrupt: {detail}")]
+    State {
+        /// The state file.
+        path: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// The lab's results.
+type Result<T> = std::result::Result<T, LabError>;
+
+/// Options of `hactl lab up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Where to write the inventory.
+    pub inventory: PathBuf,
+    /// The bridge subnet.
+    pub subnet: Subnet,
+}
+
+/// The lab's directories, rooted at `HACTL_LAB_DIR` or /var/lib/hactl/lab.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    root: PathBuf,
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Lab {
+    /// The lab at its standard place.
+    pub fn new() -> Self {
+        let root = std::env::var_os("HACTL_LAB_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/hactl/lab"));
+        Lab { root }
+    }
+
+    /// Default inventory path written by `up`.
+    pub fn default_inventory(&self) -> PathBuf {
+        self.root.join("inventory.yml")
+    }
+
+    /// The lab's private SSH key.
+    pub fn key_path(&self) -> PathBuf {
+        self.root.join("ssh/id_ed25519")
+    }
+
+    /// The known_hosts file listing every node's host key.
+    pub fn known_hosts_path(&self) -> PathBuf {
+        self.root.join("ssh/known_hosts")
+    }
+
+    pub(super) fn state_path(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+
+    pub(super) fn node_dir(&self, name: &str) -> PathBuf {
+        self.root.join("nodes").join(name)
+    }
+
+    /// Brings the lab up (idempotent), returning what changed, one line per action.
+    pub fn up(&self, opts: &UpOptions, log: &mut dyn FnMut(&str)) -> Result<Vec<String>> {
+        preflight()?;
+        let mut changes = Vec::new();
+        let mut state = match self.state()? {
+            Some(s) if s.subnet != opts.subnet => return Err(LabError::OtherLabUp(s.subnet.to_string())),
+            Some(s) => s,
+            None => {
+                check_subnet_free(&opts.subnet)?;
+                LabState {
+                    subnet: opts.subnet,
+                    nodes: Vec::new(),
+                    ip_forward_before: read_trimmed(IP_FORWARD),
+                    rules: Vec::new(),
+                    inventory: opts.inventory.clone(),
+                }
+            }
+        };
+        state.inventory = opts.inventory.clone();
+        self.save_state(&state)?;
+        let image = self.ensure_image(log, &mut changes)?;
+        self.ensure_key(&mut changes)?;
+        self.ensure_network(&mut state, &mut changes)?;
+        self.save_state(&state)?;
+        for index in 1..=opts.nodes {
+            let name = format!("node{index}");
+            let address = opts.subnet.node(index);
+            if !state.nodes.iter().any(|n| n.name == name) {
+                state.nodes.push(NodeState {
+                    name: name.clone(),
+                    address,
+                    pid: None,
+                });
+            }
+            let node = state.nodes.iter_mut().find(|n| n.name == name).expect("just added");
+            if node.pid.is_some_and(|pid| self.is_node_process(pid, &name)) {
+                continue;
+            }
+            log(&format!("starting {name} at {address}"));
+            node.pid = Some(self.start_node(&image, &name, address, &opts.subnet)?);
+            changes.push(format!("started {name} ({address})"));
+            self.save_state(&state)?;
+        }
+        self.write_known_hosts(&state)?;
+        for node in &state.nodes {
+            self.wait_for_boot(node)?;
+        }
+        if write_if_changed(&opts.inventory, inventory_yaml(self, &state).as_bytes(), 0o644)? {
+            changes.push(format!("wrote inventory {}", opts.inventory.display()));
+        }
+        Ok(changes)
+    }
+
+    /// Stops one node's machine (its nspawn process), keeping its disk; `up` starts it again.
+    pub fn stop_node(&self, name: &str) -> Result<bool> {
+        let Some(mut state) = self.state()? else {
+            return Ok(false);
+        };
+        let Some(node) = state.nodes.iter_mut().find(|n| n.name == name) else {
+            return Ok(false);
+        };
+        let stopped = match node.pid.take() {
+            Some(pid) if self.is_node_process(pid, name) => {
+                terminate(pid);
+                true
+            }
+            _ => false,
+        };
+        self.unmount_node(name)?;
+        self.save_state(&state)?;
+        Ok(stopped)
+    }
+
+    /// Removes everything `up` made, returning one line per action.
+    pub fn down(&self) -> Result<Vec<String>> {
+        preflight_root()?;
+        let mut done = Vec::new();
+        let state = self.state()?;
+        for pid in self.lab_nspawn_pids() {
+            terminate(pid);
+            done.push(format!("stopped nspawn process {pid}"));
+        }
+        for mount in self.lab_mounts() {
+            run("umount", &["-l", &mount])?;
+            done.push(format!("unmounted {mount}"));
+        }
+        if link_exists(BRIDGE) {
+            run("ip", &["link", "del", BRIDGE])?;
+            done.push(format!("removed bridge {BRIDGE}"));
+        }
+        if let Some(state) = &state {
+            for rule in &state.rules {
+                if iptables_has(rule) {
+                    let args = iptables_args("-D", rule);
+                    run("iptables", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+                    done.push(format!("removed iptables rule {}", rule.join(" ")));
+                }
+            }
+            if read_trimmed(IP_FORWARD) != state.ip_forward_before {
+                write_sysctl(IP_FORWARD, &state.ip_forward_before)?;
+                done.push(format!("restored net.ipv4.ip_forward={}", state.ip_forward_before));
+            }
+            if state.inventory.exists() {
+                fs::remove_file(&state.inventory).map_err(|e| io_err(&state.inventory, e))?;
+                done.push(format!("removed inventory {}", state.inventory.display()));
+            }
+        }
+        let nodes = self.root.join("nodes");
+        if nodes.exists() {
+            fs::remove_dir_all(&nodes).map_err(|e| io_err(&nodes, e))?;
+            done.push("removed node state".into());
+        }
+        for path in [self.state_path(), self.known_hosts_path()] {
+            if path.exists() {
+                fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+            }
+        }
+        Ok(done)
+    }
+
+    /// One line per node: name, address, whether its machine runs and answers SSH.
+    pub fn status(&self) -> Result<Vec<String>> {
+        let Some(state) = self.state()? else {
+            return Ok(vec!["no lab is up".into()]);
+        };
+        Ok(state
+            .nodes
+            .iter()
+            .map(|n| {
+                let running = n.pid.is_some_and(|pid| self.is_node_process(pid, &n.name));
+                let ssh = running && port_open(n.address, 22, Duration::from_millis(500));
+                format!(
+                    "{} {} {} pid={} ssh={}",
+                    n.name,
+                    n.address,
+                    if running { "running" } else { "stopped" },
+                    n.pid.map_or("-".into(), |p| p.to_string()),
+                    if ssh { "up" } else { "down" }
+                )
+            })
+            .collect())
+    }
+}

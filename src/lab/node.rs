@@ -1,0 +1,287 @@
+//! Lab nodes: each an overlay of the base image booted with systemd-nspawn in its own network
+//! namespace on the bridge, found again by its nspawn command line, stopped by signals.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::image::APT_POOL;
+use super::state::{LabState, NodeState};
+use super::subnet::Subnet;
+use super::sys::{io_err, path_str, run, write_file, write_if_changed};
+use super::{Lab, LabError, Result, BRIDGE, SUDO_USER};
+
+impl Lab {
+    /// Mounts the node's overlay and boots it with systemd-nspawn; returns the nspawn PID.
+    pub(super) fn start_node(&self, image: &Path, name: &str, address: Ipv4Addr, subnet: &Subnet) -> Result<u32> {
+        let dir = self.node_dir(name);
+        let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("root"));
+        for d in [&upper, &work, &merged] {
+            fs::create_dir_all(d).map_err(|e| io_err(d, e))?;
+        }
+        if !is_mounted(&merged) {
+            let opts = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                image.display(),
+                upper.display(),
+                work.display()
+            );
+            run("mount", &["-t", "overlay", "overlay", "-o", &opts, path_str(&merged)])?;
+        }
+        self.write_node_files(&merged, name, address, subnet)?;
+        let caches = self.root.join("cache");
+        let apt_cache = caches.join("apt-archives");
+        let pip_cache = caches.join("pip");
+        for d in [&apt_cache, &pip_cache] {
+            fs::create_dir_all(d).map_err(|e| io_err(d, e))?;
+        }
+        let log_path = dir.join("console.log");
+        let log = fs::File::create(&log_path).map_err(|e| io_err(&log_path, e))?;
+        let log_err = log.try_clone().map_err(|e| io_err(&log_path, e))?;
+        let child = Command::new("systemd-nspawn")
+            .args(["--quiet", "--register=no", "--keep-unit", "--boot", "--console=passive"])
+            .arg(format!("--directory={}", merged.display()))
+            .arg(format!("--machine={name}"))
+            .arg(format!("--hostname={name}"))
+            .arg(format!("--network-bridge={BRIDGE}"))
+            .arg(format!("--bind={}:{APT_POOL}", apt_cache.display()))
+            .arg(format!("--bind={}:/root/.cache/pip", pip_cache.display()))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| LabError::Command {
+                cmd: "systemd-nspawn".into(),
+                detail: e.to_string(),
+            })?;
+        Ok(child.id())
+    }
+
+    /// The node's own files: address, resolver, hostname, authorized keys, host key.
+    fn write_node_files(&self, root: &Path, name: &str, address: Ipv4Addr, subnet: &Subnet) -> Result<()> {
+        let dns = host_nameservers();
+        let network = format!(
+            "[Match]\nName=host0\n\n[Network]\nAddress={address}/{}\nGateway={}\n{}",
+            subnet.prefix,
+            subnet.gateway(),
+            dns.iter().map(|d| format!("DNS={d}\n")).collect::<String>()
+        );
+        write_file(
+            &root.join("etc/systemd/network/10-host0.network"),
+            network.as_bytes(),
+            0o644,
+        )?;
+        let resolv: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
+        let resolv_path = root.join("etc/resolv.conf");
+        if resolv_path.is_symlink() {
+            fs::remove_file(&resolv_path).map_err(|e| io_err(&resolv_path, e))?;
+        }
+        write_file(&resolv_path, resolv.as_bytes(), 0o644)?;
+        write_file(&root.join("etc/hostname"), format!("{name}\n").as_bytes(), 0o644)?;
+        let pubkey = fs::read(self.key_path().with_extension("pub")).map_err(|e| io_err(&self.key_path(), e))?;
+        write_file(&root.join("root/.ssh/authorized_keys"), &pubkey, 0o600)?;
+        let user_keys = root.join(format!("home/{SUDO_USER}/.ssh/authorized_keys"));
+        write_file(&user_keys, &pubkey, 0o600)?;
+        // uid/gid 1000 is the sudo user created in the image.
+        std::os::unix::fs::chown(user_keys.parent().expect("has parent"), Some(1000), Some(1000))
+            .and_then(|_| std::os::unix::fs::chown(&user_keys, Some(1000), Some(1000)))
+            .map_err(|e| io_err(&user_keys, e))?;
+        let host_key = root.join("etc/ssh/ssh_host_ed25519_key");
+        if !host_key.exists() {
+            // First boot only: a restarted machine keeps what was done to it.
+            run(
+                "ssh-keygen",
+                &["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path_str(&host_key)],
+            )?;
+            // As the Debian installer writes it (the `base` stage must fix the 127.0.1.1 line).
+            let hosts = format!("127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+            write_file(&root.join("etc/hosts"), hosts.as_bytes(), 0o644)?;
+        }
+        Ok(())
+    }
+
+    /// One known_hosts file with every node's own host key.
+    pub(super) fn write_known_hosts(&self, state: &LabState) -> Result<()> {
+        let mut text = String::new();
+        for node in &state.nodes {
+            let pubkey = self.node_dir(&node.name).join("upper/etc/ssh/ssh_host_ed25519_key.pub");
+            let key = fs::read_to_string(&pubkey).map_err(|e| io_err(&pubkey, e))?;
+            let mut fields = key.split_whitespace();
+            let (Some(kind), Some(blob)) = (fields.next(), fields.next()) else {
+                return Err(LabError::State {
+                    path: pubkey.display().to_string(),
+                    detail: "bad host key".into(),
+                });
+            };
+            text.push_str(&format!("{} {kind} {blob}\n", node.address));
+        }
+        write_if_changed(&self.known_hosts_path(), text.as_bytes(), 0o644).map(|_| ())
+    }
+
+    /// Waits until the node answers SSH and systemd reports its boot finished (running or
+    /// degraded): a booting Debian refuses non-root logins until then (/run/nologin).
+    pub(super) fn wait_for_boot(&self, node: &NodeState) -> Result<()> {
+        let secs = 120;
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut ssh_up = false;
+        while Instant::now() < deadline {
+            ssh_up = ssh_up || port_open(node.address, 22, Duration::from_millis(500));
+            if ssh_up && self.boot_finished(node) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(LabError::BootTimeout {
+            node: node.name.clone(),
+            secs,
+            log: self.node_dir(&node.name).join("console.log").display().to_string(),
+        })
+    }
+
+    /// Whether systemd on the node says its boot is over (`is-system-running --wait`).
+    fn boot_finished(&self, node: &NodeState) -> bool {
+        let out = Command::new("ssh")
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=5",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts_path().display()))
+            .arg("-i")
+            .arg(self.key_path())
+            .arg(format!("root@{}", node.address))
+            .args(["timeout", "60", "systemctl", "is-system-running", "--wait"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        out.is_ok_and(|o| matches!(String::from_utf8_lossy(&o.stdout).trim(), "running" | "degraded"))
+    }
+
+    /// Whether `pid` is the nspawn process of node `name`.
+    pub(super) fn is_node_process(&self, pid: u32, name: &str) -> bool {
+        nspawn_cmdline(pid).is_some_and(|c| c.contains(&format!("--machine={name}\0")))
+    }
+
+    /// PIDs of every systemd-nspawn whose root is inside this lab (found even if state is lost).
+    pub(super) fn lab_nspawn_pids(&self) -> Vec<u32> {
+        let marker = format!("--directory={}/", self.root.join("nodes").display());
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| nspawn_cmdline(*pid).is_some_and(|c| c.contains(&marker)))
+            .collect()
+    }
+
+    /// Mount points under the lab's node directories, deepest first.
+    pub(super) fn lab_mounts(&self) -> Vec<String> {
+        let prefix = format!("{}/", self.root.join("nodes").display());
+        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(unescape_mount))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        mounts.dedup();
+        mounts
+    }
+
+    /// Unmounts the node's overlay (retrying while its processes exit).
+    pub(super) fn unmount_node(&self, name: &str) -> Result<()> {
+        let root = self.node_dir(name).join("root");
+        for _ in 0..50 {
+            if !is_mounted(&root) {
+                return Ok(());
+            }
+            if run("umount", &[path_str(&root)]).is_ok() {
+                continue;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        run("umount", &["-l", path_str(&root)]).map(|_| ())
+    }
+}
+
+/// The NUL-separated command line of `pid` when it is a systemd-nspawn process.
+fn nspawn_cmdline(pid: u32) -> Option<String> {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+    cmdline.starts_with("systemd-nspawn").then_some(cmdline)
+}
+
+/// The host's nameservers (what the nodes use through NAT).
+fn host_nameservers() -> Vec<String> {
+    let servers: Vec<String> = fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .map(|s| s.trim().to_string())
+        .filter(|s| s.parse::<Ipv4Addr>().is_ok_and(|ip| !ip.is_loopback()))
+        .collect();
+    if servers.is_empty() {
+        vec!["1.1.1.1".into()]
+    } else {
+        servers
+    }
+}
+
+/// Whether something is mounted at `path`.
+pub(super) fn is_mounted(path: &Path) -> bool {
+    let target = path.display().to_string();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4).map(unescape_mount).as_deref() == Some(target.as_str()))
+}
+
+/// A mountinfo path field with its octal escapes undone.
+fn unescape_mount(field: &str) -> String {
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// Whether a TCP port accepts connections.
+pub(super) fn port_open(addr: Ipv4Addr, port: u16, timeout: Duration) -> bool {
+    TcpStream::connect_timeout(&SocketAddr::from((addr, port)), timeout).is_ok()
+}
+
+/// SIGTERM (nspawn then powers the container off), SIGKILL after 15 s.
+pub(super) fn terminate(pid: u32) {
+    let alive = || Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
+    let target = Pid::from_raw(pid as i32);
+    let _ = kill(target, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if alive() {
+        let _ = kill(target, Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}

@@ -1,0 +1,59 @@
+//! What `up` made, recorded in the lab's state file so that `down` removes exactly that. The file
+//! is replaced atomically; one that cannot be read is an error, never "no lab".
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::subnet::Subnet;
+use super::sys::{io_err, write_file};
+use super::{Lab, LabError, Result};
+
+/// One node as recorded in the state file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Hostname, node1..nodeN.
+    pub name: String,
+    /// Its address on the bridge.
+    pub address: Ipv4Addr,
+    /// PID of its systemd-nspawn process, when started.
+    pub pid: Option<u32>,
+}
+
+/// What `up` made, so that `down` removes exactly that.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    /// The bridge's subnet.
+    pub subnet: Subnet,
+    /// Nodes, in order.
+    pub nodes: Vec<NodeState>,
+    /// The host's net.ipv4.ip_forward before `up` set it, restored by `down`.
+    pub ip_forward_before: String,
+    /// iptables rules added (each as `-t TABLE` + rule spec), removed by `down`.
+    pub rules: Vec<Vec<String>>,
+    /// Inventory written by `up`.
+    pub inventory: PathBuf,
+}
+
+impl Lab {
+    /// Reads the state file, if a lab is up.
+    pub fn state(&self) -> Result<Option<LabState>> {
+        let path = self.state_path();
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| LabError::State {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
+
+    /// Saves the state file.
+    pub(super) fn save_state(&self, state: &LabState) -> Result<()> {
+        let text = serde_json::to_string_pretty(state).expect("lab state serialises");
+        write_file(&self.state_path(), text.as_bytes(), 0o644)
+    }
+}

@@ -1,0 +1,46 @@
+# shellcheck shell=sh
+# Helpers shared by every module script (prepended to it; see modules::script).
+
+# hactl_probe_path: what is at $HACTL_PATH: `kind absent|file|directory|other`, then for what exists
+# `attrs OWNER GROUP MODE`, for a file `sha HEX` and, when it differs from $HACTL_WANT_SHA and is
+# at most $HACTL_DIFF_LIMIT bytes, `old BASE64`.
+hactl_probe_path() {
+  if [ -f "$HACTL_PATH" ]; then
+    echo "kind file"
+  elif [ -d "$HACTL_PATH" ]; then
+    echo "kind directory"
+  elif [ -e "$HACTL_PATH" ] || [ -L "$HACTL_PATH" ]; then
+    echo "kind other"
+    return 0
+  else
+    echo "kind absent"
+    return 0
+  fi
+  stat -c 'attrs %U %G %a' "$HACTL_PATH" || return 1
+  [ -f "$HACTL_PATH" ] || return 0
+  sum=$(sha256sum < "$HACTL_PATH") || return 1
+  sum=${sum%% *}
+  echo "sha $sum"
+  if [ "$sum" != "${HACTL_WANT_SHA:-}" ] && [ "$(stat -c %s "$HACTL_PATH")" -le "${HACTL_DIFF_LIMIT:-0}" ]; then
+    printf 'old '
+    base64 -w0 < "$HACTL_PATH" || return 1
+    echo
+  fi
+}
+
+# hactl_set_attrs TARGET REFERENCE DEFAULT_MODE: owner, group and mode of TARGET from $HACTL_OWNER,
+# $HACTL_GROUP and $HACTL_MODE; what they leave unset comes from REFERENCE when it exists, else
+# DEFAULT_MODE.
+hactl_set_attrs() {
+  if [ -e "$2" ]; then
+    chown --reference="$2" "$1" && chmod --reference="$2" "$1" || return 1
+  else
+    chmod "$3" "$1" || return 1
+  fi
+  if [ -n "${HACTL_OWNER:-}${HACTL_GROUP:-}" ]; then
+    chown "${HACTL_OWNER:-}${HACTL_GROUP:+:$HACTL_GROUP}" "$1" || return 1
+  fi
+  if [ -n "${HACTL_MODE:-}" ]; then
+    chmod "$HACTL_MODE" "$1" || return 1
+  fi
+}

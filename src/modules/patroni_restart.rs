@@ -1,0 +1,144 @@
+//! `patroni_restart`: PostgreSQL restarted where Patroni reports a pending restart (a setting that
+//! needs one changed); a leader switches over first, so the cluster keeps a writable primary. For
+//! rolling handlers after a Patroni reload. The plan says what it would do on each member.
+
+use miette::{miette, Result};
+use serde::{Deserialize, Serialize};
+
+use super::{script, Change, Fact, ProbeLines, Resource, Templated};
+
+/// The module's shell functions.
+const SH: &str = include_str!("patroni_restart.sh");
+
+/// Arguments of `patroni_restart`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatroniRestart {
+    /// This member's name in the Patroni cluster.
+    pub member: String,
+    /// Patroni's REST API on this host.
+    #[serde(default = "local_api")]
+    pub api: String,
+    /// Seconds Patroni may take to report a pending restart after a reload.
+    #[serde(default = "ten")]
+    pub settle: Templated<u64>,
+}
+
+fn local_api() -> String {
+    "http://127.0.0.1:8008".into()
+}
+fn ten() -> Templated<u64> {
+    Templated::Value(10)
+}
+
+/// This member as Patroni reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberFact {
+    /// Patroni does not answer.
+    Down,
+    /// Patroni answered.
+    Up {
+        /// Whether a setting waits for a restart.
+        pending_restart: bool,
+        /// Whether this member leads.
+        leader: bool,
+    },
+}
+
+#[derive(Deserialize)]
+struct PatroniState {
+    #[serde(default)]
+    pending_restart: bool,
+    #[serde(default)]
+    role: String,
+}
+
+impl Fact for MemberFact {
+    fn parse(lines: &ProbeLines) -> Result<Self> {
+        match lines.require("member")? {
+            "-" => Ok(MemberFact::Down),
+            json => {
+                let state: PatroniState =
+                    serde_json::from_str(json).map_err(|e| miette!("unexpected answer from Patroni ({e}): {json}"))?;
+                Ok(MemberFact::Up {
+                    pending_restart: state.pending_restart,
+                    // Patroni 3.0 says "master", 4.x "primary".
+                    leader: matches!(state.role.as_str(), "master" | "primary"),
+                })
+            }
+        }
+    }
+}
+
+impl PatroniRestart {
+    fn script(&self, call: &str) -> String {
+        let settle = self.settle.or_default().to_string();
+        let vars = [
+            ("HACTL_API", self.api.as_str()),
+            ("HACTL_MEMBER", &self.member),
+            ("HACTL_SETTLE", &settle),
+        ];
+        script(SH, &vars, call)
+    }
+}
+
+impl Resource for PatroniRestart {
+    type Fact = MemberFact;
+
+    fn probe(&self) -> String {
+        self.script("hactl_probe")
+    }
+
+    fn diff(&self, fact: &MemberFact) -> Result<Option<Change>> {
+        self.settle.value("settle")?;
+        Ok(match fact {
+            MemberFact::Up {
+                pending_restart: true,
+                leader: true,
+            } => Some(Change::new(format!(
+                "switch over from {} (the leader), then restart its PostgreSQL if still pending",
+                self.member
+            ))),
+            MemberFact::Up {
+                pending_restart: true,
+                leader: false,
+            } => Some(Change::new(format!(
+                "restart PostgreSQL on {} (pending restart)",
+                self.member
+            ))),
+            _ => None,
+        })
+    }
+
+    fn apply(&self) -> String {
+        self.script("hactl_apply")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::diff_of;
+
+    #[test]
+    fn restarts_only_where_pending_and_switches_over_a_leader() {
+        let m = PatroniRestart {
+            member: "node1".into(),
+            api: local_api(),
+            settle: Templated::Value(1),
+        };
+        let leader = r#"member {"state":"running","role":"master","pending_restart":true}"#;
+        assert!(diff_of(&m, leader)
+            .unwrap()
+            .unwrap()
+            .summary
+            .starts_with("switch over from node1"));
+        let replica = r#"member {"state":"running","role":"replica","pending_restart":true}"#;
+        assert_eq!(
+            diff_of(&m, replica).unwrap().unwrap().summary,
+            "restart PostgreSQL on node1 (pending restart)"
+        );
+        assert_eq!(diff_of(&m, r#"member {"role":"primary"}"#).unwrap(), None);
+        assert_eq!(diff_of(&m, "member -\n").unwrap(), None);
+    }
+}

@@ -1,0 +1,32 @@
+# shellcheck shell=sh
+# `rabbitmq_join`. Inputs: HACTL_NODE (this node, rabbit@HOST), HACTL_SEED (rabbit@SEED).
+
+hactl_probe() {
+  hactl_rabbitmq_status
+}
+
+# A member is left alone; a node of another cluster is an error; a blank node does stop_app,
+# reset, join_cluster, start_app; a member wiped by hand (the cluster still lists it) is forgotten
+# by the seed and joins afresh.
+hactl_apply() {
+  # An app left stopped by an interrupted join starts again (standalone or clustered).
+  rabbitmqctl -q start_app >/dev/null 2>&1
+  rabbitmqctl -q await_startup --timeout 120 || return 1
+  status=$(rabbitmqctl -q cluster_status --formatter json) || return 1
+  disk=$(printf '%s' "$status" | jq -r '.disk_nodes[]') || return 1
+  if printf '%s\n' "$disk" | grep -qxF -- "$HACTL_SEED"; then
+    return 0
+  fi
+  if printf '%s\n' "$disk" | grep -vxF -- "$HACTL_NODE" | grep -q .; then
+    echo "$HACTL_NODE belongs to another cluster: $status" >&2
+    return 1
+  fi
+  rabbitmqctl stop_app && rabbitmqctl reset || return 1
+  if ! out=$(rabbitmqctl join_cluster "$HACTL_SEED" 2>&1); then
+    echo "$out"
+    echo "$out" | grep -q inconsistent_cluster || { rabbitmqctl start_app; return 1; }
+    rabbitmqctl -n "$HACTL_SEED" forget_cluster_node "$HACTL_NODE" || return 1
+    rabbitmqctl join_cluster "$HACTL_SEED" || return 1
+  fi
+  rabbitmqctl start_app
+}

@@ -1,0 +1,33 @@
+# shellcheck shell=sh
+# `service`. Inputs: HACTL_UNIT; HACTL_STATE (started|stopped|restarted|reloaded|empty),
+# HACTL_ENABLED (yes|no|empty), HACTL_NO_BLOCK (yes|no) (apply).
+
+hactl_probe() {
+  systemctl show -p LoadState -p ActiveState -p UnitFileState -p NeedDaemonReload -- "$HACTL_UNIT" | sed 's/=/ /'
+}
+
+# systemctl VERB on the unit, without waiting for it when asked (Type=notify units that need a quorum).
+hactl_systemctl() {
+  if [ "$HACTL_NO_BLOCK" = yes ]; then
+    systemctl "$1" --no-block -- "$HACTL_UNIT"
+  else
+    systemctl "$1" -- "$HACTL_UNIT"
+  fi
+}
+
+hactl_apply() {
+  if [ "$(systemctl show -p NeedDaemonReload --value -- "$HACTL_UNIT")" = yes ]; then
+    systemctl daemon-reload || return 1
+  fi
+  case "$HACTL_ENABLED" in
+    yes) systemctl enable --quiet -- "$HACTL_UNIT" || return 1 ;;
+    no) systemctl disable --quiet -- "$HACTL_UNIT" || return 1 ;;
+  esac
+  case "$HACTL_STATE" in
+    started) systemctl is-active --quiet -- "$HACTL_UNIT" || hactl_systemctl start || return 1 ;;
+    stopped) systemctl stop -- "$HACTL_UNIT" || return 1 ;;
+    restarted) hactl_systemctl restart || return 1 ;;
+    reloaded) hactl_systemctl reload-or-restart || return 1 ;;
+  esac
+  return 0
+}

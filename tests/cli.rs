@@ -1,0 +1,204 @@
+//! Fast command-line tests that need no lab: the built-in stack from any directory, `hactl init`,
+//! the example inventories, usage and input errors with their exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+/// An "installed" hactl: the built binary copied into a bin/ directory of its own, run from
+/// `cwd` (never the checkout), so nothing can come from the repository's files.
+fn installed(cwd: &Path) -> (tempfile::TempDir, Command) {
+    let bin = tempfile::tempdir().unwrap();
+    let exe = bin.path().join("hactl");
+    std::fs::copy(env!("CARGO_BIN_EXE_hactl"), &exe).unwrap();
+    let mut cmd = Command::new(&exe);
+    cmd.current_dir(cwd);
+    (bin, cmd)
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+fn run(cwd: &Path, args: &[&str]) -> Output {
+    let (_bin, mut cmd) = installed(cwd);
+    let out = cmd.args(args).output().unwrap();
+    eprintln!(
+        "$ hactl {}\n-> {:?}\n{}{}",
+        args.join(" "),
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+/// An inventory of one host in every role group that can never be reached (port 9 on loopback
+/// answers nothing).
+fn unreachable_inventory(dir: &Path) -> PathBuf {
+    let path = dir.join("inventory.yml");
+    std::fs::write(&path, one_host_inventory("nowhere")).unwrap();
+    path
+}
+
+fn one_host_inventory(host: &str) -> String {
+    let mut text = format!("all:\n  hosts:\n    {host}: {{ansible_host: 127.0.0.1, ansible_port: 9}}\n  children:\n");
+    for group in hactl::lab::ROLE_GROUPS {
+        text.push_str(&format!("    {group}: {{hosts: {{{host}: {{}}}}}}\n"));
+    }
+    text
+}
+
+#[test]
+fn the_built_in_stack_works_from_any_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = unreachable_inventory(dir.path());
+    let out = run(dir.path(), &["plan", inv.to_str().unwrap(), "--stages", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(!err.contains("cannot read playbook"), "{err}");
+    assert!(err.contains("unknown stage `nope`"), "{err}");
+    for stage in ["base", "etcd", "postgres", "pg-lb", "rabbitmq", "mq-lb"] {
+        assert!(
+            err.contains(stage),
+            "the built-in playbook's stage {stage} is listed: {err}"
+        );
+    }
+}
+
+#[test]
+fn init_writes_the_stack_and_its_copy_is_used_with_p() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["init", "mystack"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let site = dir.path().join("mystack/playbooks/site.yml");
+    assert!(site.is_file() && dir.path().join("mystack/templates/haproxy/haproxy.cfg.j2").is_file());
+    assert!(dir
+        .path()
+        .join("mystack/inventories/production/group_vars/all.yml")
+        .is_file());
+    assert_eq!(
+        run(dir.path(), &["init", "mystack"]).status.code(),
+        Some(0),
+        "a second init is a no-op"
+    );
+
+    // The copy is what -p runs: a stage renamed in it is what --stages now knows.
+    let edited = std::fs::read_to_string(&site)
+        .unwrap()
+        .replace("- name: mq-lb", "- name: amqp-lb");
+    std::fs::write(&site, edited).unwrap();
+    let inv = unreachable_inventory(dir.path());
+    let out = run(
+        dir.path(),
+        &[
+            "plan",
+            inv.to_str().unwrap(),
+            "-p",
+            site.to_str().unwrap(),
+            "--stages",
+            "nope",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("amqp-lb"), "{}", text(&out.stderr));
+
+    let out = run(dir.path(), &["init", "mystack"]);
+    assert_eq!(out.status.code(), Some(1), "init refuses to overwrite an edited file");
+    assert!(text(&out.stderr).contains("playbooks/site.yml"));
+}
+
+#[test]
+fn example_inventories_load_with_the_stack() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories");
+    for name in ["lab", "production"] {
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(&root.join(name), dir.path());
+        let loaded = hactl::engine::load(&dir.path().join("inventory.yml"), None, true)
+            .unwrap_or_else(|e| panic!("inventories/{name}: {e:?}"));
+        let groups = &loaded.inventory.groups;
+        for group in hactl::lab::ROLE_GROUPS {
+            assert!(!groups[group].is_empty(), "inventories/{name}: group {group} is empty");
+        }
+        assert!(
+            !dir.path().join("inventory.secrets.yml").exists(),
+            "loading for a plan writes no secrets"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&root.join("production"), dir.path());
+    let loaded = hactl::engine::load(&dir.path().join("inventory.yml"), None, true).unwrap();
+    let hosts = &loaded.inventory.hosts;
+    assert_eq!(loaded.inventory.groups["etcd"], ["db1", "db2", "db3"]);
+    assert_eq!(
+        loaded.inventory.groups["airflow_workers"],
+        ["worker1", "worker2", "worker3"]
+    );
+    assert!(hosts["worker1"].conn.become_root, "group_vars/all.yml applies");
+    assert_eq!(hosts["db1"].conn.port, Some(2222), "host_vars/db1.yml applies");
+    assert_eq!(
+        hosts["db1"].vars["pg_shared_buffers"], "2GB",
+        "group_vars/postgres.yml applies"
+    );
+    assert!(!hosts["master1"].vars.contains_key("pg_shared_buffers"));
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn usage_errors_exit_1_not_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["plan"][..], &["plan", "x.yml", "--no-such-flag"], &["frobnicate"]] {
+        let out = run(dir.path(), args);
+        assert_eq!(out.status.code(), Some(1), "hactl {args:?}");
+        assert!(!text(&out.stderr).is_empty());
+    }
+    assert_eq!(run(dir.path(), &["--help"]).status.code(), Some(0));
+    assert_eq!(run(dir.path(), &["--version"]).status.code(), Some(0));
+}
+
+#[test]
+fn input_errors_are_one_clear_line_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let good = write("good.yml", &one_host_inventory("h1"));
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["plan".into(), write("bad.yml", "all:\n  hosts: [\n")], "bad.yml:"),
+        (
+            vec!["plan".into(), write("unknown.yml", "all:\n  hostz:\n    h1: {}\n")],
+            "hostz",
+        ),
+        (vec!["plan".into(), dir.path().join("missing.yml").display().to_string()], "cannot read inventory"),
+        (vec!["plan".into(), good.clone(), "--limit".into(), "nosuchhost".into()], "nosuchhost"),
+        (
+            vec!["plan".into(), good.clone(), "-p".into(), write("pb.yml", "stages:\n  - name: s\n    hosts: all\n    steps:\n      - name: x\n        file: {path: /tmp/x, content: \"{{ undefined_var }}\"}\n")],
+            "undefined",
+        ),
+        (
+            vec!["plan".into(), good, "-p".into(), write("pb2.yml", "stages:\n  - name: s\n    hosts: all\n    steps:\n      - name: x\n        packag: {name: x}\n")],
+            "unknown key `packag`",
+        ),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(1), "hactl {args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(expected), "hactl {args:?}: `{expected}` not in:\n{err}");
+    }
+}
