@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::engine::{self, Mode, Options};
 use crate::lab::{Lab, Subnet, UpOptions, DEFAULT_SUBNET};
 use crate::report::{Format, Reporter, Status};
-use crate::secrets::Redactor;
+use crate::secrets::{Missing, Redactor};
 use crate::ssh::HostKeyPolicy;
 
 /// Provisions highly-available Apache Airflow clusters over SSH.
@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// How unknown host keys are treated.
     #[arg(long, value_enum, default_value_t = HostKeyPolicy::Strict)]
     pub host_key_policy: HostKeyPolicy,
+    /// Seconds to keep trying a host that refuses connections or logins (a machine still
+    /// booting); the inventory's `hactl_connect_timeout` overrides it per host.
+    #[arg(long, default_value_t = 60)]
+    pub connect_timeout: u64,
     /// Print SSH round trips per host and the wall time on stderr.
     #[arg(long)]
     pub stats: bool,
@@ -190,7 +194,12 @@ pub fn main() -> ExitCode {
 /// unreachable host; 2 for plan/check (plan mode) with pending changes.
 fn run(args: RunArgs, mode: Mode) -> ExitCode {
     let mut reporter = Reporter::new(args.output, Redactor::default(), args.verbose);
-    let loaded = match engine::load(&args.inventory, args.playbook.as_deref(), mode != Mode::Apply) {
+    let missing = match mode {
+        Mode::Apply => Missing::Generate,
+        Mode::Plan => Missing::Preview,
+        Mode::Verify => Missing::Refuse,
+    };
+    let loaded = match engine::load(&args.inventory, args.playbook.as_deref(), missing) {
         Ok(l) => l,
         Err(e) => {
             reporter.log(&format!("error: {e:?}"));
@@ -205,6 +214,7 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
         limit: args.limit.clone(),
         forks: args.forks,
         host_key_policy: args.host_key_policy,
+        connect_timeout: std::time::Duration::from_secs(args.connect_timeout),
     };
     let engine = match engine::Engine::new(loaded, options, std::sync::Arc::clone(&reporter)) {
         Ok(engine) => engine,

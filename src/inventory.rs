@@ -39,6 +39,9 @@ pub struct Connection {
     pub become_root: bool,
     /// known_hosts file to check host keys against (`hactl_known_hosts_file` / `known_hosts`).
     pub known_hosts: Option<PathBuf>,
+    /// Seconds to keep trying a host that refuses connections or logins, e.g. while it boots
+    /// (`hactl_connect_timeout`; default: `--connect-timeout`).
+    pub connect_timeout: Option<u64>,
 }
 
 /// One host with its merged variables.
@@ -246,6 +249,15 @@ fn connection(name: &str, vars: &Vars, dir: &Path) -> Result<Connection> {
                 .map_err(|_| miette!("host {name}: ansible_port `{}` is not a port number", scalar_text(v)))?,
         ),
     };
+    let connect_timeout = match get(&["hactl_connect_timeout"]) {
+        None => None,
+        Some(v) => Some(scalar_text(v).parse::<u64>().map_err(|_| {
+            miette!(
+                "host {name}: hactl_connect_timeout `{}` is not a number of seconds",
+                scalar_text(v)
+            )
+        })?),
+    };
     let become_root = match get(&["ansible_become", "become"]) {
         None => false,
         Some(Value::Bool(b)) => *b,
@@ -266,6 +278,7 @@ fn connection(name: &str, vars: &Vars, dir: &Path) -> Result<Connection> {
         key: text(&["ansible_ssh_private_key_file", "key"]).map(relative),
         become_root,
         known_hosts: text(&["hactl_known_hosts_file", "known_hosts"]).map(relative),
+        connect_timeout,
     })
 }
 
@@ -290,16 +303,51 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     glob::Pattern::new(pattern).map_or(pattern == text, |p| p.matches(text))
 }
 
-/// Parses YAML into `T`, turning errors into a report with file, line, column and a snippet.
+/// Parses YAML into `T`, turning errors into a report with file, line, column and a snippet in
+/// which the values of secret-looking keys are masked (an inventory may hold passwords).
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(source: &str, path: &Path) -> Result<T> {
     serde_saphyr::from_str(source).map_err(|e| {
-        let location = e
-            .location()
-            .map(|l| format!(":{}:{}", l.line(), l.column()))
-            .unwrap_or_default();
-        serde_saphyr::miette::to_miette_report(&e, source, &path.display().to_string())
-            .wrap_err(format!("{}{location}: invalid YAML", path.display()))
+        let location = |e: &serde_saphyr::Error| {
+            e.location()
+                .map(|l| format!(":{}:{}", l.line(), l.column()))
+                .unwrap_or_default()
+        };
+        // The error keeps its own copy of the lines around it: the report comes from the same
+        // error on the masked text (same structure, same positions).
+        let masked = mask_secret_values(source);
+        match serde_saphyr::from_str::<T>(&masked) {
+            Err(shown) if location(&shown) == location(&e) => serde_saphyr::miette::to_miette_report(
+                &shown,
+                &masked,
+                &path.display().to_string(),
+            )
+            .wrap_err(format!("{}{}: invalid YAML", path.display(), location(&e))),
+            _ => miette!(
+                "{}{}: invalid YAML (in a secret's value, not shown)",
+                path.display(),
+                location(&e)
+            ),
+        }
     })
+}
+
+/// `source` with the value of every key that names a secret (password, secret, token, cookie,
+/// key material) replaced by `_` of the same length (a plain scalar still; `*` would be an alias),
+/// so that the structure, lines and columns stay true.
+pub fn mask_secret_values(source: &str) -> String {
+    static SECRET_KEY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"(?i)([\w.-]*(?:password|passwd|secret|token|cookie|fernet|jwt|private)[\w.-]*["']?\s*:[ \t]*)([^,}\]\n#]*)"#)
+            .expect("a valid pattern")
+    });
+    SECRET_KEY
+        .replace_all(source, |c: &regex::Captures| {
+            let value: String = c[2]
+                .chars()
+                .map(|ch| if ch.is_whitespace() { ch } else { '_' })
+                .collect();
+            format!("{}{value}", &c[1])
+        })
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -363,6 +411,23 @@ mod tests {
         assert_eq!(inv.select("n*").unwrap(), vec!["n1", "n2"]);
         assert_eq!(inv.select("db,&db_primary").unwrap(), vec!["n2"]);
         assert!(inv.select("nope").is_err());
+    }
+
+    #[test]
+    fn secret_values_are_masked_in_error_snippets() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = write(
+            dir.path(),
+            "inv.yml",
+            "all:\n  vars:\n    pg_superuser_password: hunter2-is-secret\n    other: {api_token: t0k3n-value, x: 1}\n  hostz: {}\n",
+        );
+        let err = format!("{:?}", Inventory::load(&inv).unwrap_err());
+        assert!(err.contains("hostz"), "{err}");
+        assert!(!err.contains("hunter2") && !err.contains("t0k3n"), "{err}");
+        assert_eq!(
+            mask_secret_values("a_password: abc # note\nname: x\n"),
+            "a_password: ___ # note\nname: x\n"
+        );
     }
 
     #[test]

@@ -44,6 +44,10 @@ impl Renderer {
         env.add_filter("mandatory", mandatory);
         env.add_filter("hash", hash);
         env.add_filter("quote", shell_quote);
+        env.add_filter("sql_literal", sql_literal);
+        env.add_filter("sql_identifier", sql_identifier);
+        env.add_filter("yaml_string", yaml_string);
+        env.add_filter("ini_value", ini_value);
         env.add_filter("hosts_entries", hosts_entries);
         env.add_function("now_epoch", now_epoch);
         Renderer { env }
@@ -137,6 +141,46 @@ fn now_epoch() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// `sql_literal`: a PostgreSQL string literal ('…', quotes doubled; with
+/// standard_conforming_strings, PostgreSQL's default, backslashes are plain characters).
+fn sql_literal(s: String) -> Result<String, Error> {
+    no_nul("sql_literal", &s)?;
+    Ok(format!("'{}'", s.replace('\'', "''")))
+}
+
+/// `sql_identifier`: a PostgreSQL quoted identifier ("…", double quotes doubled).
+fn sql_identifier(s: String) -> Result<String, Error> {
+    no_nul("sql_identifier", &s)?;
+    Ok(format!("\"{}\"", s.replace('"', "\"\"")))
+}
+
+/// `yaml_string`: a YAML double-quoted scalar (JSON's string escaping, which YAML reads as is).
+fn yaml_string(s: String) -> Result<String, Error> {
+    serde_json::to_string(&s).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("yaml_string: {e}")))
+}
+
+/// `ini_value`: a value for an INI file read by Python's configparser (Airflow's): `%` doubled
+/// (interpolation), and no line break (it would end the value).
+fn ini_value(s: String) -> Result<String, Error> {
+    if s.contains(['\n', '\r']) {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "ini_value: a value with a line break cannot be written to an INI file",
+        ));
+    }
+    Ok(s.replace('%', "%%"))
+}
+
+fn no_nul(filter: &str, s: &str) -> Result<(), Error> {
+    if s.contains('\0') {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{filter}: a NUL byte cannot be quoted"),
+        ));
+    }
+    Ok(())
 }
 
 fn b64encode(s: String) -> String {
@@ -234,6 +278,26 @@ mod tests {
             "it's $x"
         );
         assert!(r.render_str("x", "{{ nope | mandatory }}", &ctx).is_err());
+        let nasty = context! { v => "it's a \"test\" \\ $x %d" };
+        assert_eq!(
+            r.render_str("x", "{{ v | sql_literal }}", &nasty).unwrap(),
+            "'it''s a \"test\" \\ $x %d'"
+        );
+        assert_eq!(
+            r.render_str("x", "{{ v | sql_identifier }}", &nasty).unwrap(),
+            "\"it's a \"\"test\"\" \\ $x %d\""
+        );
+        let yaml = r.render_str("x", "k: {{ v | yaml_string }}", &nasty).unwrap();
+        let parsed: std::collections::BTreeMap<String, String> = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(
+            parsed["k"], "it's a \"test\" \\ $x %d",
+            "YAML reads the value back whole"
+        );
+        assert_eq!(
+            r.render_str("x", "{{ v | ini_value }}", &nasty).unwrap(),
+            "it's a \"test\" \\ $x %%d"
+        );
+        assert!(r.render_str("x", "{{ 'a\nb' | ini_value }}", &nasty).is_err());
         assert!(r.eval_bool("w", "s == 'hi'", &ctx).unwrap());
         let hv =
             context! { hostvars => context! { n1 => context! { ansible_host => "10.0.0.1" } }, hosts => vec!["n1"] };

@@ -77,31 +77,58 @@ pub fn secrets_path(inventory: &Path) -> PathBuf {
     inventory.with_file_name(format!("{stem}.secrets.yml"))
 }
 
+/// What a run does about declared secrets that neither the secrets file nor the inventory has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// Generate them and save the file (provision).
+    Generate,
+    /// Generate them for this run only, writing nothing (plan: they would be generated).
+    Preview,
+    /// Refuse: the run checks what exists (verify), and values it invented would only make its
+    /// gates fail misleadingly.
+    Refuse,
+}
+
 impl Secrets {
-    /// Loads the secrets file, generates the declared secrets that neither it nor `given` (names the
-    /// inventory sets itself) has, and writes the file back (0600) when anything was generated.
-    /// With `dry_run` nothing is written: generated values live for this run only.
+    /// Loads the secrets file and deals with the declared secrets that neither it nor `given`
+    /// (names the inventory sets itself) has, as `missing` says; a generated file is written
+    /// 0600 from its first byte.
     pub fn load_or_generate(
         path: &Path,
         wanted: &BTreeMap<String, SecretSpec>,
         given: &dyn Fn(&str) -> bool,
-        dry_run: bool,
+        missing: Missing,
     ) -> Result<Self> {
         let mut stored: BTreeMap<String, String> = match std::fs::read_to_string(path) {
-            Ok(text) => {
-                crate::inventory::parse_yaml::<Option<BTreeMap<String, String>>>(&text, path)?.unwrap_or_default()
-            }
+            // No snippet: the lines around an error would show secret values.
+            Ok(text) => serde_saphyr::from_str::<Option<BTreeMap<String, String>>>(&text)
+                .map_err(|e| {
+                    let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
+                    miette!(
+                        "{}{at}: not a secrets file (a map of names to strings); fix or remove it (its values are not shown)",
+                        path.display()
+                    )
+                })?
+                .unwrap_or_default(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(miette!("cannot read secrets {}: {e}", path.display())),
         };
-        let mut generated = false;
-        for (name, spec) in wanted {
-            if !given(name) && !stored.contains_key(name) {
-                stored.insert(name.clone(), generate(spec)?);
-                generated = true;
-            }
+        let absent: Vec<&String> = wanted
+            .keys()
+            .filter(|n| !given(n) && !stored.contains_key(*n))
+            .collect();
+        if missing == Missing::Refuse && !absent.is_empty() {
+            let names: Vec<&str> = absent.iter().map(|n| n.as_str()).collect();
+            return Err(miette!(
+                "{} lacks {}: provision makes them (verify checks a provisioned cluster)",
+                path.display(),
+                names.join(", ")
+            ));
         }
-        if generated && !dry_run {
+        for name in &absent {
+            stored.insert((*name).clone(), generate(&wanted[*name])?);
+        }
+        if !absent.is_empty() && missing == Missing::Generate {
             save(path, &stored)?;
         }
         Ok(Secrets {
@@ -155,11 +182,47 @@ pub struct Redactor {
 /// What a secret value is replaced with.
 pub const MASK: &str = "********";
 
+/// Characters a URL's user-info or query keeps as they are (the rest is percent-encoded).
+const URL_KEEPS: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The forms a secret can take in what templates render: itself, base64 (standard and URL-safe,
+/// padded or not), its sha256 and sha512 hex digests, URL-encoded (in a URL that embeds it),
+/// shell-quoted and JSON-escaped.
+fn derived_forms(value: &str) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    use sha2::Digest;
+    let bytes = value.as_bytes();
+    let json = serde_json::to_string(value).expect("a string serialises");
+    vec![
+        value.to_string(),
+        STANDARD.encode(bytes),
+        STANDARD_NO_PAD.encode(bytes),
+        URL_SAFE.encode(bytes),
+        URL_SAFE_NO_PAD.encode(bytes),
+        hex::encode(sha2::Sha256::digest(bytes)),
+        hex::encode(sha2::Sha512::digest(bytes)),
+        percent_encoding::utf8_percent_encode(value, URL_KEEPS).to_string(),
+        crate::modules::q(value),
+        json[1..json.len() - 1].to_string(),
+    ]
+}
+
 impl Redactor {
-    /// A redactor for these values (very short ones are ignored: they would mask ordinary text).
+    /// A redactor for these values and every form derived from them (very short values are
+    /// ignored: they would mask ordinary text).
     pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut values: Vec<String> = values.into_iter().filter(|v| v.len() >= 6).map(String::from).collect();
+        let mut values: Vec<String> = values
+            .into_iter()
+            .filter(|v| v.len() >= 6)
+            .flat_map(derived_forms)
+            .collect();
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.dedup();
         Redactor { values }
     }
 
@@ -199,12 +262,12 @@ mod tests {
                 charset: Charset::Hex,
             },
         );
-        let first = Secrets::load_or_generate(&path, &wanted, &|n| n == "b", false).unwrap();
+        let first = Secrets::load_or_generate(&path, &wanted, &|n| n == "b", Missing::Generate).unwrap();
         assert_eq!(first.values["a"].expose().len(), 40);
         assert!(!first.values.contains_key("b"));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let again = Secrets::load_or_generate(&path, &wanted, &|n| n == "b", false).unwrap();
+        let again = Secrets::load_or_generate(&path, &wanted, &|n| n == "b", Missing::Generate).unwrap();
         assert_eq!(first.values["a"], again.values["a"]);
         assert_eq!(
             format!("{:?} {}", again.values["a"], again.values["a"]),
@@ -223,14 +286,63 @@ mod tests {
                 charset: Charset::Alnum,
             },
         )]);
-        Secrets::load_or_generate(&path, &wanted, &|_| false, true).unwrap();
+        Secrets::load_or_generate(&path, &wanted, &|_| false, Missing::Preview).unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn verify_refuses_missing_secrets_and_errors_never_show_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yml");
+        let wanted = BTreeMap::from([(
+            "db_password".to_string(),
+            SecretSpec {
+                length: 10,
+                charset: Charset::Alnum,
+            },
+        )]);
+        let err = Secrets::load_or_generate(&path, &wanted, &|_| false, Missing::Refuse)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lacks db_password") && err.contains("provision"), "{err}");
+        assert!(!path.exists());
+        std::fs::write(&path, "db_password: \"hunter2-secret\n other: [x\n").unwrap();
+        let err = format!(
+            "{:?}",
+            Secrets::load_or_generate(&path, &wanted, &|_| false, Missing::Generate).unwrap_err()
+        );
+        assert!(err.contains("s.yml:") && !err.contains("hunter2"), "{err}");
     }
 
     #[test]
     fn redactor_masks_values() {
         let r = Redactor::new(["s3cr3t-value", "abc"]);
         assert_eq!(r.redact("pw=s3cr3t-value abc"), "pw=******** abc");
+    }
+
+    #[test]
+    fn redactor_masks_what_templates_derive_from_a_secret() {
+        use base64::Engine;
+        use sha2::Digest;
+        let secret = "p'w \"$x\\ ;`y`/+?";
+        let r = Redactor::new([secret]);
+        let forms = [
+            base64::engine::general_purpose::STANDARD.encode(secret),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
+            hex::encode(sha2::Sha256::digest(secret)),
+            percent_encoding::utf8_percent_encode(secret, URL_KEEPS).to_string(),
+            crate::modules::q(secret),
+            serde_json::to_string(secret).unwrap(),
+        ];
+        for form in forms {
+            let line = format!("url=amqp://airflow:{form}@node1:5672/ done");
+            let redacted = r.redact(&line);
+            assert!(!redacted.contains(&form), "{form} survives in {redacted}");
+            assert!(
+                redacted.starts_with("url=amqp://airflow:") && redacted.ends_with("@node1:5672/ done"),
+                "{redacted}"
+            );
+        }
     }
 
     #[test]

@@ -53,6 +53,14 @@ pub enum SshError {
     Channel(String),
 }
 
+/// Why one attempt to run a script failed.
+enum Attempt {
+    /// The channel was never opened: the script did not start and may be sent again.
+    NotStarted(String),
+    /// It failed after the script was handed over: it may have run, in part or whole.
+    Started(String),
+}
+
 /// A script's outcome.
 #[derive(Debug, Clone)]
 pub struct ScriptOutput {
@@ -107,9 +115,33 @@ async fn resume(record: &Path) -> Option<Session> {
     None
 }
 
-/// Connects to a host, reusing a persistent master when one is up, retrying transient failures
-/// (not host key errors).
-pub async fn connect(conn: &Connection, policy: HostKeyPolicy) -> Result<Remote, SshError> {
+/// Whether a connection failure may pass by itself: nothing listens yet, or sshd closes the
+/// connection during authentication (a booting Debian refuses non-root logins until boot ends).
+fn transient(error: &str) -> bool {
+    [
+        "Connection refused",
+        "Connection closed",
+        "Connection reset",
+        "Connection timed out",
+        "No route to host",
+        "timed out",
+        "kex_exchange_identification",
+        "not permitted to log in yet",
+    ]
+    .iter()
+    .any(|t| error.contains(t))
+}
+
+/// Connects to a host, reusing a persistent master when one is up. A host that refuses
+/// connections or logins for a while (it is booting) is tried again until `patience` runs out,
+/// saying once through `waiting` what it waits for; a host key or authentication error fails at
+/// once.
+pub async fn connect(
+    conn: &Connection,
+    policy: HostKeyPolicy,
+    patience: Duration,
+    waiting: &(dyn Fn(&str) + Send + Sync),
+) -> Result<Remote, SshError> {
     which::which("ssh").map_err(|_| SshError::NoClient)?;
     let sudo = conn.become_root && conn.user.as_deref().is_some_and(|u| u != "root");
     let started = std::time::Instant::now();
@@ -154,12 +186,11 @@ pub async fn connect(conn: &Connection, policy: HostKeyPolicy) -> Result<Remote,
         builder.user_known_hosts_file(kh);
     }
     let destination = conn.address.clone();
-    let mut last = String::new();
-    for attempt in 0..3u32 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
-        }
-        match builder.connect_mux(&destination).await {
+    let patience = conn.connect_timeout.map(Duration::from_secs).unwrap_or(patience);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let last = match builder.connect_mux(&destination).await {
             Ok(session) => {
                 tracing::debug!(host = %destination, attempt, ms = started.elapsed().as_millis() as u64, "ssh: new master");
                 let Some(record) = &record else {
@@ -169,21 +200,29 @@ pub async fn connect(conn: &Connection, policy: HostKeyPolicy) -> Result<Remote,
                 let _ = crate::fsutil::write_atomic(record, ctl.to_string_lossy().as_bytes(), 0o600);
                 return Ok(remote(Session::resume_mux(ctl, log)));
             }
-            Err(e) => {
-                last = error_chain(&e);
-                tracing::debug!(host = %destination, attempt, error = %last.trim(), "ssh: connect failed");
-                if last.contains("Host key verification failed")
-                    || last.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
-                {
-                    return Err(SshError::HostKey { host: destination });
-                }
-                if last.contains("Permission denied") {
-                    break;
-                }
-            }
+            Err(e) => error_chain(&e),
+        };
+        tracing::debug!(host = %destination, attempt, error = %last.trim(), "ssh: connect failed");
+        if last.contains("Host key verification failed") || last.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+            return Err(SshError::HostKey { host: destination });
         }
+        if !transient(&last) || started.elapsed() >= patience {
+            let waited = if attempt > 1 {
+                format!(" (tried for {} s)", started.elapsed().as_secs())
+            } else {
+                String::new()
+            };
+            return Err(SshError::Unreachable(format!("{destination}: {}{waited}", last.trim())));
+        }
+        if attempt == 1 {
+            waiting(&format!(
+                "{destination} refuses the connection or login ({}); trying again for up to {} s (booting?)",
+                last.trim().lines().last().unwrap_or(""),
+                patience.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt.min(4)))).await;
     }
-    Err(SshError::Unreachable(format!("{destination}: {}", last.trim())))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -198,7 +237,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Remote {
-    /// Runs a POSIX shell script on the host (one round trip), as root when `become` applies.
+    /// Runs a POSIX shell script on the host (one round trip), as root when `become` applies. A
+    /// script is sent again only when it provably never started (the channel could not be
+    /// opened); a failure after that is reported, never retried: a retry could run a command
+    /// or a switchover twice.
     pub async fn run(&self, script: &str) -> Result<ScriptOutput, SshError> {
         let _permit = self
             .channels
@@ -227,9 +269,15 @@ impl Remote {
                     );
                     return Ok(out);
                 }
-                Err(e) => {
-                    tracing::debug!(host = %self.address, attempt, error = %e, "ssh: channel failed");
+                Err(Attempt::NotStarted(e)) => {
+                    tracing::debug!(host = %self.address, attempt, error = %e, "ssh: channel not opened");
                     last = e;
+                }
+                Err(Attempt::Started(e)) => {
+                    tracing::debug!(host = %self.address, attempt, error = %e, "ssh: failed after the script started");
+                    return Err(SshError::Channel(format!(
+                        "{e} (the script may have started on the host, so it is not sent again)"
+                    )));
                 }
             }
             if self.session.check().await.is_err() {
@@ -239,7 +287,7 @@ impl Remote {
         Err(SshError::Channel(last))
     }
 
-    async fn run_once(&self, script: &str) -> Result<ScriptOutput, String> {
+    async fn run_once(&self, script: &str) -> Result<ScriptOutput, Attempt> {
         let mut cmd = if self.sudo {
             let mut c = self.session.command("sudo");
             c.args(["-n", "-H", "--", "sh", "-s"]);
@@ -250,12 +298,16 @@ impl Remote {
             c
         };
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().await.map_err(|e| error_chain(&e))?;
-        let mut stdin = child.stdin().take().ok_or("no stdin")?;
-        stdin.write_all(script.as_bytes()).await.map_err(|e| e.to_string())?;
-        stdin.shutdown().await.map_err(|e| e.to_string())?;
+        let mut child = cmd.spawn().await.map_err(|e| Attempt::NotStarted(error_chain(&e)))?;
+        let started = |e: String| Attempt::Started(e);
+        let mut stdin = child.stdin().take().ok_or_else(|| started("no stdin".into()))?;
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(|e| started(e.to_string()))?;
+        stdin.shutdown().await.map_err(|e| started(e.to_string()))?;
         drop(stdin);
-        let out = child.wait_with_output().await.map_err(|e| error_chain(&e))?;
+        let out = child.wait_with_output().await.map_err(|e| started(error_chain(&e)))?;
         Ok(ScriptOutput {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),

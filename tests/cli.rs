@@ -115,8 +115,12 @@ fn example_inventories_load_with_the_stack() {
     for name in ["lab", "production"] {
         let dir = tempfile::tempdir().unwrap();
         copy_tree(&root.join(name), dir.path());
-        let loaded = hactl::engine::load(&dir.path().join("inventory.yml"), None, true)
-            .unwrap_or_else(|e| panic!("inventories/{name}: {e:?}"));
+        let loaded = hactl::engine::load(
+            &dir.path().join("inventory.yml"),
+            None,
+            hactl::secrets::Missing::Preview,
+        )
+        .unwrap_or_else(|e| panic!("inventories/{name}: {e:?}"));
         let groups = &loaded.inventory.groups;
         for group in hactl::lab::ROLE_GROUPS {
             assert!(!groups[group].is_empty(), "inventories/{name}: group {group} is empty");
@@ -128,7 +132,12 @@ fn example_inventories_load_with_the_stack() {
     }
     let dir = tempfile::tempdir().unwrap();
     copy_tree(&root.join("production"), dir.path());
-    let loaded = hactl::engine::load(&dir.path().join("inventory.yml"), None, true).unwrap();
+    let loaded = hactl::engine::load(
+        &dir.path().join("inventory.yml"),
+        None,
+        hactl::secrets::Missing::Preview,
+    )
+    .unwrap();
     let hosts = &loaded.inventory.hosts;
     assert_eq!(loaded.inventory.groups["etcd"], ["db1", "db2", "db3"]);
     assert_eq!(

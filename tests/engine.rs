@@ -112,6 +112,44 @@ fn provision_plan_check_as_root_then_with_become() {
     full_cycle(&inv);
 }
 
+/// A machine still booting refuses non-root logins (/run/nologin): hactl keeps trying, as a
+/// cloud user's freshly created machine needs.
+#[test]
+fn a_booting_node_is_planned_at_once_as_a_non_root_user() {
+    let _lab = lab_lock();
+    let (_dir, inv) = fresh_lab_inventory();
+    let text = std::fs::read_to_string(&inv).unwrap().replace(
+        "    ansible_user: root\n",
+        "    ansible_user: hactl\n    ansible_become: true\n",
+    );
+    std::fs::write(&inv, text).unwrap();
+    let inv = inv.to_str().unwrap();
+    assert!(run(&["lab", "stop", "node3"]).status.success());
+    // `lab up` starts the machine again; the plan starts as soon as it runs, mid-boot.
+    let mut up = hactl()
+        .args(["lab", "up", "--nodes", "3"])
+        .spawn()
+        .expect("lab up runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !stdout(&run(&["lab", "status"])).contains("node3 10.213.0.13 running") {
+        assert!(std::time::Instant::now() < deadline, "node3 did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let plan = run(&["plan", inv, "-p", DEMO, "--limit", "node3"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "the plan reaches the booting node: {}",
+        stderr(&plan)
+    );
+    assert!(
+        stdout(&plan).contains("would install python3-venv"),
+        "{}",
+        stdout(&plan)
+    );
+    assert!(up.wait().unwrap().success(), "lab up");
+}
+
 #[test]
 fn bad_input_fails_clearly_and_changes_nothing() {
     let _lab = lab_lock();
@@ -154,9 +192,22 @@ fn bad_input_fails_clearly_and_changes_nothing() {
         "unreachable.yml",
         "all:\n  hosts:\n    ghost: {ansible_host: 127.0.0.1, ansible_port: 1}\n",
     );
-    let o = run(&["provision", &unreachable, "-p", DEMO]);
+    let started = std::time::Instant::now();
+    let o = run(&["provision", &unreachable, "-p", DEMO, "--connect-timeout", "3"]);
+    let took = started.elapsed().as_secs_f64();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("UNREACHABLE"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("trying again for up to 3 s"),
+        "says once what it waits for: {}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("(tried for"),
+        "the error says how long it tried: {}",
+        stderr(&o)
+    );
+    assert!((3.0..20.0).contains(&took), "gave up after {took:.1} s");
     assert!(stdout(&o).contains("unreachable=1"), "{}", stdout(&o));
 
     let empty_known = write("known_hosts", "");

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use crate::inventory::{Inventory, Vars};
 use crate::playbook::Playbook;
 use crate::render::Renderer;
-use crate::secrets::{secrets_path, Redactor, Secrets};
+use crate::secrets::{secrets_path, Missing, Redactor, Secrets};
 
 /// Everything loaded before connecting: inventory, playbook, secrets, per-host contexts.
 pub struct Loaded {
@@ -25,16 +25,16 @@ pub struct Loaded {
     pub(super) renderer: Renderer,
 }
 
-/// Loads inventory, playbook and secrets (generating missing secrets unless `dry_run`).
+/// Loads inventory, playbook and secrets (`missing` says what to do about secrets not made yet).
 /// `playbook` `None` is the built-in site playbook.
-pub fn load(inventory: &Path, playbook: Option<&Path>, dry_run: bool) -> Result<Loaded> {
+pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Result<Loaded> {
     let inventory = Inventory::load(inventory)?;
     let playbook = match playbook {
         Some(path) => Playbook::load(path)?,
         None => Playbook::built_in()?,
     };
     let given = |name: &str| inventory.hosts.values().any(|h| h.vars.contains_key(name));
-    let secrets = Secrets::load_or_generate(&secrets_path(&inventory.path), &playbook.secrets, &given, dry_run)?;
+    let secrets = Secrets::load_or_generate(&secrets_path(&inventory.path), &playbook.secrets, &given, missing)?;
     let mut values: Vec<&str> = secrets.values.values().map(|s| s.expose()).collect();
     let given_secrets: Vec<String> = playbook
         .secrets

@@ -53,6 +53,8 @@ pub struct Options {
     pub forks: usize,
     /// Unknown host keys.
     pub host_key_policy: HostKeyPolicy,
+    /// How long to keep trying a host that refuses connections or logins (it is booting).
+    pub connect_timeout: std::time::Duration,
 }
 
 /// The outcome of a run.
@@ -262,7 +264,15 @@ impl Engine {
         }
         self.reporter.host_activity(host, "connecting");
         let conn = &self.loaded.inventory.hosts[host].conn;
-        match ssh::connect(conn, self.options.host_key_policy).await {
+        let waiting = |what: &str| self.reporter.log(&format!("[{host}] {what}"));
+        match ssh::connect(
+            conn,
+            self.options.host_key_policy,
+            self.options.connect_timeout,
+            &waiting,
+        )
+        .await
+        {
             Ok(remote) => {
                 let remote = Arc::new(remote);
                 self.remotes.lock().await.insert(host.to_string(), Arc::clone(&remote));
