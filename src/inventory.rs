@@ -332,12 +332,14 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(source: &str, path: &Path) -> 
 }
 
 /// `source` with the value of every key that names a secret (password, secret, token, cookie,
-/// key material) replaced by `_` of the same length (a plain scalar still; `*` would be an alias),
+/// fernet or JWT keys) replaced by `_` of the same length (a plain scalar still; `*` would be an alias),
 /// so that the structure, lines and columns stay true.
 pub fn mask_secret_values(source: &str) -> String {
     static SECRET_KEY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r#"(?i)([\w.-]*(?:password|passwd|secret|token|cookie|fernet|jwt|private)[\w.-]*["']?\s*:[ \t]*)([^,}\]\n#]*)"#)
-            .expect("a valid pattern")
+        regex::Regex::new(
+            r#"(?i)([\w.-]*(?:password|passwd|secret|token|cookie|fernet|jwt)[\w.-]*["']?\s*:[ \t]*)([^,}\]\n#]*)"#,
+        )
+        .expect("a valid pattern")
     });
     SECRET_KEY
         .replace_all(source, |c: &regex::Captures| {

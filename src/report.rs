@@ -127,8 +127,13 @@ impl Reporter {
     /// line for every step, not only those that changed or failed.
     pub fn new(format: Format, redactor: Redactor, verbose: bool) -> Self {
         let tty = std::io::stderr().is_terminal();
-        let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         let bars = tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Self::with_bars(format, redactor, verbose, bars)
+    }
+
+    /// A writer drawing its bars (if any) where `bars` says.
+    fn with_bars(format: Format, redactor: Redactor, verbose: bool, bars: Option<MultiProgress>) -> Self {
+        let color = bars.is_some() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         Reporter {
             format,
             redactor,
@@ -388,6 +393,24 @@ mod tests {
         assert!(out.contains("~password=******** (secret changed)"), "{out}");
         assert!(out.contains("-x=1\n+x=2"), "{out}");
         assert!(!out.contains("oldsecret1") && !out.contains("newsecret2"));
+    }
+
+    #[test]
+    fn the_bar_counts_stages_and_never_passes_its_total() {
+        let bars = MultiProgress::with_draw_target(ProgressDrawTarget::hidden());
+        let r = Reporter::with_bars(Format::Text, Redactor::default(), false, Some(bars));
+        r.start(3);
+        for stage in ["base", "etcd", "postgres"] {
+            // Batches, handlers and gates make hosts busy and idle many times a stage.
+            for _ in 0..5 {
+                r.host_activity("node1", "probing");
+                r.host_idle("node1");
+            }
+            r.stage_done(stage);
+        }
+        let overall = r.overall.lock().unwrap();
+        let bar = overall.as_ref().unwrap();
+        assert_eq!((bar.position(), bar.length()), (3, Some(3)));
     }
 
     #[test]

@@ -173,6 +173,15 @@ pub fn generate(spec: &SecretSpec) -> Result<String> {
     Ok(out)
 }
 
+/// Whether a variable's name says it holds a secret (password, secret, token, cookie, fernet or
+/// JWT key): its value is redacted wherever it is set.
+pub fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token", "cookie", "fernet", "jwt"]
+        .iter()
+        .any(|w| name.contains(w))
+}
+
 /// Masks secret values in text that is about to be printed.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
@@ -192,7 +201,7 @@ const URL_KEEPS: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMER
 /// The forms a secret can take in what templates render: itself, base64 (standard and URL-safe,
 /// padded or not), its sha256 and sha512 hex digests, URL-encoded (in a URL that embeds it),
 /// shell-quoted and JSON-escaped.
-fn derived_forms(value: &str) -> Vec<String> {
+pub fn derived_forms(value: &str) -> Vec<String> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     use base64::Engine;
     use sha2::Digest;

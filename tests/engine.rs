@@ -32,7 +32,8 @@ fn full_cycle(inventory: &Path) {
         "would create /etc/default/hactl-demo",
         "would install python3-venv",
         "+DEMO_PORT=8000",
-        "would run handler `restart demo`",
+        // The service starts later in the same run, with the new settings: no restart.
+        "handler `restart demo` would not run",
         "(creates /var/lib/hactl-demo/initialized: absent)",
     ] {
         assert!(text.contains(expected), "plan lacks `{expected}`:\n{text}");
@@ -50,6 +51,10 @@ fn full_cycle(inventory: &Path) {
     assert!(
         !stdout(&first).contains(&secret(inventory.parent().unwrap(), "demo_token")),
         "secret printed in JSON"
+    );
+    assert!(
+        !stdout(&first).contains("handler `restart demo` ran"),
+        "a first provision restarts nothing it has just started"
     );
 
     let second = run(&["provision", inv, "-p", DEMO, "--output", "json"]);

@@ -46,7 +46,8 @@ impl Engine {
             Ok(c) => c,
             Err((i, e)) => return self.fail(host, &stage.name, step_name(&steps, i), e),
         };
-        let mut notified: BTreeSet<String> = self.pending.get(host, &stage.name);
+        let owed: BTreeSet<String> = self.pending.get(host, &stage.name);
+        let mut notified = owed.clone();
         if self.options.mode == Mode::Plan {
             for (step, change) in steps.iter().zip(&changes) {
                 if change.as_ref().is_some_and(|c| c.counts) {
@@ -54,6 +55,9 @@ impl Engine {
                 }
                 self.record_change(host, &stage.name, &step.name, change.as_ref(), true);
             }
+            let redundant = self.redundant_handlers(stage, ctx, &steps, &changes, &owed);
+            self.record_redundant(host, stage, &redundant, true);
+            notified.retain(|h| !redundant.contains(h));
             self.plan_handlers(host, stage, &notified);
             return Verdict::Succeeded;
         }
@@ -109,6 +113,14 @@ impl Engine {
         }
         for (step, change) in steps.iter().zip(&applied) {
             self.record_change(host, &stage.name, &step.name, change.as_ref(), false);
+        }
+        let redundant = self.redundant_handlers(stage, ctx, &steps, &applied, &owed);
+        if !redundant.is_empty() {
+            self.record_redundant(host, stage, &redundant, false);
+            notified.retain(|h| !redundant.contains(h));
+            if let Err(e) = self.pending.set(host, &stage.name, notified.clone()) {
+                return self.fail(host, &stage.name, "pending handlers", format!("{e}"));
+            }
         }
         if stage.rolling {
             return Verdict::Succeeded; // the handlers owed are pending; `rolling_handlers` runs them host by host
@@ -166,6 +178,62 @@ impl Engine {
             module: modules::build(&step.module, args, &cx)?,
             notify: step.notify.clone(),
         }))
+    }
+
+    /// The handlers notified in this run that need not run: each refreshes a unit (restart,
+    /// reload) that a later step of this run started, with the configuration already in place
+    /// (a first provision must not restart what it has just started). Handlers owed by an
+    /// earlier run always run.
+    fn redundant_handlers(
+        &self,
+        stage: &Stage,
+        ctx: &Value,
+        steps: &[Planned],
+        changes: &[Option<Change>],
+        owed: &BTreeSet<String>,
+    ) -> BTreeSet<String> {
+        let counted = |i: usize| changes[i].as_ref().filter(|c| c.counts);
+        let started_at = |unit: &str| {
+            (0..steps.len())
+                .rev()
+                .find(|&i| counted(i).and_then(|c| c.starts.as_deref()) == Some(unit))
+        };
+        let last_notify = |handler: &str| {
+            (0..steps.len())
+                .rev()
+                .find(|&i| counted(i).is_some() && steps[i].notify.iter().any(|n| n == handler))
+        };
+        stage
+            .handlers
+            .iter()
+            .filter(|h| !owed.contains(&h.name))
+            .filter(|h| {
+                let Some(notified_at) = last_notify(&h.name) else {
+                    return false;
+                };
+                let Ok(Some(planned)) = self.plan_step(stage, h, ctx, true) else {
+                    return false;
+                };
+                planned
+                    .module
+                    .refreshes()
+                    .and_then(started_at)
+                    .is_some_and(|started| started > notified_at)
+            })
+            .map(|h| h.name.clone())
+            .collect()
+    }
+
+    /// Records the handlers found redundant (see [`Engine::redundant_handlers`]).
+    fn record_redundant(&self, host: &str, stage: &Stage, redundant: &BTreeSet<String>, plan: bool) {
+        for name in redundant {
+            let mut r = StepResult::new(host, &stage.name, name, Status::Skipped);
+            let verb = if plan { "would not run" } else { "not run" };
+            r.summary = Some(format!(
+                "handler `{name}` {verb}: this run starts its unit after the change, with the new configuration"
+            ));
+            self.record(r);
+        }
     }
 
     /// Probes every step in one round trip and diffs each against what it wants. A probe that

@@ -35,12 +35,17 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
     };
     let given = |name: &str| inventory.hosts.values().any(|h| h.vars.contains_key(name));
     let secrets = Secrets::load_or_generate(&secrets_path(&inventory.path), &playbook.secrets, &given, missing)?;
+    // Secrets: generated ones, the declared ones the inventory sets, and any variable whose name
+    // says it is one (every password's key contains `password`), wherever it is set.
     let mut values: Vec<&str> = secrets.values.values().map(|s| s.expose()).collect();
-    let given_secrets: Vec<String> = playbook
-        .secrets
-        .keys()
-        .flat_map(|k| inventory.hosts.values().filter_map(move |h| h.vars.get(k)))
-        .map(crate::inventory::scalar_text)
+    let named_secret = |k: &str| playbook.secrets.contains_key(k) || crate::secrets::is_secret_name(k);
+    let given_secrets: Vec<String> = inventory
+        .hosts
+        .values()
+        .flat_map(|h| h.vars.iter())
+        .chain(playbook.vars.iter())
+        .filter(|(k, v)| named_secret(k) && v.is_string())
+        .map(|(_, v)| crate::inventory::scalar_text(v))
         .collect();
     values.extend(given_secrets.iter().map(String::as_str));
     let redactor = Redactor::new(values);

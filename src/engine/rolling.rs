@@ -4,6 +4,7 @@
 
 use super::{Engine, Mode, Verdict, Work};
 use crate::playbook::Stage;
+use crate::report::Status;
 use std::sync::Arc;
 
 impl Engine {
@@ -18,9 +19,12 @@ impl Engine {
         let owing: Vec<String> = if plan {
             let results = self.results.lock().expect("lock");
             let would = |h: &String| {
-                results
-                    .iter()
-                    .any(|r| &r.host == h && r.stage == stage.name && stage.handlers.iter().any(|x| x.name == r.step))
+                results.iter().any(|r| {
+                    &r.host == h
+                        && r.stage == stage.name
+                        && r.status == Status::Changed
+                        && stage.handlers.iter().any(|x| x.name == r.step)
+                })
             };
             batch.iter().filter(|h| would(h)).cloned().collect()
         } else {

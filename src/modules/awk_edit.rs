@@ -86,16 +86,14 @@ impl AwkEdit {
             EditFact::Absent { .. } if !self.create => {
                 Err(miette!("{} does not exist (set create: true to create it)", self.path))
             }
-            EditFact::Absent { new } => Ok(Some(Change {
-                summary: format!("create {} with {}", self.path, self.what),
-                diff: Some(unified_diff(&self.path, b"", new)),
-                counts: true,
-            })),
-            EditFact::Differs { old, new } => Ok(Some(Change {
-                summary: format!("edit {}: {}", self.path, self.what),
-                diff: Some(unified_diff(&self.path, old, new)),
-                counts: true,
-            })),
+            EditFact::Absent { new } => Ok(Some(Change::with_diff(
+                format!("create {} with {}", self.path, self.what),
+                Some(unified_diff(&self.path, b"", new)),
+            ))),
+            EditFact::Differs { old, new } => Ok(Some(Change::with_diff(
+                format!("edit {}: {}", self.path, self.what),
+                Some(unified_diff(&self.path, old, new)),
+            ))),
         }
     }
 

@@ -102,11 +102,10 @@ impl File {
                 });
             }
         }
-        Ok((!parts.is_empty()).then(|| Change {
-            summary: format!("update {} ({})", self.path, parts.join(", ")),
-            diff,
-            counts: true,
-        }))
+        Ok(
+            (!parts.is_empty())
+                .then(|| Change::with_diff(format!("update {} ({})", self.path, parts.join(", ")), diff)),
+        )
     }
 }
 
@@ -144,11 +143,10 @@ impl Resource for File {
                     .diff(fact.ownership.as_ref().expect("an existing file has attrs"))?;
                 Ok((!parts.is_empty()).then(|| Change::new(format!("{}: {}", self.path, parts.join(", ")))))
             }
-            (PathKind::Absent, Presence::Present, Some(content)) => Ok(Some(Change {
-                summary: format!("create {}", self.path),
-                diff: (!self.sensitive).then(|| unified_diff(&self.path, b"", content)),
-                counts: true,
-            })),
+            (PathKind::Absent, Presence::Present, Some(content)) => Ok(Some(Change::with_diff(
+                format!("create {}", self.path),
+                (!self.sensitive).then(|| unified_diff(&self.path, b"", content)),
+            ))),
             (PathKind::File, Presence::Present, Some(content)) => self.update(fact, content),
         }
     }

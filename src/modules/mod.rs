@@ -129,6 +129,10 @@ pub struct Change {
     pub diff: Option<String>,
     /// Whether applying it counts as a change (a wait does not).
     pub counts: bool,
+    /// The systemd unit this change starts, when it starts one (so that a handler refreshing
+    /// that unit is redundant if it was notified before the start: the unit starts with the
+    /// configuration already in place).
+    pub starts: Option<String>,
 }
 
 impl Change {
@@ -138,6 +142,23 @@ impl Change {
             summary: summary.into(),
             diff: None,
             counts: true,
+            starts: None,
+        }
+    }
+
+    /// A counted change with a diff (`None` when it must not be shown).
+    pub fn with_diff(summary: impl Into<String>, diff: Option<String>) -> Self {
+        Change {
+            diff,
+            ..Change::new(summary)
+        }
+    }
+
+    /// Something applying does that is not a change (a wait).
+    pub fn not_counted(summary: impl Into<String>) -> Self {
+        Change {
+            counts: false,
+            ..Change::new(summary)
         }
     }
 }
@@ -153,6 +174,9 @@ pub trait Module: Send + Sync {
     fn apply(&self) -> String;
     /// Whether the post-apply re-probe must find it in sync (not for always-run commands).
     fn converges(&self) -> bool;
+    /// For a handler: the systemd unit whose running process it refreshes (restart, reload). It
+    /// is redundant on a host where this run started that unit after the change that notified it.
+    fn refreshes(&self) -> Option<&str>;
 }
 
 /// A resource kind: its probe's output parses into a typed [`Fact`], which `diff` compares with
@@ -170,6 +194,10 @@ pub trait Resource: Send + Sync {
     fn converges(&self) -> bool {
         true
     }
+    /// See [`Module::refreshes`].
+    fn refreshes(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl<R: Resource> Module for R {
@@ -185,6 +213,9 @@ impl<R: Resource> Module for R {
     }
     fn converges(&self) -> bool {
         Resource::converges(self)
+    }
+    fn refreshes(&self) -> Option<&str> {
+        Resource::refreshes(self)
     }
 }
 

@@ -113,6 +113,12 @@ impl Resource for PatroniRestart {
     fn apply(&self) -> String {
         self.script("hactl_apply")
     }
+
+    /// A Patroni started by this run started PostgreSQL with the settings in place: nothing is
+    /// pending (and waiting `settle` seconds to see so is time lost).
+    fn refreshes(&self) -> Option<&str> {
+        Some("patroni")
+    }
 }
 
 #[cfg(test)]

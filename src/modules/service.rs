@@ -85,6 +85,7 @@ impl Resource for Service {
             Some(false) if enabled && loaded => actions.push(format!("disable {}", self.name)),
             _ => {}
         }
+        let starts = self.state == Some(RunState::Started) && !active;
         match self.state {
             Some(RunState::Started) if !active => actions.push(format!("start {}", self.name)),
             Some(RunState::Stopped) if active => actions.push(format!("stop {}", self.name)),
@@ -95,7 +96,10 @@ impl Resource for Service {
         if !loaded && self.state != Some(RunState::Stopped) && !actions.is_empty() {
             actions.push("(unit not installed yet)".into());
         }
-        Ok((!actions.is_empty()).then(|| Change::new(actions.join(", "))))
+        Ok((!actions.is_empty()).then(|| Change {
+            starts: starts.then(|| self.name.clone()),
+            ..Change::new(actions.join(", "))
+        }))
     }
 
     fn apply(&self) -> String {
@@ -123,6 +127,10 @@ impl Resource for Service {
 
     fn converges(&self) -> bool {
         !matches!(self.state, Some(RunState::Restarted | RunState::Reloaded))
+    }
+
+    fn refreshes(&self) -> Option<&str> {
+        matches!(self.state, Some(RunState::Restarted | RunState::Reloaded)).then_some(self.name.as_str())
     }
 }
 
