@@ -18,7 +18,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # Integration test binaries run one after another; tests sharing the lab take a lock.
 status=0
-cargo test --all-targets 2>&1 | tee "$log" || status=$?
+cargo test --all-targets --no-fail-fast 2>&1 | tee "$log" || status=$?
 target/debug/hactl lab down >/dev/null 2>&1 || true
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

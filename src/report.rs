@@ -286,9 +286,13 @@ impl Reporter {
             by_host.entry(&r.host).or_default().push(r);
         }
         for (host, rs) in by_host {
+            // Changes, failures, and skips that say why (a handler found redundant).
             let interesting: Vec<&&StepResult> = rs
                 .iter()
-                .filter(|r| matches!(r.status, Status::Changed | Status::Failed))
+                .filter(|r| {
+                    matches!(r.status, Status::Changed | Status::Failed)
+                        || (r.status == Status::Skipped && r.summary.is_some())
+                })
                 .collect();
             let counts = |s: Status| rs.iter().filter(|r| r.status == s).count();
             text.push_str(&format!(
@@ -299,7 +303,11 @@ impl Reporter {
                 counts(Status::Failed)
             ));
             for r in interesting {
-                let mark = if r.status == Status::Failed { "!" } else { "~" };
+                let mark = match r.status {
+                    Status::Failed => "!",
+                    Status::Skipped => "-",
+                    _ => "~",
+                };
                 text.push_str(&format!(
                     "  {mark} {}: {}\n",
                     r.step,

@@ -14,7 +14,7 @@ fn summary(o: &std::process::Output) -> serde_json::Value {
 }
 
 fn main_pid(node: usize) -> String {
-    ssh(node, "systemctl show -p MainPID --value hactl-demo").1
+    ssh_ok(node, "systemctl show -p MainPID --value hactl-demo")
 }
 
 /// The whole cycle of the "done when" on fresh nodes, through `inventory`.
@@ -95,7 +95,7 @@ fn full_cycle(inventory: &Path) {
         stdout(&repair)
     );
     assert!(
-        !ssh(2, "cat /etc/default/hactl-demo").1.contains("9999"),
+        !ssh_ok(2, "cat /etc/default/hactl-demo").contains("9999"),
         "file not restored"
     );
     assert_ne!(main_pid(2), pid, "service not restarted");
@@ -155,6 +155,73 @@ fn a_booting_node_is_planned_at_once_as_a_non_root_user() {
     assert!(up.wait().unwrap().success(), "lab up");
 }
 
+/// An install whose script is killed mid-way (a lost connection, a crash: no trap runs) leaves
+/// hactl's policy-rc.d behind, which would keep every later package's service from starting; the
+/// next run repairs it first, and the node's own policy-rc.d survives hactl's installs.
+#[test]
+fn an_interrupted_install_is_repaired_by_the_next_run() {
+    let _lab = lab_lock();
+    let (dir, inv) = fresh_lab_inventory();
+    let inv = inv.to_str().unwrap();
+    let playbook = |name: &str, package: &str, no_start: bool| {
+        let p = dir.path().join(name);
+        let text = format!(
+            "stages:\n  - name: s\n    hosts: node1\n    steps:\n      - name: install\n        package: {{name: {package}, no_start: {no_start}}}\n"
+        );
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let quiet = playbook("quiet.yml", "haproxy", true);
+    let mut run_bg = hactl()
+        .args(["provision", inv, "-p", &quiet])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while ssh(1, "grep -qs '^# hactl:' /usr/sbin/policy-rc.d").0 != 0 {
+        assert!(std::time::Instant::now() < deadline, "the install never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The script's shells die at once; apt-get, orphaned, finishes on its own.
+    ssh_ok(
+        1,
+        "pkill -9 -x -f 'sh -s'; for i in $(seq 300); do pgrep -x 'apt-get|dpkg' >/dev/null || break; sleep 1; done",
+    );
+    let _ = run_bg.wait();
+    ssh_ok(1, "grep -q '^# hactl:' /usr/sbin/policy-rc.d");
+
+    let with_service = playbook("service.yml", "lighttpd", false);
+    let plan = run(&["plan", inv, "-p", &with_service]);
+    assert_eq!(plan.status.code(), Some(2));
+    assert!(
+        stdout(&plan).contains("repair what an interrupted install left"),
+        "{}",
+        stdout(&plan)
+    );
+    let o = run(&["provision", inv, "-p", &with_service]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        ssh(1, "test -e /usr/sbin/policy-rc.d").0,
+        1,
+        "hactl's policy-rc.d is gone"
+    );
+    assert_eq!(
+        ssh_ok(1, "systemctl is-active lighttpd").trim(),
+        "active",
+        "the new package's service started"
+    );
+
+    // The node's own policy-rc.d is kept across an install that suppresses starts.
+    ssh_ok(1, "printf '#!/bin/sh\\n# the node\\x27s own\\nexit 0\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d");
+    let again = playbook("again.yml", "socat", true);
+    assert_eq!(run(&["provision", inv, "-p", &again]).status.code(), Some(0));
+    assert!(
+        ssh_ok(1, "cat /usr/sbin/policy-rc.d").contains("own"),
+        "the node's policy-rc.d is back"
+    );
+}
+
 #[test]
 fn bad_input_fails_clearly_and_changes_nothing() {
     let _lab = lab_lock();
@@ -187,10 +254,10 @@ fn bad_input_fails_clearly_and_changes_nothing() {
     let undefined = write("undefined.yml", "stages:\n  - name: x\n    hosts: all\n    steps:\n      - name: f\n        file: {path: /etc/hactl-undefined, content: \"v={{ no_such_var }}\"}\n");
     let o = run(&["provision", inv_s, "-p", &undefined]);
     assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
     assert!(
-        stderr(&o).contains("undefined") && stderr(&o).contains("line 1") || stderr(&o).contains(":1"),
-        "{}",
-        stderr(&o)
+        err.contains("undefined.yml") && err.contains("step `f`") && err.contains("undefined"),
+        "the error names the playbook, the step and the cause: {err}"
     );
 
     let unreachable = write(
@@ -272,6 +339,7 @@ fn notified_restart_survives_a_failed_run() {
     assert!(pending.contains("mark"), "{pending}");
 
     let o = run(&["plan", inv_s, "-p", &playbook(false)]);
+    assert_eq!(o.status.code(), Some(2), "the owed handler is a pending change");
     assert!(
         stdout(&o).contains("would run handler `mark`"),
         "plan shows the owed handler"
@@ -279,11 +347,30 @@ fn notified_restart_survives_a_failed_run() {
     let o = run(&["provision", inv_s, "-p", &playbook(false)]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(
-        ssh(1, "wc -l < /root/handler-runs").1.trim(),
+        ssh_ok(1, "wc -l < /root/handler-runs").trim(),
         "1",
         "owed handler ran once"
     );
     let o = run(&["provision", inv_s, "-p", &playbook(false), "--output", "json"]);
     assert_eq!(summary(&o)["changed"], 0);
-    assert_eq!(ssh(1, "wc -l < /root/handler-runs").1.trim(), "1");
+    assert_eq!(ssh_ok(1, "wc -l < /root/handler-runs").trim(), "1");
+
+    // A later step's apply makes an earlier step's re-probe fail: the run fails, and the changes
+    // it had applied are still reported.
+    let reprobe = dir.path().join("reprobe.yml");
+    std::fs::write(
+        &reprobe,
+        "stages:\n  - name: s\n    hosts: node1\n    steps:\n      - name: a file\n        file: {path: /tmp/hactl-reprobe, content: \"x\\n\"}\n      - name: turns it into a directory\n        command: {cmd: \"rm -f /tmp/hactl-reprobe && mkdir /tmp/hactl-reprobe\", creates: /tmp/hactl-reprobe/.}\n",
+    )
+    .unwrap();
+    let o = run(&["provision", inv_s, "-p", reprobe.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(o.status.code(), Some(1), "the re-probe fails");
+    let doc = json(&o);
+    let results = doc["results"].as_array().unwrap();
+    let status_of = |step: &str, status: &str| results.iter().any(|r| r["step"] == step && r["status"] == status);
+    assert!(
+        status_of("a file", "changed") && status_of("turns it into a directory", "changed"),
+        "{doc}"
+    );
+    assert!(status_of("a file", "failed"), "{doc}");
 }

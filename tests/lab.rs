@@ -34,7 +34,7 @@ fn lab_up_is_real_idempotent_and_down_leaves_nothing() {
     );
     assert_eq!(rc, 0, "pip download works inside a node");
     assert!(out.contains("six-1.16.0"), "{out}");
-    let (_, pool) = ssh(1, "ls /var/cache/hactl-apt-pool | grep -c 'python3.*venv'");
+    let pool = ssh_ok(1, "ls /var/cache/hactl-apt-pool | grep -c 'python3.*venv'");
     assert_ne!(pool.trim(), "0", "downloaded packages reach the shared pool");
 
     let status_before = stdout(&run(&["lab", "status"]));
@@ -52,7 +52,7 @@ fn lab_up_is_real_idempotent_and_down_leaves_nothing() {
     assert_ne!(ssh(2, "true").0, 0, "node2 still answers after stop");
     let repaired = run(&["lab", "up", "--nodes", "3"]);
     assert!(stdout(&repaired).contains("started node2"), "{}", stdout(&repaired));
-    assert_eq!(ssh(2, "hostname").1, "node2\n");
+    assert_eq!(ssh_ok(2, "hostname"), "node2\n");
 
     let down = run(&["lab", "down"]);
     assert!(down.status.success());

@@ -140,11 +140,11 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
         "repair restarted HAProxy: {text}"
     );
     assert_eq!(postmaster_starts(), starts, "repair restarted PostgreSQL");
-    assert!(!ssh(edited, "cat /etc/patroni/config.yml").1.contains("loop_wait: 9"));
+    assert!(!ssh_ok(edited, "cat /etc/patroni/config.yml").contains("loop_wait: 9"));
     assert_eq!(run(&["check", inv, "--stages", STAGES]).status.code(), Some(0));
     let mut log = String::new();
     for _ in 0..40 {
-        log = ssh(edited, "cat /root/writer.log").1;
+        log = ssh_ok(edited, "cat /root/writer.log");
         if log.lines().count() >= 40 {
             break;
         }
@@ -193,7 +193,7 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
         started.elapsed().as_secs_f64()
     );
     for n in 1..=3 {
-        let (_, sb) = ssh(n, "su postgres -c \"psql -tAc 'show shared_buffers'\"");
+        let sb = ssh_ok(n, "su postgres -c \"psql -tAc 'show shared_buffers'\"");
         assert_eq!(sb.trim(), "192MB", "node{n} not restarted with the new setting");
     }
     let new_leader = members(1).into_iter().find(|m| m.1 == "Leader").unwrap().0;
@@ -207,7 +207,7 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     );
     assert_eq!(provision(inv)["changed"], 0, "after the rolling change");
     let _ = ssh(1, "systemctl stop hactl-writer2 2>/dev/null; true");
-    let log = ssh(1, "cat /root/writer2.log").1;
+    let log = ssh_ok(1, "cat /root/writer2.log");
     let failures = log.lines().filter(|l| *l == "fail").count();
     eprintln!(
         "MEASURED writer during rolling change: {} of {} writes failed",

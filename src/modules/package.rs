@@ -46,6 +46,8 @@ const SH: &str = include_str!("package.sh");
 pub struct Installed {
     /// Name → (fully installed, version).
     pub packages: HashMap<String, (bool, String)>,
+    /// An interrupted install left hactl's policy-rc.d or dpkg's work half done.
+    pub leftover: bool,
 }
 
 impl Fact for Installed {
@@ -61,7 +63,10 @@ impl Fact for Installed {
             };
             packages.insert(name.to_string(), (status == "ii", version.to_string()));
         }
-        Ok(Installed { packages })
+        Ok(Installed {
+            packages,
+            leftover: lines.get("leftover") == Some("yes"),
+        })
     }
 }
 
@@ -75,6 +80,10 @@ impl Resource for Package {
 
     fn diff(&self, fact: &Installed) -> Result<Option<Change>> {
         let mut actions = Vec::new();
+        if fact.leftover {
+            actions
+                .push("repair what an interrupted install left (hactl's policy-rc.d, dpkg's pending work)".to_string());
+        }
         for (name, version) in self.wanted() {
             let (is_in, have) = fact
                 .packages
@@ -139,6 +148,11 @@ mod tests {
         let ch = diff_of(&pkg(&["curl", "vim"], Presence::Absent), out).unwrap().unwrap();
         assert_eq!(ch.summary, "remove curl");
         assert!(diff_of(&pkg(&["curl"], Presence::Present), out).unwrap().is_none());
+        let leftover = diff_of(&pkg(&["curl"], Presence::Present), "pkg curl ii 7.88\nleftover yes\n").unwrap();
+        assert!(leftover
+            .unwrap()
+            .summary
+            .starts_with("repair what an interrupted install left"));
         let known_not_installed = diff_of(&pkg(&["vim"], Presence::Present), "pkg vim un\n").unwrap();
         assert_eq!(known_not_installed.unwrap().summary, "install vim");
         assert!(

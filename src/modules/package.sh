@@ -3,8 +3,15 @@
 # HACTL_PACKAGES (names, `name=version` pins, one a line), HACTL_RECOMMENDS (yes|no),
 # HACTL_NO_START (yes: no service starts during the install) (apply).
 
-# One `pkg NAME STATUS VERSION` line a package (`un -` when dpkg does not know it).
+# One `pkg NAME STATUS VERSION` line a package (`un -` when dpkg does not know it); `leftover
+# yes` when an interrupted install left hactl's policy-rc.d (no service would start on later
+# installs) or dpkg's work half done, and no apt or dpkg runs now.
 hactl_probe() {
+  if ! pgrep -x 'apt-get|apt|dpkg' >/dev/null 2>&1; then
+    if grep -qs '^# hactl:' /usr/sbin/policy-rc.d || [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ]; then
+      echo "leftover yes"
+    fi
+  fi
   printf '%s\n' "$HACTL_NAMES" | while IFS= read -r p; do
     [ -n "$p" ] || continue
     # shellcheck disable=SC2016 # dpkg-query's format, not the shell's
@@ -18,12 +25,27 @@ hactl_apt_get() {
     -o Dpkg::Options::=--force-confold "$@"
 }
 
+# Removes hactl's policy-rc.d and puts back the node's own, if it had one.
 hactl_policy_restore() {
-  rm -f /usr/sbin/policy-rc.d
+  if grep -qs '^# hactl:' /usr/sbin/policy-rc.d; then
+    rm -f /usr/sbin/policy-rc.d
+  fi
+  if [ -e /usr/sbin/policy-rc.d.hactl-saved ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    mv /usr/sbin/policy-rc.d.hactl-saved /usr/sbin/policy-rc.d
+  fi
+}
+
+# Repairs what an install interrupted by a lost connection or a crash left behind.
+hactl_repair() {
+  hactl_policy_restore
+  if [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ]; then
+    dpkg --configure -a || return 1
+  fi
 }
 
 hactl_apply() {
   export DEBIAN_FRONTEND=noninteractive
+  hactl_repair || return 1
   set -f
   old_ifs=$IFS
   IFS='
@@ -43,6 +65,9 @@ hactl_apply() {
     apt-get -q -o DPkg::Lock::Timeout=300 update || return 1
   fi
   if [ "$HACTL_NO_START" = yes ]; then
+    if [ -e /usr/sbin/policy-rc.d ]; then
+      mv /usr/sbin/policy-rc.d /usr/sbin/policy-rc.d.hactl-saved || return 1
+    fi
     printf '#!/bin/sh\n# hactl: no service starts during this install\nexit 101\n' > /usr/sbin/policy-rc.d &&
       chmod 755 /usr/sbin/policy-rc.d || return 1
     trap hactl_policy_restore EXIT

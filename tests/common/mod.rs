@@ -74,6 +74,14 @@ pub fn ssh(node: usize, cmd: &str) -> (i32, String) {
     ssh_as("root", node, cmd)
 }
 
+/// Runs a command on a lab node as root that must succeed; its stdout. (Checking the exit status
+/// first: the empty output of a failed SSH call must never pass a `!contains` check.)
+pub fn ssh_ok(node: usize, cmd: &str) -> String {
+    let (rc, out) = ssh(node, cmd);
+    assert_eq!(rc, 0, "on node{node}: `{cmd}` failed: {out}");
+    out
+}
+
 /// Runs a command on a lab node as `user`.
 pub fn ssh_as(user: &str, node: usize, cmd: &str) -> (i32, String) {
     let out = Command::new("ssh")
