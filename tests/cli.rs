@@ -6,15 +6,19 @@ use std::process::Output;
 
 use assert_cmd::Command;
 
-/// An "installed" hactl: the built binary copied into a bin/ directory of its own, run from
+/// An "installed" hactl: the built binary copied once into a bin/ directory of its own, run from
 /// `cwd` (never the checkout), so nothing can come from the repository's files.
-fn installed(cwd: &Path) -> (tempfile::TempDir, Command) {
-    let bin = tempfile::tempdir().unwrap();
-    let exe = bin.path().join("hactl");
-    std::fs::copy(env!("CARGO_BIN_EXE_hactl"), &exe).unwrap();
-    let mut cmd = Command::new(&exe);
+fn installed(cwd: &Path) -> Command {
+    static BIN: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    let (_, exe) = BIN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("hactl");
+        std::fs::copy(env!("CARGO_BIN_EXE_hactl"), &exe).unwrap();
+        (dir, exe)
+    });
+    let mut cmd = Command::new(exe);
     cmd.current_dir(cwd);
-    (bin, cmd)
+    cmd
 }
 
 fn text(out: &[u8]) -> String {
@@ -22,8 +26,17 @@ fn text(out: &[u8]) -> String {
 }
 
 fn run(cwd: &Path, args: &[&str]) -> Output {
-    let (_bin, mut cmd) = installed(cwd);
-    let out = cmd.args(args).output().unwrap();
+    // A test thread forking while the copy was written can hold its descriptor a moment longer
+    // ("text file busy"): that passes.
+    let out = (0..50)
+        .find_map(|_| match installed(cwd).args(args).output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                None
+            }
+            other => Some(other.unwrap()),
+        })
+        .expect("the installed binary runs");
     eprintln!(
         "$ hactl {}\n-> {:?}\n{}{}",
         args.join(" "),

@@ -218,13 +218,11 @@ impl Engine {
     /// that panics is its host's failure, recorded and counted.
     async fn for_hosts(self: &Arc<Self>, hosts: &[String], stage: &Stage, first: Option<&str>, work: Work) -> Verdict {
         let forks = Arc::new(Semaphore::new(self.options.forks.max(1)));
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut names = HashMap::new();
-        for host in hosts {
+        let tasks = hosts.iter().map(|host| {
             let (me, host, stage, forks) = (Arc::clone(self), host.clone(), stage.clone(), Arc::clone(&forks));
             let is_first = first == Some(host.as_str());
             let name = host.clone();
-            let handle = tasks.spawn(async move {
+            let task = async move {
                 let _permit = forks.acquire().await.expect("semaphore open");
                 let verdict = match me.remote(&host).await {
                     Some(remote) if work == Work::Gates => me.host_gates(&remote, &host, &stage, is_first).await,
@@ -233,22 +231,14 @@ impl Engine {
                 };
                 me.reporter.host_idle(&host);
                 verdict
-            });
-            names.insert(handle.id(), name);
-        }
+            };
+            (name, task)
+        });
         let mut verdict = Verdict::Succeeded;
-        while let Some(joined) = tasks.join_next_with_id().await {
-            verdict = verdict.and(match joined {
-                Ok((_, v)) => v,
-                Err(e) => {
-                    let host = names.get(&e.id()).cloned().unwrap_or_default();
-                    self.fail(
-                        &host,
-                        &stage.name,
-                        "internal error",
-                        format!("hactl's task for this host failed: {e}"),
-                    )
-                }
+        for (host, outcome) in join_host_tasks(tasks.collect()).await {
+            verdict = verdict.and(match outcome {
+                Ok(v) => v,
+                Err(why) => self.fail(&host, &stage.name, "internal error", why),
             });
         }
         verdict
@@ -302,6 +292,30 @@ impl Engine {
     }
 }
 
+/// Runs each host's task concurrently; a task that panics (or is cancelled) is that host's
+/// error, never lost and never the whole run's crash.
+async fn join_host_tasks<F>(tasks: Vec<(String, F)>) -> Vec<(String, Result<Verdict, String>)>
+where
+    F: std::future::Future<Output = Verdict> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut names = HashMap::new();
+    for (host, task) in tasks {
+        names.insert(set.spawn(task).id(), host);
+    }
+    let mut outcomes = Vec::new();
+    while let Some(joined) = set.join_next_with_id().await {
+        outcomes.push(match joined {
+            Ok((id, v)) => (names.remove(&id).unwrap_or_default(), Ok(v)),
+            Err(e) => (
+                names.remove(&e.id()).unwrap_or_default(),
+                Err(format!("hactl's task for this host failed: {e}")),
+            ),
+        });
+    }
+    outcomes
+}
+
 /// What [`Engine::for_hosts`] runs on each host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Work {
@@ -319,4 +333,30 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .build()
         .expect("tokio runtime")
         .block_on(future)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_host_task_is_that_host_failure() {
+        let task = |host: &str, panics: bool| {
+            let host = host.to_string();
+            let future = async move {
+                if panics {
+                    panic!("a bug while handling {}", "node2");
+                }
+                Verdict::Succeeded
+            };
+            (host, future)
+        };
+        let mut outcomes = join_host_tasks(vec![task("node1", false), task("node2", true), task("node3", false)]).await;
+        outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(outcomes[0], ("node1".to_string(), Ok(Verdict::Succeeded)));
+        assert_eq!(outcomes[2], ("node3".to_string(), Ok(Verdict::Succeeded)));
+        let (host, outcome) = &outcomes[1];
+        assert_eq!(host, "node2");
+        assert!(outcome.as_ref().unwrap_err().contains("panicked"), "{outcome:?}");
+    }
 }
