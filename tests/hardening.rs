@@ -136,16 +136,6 @@ fn provision_all_output(inv: &str) -> (std::process::Output, String) {
     (o, text)
 }
 
-fn changed(doc: &serde_json::Value) -> Vec<String> {
-    doc["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["status"] == "changed")
-        .map(|r| format!("{}:{}", r["host"].as_str().unwrap(), r["step"].as_str().unwrap()))
-        .collect()
-}
-
 /// A fingerprint of what a plan must never touch: files (path, size, mtime, mode, owner) under
 /// /etc, /srv, /opt, /usr, /home and dpkg's database; the PostgreSQL data directory's
 /// configuration; the Erlang cookie; etcd's keys; PostgreSQL's roles and databases; RabbitMQ's
@@ -183,12 +173,12 @@ fn nasty_passwords_no_secret_in_any_process_list_or_output_and_plan_is_read_only
     let secrets_dir = dir.path();
     let round1 = secrets(secrets_dir, 1);
     assert_clean("the first provision's output", &first_text, &forbidden(&round1));
-    assert!(changed(&doc).len() > 20, "a first provision changes things");
+    assert!(changed_steps(&doc).len() > 20, "a first provision changes things");
 
     let (second, second_text) = provision_all_output(inv);
     assert_eq!(second.status.code(), Some(0), "{second_text}");
     assert_eq!(
-        changed(&json(&second)),
+        changed_steps(&json(&second)),
         Vec::<String>::new(),
         "the re-run changes nothing"
     );
@@ -197,7 +187,7 @@ fn nasty_passwords_no_secret_in_any_process_list_or_output_and_plan_is_read_only
     write_inventory(&inv_path, 2);
     let (third, third_text) = provision_all_output(inv);
     assert_eq!(third.status.code(), Some(0), "password change: {third_text}");
-    let changes = changed(&json(&third));
+    let changes = changed_steps(&json(&third));
     assert!(
         changes.iter().any(|c| c.contains("airflow role and database"))
             && changes.iter().any(|c| c.contains("airflow user")),

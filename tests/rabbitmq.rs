@@ -51,16 +51,6 @@ fn provision(inv: &str) -> serde_json::Value {
     json(&o)
 }
 
-fn changed_steps(doc: &serde_json::Value) -> Vec<String> {
-    doc["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["status"] == "changed")
-        .map(|r| format!("{}:{}", r["host"].as_str().unwrap(), r["step"].as_str().unwrap()))
-        .collect()
-}
-
 fn beam_pids() -> Vec<String> {
     (1..=3)
         .map(|n| ssh_ok(n, "systemctl show -p MainPID --value rabbitmq-server"))

@@ -140,3 +140,14 @@ pub fn secret(dir: &Path, name: &str) -> String {
         .trim_matches('"')
         .to_string()
 }
+
+/// The `host:step` of every changed result in a JSON run document.
+pub fn changed_steps(doc: &serde_json::Value) -> Vec<String> {
+    doc["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter(|r| r["status"] == "changed")
+        .map(|r| format!("{}:{}", r["host"].as_str().unwrap(), r["step"].as_str().unwrap()))
+        .collect()
+}
