@@ -2,13 +2,17 @@
 # Benchmark: no-op re-run of a 45-step playbook (15 directories, 15 files, 15 lines) on the lab's
 # nodes. Prints the median wall time of RUNS re-runs and the SSH round trips per host.
 # With COMPARE=1 it also times Ansible (ansible-core) and pyinfra on the same steps, installed
-# into a venv from PyPI. Needs root and a lab (`hactl lab up`); targets only lab node addresses.
+# into a venv from PyPI. HACTL=/path/to/hactl times that binary instead of a fresh release build
+# (to compare two versions on the same workload). Needs root and a lab (`hactl lab up`); targets
+# only lab node addresses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 RUNS=${RUNS:-10}
-cargo build --release -q
-hactl=$PWD/target/release/hactl
+if [ -z "${HACTL:-}" ]; then
+  cargo build --release -q
+fi
+hactl=${HACTL:-$PWD/target/release/hactl}
 $hactl lab up --nodes 3 >/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
