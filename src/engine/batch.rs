@@ -25,6 +25,9 @@ pub enum BatchKind {
 /// Joins parts into one script.
 pub fn batch_script(parts: &[(usize, String)], kind: BatchKind) -> String {
     let mut s = String::from("export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n");
+    // The modules' shared helpers, once for every part (each part's subshell inherits them).
+    s.push_str(crate::modules::LIB_SH);
+    s.push('\n');
     let stderr = if kind == BatchKind::Probe {
         s.push_str("hactl_err=$(mktemp) || exit 1\ntrap 'rm -f \"$hactl_err\"' EXIT\n");
         "2>\"$hactl_err\""

@@ -32,9 +32,20 @@ impl Engine {
     /// One host through one stage.
     pub(super) async fn host_stage(&self, remote: &Remote, host: &str, stage: &Stage, is_first: bool) -> Verdict {
         let ctx = &self.loaded.contexts[host];
+        // Rendered before the run began (see `check_renders`), unless the first host changed since.
+        let key = (stage.name.clone(), host.to_string());
+        let cached = self.rendered.lock().expect("lock").remove(&key);
+        let rendered: Vec<Result<Option<Planned>>> = match cached {
+            Some((first, planned)) if first == is_first => planned.into_iter().map(Ok).collect(),
+            _ => stage
+                .steps
+                .iter()
+                .map(|step| self.plan_step(stage, step, ctx, is_first))
+                .collect(),
+        };
         let mut steps: Vec<Planned> = Vec::new();
-        for step in &stage.steps {
-            match self.plan_step(stage, step, ctx, is_first) {
+        for (step, planned) in stage.steps.iter().zip(rendered) {
+            match planned {
                 Ok(Some(p)) => steps.push(p),
                 Ok(None) => self.record(StepResult::new(host, &stage.name, &step.name, Status::Skipped)),
                 Err(e) => return self.fail(host, &stage.name, &step.name, format!("{e:?}")),
@@ -131,12 +142,23 @@ impl Engine {
     /// Renders every step, handler and gate of `stage` for each of its hosts, before anything is
     /// connected to or changed: a template error in a late stage must not surface after earlier
     /// stages were applied.
+    /// The steps' renderings are kept for the run.
     pub(super) fn check_renders(&self, stage: &Stage, hosts: &[String]) -> Result<()> {
         for (index, host) in hosts.iter().enumerate() {
             let ctx = &self.loaded.contexts[host];
-            for step in stage.steps.iter().chain(&stage.handlers) {
-                self.plan_step(stage, step, ctx, index == 0)?;
+            let is_first = index == 0;
+            let steps = stage
+                .steps
+                .iter()
+                .map(|step| self.plan_step(stage, step, ctx, is_first))
+                .collect::<Result<Vec<_>>>()?;
+            for handler in &stage.handlers {
+                self.plan_step(stage, handler, ctx, true)?;
             }
+            self.rendered
+                .lock()
+                .expect("lock")
+                .insert((stage.name.clone(), host.clone()), (is_first, steps));
             for gate in &stage.verify {
                 let origin = format!(
                     "{} stage `{}` verify `{}`",

@@ -104,7 +104,13 @@ pub struct Engine {
     remotes: tokio::sync::Mutex<HashMap<String, Arc<Remote>>>,
     unreachable: Mutex<BTreeSet<String>>,
     results: Mutex<Vec<StepResult>>,
+    /// Steps rendered before the run, per (stage, host): whether rendered as the stage's first
+    /// host, and each step (`None`: skipped by `when` or `run_once`).
+    rendered: Mutex<HashMap<(String, String), Rendered>>,
 }
+
+/// A host's rendered steps for one stage (see [`Engine::check_renders`]).
+type Rendered = (bool, Vec<Option<converge::Planned>>);
 
 impl Engine {
     /// A run over loaded inputs; fails when the store of owed handlers cannot be read.
@@ -118,6 +124,7 @@ impl Engine {
             remotes: tokio::sync::Mutex::new(HashMap::new()),
             unreachable: Mutex::new(BTreeSet::new()),
             results: Mutex::new(Vec::new()),
+            rendered: Mutex::new(HashMap::new()),
         }))
     }
 

@@ -3,14 +3,14 @@
 # program; the values it works with come from the environment through ENVIRON, never its text).
 
 hactl_probe() {
-  tmp=$(mktemp) || return 1
-  trap 'rm -f "$tmp"' EXIT
+  # The edited text is kept in a variable (with a sentinel, as $(…) strips trailing newlines):
+  # no temporary file, and awk's failure is seen.
   if [ ! -f "$HACTL_PATH" ]; then
-    awk "$HACTL_AWK" </dev/null > "$tmp" || return 1
+    new=$(awk "$HACTL_AWK" </dev/null && echo .) || return 1
     echo "state absent"
   else
-    awk "$HACTL_AWK" "$HACTL_PATH" > "$tmp" || return 1
-    if cmp -s "$tmp" "$HACTL_PATH"; then
+    new=$(awk "$HACTL_AWK" "$HACTL_PATH" && echo .) || return 1
+    if printf '%s' "${new%.}" | cmp -s - "$HACTL_PATH"; then
       echo "state same"
       return 0
     fi
@@ -20,7 +20,7 @@ hactl_probe() {
     echo
   fi
   printf 'new '
-  base64 -w0 < "$tmp" || return 1
+  printf '%s' "${new%.}" | base64 -w0 || return 1
   echo
 }
 

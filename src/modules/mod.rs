@@ -262,15 +262,15 @@ impl<'a> ProbeLines<'a> {
 }
 
 /// Assembles a module's script: its variables (each value one shell word, exported so that awk
-/// and python children read them from the environment, never from a command line), the shared
-/// helpers, the module's `.sh` file, then `call`. Values never become script text.
+/// and python children read them from the environment, never from a command line), the module's
+/// `.sh` file, then `call`. Values never become script text. The shared helpers ([`LIB_SH`]) are
+/// defined once per batch by the engine, before the parts (which run in subshells).
 pub fn script(file: &str, vars: &[(&str, &str)], call: &str) -> String {
     let mut s = String::new();
     for (name, value) in vars {
         debug_assert!(name.starts_with("HACTL_"), "module variables are HACTL_*");
         s.push_str(&format!("{name}={}; export {name}\n", q(value)));
     }
-    s.push_str(LIB_SH);
     s.push_str(file);
     s.push('\n');
     s.push_str(call);
@@ -278,8 +278,8 @@ pub fn script(file: &str, vars: &[(&str, &str)], call: &str) -> String {
     s
 }
 
-/// Shell helpers every module script may use (see `lib.sh`).
-const LIB_SH: &str = include_str!("lib.sh");
+/// Shell helpers every module script may use (see `lib.sh`), defined at the top of each batch.
+pub const LIB_SH: &str = include_str!("lib.sh");
 
 /// One value or a list of them (`name: x` or `name: [x, y]`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -554,6 +554,8 @@ pub fn run_local(script: &str) -> Observed {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // As in a batch: the shared helpers first.
+    let script = format!("{LIB_SH}\n{script}");
     child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     Observed {
