@@ -54,11 +54,49 @@ pub enum SshError {
 }
 
 /// Why one attempt to run a script failed.
+#[derive(Debug)]
 enum Attempt {
     /// The channel was never opened: the script did not start and may be sent again.
     NotStarted(String),
     /// It failed after the script was handed over: it may have run, in part or whole.
     Started(String),
+    /// The connection itself is gone: no point in trying again.
+    Gone(String),
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attempt::NotStarted(e) | Attempt::Started(e) | Attempt::Gone(e) => f.write_str(e),
+        }
+    }
+}
+
+/// How [`Remote::run`] retries: up to 5 attempts, a script sent again only when the attempt
+/// before provably never started it (its channel did not open); a failure after the start is
+/// returned at once (a retry could run a command or a switchover twice).
+async fn retry_unstarted<F, Fut>(mut attempt: F) -> Result<ScriptOutput, SshError>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<ScriptOutput, Attempt>>,
+{
+    let mut last = String::new();
+    for n in 0..5u64 {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(200 * n)).await;
+        }
+        match attempt(n).await {
+            Ok(out) => return Ok(out),
+            Err(Attempt::NotStarted(e)) => last = e,
+            Err(Attempt::Started(e)) => {
+                return Err(SshError::Channel(format!(
+                    "{e} (the script may have started on the host, so it is not sent again)"
+                )))
+            }
+            Err(Attempt::Gone(e)) => return Err(SshError::Channel(format!("{e}; before that: {last}"))),
+        }
+    }
+    Err(SshError::Channel(last))
 }
 
 /// A script's outcome.
@@ -247,44 +285,31 @@ impl Remote {
             .acquire()
             .await
             .map_err(|e| SshError::Channel(e.to_string()))?;
-        let mut last = String::new();
-        for attempt in 0..5u64 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+        let started = std::time::Instant::now();
+        let out = retry_unstarted(|attempt| async move {
+            if attempt > 0 && self.session.check().await.is_err() {
+                return Err(Attempt::Gone("the SSH connection is gone".into()));
             }
-            let started = std::time::Instant::now();
-            match self.run_once(script).await {
-                Ok(out) => {
-                    let trip = self.round_trips.fetch_add(1, Ordering::Relaxed) + 1;
-                    // Sizes and times only: scripts and their output may carry secrets.
-                    tracing::debug!(
-                        host = %self.address,
-                        trip,
-                        sent = script.len(),
-                        stdout = out.stdout.len(),
-                        stderr = out.stderr.len(),
-                        code = out.code,
-                        ms = started.elapsed().as_millis() as u64,
-                        "ssh: round trip"
-                    );
-                    return Ok(out);
-                }
-                Err(Attempt::NotStarted(e)) => {
-                    tracing::debug!(host = %self.address, attempt, error = %e, "ssh: channel not opened");
-                    last = e;
-                }
-                Err(Attempt::Started(e)) => {
-                    tracing::debug!(host = %self.address, attempt, error = %e, "ssh: failed after the script started");
-                    return Err(SshError::Channel(format!(
-                        "{e} (the script may have started on the host, so it is not sent again)"
-                    )));
-                }
+            let outcome = self.run_once(script).await;
+            if let Err(e) = &outcome {
+                tracing::debug!(host = %self.address, attempt, error = %e, "ssh: attempt failed");
             }
-            if self.session.check().await.is_err() {
-                break;
-            }
-        }
-        Err(SshError::Channel(last))
+            outcome
+        })
+        .await?;
+        let trip = self.round_trips.fetch_add(1, Ordering::Relaxed) + 1;
+        // Sizes and times only: scripts and their output may carry secrets.
+        tracing::debug!(
+            host = %self.address,
+            trip,
+            sent = script.len(),
+            stdout = out.stdout.len(),
+            stderr = out.stderr.len(),
+            code = out.code,
+            ms = started.elapsed().as_millis() as u64,
+            "ssh: round trip"
+        );
+        Ok(out)
     }
 
     async fn run_once(&self, script: &str) -> Result<ScriptOutput, Attempt> {
@@ -318,5 +343,57 @@ impl Remote {
     /// Scripts run on this host so far.
     pub fn round_trips(&self) -> usize {
         self.round_trips.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    fn ok() -> ScriptOutput {
+        ScriptOutput {
+            stdout: "done".into(),
+            stderr: String::new(),
+            code: 0,
+        }
+    }
+
+    /// Runs the retry policy over scripted attempt outcomes; returns its result and how many
+    /// times the script was handed over.
+    async fn replay(mut outcomes: Vec<Result<ScriptOutput, Attempt>>) -> (Result<ScriptOutput, SshError>, usize) {
+        outcomes.reverse();
+        let outcomes = RefCell::new(outcomes);
+        let sent = RefCell::new(0);
+        let result = retry_unstarted(|_| {
+            let next = outcomes.borrow_mut().pop().expect("an outcome per attempt");
+            if !matches!(next, Err(Attempt::NotStarted(_))) {
+                *sent.borrow_mut() += 1;
+            }
+            async move { next }
+        })
+        .await;
+        let sent = *sent.borrow();
+        (result, sent)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_script_that_may_have_started_is_never_sent_again() {
+        let (result, sent) = replay(vec![Err(Attempt::Started("channel closed".into())), Ok(ok())]).await;
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("not sent again"), "{err}");
+        assert_eq!(sent, 1, "sent once, never retried");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_channel_that_never_opened_is_tried_again() {
+        let refused = || Err(Attempt::NotStarted("open failed".into()));
+        let (result, sent) = replay(vec![refused(), refused(), Ok(ok())]).await;
+        assert_eq!(result.unwrap().stdout, "done");
+        assert_eq!(sent, 1, "handed over once, by the attempt that opened");
+        let (result, _) = replay((0..5).map(|_| refused()).collect()).await;
+        assert!(result.unwrap_err().to_string().contains("open failed"));
+        let (result, _) = replay(vec![refused(), Err(Attempt::Gone("the SSH connection is gone".into()))]).await;
+        assert!(result.unwrap_err().to_string().contains("gone"));
     }
 }
