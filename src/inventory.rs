@@ -336,9 +336,10 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(source: &str, path: &Path) -> 
 /// so that the structure, lines and columns stay true.
 pub fn mask_secret_values(source: &str) -> String {
     static SECRET_KEY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(
-            r#"(?i)([\w.-]*(?:password|passwd|secret|token|cookie|fernet|jwt)[\w.-]*["']?\s*:[ \t]*)([^,}\]\n#]*)"#,
-        )
+        let words = crate::secrets::SECRET_NAME_WORDS.join("|");
+        regex::Regex::new(&format!(
+            r#"(?i)([\w.-]*(?:{words})[\w.-]*["']?\s*:[ \t]*)([^,}}\]\n#]*)"#
+        ))
         .expect("a valid pattern")
     });
     SECRET_KEY

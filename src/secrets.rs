@@ -177,10 +177,11 @@ pub fn generate(spec: &SecretSpec) -> Result<String> {
 /// JWT key): its value is redacted wherever it is set.
 pub fn is_secret_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    ["password", "passwd", "secret", "token", "cookie", "fernet", "jwt"]
-        .iter()
-        .any(|w| name.contains(w))
+    SECRET_NAME_WORDS.iter().any(|w| name.contains(w))
 }
+
+/// Words that make a variable's name a secret's (see [`is_secret_name`]).
+pub const SECRET_NAME_WORDS: [&str; 7] = ["password", "passwd", "secret", "token", "cookie", "fernet", "jwt"];
 
 /// Masks secret values in text that is about to be printed.
 #[derive(Debug, Clone, Default)]

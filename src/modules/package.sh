@@ -7,10 +7,9 @@
 # yes` when an interrupted install left hactl's policy-rc.d (no service would start on later
 # installs) or dpkg's work half done, and no apt or dpkg runs now.
 hactl_probe() {
-  if ! pgrep -x 'apt-get|apt|dpkg' >/dev/null 2>&1; then
-    if grep -qs '^# hactl:' /usr/sbin/policy-rc.d || [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ]; then
-      echo "leftover yes"
-    fi
+  # Shell builtins only in the usual case (a no-op re-run pays for every process it starts).
+  if hactl_ours_left || hactl_dpkg_pending; then
+    pgrep -x 'apt-get|apt|dpkg' >/dev/null 2>&1 || echo "leftover yes"
   fi
   printf '%s\n' "$HACTL_NAMES" | while IFS= read -r p; do
     [ -n "$p" ] || continue
@@ -25,9 +24,22 @@ hactl_apt_get() {
     -o Dpkg::Options::=--force-confold "$@"
 }
 
+# Whether /usr/sbin/policy-rc.d is hactl's (its second line says so).
+hactl_ours_left() {
+  [ -f /usr/sbin/policy-rc.d ] || return 1
+  { read -r _ && read -r second; } < /usr/sbin/policy-rc.d || return 1
+  case "$second" in "# hactl:"*) return 0 ;; *) return 1 ;; esac
+}
+
+# Whether dpkg has work an interrupted run left (files in its updates directory).
+hactl_dpkg_pending() {
+  set -- /var/lib/dpkg/updates/*
+  [ -e "$1" ]
+}
+
 # Removes hactl's policy-rc.d and puts back the node's own, if it had one.
 hactl_policy_restore() {
-  if grep -qs '^# hactl:' /usr/sbin/policy-rc.d; then
+  if hactl_ours_left; then
     rm -f /usr/sbin/policy-rc.d
   fi
   if [ -e /usr/sbin/policy-rc.d.hactl-saved ] && [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -38,7 +50,7 @@ hactl_policy_restore() {
 # Repairs what an install interrupted by a lost connection or a crash left behind.
 hactl_repair() {
   hactl_policy_restore
-  if [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ]; then
+  if hactl_dpkg_pending; then
     dpkg --configure -a || return 1
   fi
 }
