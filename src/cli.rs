@@ -133,6 +133,12 @@ pub enum LabAction {
         /// The node, e.g. node2.
         node: String,
     },
+    /// Crash one node's machine: every process killed at once, its link gone (failover tests
+    /// the way machines fail); `lab up` starts it again.
+    Kill {
+        /// The node, e.g. node1.
+        node: String,
+    },
 }
 
 /// Parses the arguments, runs the command and maps the outcome to the contract's exit codes. Bad
@@ -295,6 +301,16 @@ fn run_lab(action: LabAction) -> ExitCode {
         LabAction::Status => lab.status().map(|lines| lines.iter().for_each(|l| println!("{l}"))),
         LabAction::Stop { node } => lab.stop_node(&node).map(|stopped| {
             println!("{node}: {}", if stopped { "stopped" } else { "was not running" });
+        }),
+        LabAction::Kill { node } => lab.kill_node(&node).map(|killed| {
+            println!(
+                "{node}: {}",
+                if killed {
+                    "crashed (every process killed at once)"
+                } else {
+                    "was not running"
+                }
+            );
         }),
     };
     match outcome {

@@ -25,6 +25,10 @@ pub struct Playbook {
     /// Secrets the playbook needs, generated when the inventory does not give them.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretSpec>,
+    /// Inventory groups that must each have at least one host (the stack's role groups):
+    /// checked before anything renders, so a missing one is one clear error.
+    #[serde(default)]
+    pub required_groups: Vec<String>,
     /// The stages, in order.
     pub stages: Vec<Stage>,
     /// The file it was loaded from (for the built-in playbook, its path in a checkout).
@@ -154,12 +158,18 @@ pub struct Gate {
     /// Run on the stage's first host only.
     #[serde(default)]
     pub run_once: bool,
+    /// A minijinja expression: the gate runs only on hosts where it is true.
+    #[serde(default)]
+    pub when: Option<String>,
     /// Attempts before failing.
     #[serde(default = "one")]
     pub retries: u32,
     /// Seconds between attempts.
     #[serde(default = "one_second")]
     pub delay: f64,
+    /// Show the last line the command printed when it passes (a figure, such as a run's time).
+    #[serde(default)]
+    pub report: bool,
 }
 
 fn one() -> u32 {
@@ -265,7 +275,10 @@ mod tests {
         let pb = Playbook::built_in().unwrap();
         assert_eq!(pb.templates, TemplateSource::BuiltIn);
         let names: Vec<&str> = pb.stages.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["base", "etcd", "postgres", "pg-lb", "rabbitmq", "mq-lb"]);
+        assert_eq!(
+            names,
+            ["base", "etcd", "postgres", "pg-lb", "rabbitmq", "mq-lb", "airflow", "web-lb"]
+        );
         let stage = |n: &str| pb.stages.iter().find(|s| s.name == n).unwrap();
         let steps = |n: &str| stage(n).steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
         let handlers = |n: &str| stage(n).handlers.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
@@ -273,9 +286,12 @@ mod tests {
             "HAProxy loads conf.d (its command line, so a restart)",
             "HAProxy running",
         ] {
-            assert!(steps("pg-lb").iter().any(|s| s == shared) && steps("mq-lb").iter().any(|s| s == shared));
+            for lb in ["pg-lb", "mq-lb", "web-lb"] {
+                assert!(steps(lb).iter().any(|s| s == shared), "{lb} lacks {shared}");
+            }
         }
         assert_eq!(handlers("mq-lb"), handlers("pg-lb"));
+        assert_eq!(handlers("web-lb"), handlers("pg-lb"));
         assert_eq!(handlers("mq-lb"), ["restart haproxy", "reload haproxy"]);
     }
 

@@ -17,12 +17,56 @@ pub enum TemplateSource {
     BuiltIn,
 }
 
+impl TemplateSource {
+    /// The regular files under `dir` of the stack (e.g. `dags`), as (path relative to `dir`,
+    /// content), sorted: built in, or beside the `templates/` directory on disk. An absolute
+    /// `dir` is read from disk as it is.
+    pub fn tree(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let root = match self {
+            _ if std::path::Path::new(dir).is_absolute() => PathBuf::from(dir),
+            TemplateSource::BuiltIn => {
+                return crate::stack::tree(dir)
+                    .ok_or_else(|| miette!("`{dir}` is not a directory built into hactl (built in: dags)"))
+            }
+            TemplateSource::Dir(templates) => templates.parent().unwrap_or(templates).join(dir),
+        };
+        let mut out = Vec::new();
+        read_tree(&root, &root, &mut out).map_err(|e| miette!("cannot read the directory {}: {e}", root.display()))?;
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Collects the regular files under `dir` (symlinks followed) with paths relative to `root`.
+fn read_tree(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            read_tree(root, &path, out)?;
+        } else if path.is_file() {
+            let rel = path
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            out.push((rel, std::fs::read(&path)?));
+        }
+    }
+    Ok(())
+}
+
 /// Renders templates from templates/ and inline strings from playbooks.
 pub struct Renderer {
     env: Environment<'static>,
+    source: TemplateSource,
 }
 
 impl Renderer {
+    /// Where its template files (and the stack's other files) come from.
+    pub fn source(&self) -> &TemplateSource {
+        &self.source
+    }
+
     /// A renderer loading template files from `source`.
     pub fn new(source: &TemplateSource) -> Self {
         let mut env = Environment::new();
@@ -48,9 +92,14 @@ impl Renderer {
         env.add_filter("sql_identifier", sql_identifier);
         env.add_filter("yaml_string", yaml_string);
         env.add_filter("ini_value", ini_value);
+        env.add_filter("urlencode", urlencode);
+        env.add_filter("haproxy_word", haproxy_word);
         env.add_filter("hosts_entries", hosts_entries);
         env.add_function("now_epoch", now_epoch);
-        Renderer { env }
+        Renderer {
+            env,
+            source: source.clone(),
+        }
     }
 
     /// Renders the template file `name` (relative to templates/).
@@ -77,7 +126,12 @@ impl Renderer {
                 .env
                 .compile_expression(expr)
                 .map_err(|e| template_error(origin, &e))?;
-            let value = compiled.eval(ctx).map_err(|e| template_error(origin, &e))?;
+            let mut value = compiled.eval(ctx).map_err(|e| template_error(origin, &e))?;
+            if value.kind() == minijinja::value::ValueKind::Iterable {
+                // A lazy sequence (e.g. two lists joined with `+`): made a list.
+                let items: Vec<Value> = value.try_iter().map_err(|e| template_error(origin, &e))?.collect();
+                value = Value::from(items);
+            }
             if matches!(
                 value.kind(),
                 minijinja::value::ValueKind::Seq | minijinja::value::ValueKind::Map
@@ -159,6 +213,25 @@ fn sql_identifier(s: String) -> Result<String, Error> {
 /// `yaml_string`: a YAML double-quoted scalar (JSON's string escaping, which YAML reads as is).
 fn yaml_string(s: String) -> Result<String, Error> {
     serde_json::to_string(&s).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("yaml_string: {e}")))
+}
+
+/// `urlencode`: a value for one part of a URL (user, password, path segment): everything but
+/// letters, digits and `-._~` percent-encoded.
+fn urlencode(s: String) -> String {
+    percent_encoding::utf8_percent_encode(&s, crate::secrets::URL_KEEPS).to_string()
+}
+
+/// `haproxy_word`: a value as one word of an HAProxy configuration line: single-quoted (no
+/// escapes, no environment expansion inside); a value holding a single quote or a line break
+/// cannot be one.
+fn haproxy_word(s: String) -> Result<String, Error> {
+    if s.contains(['\'', '\n', '\r', '\0']) {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "haproxy_word: a value with a single quote or a line break cannot be an HAProxy word",
+        ));
+    }
+    Ok(format!("'{s}'"))
 }
 
 /// `ini_value`: a value for an INI file read by Python's configparser (Airflow's): `%` doubled
@@ -278,6 +351,16 @@ mod tests {
             "it's $x"
         );
         assert!(r.render_str("x", "{{ nope | mandatory }}", &ctx).is_err());
+        let url = context! { p => "p@ss:w/rd%20 ü" };
+        assert_eq!(
+            r.render_str("x", "{{ p | urlencode }}", &url).unwrap(),
+            "p%40ss%3Aw%2Frd%2520%20%C3%BC"
+        );
+        assert_eq!(
+            r.render_str("x", "{{ 'a b$c' | haproxy_word }}", &ctx).unwrap(),
+            "'a b$c'"
+        );
+        assert!(r.render_str("x", "{{ \"it's\" | haproxy_word }}", &ctx).is_err());
         let nasty = context! { v => "it's a \"test\" \\ $x %d" };
         assert_eq!(
             r.render_str("x", "{{ v | sql_literal }}", &nasty).unwrap(),

@@ -286,13 +286,11 @@ impl Reporter {
             by_host.entry(&r.host).or_default().push(r);
         }
         for (host, rs) in by_host {
-            // Changes, failures, and skips that say why (a handler found redundant).
+            // Changes, failures, and the rest when they say something (a handler found
+            // redundant, a wait, a gate's figure).
             let interesting: Vec<&&StepResult> = rs
                 .iter()
-                .filter(|r| {
-                    matches!(r.status, Status::Changed | Status::Failed)
-                        || (r.status == Status::Skipped && r.summary.is_some())
-                })
+                .filter(|r| matches!(r.status, Status::Changed | Status::Failed) || r.summary.is_some())
                 .collect();
             let counts = |s: Status| rs.iter().filter(|r| r.status == s).count();
             text.push_str(&format!(
@@ -306,7 +304,8 @@ impl Reporter {
                 let mark = match r.status {
                     Status::Failed => "!",
                     Status::Skipped => "-",
-                    _ => "~",
+                    Status::Changed => "~",
+                    _ => "=",
                 };
                 text.push_str(&format!(
                     "  {mark} {}: {}\n",

@@ -193,7 +193,7 @@ pub struct Redactor {
 pub const MASK: &str = "********";
 
 /// Characters a URL's user-info or query keeps as they are (the rest is percent-encoded).
-const URL_KEEPS: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+pub const URL_KEEPS: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
@@ -201,14 +201,17 @@ const URL_KEEPS: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMER
 
 /// The forms a secret can take in what templates render: itself, base64 (standard and URL-safe,
 /// padded or not), its sha256 and sha512 hex digests, URL-encoded (in a URL that embeds it),
-/// shell-quoted and JSON-escaped.
+/// shell-quoted and JSON-escaped, and as an INI value (`%` doubled), plain or URL-encoded.
 pub fn derived_forms(value: &str) -> Vec<String> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     use base64::Engine;
     use sha2::Digest;
     let bytes = value.as_bytes();
     let json = serde_json::to_string(value).expect("a string serialises");
+    let url = percent_encoding::utf8_percent_encode(value, URL_KEEPS).to_string();
     vec![
+        value.replace('%', "%%"),
+        url.replace('%', "%%"),
         value.to_string(),
         STANDARD.encode(bytes),
         STANDARD_NO_PAD.encode(bytes),
@@ -216,7 +219,7 @@ pub fn derived_forms(value: &str) -> Vec<String> {
         URL_SAFE_NO_PAD.encode(bytes),
         hex::encode(sha2::Sha256::digest(bytes)),
         hex::encode(sha2::Sha512::digest(bytes)),
-        percent_encoding::utf8_percent_encode(value, URL_KEEPS).to_string(),
+        url,
         crate::modules::q(value),
         json[1..json.len() - 1].to_string(),
     ]

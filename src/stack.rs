@@ -12,6 +12,8 @@ use miette::{miette, Result};
 pub static PLAYBOOKS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/playbooks");
 /// The templates the playbooks render.
 pub static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
+/// The DAGs synced to every Airflow node (`dags/` at the repository root).
+pub static DAGS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/dags");
 /// Example inventories.
 pub static INVENTORIES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/inventories");
 
@@ -31,6 +33,23 @@ pub fn template(name: &str) -> Option<&'static str> {
     TEMPLATES.get_file(name).and_then(|f| f.contents_utf8())
 }
 
+/// The built-in files under a top directory (`dags`) as (path relative to it, content),
+/// sorted; `None` when no such directory is built in.
+pub fn tree(dir: &str) -> Option<Vec<(String, Vec<u8>)>> {
+    let root = match dir.trim_end_matches('/') {
+        "dags" => &DAGS,
+        _ => return None,
+    };
+    let mut files = Vec::new();
+    collect(Path::new(""), root, &mut files);
+    let mut out: Vec<(String, Vec<u8>)> = files
+        .into_iter()
+        .map(|(p, b)| (p.to_string_lossy().into_owned(), b.to_vec()))
+        .collect();
+    out.sort();
+    Some(out)
+}
+
 /// Every built-in file as (path relative to a checkout, contents), in a stable order.
 pub fn files() -> Vec<(PathBuf, &'static [u8])> {
     let mut out = Vec::new();
@@ -38,6 +57,7 @@ pub fn files() -> Vec<(PathBuf, &'static [u8])> {
         ("playbooks", &PLAYBOOKS),
         ("templates", &TEMPLATES),
         ("inventories", &INVENTORIES),
+        ("dags", &DAGS),
     ] {
         collect(Path::new(root), dir, &mut out);
     }

@@ -62,7 +62,7 @@ impl Engine {
         if self.options.mode == Mode::Plan {
             for (step, change) in steps.iter().zip(&changes) {
                 if change.as_ref().is_some_and(|c| c.counts) {
-                    notified.extend(step.notify.iter().cloned());
+                    notified.extend(self.applicable_handlers(stage, ctx, &step.notify));
                 }
                 self.record_change(host, &stage.name, &step.name, change.as_ref(), true);
             }
@@ -82,7 +82,7 @@ impl Engine {
             }
             for &i in &todo {
                 if changes[i].as_ref().is_some_and(|c| c.counts) {
-                    notified.extend(steps[i].notify.iter().cloned());
+                    notified.extend(self.applicable_handlers(stage, ctx, &steps[i].notify));
                 }
             }
             if let Err(e) = self.pending.set(host, &stage.name, notified.clone()) {
@@ -160,13 +160,7 @@ impl Engine {
                 .expect("lock")
                 .insert((stage.name.clone(), host.clone()), (is_first, steps));
             for gate in &stage.verify {
-                let origin = format!(
-                    "{} stage `{}` verify `{}`",
-                    self.loaded.playbook.path.display(),
-                    stage.name,
-                    gate.name
-                );
-                self.loaded.renderer.render_str(&origin, &gate.command, ctx)?;
+                self.render_gate(stage, gate, ctx)?;
             }
         }
         Ok(())

@@ -1,7 +1,7 @@
 //! Verification gates: read-only commands that must exit 0 after a stage (and alone, with
 //! `hactl verify`). A host's gates run in one script, each retried on the host.
 
-use super::batch::{batch_script, parse_batch, part_failure, BatchKind};
+use super::batch::{batch_script, parse_batch, part_failure, tail, BatchKind};
 use super::{Engine, Mode, Verdict};
 use crate::playbook::{Gate, Stage};
 use crate::report::{Status, StepResult};
@@ -11,22 +11,20 @@ impl Engine {
     /// The stage's gates on one host.
     pub(super) async fn host_gates(&self, remote: &Remote, host: &str, stage: &Stage, is_first: bool) -> Verdict {
         let ctx = &self.loaded.contexts[host];
-        let gates: Vec<&Gate> = stage.verify.iter().filter(|g| !g.run_once || is_first).collect();
-        if gates.is_empty() {
-            return Verdict::Succeeded;
-        }
+        let mut gates: Vec<&Gate> = Vec::new();
         let mut parts = Vec::new();
-        for (i, gate) in gates.iter().enumerate() {
-            let origin = format!(
-                "{} stage `{}` verify `{}`",
-                self.loaded.playbook.path.display(),
-                stage.name,
-                gate.name
-            );
-            match self.loaded.renderer.render_str(&origin, &gate.command, ctx) {
-                Ok(cmd) => parts.push((i, gate_script(&cmd, gate.retries, gate.delay))),
+        for gate in stage.verify.iter().filter(|g| !g.run_once || is_first) {
+            match self.render_gate(stage, gate, ctx) {
+                Ok(Some(cmd)) => {
+                    parts.push((gates.len(), gate_script(&cmd, gate.retries, gate.delay)));
+                    gates.push(gate);
+                }
+                Ok(None) => {}
                 Err(e) => return self.fail(host, &stage.name, &format!("verify: {}", gate.name), format!("{e}")),
             }
+        }
+        if gates.is_empty() {
+            return Verdict::Succeeded;
         }
         self.reporter.host_activity(host, &format!("{}: verifying", stage.name));
         let out = match remote.run(&batch_script(&parts, BatchKind::Gates)).await {
@@ -38,13 +36,39 @@ impl Engine {
             let name = format!("verify: {}", gate.name);
             verdict = verdict.and(match part_failure(out.get(&i), 10) {
                 None => {
-                    self.record(StepResult::new(host, &stage.name, &name, self.gate_passed()));
+                    let mut passed = StepResult::new(host, &stage.name, &name, self.gate_passed());
+                    if gate.report {
+                        passed.summary = out.get(&i).map(|o| tail(&o.stdout, 1)).filter(|l| !l.is_empty());
+                    }
+                    self.record(passed);
                     Verdict::Succeeded
                 }
                 Some(failure) => self.fail(host, &stage.name, &name, failure),
             });
         }
         verdict
+    }
+
+    /// A gate's command rendered for a host; `None` where its `when` is false.
+    pub(super) fn render_gate(
+        &self,
+        stage: &Stage,
+        gate: &Gate,
+        ctx: &minijinja::Value,
+    ) -> miette::Result<Option<String>> {
+        let origin = format!(
+            "{} stage `{}` verify `{}`",
+            self.loaded.playbook.path.display(),
+            stage.name,
+            gate.name
+        );
+        let renderer = &self.loaded.renderer;
+        if let Some(when) = &gate.when {
+            if !renderer.eval_bool(&format!("{origin} when"), when, ctx)? {
+                return Ok(None);
+            }
+        }
+        renderer.render_str(&origin, &gate.command, ctx).map(Some)
     }
 
     /// A passed gate's status: `passed` for `verify`, `ok` within a provision (the contract's set).

@@ -33,6 +33,7 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
         Some(path) => Playbook::load(path)?,
         None => Playbook::built_in()?,
     };
+    check_required_groups(&inventory, &playbook)?;
     let given = |name: &str| inventory.hosts.values().any(|h| h.vars.contains_key(name));
     let secrets = Secrets::load_or_generate(&secrets_path(&inventory.path), &playbook.secrets, &given, missing)?;
     // Secrets: generated ones, the declared ones the inventory sets, and any variable whose name
@@ -74,6 +75,28 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
         contexts,
         renderer,
     })
+}
+
+/// Every group the playbook requires has a host in the inventory; otherwise one error naming
+/// the groups missing (nothing has been connected to or changed).
+fn check_required_groups(inventory: &Inventory, playbook: &Playbook) -> Result<()> {
+    let empty: Vec<&str> = playbook
+        .required_groups
+        .iter()
+        .filter(|g| inventory.groups.get(*g).is_none_or(|hosts| hosts.is_empty()))
+        .map(String::as_str)
+        .collect();
+    if empty.is_empty() {
+        return Ok(());
+    }
+    Err(miette!(
+        "{} has no host in group{} `{}`; {} needs at least one host in each of its role groups ({})",
+        inventory.path.display(),
+        if empty.len() > 1 { "s" } else { "" },
+        empty.join("`, `"),
+        playbook.path.display(),
+        playbook.required_groups.join(", ")
+    ))
 }
 
 /// Each host's template context: its variables plus `hostvars` and `groups`.

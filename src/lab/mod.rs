@@ -244,6 +244,28 @@ impl Lab {
         Ok(stopped)
     }
 
+    /// Crashes one node's machine: its init is SIGKILLed, so the kernel kills every process in
+    /// it at once and its network link disappears (peers see silence, not a clean shutdown).
+    /// Its disk is kept; `up` starts it again.
+    pub fn kill_node(&self, name: &str) -> Result<bool> {
+        let Some(mut state) = self.state()? else {
+            return Ok(false);
+        };
+        let Some(node) = state.nodes.iter_mut().find(|n| n.name == name) else {
+            return Ok(false);
+        };
+        let killed = match node.pid.take() {
+            Some(pid) if self.is_node_process(pid, name) => {
+                node::crash(pid);
+                true
+            }
+            _ => false,
+        };
+        self.unmount_node(name)?;
+        self.save_state(&state)?;
+        Ok(killed)
+    }
+
     /// Removes everything `up` made, returning one line per action.
     pub fn down(&self) -> Result<Vec<String>> {
         preflight_root()?;

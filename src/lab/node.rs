@@ -277,6 +277,23 @@ pub(super) fn terminate(pid: u32) {
     }
 }
 
+/// SIGKILL to the container's init (the nspawn process's child): the kernel then kills every
+/// process of its PID namespace at once, like a machine losing power. Waits for nspawn to exit.
+pub(super) fn crash(nspawn_pid: u32) {
+    let children = fs::read_to_string(format!("/proc/{nspawn_pid}/task/{nspawn_pid}/children")).unwrap_or_default();
+    for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+        let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
+    }
+    let alive = || Path::new(&format!("/proc/{nspawn_pid}")).exists() && !is_zombie(nspawn_pid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if alive() {
+        let _ = kill(Pid::from_raw(nspawn_pid as i32), Signal::SIGKILL);
+    }
+}
+
 fn is_zombie(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {

@@ -8,8 +8,10 @@
 //! reading `HACTL_*` variables, assembled by [`script`]), then add one line to [`registry!`]
 //! below. A step names it by that key. `.ci/run` lints every `.sh` file with shellcheck.
 
+pub mod airflow_db;
 pub mod awk_edit;
 pub mod command;
+pub mod dir_sync;
 pub mod directory;
 pub mod file;
 pub mod group;
@@ -94,6 +96,7 @@ registry! {
     "package" => package::Package,
     "file" => file::FileArgs,
     "directory" => directory::Directory,
+    "dir_sync" => dir_sync::DirSyncArgs,
     "lineinfile" => lineinfile::LineInFile,
     "hosts" => hosts::Hosts,
     "user" => user::User,
@@ -107,6 +110,7 @@ registry! {
     "rabbitmq_vhost" => rabbitmq_vhost::RabbitmqVhost,
     "postgres_role" => postgres_role::PostgresRole,
     "patroni_restart" => patroni_restart::PatroniRestart,
+    "airflow_db" => airflow_db::AirflowDb,
 }
 
 /// What a script part printed.
@@ -338,6 +342,16 @@ macro_rules! number_from_text {
     )*};
 }
 number_from_text!(u16, u32, u64);
+
+impl FromText for bool {
+    fn from_text(text: &str) -> std::result::Result<Self, String> {
+        match text.trim() {
+            "true" | "True" | "yes" => Ok(true),
+            "false" | "False" | "no" | "" => Ok(false),
+            other => Err(format!("`{other}` is not true or false")),
+        }
+    }
+}
 
 impl<'de, T: Deserialize<'de> + FromText> Deserialize<'de> for Templated<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {

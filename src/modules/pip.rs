@@ -17,9 +17,17 @@ pub struct Pip {
     /// Interpreter that creates the venv.
     #[serde(default = "default_python")]
     pub python: String,
-    /// Extra arguments to `pip install` (e.g. `--constraint URL`).
+    /// Extra arguments to `pip install`.
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// The package index (`--index-url`); checked for reachability before installing, so that
+    /// an unreachable index is one clear error.
+    pub index_url: Option<String>,
+    /// A constraints (lock) file on the host: every install resolves against it, and a change
+    /// of the file re-resolves the packages (its hash is stamped into the venv).
+    pub constraints: Option<String>,
+    /// The venv's owner (set recursively after installing).
+    pub owner: Option<String>,
 }
 
 fn no_packages() -> Templated<Vec<String>> {
@@ -56,11 +64,19 @@ pub struct Venv {
     pub exists: bool,
     /// Distribution name → installed version (`None`: not installed).
     pub versions: std::collections::HashMap<String, Option<String>>,
+    /// Owner of the venv's directory.
+    pub owner: Option<String>,
+    /// sha256 of the constraints file as it is now.
+    pub constraints: Option<String>,
+    /// sha256 of the constraints file the packages were last resolved against.
+    pub stamp: Option<String>,
 }
 
 impl Fact for Venv {
     fn parse(lines: &ProbeLines) -> Result<Self> {
         let exists = lines.require("venv")? == "yes";
+        let field = |k: &str| lines.get(k).filter(|v| *v != "-").map(String::from);
+        let (owner, constraints, stamp) = (field("owner"), field("constraints"), field("stamp"));
         let mut versions = std::collections::HashMap::new();
         for line in lines.all("dist") {
             let (name, version) = line
@@ -68,7 +84,13 @@ impl Fact for Venv {
                 .ok_or_else(|| miette::miette!("bad dist line from the probe: {line:?}"))?;
             versions.insert(name.to_string(), (version != "-").then(|| version.to_string()));
         }
-        Ok(Venv { exists, versions })
+        Ok(Venv {
+            exists,
+            versions,
+            owner,
+            constraints,
+            stamp,
+        })
     }
 }
 
@@ -86,6 +108,7 @@ impl Resource for Pip {
             ("HACTL_VENV", self.venv.as_str()),
             ("HACTL_NAMES", &names.join("\n")),
             ("HACTL_PROBE_PY", PROBE_PY),
+            ("HACTL_CONSTRAINTS", self.constraints.as_deref().unwrap_or("")),
         ];
         script(SH, &vars, "hactl_probe")
     }
@@ -103,20 +126,40 @@ impl Resource for Pip {
                 _ => {}
             }
         }
+        if let Some(file) = &self.constraints {
+            if venv.exists && parts.is_empty() && venv.constraints != venv.stamp {
+                parts.push(format!("re-resolve the packages against {file} (it changed)"));
+            }
+        }
+        if let Some(owner) = self
+            .owner
+            .as_ref()
+            .filter(|o| venv.exists && venv.owner.as_ref() != Some(*o))
+        {
+            parts.push(format!("owner {} → {owner}", venv.owner.as_deref().unwrap_or("-")));
+        }
         Ok((!parts.is_empty()).then(|| Change::new(parts.join(", "))))
     }
 
     fn apply(&self) -> String {
         let packages = self.packages.or_default();
-        let reqs: Vec<&str> = if packages.is_empty() {
-            Vec::new()
-        } else {
-            packages.iter().chain(&self.extra_args).map(String::as_str).collect()
-        };
+        let mut reqs: Vec<&str> = Vec::new();
+        if !packages.is_empty() {
+            reqs.extend(packages.iter().chain(&self.extra_args).map(String::as_str));
+            if let Some(url) = &self.index_url {
+                reqs.extend(["--index-url", url]);
+            }
+            if let Some(file) = &self.constraints {
+                reqs.extend(["--constraint", file]);
+            }
+        }
         let vars = [
             ("HACTL_VENV", self.venv.as_str()),
             ("HACTL_PYTHON", &self.python),
             ("HACTL_REQS", &reqs.join("\n")),
+            ("HACTL_INDEX_URL", self.index_url.as_deref().unwrap_or("")),
+            ("HACTL_CONSTRAINTS", self.constraints.as_deref().unwrap_or("")),
+            ("HACTL_OWNER", self.owner.as_deref().unwrap_or("")),
         ];
         script(SH, &vars, "hactl_apply")
     }
@@ -147,6 +190,9 @@ mod tests {
             packages: Templated::Value(vec!["six==1.16.0".into(), "idna".into()]),
             python: "python3".into(),
             extra_args: vec![],
+            index_url: None,
+            constraints: None,
+            owner: None,
         };
         let out = "venv yes\ndist six 1.15.0\ndist idna 3.4\n";
         assert_eq!(diff_of(&p, out).unwrap().unwrap().summary, "change six 1.15.0 → 1.16.0");
@@ -166,11 +212,64 @@ mod tests {
             packages: Templated::Value(vec!["pip".into(), "hactl-none".into()]),
             python: "python3".into(),
             extra_args: vec![],
+            index_url: None,
+            constraints: None,
+            owner: None,
         };
         let change = local_diff(&p).unwrap().unwrap().summary;
         assert_eq!(
             change, "install hactl-none",
             "pip is found in the venv, hactl-none is not"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_index_is_one_clear_error_before_pip_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Pip {
+            venv: dir.path().join("v").display().to_string(),
+            packages: Templated::Value(vec!["six==1.16.0".into()]),
+            python: "python3".into(),
+            extra_args: vec![],
+            index_url: Some("http://127.0.0.1:9/simple".into()),
+            constraints: None,
+            owner: None,
+        };
+        let out = crate::modules::local_apply(&p);
+        assert_ne!(out.rc, 0);
+        assert!(
+            out.stderr.contains(
+                "the package index http://127.0.0.1:9/simple cannot be reached: [Errno 111] Connection refused"
+            ),
+            "{}",
+            out.stderr
+        );
+    }
+
+    #[test]
+    fn a_changed_constraints_file_re_resolves_and_a_wrong_owner_is_a_change() {
+        let p = Pip {
+            venv: "/v".into(),
+            packages: Templated::Value(vec!["six==1.16.0".into()]),
+            python: "python3".into(),
+            extra_args: vec![],
+            index_url: None,
+            constraints: Some("/c.txt".into()),
+            owner: Some("airflow".into()),
+        };
+        let base = "venv yes\nowner airflow\ndist six 1.16.0\n";
+        assert_eq!(diff_of(&p, &format!("{base}constraints aa\nstamp aa\n")).unwrap(), None);
+        assert_eq!(
+            diff_of(&p, &format!("{base}constraints bb\nstamp aa\n"))
+                .unwrap()
+                .unwrap()
+                .summary,
+            "re-resolve the packages against /c.txt (it changed)"
+        );
+        let root_owned = "venv yes\nowner root\ndist six 1.16.0\nconstraints aa\nstamp aa\n";
+        assert_eq!(
+            diff_of(&p, root_owned).unwrap().unwrap().summary,
+            "owner root → airflow"
         );
     }
 }

@@ -1,0 +1,44 @@
+# `airflow_db`'s probe, run by the venv's interpreter: the head revision of the installed
+# airflow's migrations (read from the files, without importing airflow), then the revision the
+# metadata database is at (from the configuration's sql_alchemy_conn): `schema known` and
+# `current REV|-`, or `schema unknown` and `reason WHY`.
+import configparser
+import glob
+import os
+import re
+import sysconfig
+from importlib import metadata
+
+versions = os.path.join(sysconfig.get_paths()["purelib"], "airflow", "migrations", "versions")
+revisions, parents = set(), set()
+for path in glob.glob(os.path.join(versions, "*.py")):
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    found = re.search(r'^revision\s*=\s*"(\w+)"', text, re.M)
+    if found:
+        revisions.add(found.group(1))
+    for line in re.findall(r"^down_revision\s*=\s*(.+)$", text, re.M):
+        parents.update(re.findall(r'"(\w+)"', line))
+print("head", ",".join(sorted(revisions - parents)) or "-")
+try:
+    print("version", metadata.version("apache-airflow-core"))
+except metadata.PackageNotFoundError:
+    print("version -")
+config = configparser.ConfigParser(interpolation=None)
+config.read(os.environ["HACTL_CONFIG"])
+url = re.sub(r"^postgresql\+\w+://", "postgresql://", config.get("database", "sql_alchemy_conn"))
+try:
+    import psycopg2
+
+    with psycopg2.connect(url, connect_timeout=5) as conn, conn.cursor() as cur:
+        cur.execute("select to_regclass('alembic_version') is not null")
+        current = "-"
+        if cur.fetchone()[0]:
+            cur.execute("select version_num from alembic_version")
+            current = ",".join(sorted(r[0] for r in cur.fetchall())) or "-"
+except Exception as e:  # the reason only: never the connection string
+    print("schema unknown")
+    print("reason", (str(e).strip().splitlines() or [type(e).__name__])[0])
+else:
+    print("schema known")
+    print("current", current)

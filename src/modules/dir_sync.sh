@@ -1,0 +1,83 @@
+# shellcheck shell=sh
+# `dir_sync`. Inputs: HACTL_DEST; HACTL_EXCLUDE (basename globs, one a line, never probed nor
+# removed); HACTL_WANT (`SHA256 PATH` lines, the files wanted); HACTL_DIFF_LIMIT (probe);
+# HACTL_FILES (`PATH BASE64` lines), HACTL_DIRS (wanted directories, one a line), HACTL_OWNER,
+# HACTL_GROUP, HACTL_MODE (files), HACTL_DIR_MODE (apply).
+
+# hactl_find_tree ACTION...: find's expression over $HACTL_DEST without the excluded names.
+hactl_find_tree() {
+  set -f
+  old_ifs=$IFS
+  IFS='
+'
+  prune=""
+  for pattern in $HACTL_EXCLUDE; do
+    prune="$prune${prune:+
+-o
+}-name
+$pattern"
+  done
+  # shellcheck disable=SC2086 # one find word a line
+  if [ -n "$prune" ]; then
+    set -- . -mindepth 1 \( $prune \) -prune -o "$@"
+  else
+    set -- . -mindepth 1 "$@"
+  fi
+  IFS=$old_ifs
+  set +f
+  (cd "$HACTL_DEST" && find "$@")
+}
+
+# Prints `dest absent`, or `dest present`, `root MODE OWNER GROUP`, then `dir MODE OWNER GROUP PATH` and
+# `file MODE OWNER GROUP SHA256 PATH` lines, and `old PATH BASE64` for a differing small file.
+hactl_probe() {
+  if [ ! -d "$HACTL_DEST" ]; then
+    echo "dest absent"
+    return 0
+  fi
+  echo "dest present"
+  stat -c 'root %a %U %G' "$HACTL_DEST" || return 1
+  hactl_find_tree -type d -printf 'dir %m %u %g %P\n' || return 1
+  hactl_find_tree -type f -printf '%m %u %g %s %P\n' | while read -r mode owner group size path; do
+    sum=$(sha256sum < "$HACTL_DEST/$path") || exit 1
+    sum=${sum%% *}
+    echo "file $mode $owner $group $sum $path"
+    if ! printf '%s\n' "$HACTL_WANT" | grep -qxF "$sum $path" && [ "$size" -le "$HACTL_DIFF_LIMIT" ]; then
+      printf 'old %s ' "$path"
+      base64 -w0 < "$HACTL_DEST/$path" || exit 1
+      echo
+    fi
+  done
+}
+
+# Writes each differing file atomically, removes what is not wanted, sets owner and modes.
+hactl_apply() {
+  mkdir -p "$HACTL_DEST" || return 1
+  printf '%s\n' "$HACTL_DIRS" | while read -r dir; do
+    [ -z "$dir" ] || mkdir -p "$HACTL_DEST/$dir" || exit 1
+  done || return 1
+  printf '%s\n' "$HACTL_FILES" | while read -r path b64; do
+    [ -n "$path" ] || continue
+    target="$HACTL_DEST/$path"
+    tmp=$(mktemp "$(dirname "$target")/.hactl.XXXXXX") || exit 1
+    printf '%s' "$b64" | base64 -d > "$tmp" || { rm -f "$tmp"; exit 1; }
+    if [ -f "$target" ] && cmp -s "$tmp" "$target"; then
+      rm -f "$tmp"
+    else
+      chmod "$HACTL_MODE" "$tmp" && mv -f "$tmp" "$target" || { rm -f "$tmp"; exit 1; }
+    fi
+  done || return 1
+  wanted_files=$(printf '%s\n' "$HACTL_FILES" | while read -r path _; do echo "$path"; done)
+  hactl_find_tree -type f -printf '%P\n' | while read -r path; do
+    printf '%s\n' "$wanted_files" | grep -qxF "$path" || rm -f "$HACTL_DEST/$path" || exit 1
+  done || return 1
+  hactl_find_tree -depth -type d -printf '%P\n' | while read -r dir; do
+    printf '%s\n' "$HACTL_DIRS" | grep -qxF "$dir" || rmdir "$HACTL_DEST/$dir" 2>/dev/null || rm -rf "${HACTL_DEST:?}/$dir" || exit 1
+  done || return 1
+  if [ -n "$HACTL_OWNER$HACTL_GROUP" ]; then
+    chown -R "$HACTL_OWNER${HACTL_GROUP:+:$HACTL_GROUP}" "$HACTL_DEST" || return 1
+  fi
+  chmod "$HACTL_DIR_MODE" "$HACTL_DEST" || return 1
+  hactl_find_tree -type d -exec chmod "$HACTL_DIR_MODE" {} + || return 1
+  hactl_find_tree -type f -exec chmod "$HACTL_MODE" {} +
+}

@@ -1,0 +1,178 @@
+#!/usr/bin/python3
+"""Managed by hactl: the airflow and web-lb stages' verification checks (hactl's gates run them).
+
+  jobs --masters A,B [--config F]      live SchedulerJob and TriggererJob heartbeats on exactly the
+                                       masters, exactly one live DagProcessorJob (venv's python)
+  workers --expect A,B                 every Celery worker answers a ping
+  health --url URL                     the API's health JSON: every component healthy
+  smoke --url URL [--min-workers N]    trigger hactl_smoke through URL with the admin login
+                                       (password in $HACTL_AIRFLOW_PASSWORD), wait for success,
+                                       count the workers that ran its tasks
+
+Exits 0 when the check passes, 1 with the reason on stdout otherwise.
+"""
+
+import argparse
+import configparser
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+
+
+def fail(message):
+    print(message)
+    sys.exit(1)
+
+
+def short(host):
+    return (host or "").split(".")[0]
+
+
+def jobs(args):
+    import psycopg2  # the venv's
+
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(args.config)
+    url = re.sub(r"^postgresql\+\w+://", "postgresql://", config.get("database", "sql_alchemy_conn"))
+    with psycopg2.connect(url, connect_timeout=5) as conn, conn.cursor() as cur:
+        cur.execute(
+            "select job_type, hostname from job where state = 'running'"
+            " and latest_heartbeat > now() - make_interval(secs => %s)",
+            (args.threshold,),
+        )
+        live = {}
+        for job_type, hostname in cur.fetchall():
+            live.setdefault(job_type, set()).add(short(hostname))
+    masters = set(args.masters.split(","))
+    report = "; ".join(f"{t}: {','.join(sorted(live.get(t, ()))) or 'none'}" for t in ("SchedulerJob", "TriggererJob", "DagProcessorJob"))
+    ok = (
+        live.get("SchedulerJob", set()) == masters
+        and live.get("TriggererJob", set()) == masters
+        and len(live.get("DagProcessorJob", ())) == 1
+    )
+    print(("live jobs: " if ok else "want schedulers and triggerers on every master and one dag-processor; live: ") + report)
+    return 0 if ok else 1
+
+
+def workers(args):
+    command = [
+        "runuser", "-u", "airflow", "--", "celery",
+        "--app", "airflow.providers.celery.executors.celery_executor.app",
+        "inspect", "ping", "--json", "--timeout", "5",
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    replies = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            replies = json.loads(line)
+    answered = {short(name.split("@", 1)[-1]) for name, reply in replies.items() if reply.get("ok") == "pong"}
+    want = set(args.expect.split(","))
+    if answered != want:
+        fail(f"Celery workers answering a ping: {','.join(sorted(answered)) or 'none'}; want {','.join(sorted(want))}"
+             f"{' (' + out.stderr.strip().splitlines()[-1] + ')' if out.returncode and out.stderr.strip() else ''}")
+    print(f"Celery workers answering a ping: {','.join(sorted(answered))}")
+    return 0
+
+
+def request(method, url, body=None, token=None, timeout=10):
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.status, json.loads(resp.read() or b"null")
+
+
+def health(args):
+    try:
+        _, body = request("GET", args.url.rstrip("/") + "/api/v2/monitor/health")
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        fail(f"no health answer from {args.url}: {e}")
+    states = {c: (body.get(c) or {}).get("status", "absent") for c in COMPONENTS}
+    line = ", ".join(f"{c} {s}" for c, s in states.items())
+    if any(s != "healthy" for s in states.values()):
+        fail(f"{args.url}: {line}")
+    print(f"{args.url}: {line}")
+    return 0
+
+
+def smoke(args):
+    base = args.url.rstrip("/")
+    password = os.environ.get("HACTL_AIRFLOW_PASSWORD")
+    if not password:
+        fail("HACTL_AIRFLOW_PASSWORD is not set")
+    deadline = time.monotonic() + args.timeout
+    token, last = None, ""
+    while token is None:
+        try:
+            _, answer = request("POST", base + "/auth/token", {"username": args.user, "password": password})
+            token = answer["access_token"]
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
+            last = str(e)
+            if time.monotonic() > deadline:
+                fail(f"no token from {base}/auth/token: {last}")
+            time.sleep(2)
+    dag = base + "/api/v2/dags/hactl_smoke"
+    while True:  # the dag-processor parses the DAG after it is synced
+        try:
+            request("PATCH", dag, {"is_paused": False}, token)
+            break
+        except (urllib.error.URLError, OSError) as e:
+            if time.monotonic() > deadline:
+                fail(f"hactl_smoke is not known to {base}: {e}")
+            time.sleep(2)
+    started = time.monotonic()
+    _, run = request("POST", dag + "/dagRuns", {"logical_date": None}, token)
+    run_url = f"{dag}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
+    state = run.get("state")
+    while state not in ("success", "failed"):
+        if time.monotonic() > deadline:
+            fail(f"hactl_smoke run {run['dag_run_id']} still {state} after {args.timeout} s")
+        time.sleep(1)
+        try:
+            state = request("GET", run_url, token=token)[1]["state"]
+        except (urllib.error.URLError, OSError) as e:
+            last = str(e)  # an api-server going away mid-poll: the LB sends the next try elsewhere
+    seconds = time.monotonic() - started
+    _, tis = request("GET", run_url + "/taskInstances?limit=100", token=token)
+    hosts = [short(ti.get("hostname")) for ti in tis["task_instances"] if ti["task_id"] == "record_host"]
+    spread = ", ".join(f"{h} ({hosts.count(h)})" for h in sorted(set(hosts)))
+    if state != "success":
+        fail(f"hactl_smoke run {run['dag_run_id']} {state} after {seconds:.1f} s; tasks ran on {spread}")
+    if len(set(hosts)) < args.min_workers:
+        fail(f"hactl_smoke succeeded in {seconds:.1f} s but its tasks ran on {spread}: fewer than {args.min_workers} workers")
+    print(f"hactl_smoke run {run['dag_run_id']} succeeded in {seconds:.1f} s; {len(hosts)} tasks ran on {spread}")
+    return 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="check", required=True)
+    p = sub.add_parser("jobs")
+    p.add_argument("--masters", required=True)
+    p.add_argument("--config", default="/etc/airflow/airflow.cfg")
+    p.add_argument("--threshold", type=int, default=30)
+    p = sub.add_parser("workers")
+    p.add_argument("--expect", required=True)
+    p = sub.add_parser("health")
+    p.add_argument("--url", required=True)
+    p = sub.add_parser("smoke")
+    p.add_argument("--url", required=True)
+    p.add_argument("--user", default="admin")
+    p.add_argument("--min-workers", type=int, default=2)
+    p.add_argument("--timeout", type=int, default=300)
+    args = parser.parse_args()
+    return {"jobs": jobs, "workers": workers, "health": health, "smoke": smoke}[args.check](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
