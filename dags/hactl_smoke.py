@@ -25,13 +25,15 @@ SHARDS = 8
     is_paused_upon_creation=False,
     max_active_runs=4,
     tags=["hactl"],
+    # A task whose hand-over to Celery fails (a broker node just crashed) is tried again.
+    default_args={"retries": 3, "retry_delay": pendulum.duration(seconds=5)},
 )
 def hactl_smoke():
     @task
     def shards() -> list[int]:
         return list(range(SHARDS))
 
-    @task(retries=3, retry_delay=pendulum.duration(seconds=5))
+    @task
     def record_host(shard: int) -> str:
         # Long enough that the shards spread over the workers instead of queueing on one.
         time.sleep(3)

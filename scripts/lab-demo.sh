@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # hactl's main job on a local lab, in one command: boot three Debian 12 nodes, show the plan,
-# provision, and prove a re-run changes nothing. Needs root.
+# provision the whole stack (etcd, Patroni PostgreSQL, RabbitMQ, Airflow, the web LB), prove a
+# re-run changes nothing, and print where the Airflow UI answers. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -15,5 +16,16 @@ playbook=${PLAYBOOK:-playbooks/site.yml}
 inventory=/var/lib/hactl/lab/inventory.yml
 $hactl lab up --nodes "${NODES:-3}"
 $hactl plan "$inventory" -p "$playbook" || [ $? -eq 2 ]
+SECONDS=0
 $hactl provision "$inventory" -p "$playbook" --stats
+echo "provision: ${SECONDS} s"
+SECONDS=0
 $hactl provision "$inventory" -p "$playbook" --stats
+echo "re-run: ${SECONDS} s"
+lb=$(awk '/ansible_host:/ { sub(/.*ansible_host: */, ""); sub(/[},].*/, ""); print; exit }' "$inventory")
+cat <<EOF
+
+The Airflow UI, through the web LB: http://$lb:8080/ (every node of the lab answers on 8080)
+Log in as:                          admin
+Its password:                       airflow_admin_password in ${inventory%.yml}.secrets.yml
+EOF

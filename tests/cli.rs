@@ -212,6 +212,20 @@ fn input_errors_are_one_clear_line_and_exit_1() {
             "undefined",
         ),
         (
+            vec![
+                "provision".into(),
+                write("noworkers.yml", &one_host_inventory("h1").replace("    airflow_workers: {hosts: {h1: {}}}\n", "")),
+            ],
+            "has no host in group `airflow_workers`",
+        ),
+        (
+            vec![
+                "provision".into(),
+                write("nomasters.yml", &one_host_inventory("h1").replace("airflow_masters: {hosts: {h1: {}}}", "airflow_masters: {hosts: {}}")),
+            ],
+            "has no host in group `airflow_masters`",
+        ),
+        (
             vec!["plan".into(), good, "-p".into(), write("pb2.yml", "stages:\n  - name: s\n    hosts: all\n    steps:\n      - name: x\n        packag: {name: x}\n")],
             "unknown key `packag`",
         ),

@@ -41,6 +41,7 @@ impl Lab {
         for d in [&apt_cache, &pip_cache] {
             fs::create_dir_all(d).map_err(|e| io_err(d, e))?;
         }
+        clear_stale_veth(name)?;
         let log_path = dir.join("console.log");
         let log = fs::File::create(&log_path).map_err(|e| io_err(&log_path, e))?;
         let log_err = log.try_clone().map_err(|e| io_err(&log_path, e))?;
@@ -262,18 +263,33 @@ pub(super) fn port_open(addr: Ipv4Addr, port: u16, timeout: Duration) -> bool {
     TcpStream::connect_timeout(&SocketAddr::from((addr, port)), timeout).is_ok()
 }
 
-/// SIGTERM (nspawn then powers the container off), SIGKILL after 15 s.
+/// The host side of a node's veth (`vb-NAME`, as nspawn names it, cut to 15 bytes) left by a
+/// machine that just died: the kernel tears a network namespace down asynchronously, and nspawn
+/// refuses to start while the name exists. Waits for it to go, then removes it.
+fn clear_stale_veth(node: &str) -> Result<()> {
+    let link: String = format!("vb-{node}").chars().take(15).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while super::network::link_exists(&link) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if super::network::link_exists(&link) {
+        super::sys::run("ip", &["link", "del", &link])?;
+    }
+    Ok(())
+}
+
+/// SIGTERM (nspawn then powers the container off); after 15 s, a crash (see [`crash`]): the
+/// container's init must not outlive nspawn (a unit with a long stop timeout, such as a Celery
+/// worker finishing its tasks, would otherwise keep the machine and its veth alive).
 pub(super) fn terminate(pid: u32) {
     let alive = || Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
-    let target = Pid::from_raw(pid as i32);
-    let _ = kill(target, Signal::SIGTERM);
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(15);
     while alive() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     if alive() {
-        let _ = kill(target, Signal::SIGKILL);
-        std::thread::sleep(Duration::from_millis(300));
+        crash(pid);
     }
 }
 

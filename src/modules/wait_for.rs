@@ -100,7 +100,7 @@ impl Resource for WaitFor {
         if self.url.is_none() && self.port.is_none() {
             return Err(miette::miette!("wait_for needs `port` or `url`"));
         }
-        Ok((!readiness.ready).then(|| Change::not_counted(format!("would wait for {}", self.target()))))
+        Ok((!readiness.ready).then(|| Change::not_counted(format!("wait for {}", self.target()))))
     }
 
     fn apply(&self) -> String {
