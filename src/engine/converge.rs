@@ -166,23 +166,33 @@ impl Engine {
         Ok(())
     }
 
+    /// Where a step, handler or gate is, for errors: "site.yml stage `etcd` step `x`".
+    pub(super) fn origin(&self, stage: &Stage, kind: &str, name: &str) -> String {
+        format!(
+            "{} stage `{}` {kind} `{name}`",
+            self.loaded.playbook.path.display(),
+            stage.name
+        )
+    }
+
+    /// Whether a `when` expression (none: always) is true for a host.
+    pub(super) fn applies(&self, origin: &str, when: Option<&str>, ctx: &Value) -> Result<bool> {
+        match when {
+            Some(expr) => self.loaded.renderer.eval_bool(&format!("{origin} when"), expr, ctx),
+            None => Ok(true),
+        }
+    }
+
     /// Renders a step for a host: `None` when its `when` is false or it is run_once elsewhere.
     pub(super) fn plan_step(&self, stage: &Stage, step: &Step, ctx: &Value, is_first: bool) -> Result<Option<Planned>> {
         if step.run_once && !is_first {
             return Ok(None);
         }
-        let origin = format!(
-            "{} stage `{}` step `{}`",
-            self.loaded.playbook.path.display(),
-            stage.name,
-            step.name
-        );
-        let renderer = &self.loaded.renderer;
-        if let Some(when) = &step.when {
-            if !renderer.eval_bool(&format!("{origin} when"), when, ctx)? {
-                return Ok(None);
-            }
+        let origin = self.origin(stage, "step", &step.name);
+        if !self.applies(&origin, step.when.as_deref(), ctx)? {
+            return Ok(None);
         }
+        let renderer = &self.loaded.renderer;
         let args = render_json(renderer, &origin, step.args.clone(), ctx)?;
         let cx = BuildCx {
             origin: &origin,

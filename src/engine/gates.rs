@@ -56,19 +56,11 @@ impl Engine {
         gate: &Gate,
         ctx: &minijinja::Value,
     ) -> miette::Result<Option<String>> {
-        let origin = format!(
-            "{} stage `{}` verify `{}`",
-            self.loaded.playbook.path.display(),
-            stage.name,
-            gate.name
-        );
-        let renderer = &self.loaded.renderer;
-        if let Some(when) = &gate.when {
-            if !renderer.eval_bool(&format!("{origin} when"), when, ctx)? {
-                return Ok(None);
-            }
+        let origin = self.origin(stage, "verify", &gate.name);
+        if !self.applies(&origin, gate.when.as_deref(), ctx)? {
+            return Ok(None);
         }
-        renderer.render_str(&origin, &gate.command, ctx).map(Some)
+        self.loaded.renderer.render_str(&origin, &gate.command, ctx).map(Some)
     }
 
     /// A passed gate's status: `passed` for `verify`, `ok` within a provision (the contract's set).

@@ -226,44 +226,35 @@ impl Lab {
 
     /// Stops one node's machine (its nspawn process), keeping its disk; `up` starts it again.
     pub fn stop_node(&self, name: &str) -> Result<bool> {
-        let Some(mut state) = self.state()? else {
-            return Ok(false);
-        };
-        let Some(node) = state.nodes.iter_mut().find(|n| n.name == name) else {
-            return Ok(false);
-        };
-        let stopped = match node.pid.take() {
-            Some(pid) if self.is_node_process(pid, name) => {
-                terminate(pid);
-                true
-            }
-            _ => false,
-        };
-        self.unmount_node(name)?;
-        self.save_state(&state)?;
-        Ok(stopped)
+        self.end_node(name, terminate)
     }
 
     /// Crashes one node's machine: its init is SIGKILLed, so the kernel kills every process in
     /// it at once and its network link disappears (peers see silence, not a clean shutdown).
     /// Its disk is kept; `up` starts it again.
     pub fn kill_node(&self, name: &str) -> Result<bool> {
+        self.end_node(name, node::crash)
+    }
+
+    /// Ends a running node's machine with `how` (given its nspawn process), unmounts its disk and
+    /// forgets the process; false when it was not running.
+    fn end_node(&self, name: &str, how: fn(u32)) -> Result<bool> {
         let Some(mut state) = self.state()? else {
             return Ok(false);
         };
         let Some(node) = state.nodes.iter_mut().find(|n| n.name == name) else {
             return Ok(false);
         };
-        let killed = match node.pid.take() {
+        let ended = match node.pid.take() {
             Some(pid) if self.is_node_process(pid, name) => {
-                node::crash(pid);
+                how(pid);
                 true
             }
             _ => false,
         };
         self.unmount_node(name)?;
         self.save_state(&state)?;
-        Ok(killed)
+        Ok(ended)
     }
 
     /// Removes everything `up` made, returning one line per action.
