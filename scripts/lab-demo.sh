@@ -22,7 +22,7 @@ echo "provision: ${SECONDS} s"
 SECONDS=0
 $hactl provision "$inventory" -p "$playbook" --stats
 echo "re-run: ${SECONDS} s"
-lb=$(awk '/ansible_host:/ { sub(/.*ansible_host: */, ""); sub(/[},].*/, ""); print; exit }' "$inventory")
+lb=$(awk '/ansible_host:/ { sub(/.*ansible_host: */, ""); sub(/[},].*/, ""); gsub(/"/, ""); print; exit }' "$inventory")
 cat <<EOF
 
 The Airflow UI, through the web LB: http://$lb:8080/ (every node of the lab answers on 8080)
