@@ -26,7 +26,7 @@ SHARDS = 8
     max_active_runs=4,
     tags=["hactl"],
     # A task whose hand-over to Celery fails (a broker node just crashed) is tried again.
-    default_args={"retries": 3, "retry_delay": pendulum.duration(seconds=5)},
+    default_args={"retries": 5, "retry_delay": pendulum.duration(seconds=10)},
 )
 def hactl_smoke():
     @task
