@@ -18,9 +18,14 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # Integration test binaries run one after another; tests sharing the lab take a lock.
 status=0
+rm -f target/tmp/measured.txt
 cargo test --all-targets --no-fail-fast 2>&1 | tee "$log" || status=$?
 target/debug/hactl lab down >/dev/null 2>&1 || true
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+if [ -s target/tmp/measured.txt ]; then
+  echo "measured (the lab end-to-end tests' figures):"
+  sed 's/^/  /' target/tmp/measured.txt
+fi
 echo "suite time: $(( $(date +%s) - started )) s"
 exit $status

@@ -6,6 +6,7 @@
 //! leader, the first RabbitMQ node and the dag-processor is followed by a DAG run, triggered
 //! through a surviving node's LB, that succeeds.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -92,8 +93,8 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     set_inventory_var(&inv_path, Some("pip_index_url: http://127.0.0.1:9/simple"));
     let started = Instant::now();
     let (code, doc) = provision(inv);
-    eprintln!(
-        "MEASURED first provision base..mq-lb (airflow stopped at pip): {:.1} s",
+    measured!(
+        "first provision base..mq-lb (airflow stopped at pip): {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert_eq!(code, Some(1), "{doc}");
@@ -151,13 +152,13 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     // The stack through web-lb: the smoke DAG through the LB on at least two workers.
     let started = Instant::now();
     let (code, doc) = provision(inv);
-    eprintln!(
-        "MEASURED first provision airflow + web-lb: {:.1} s",
+    measured!(
+        "first provision airflow + web-lb: {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert_eq!(code, Some(0), "{doc}");
     let smoke = gate_report(&doc, "hactl_smoke triggered through the LB");
-    eprintln!("MEASURED smoke DAG (first provision gate): {smoke}");
+    measured!("smoke DAG (first provision gate): {smoke}");
     let hosts = smoke
         .split(" ran on ")
         .nth(1)
@@ -207,8 +208,8 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     );
     let started = Instant::now();
     let (code, doc) = provision(inv);
-    eprintln!(
-        "MEASURED no-op re-run of the whole stack: {:.1} s",
+    measured!(
+        "no-op re-run of the whole stack: {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert_eq!(code, Some(0));
@@ -279,8 +280,8 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     let crash = Instant::now();
     assert!(stdout(&run(&["lab", "kill", "node1"])).contains("crashed"));
     let line = smoke_through(2, 2);
-    eprintln!(
-        "MEASURED node1 crashed (PG leader, first RabbitMQ node, dag-processor) -> hactl_smoke through node2's LB succeeded: {:.1} s ({})",
+    measured!(
+        "node1 crashed (PG leader, first RabbitMQ node, dag-processor) -> hactl_smoke through node2's LB succeeded: {:.1} s ({})",
         crash.elapsed().as_secs_f64(),
         line.trim()
     );

@@ -2,6 +2,7 @@
 //! nothing, it survives losing its leader's whole machine, the old leader rejoins as a replica,
 //! and hand edits are repaired without losing writes through the load balancer.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -57,14 +58,14 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
 
     let started = Instant::now();
     let first = provision(inv);
-    eprintln!("MEASURED first provision: {:.1} s", started.elapsed().as_secs_f64());
+    measured!("first provision: {:.1} s", started.elapsed().as_secs_f64());
     assert!(
         first["changed"].as_u64().unwrap() > 0 && first["failed"] == 0,
         "{first}"
     );
     let started = Instant::now();
     assert_eq!(provision(inv)["changed"], 0, "second run changed something");
-    eprintln!("MEASURED no-op re-run: {:.2} s", started.elapsed().as_secs_f64());
+    measured!("no-op re-run: {:.2} s", started.elapsed().as_secs_f64());
     let verify = run(&["verify", inv, "--stages", "etcd,postgres,pg-lb"]);
     assert_eq!(verify.status.code(), Some(0), "verify alone passes");
 
@@ -86,8 +87,8 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let failover = failover.expect("no write succeeded through the LB within 60 s of losing the leader");
-    eprintln!(
-        "MEASURED failover (leader machine stopped -> write through LB 5000): {:.1} s",
+    measured!(
+        "failover (leader machine stopped -> write through LB 5000): {:.1} s",
         failover.as_secs_f64()
     );
     assert!(failover < Duration::from_secs(30), "failover took {failover:?}");
@@ -103,8 +104,8 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     assert!(run(&["lab", "up", "--nodes", "3"]).status.success());
     let verify = run(&["verify", inv, "--stages", "etcd,postgres,pg-lb"]);
     assert_eq!(verify.status.code(), Some(0), "verify after rejoin");
-    eprintln!(
-        "MEASURED rejoin (machine started -> verify passes): {:.1} s",
+    measured!(
+        "rejoin (machine started -> verify passes): {:.1} s",
         back.elapsed().as_secs_f64()
     );
     let old = members(survivor)
@@ -151,8 +152,8 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let failures = log.lines().filter(|l| *l == "fail").count();
-    eprintln!(
-        "MEASURED writer during drift repair: {} of {} writes failed",
+    measured!(
+        "writer during drift repair: {} of {} writes failed",
         failures,
         log.lines().count()
     );
@@ -188,8 +189,8 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     let started = Instant::now();
     let rolled = run(&["provision", inv, "--stages", STAGES]);
     assert_eq!(rolled.status.code(), Some(0), "rolling provision");
-    eprintln!(
-        "MEASURED rolling change (etcd + PostgreSQL restarts): {:.1} s",
+    measured!(
+        "rolling change (etcd + PostgreSQL restarts): {:.1} s",
         started.elapsed().as_secs_f64()
     );
     for n in 1..=3 {
@@ -209,8 +210,8 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     let _ = ssh(1, "systemctl stop hactl-writer2 2>/dev/null; true");
     let log = ssh_ok(1, "cat /root/writer2.log");
     let failures = log.lines().filter(|l| *l == "fail").count();
-    eprintln!(
-        "MEASURED writer during rolling change: {} of {} writes failed",
+    measured!(
+        "writer during rolling change: {} of {} writes failed",
         failures,
         log.lines().count()
     );

@@ -3,6 +3,7 @@
 //! consuming through the LB on a quorum queue while a node is down, the node rejoins, and a node
 //! wiped by hand is rejoined without re-creating what exists.
 
+#[macro_use]
 mod common;
 
 use std::time::Instant;
@@ -74,12 +75,12 @@ fn rabbitmq_cluster_forms_survives_a_node_and_rejoins() {
 
     let started = Instant::now();
     let first = provision(inv);
-    eprintln!("MEASURED first provision: {:.1} s", started.elapsed().as_secs_f64());
+    measured!("first provision: {:.1} s", started.elapsed().as_secs_f64());
     assert_eq!(first["summary"]["failed"], 0);
     let pids = beam_pids();
     let started = Instant::now();
     let second = provision(inv);
-    eprintln!("MEASURED no-op re-run: {:.2} s", started.elapsed().as_secs_f64());
+    measured!("no-op re-run: {:.2} s", started.elapsed().as_secs_f64());
     assert!(
         changed_steps(&second).is_empty(),
         "second run changed {:?}",
@@ -113,8 +114,8 @@ fn rabbitmq_cluster_forms_survives_a_node_and_rejoins() {
         Some(0),
         "verify after rejoin"
     );
-    eprintln!(
-        "MEASURED rejoin (machine started -> verify passes): {:.1} s",
+    measured!(
+        "rejoin (machine started -> verify passes): {:.1} s",
         back.elapsed().as_secs_f64()
     );
     let after = provision(inv);
@@ -135,8 +136,8 @@ fn rabbitmq_cluster_forms_survives_a_node_and_rejoins() {
     );
     let started = Instant::now();
     let repaired = provision(inv);
-    eprintln!(
-        "MEASURED rejoin of a wiped node (provision): {:.1} s",
+    measured!(
+        "rejoin of a wiped node (provision): {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let changed = changed_steps(&repaired);

@@ -28,5 +28,17 @@ hactl_apply() {
     rabbitmqctl -n "$HACTL_SEED" forget_cluster_node "$HACTL_NODE" || return 1
     rabbitmqctl join_cluster "$HACTL_SEED" || return 1
   fi
-  rabbitmqctl start_app
+  hactl_start_app_retrying
+}
+
+# start_app, tried again for a while: a node that joins while another node joins the same seed can
+# fail to start its database once (`badmatch ... mnesia_app`: the schema is being changed by the
+# other join); started a few seconds later, it is a member.
+hactl_start_app_retrying() {
+  tries=0
+  until rabbitmqctl start_app; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 5 ] || return 1
+    sleep $((tries * 3))
+  done
 }

@@ -5,6 +5,25 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Prints a measured figure (`MEASURED …`) and appends it to `target/tmp/measured.txt`, which
+/// `scripts/test.sh` prints at the end: libtest hides what a passing test printed.
+#[allow(unused_macros)]
+macro_rules! measured {
+    ($($arg:tt)*) => {
+        $crate::common::record_measured(&format!($($arg)*))
+    };
+}
+
+/// See [`measured!`].
+pub fn record_measured(line: &str) {
+    use std::io::Write;
+    eprintln!("MEASURED {line}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("measured.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
 /// The lab's directory (as hactl uses it).
 pub const LAB: &str = "/var/lib/hactl/lab";
 
