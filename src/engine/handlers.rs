@@ -15,20 +15,15 @@ impl Engine {
     /// The handlers named in `names` that do something on this host: one whose `when` is false
     /// here is never owed (a rolling stage would otherwise visit the host for nothing). A
     /// handler that fails to render is kept, so that its error surfaces when it runs.
-    pub(super) fn applicable_handlers<'a>(
-        &self,
-        stage: &Stage,
-        ctx: &Value,
-        names: &'a [String],
-    ) -> impl Iterator<Item = String> + 'a {
-        let applies: Vec<bool> = names
-            .iter()
-            .map(|name| match stage.handlers.iter().find(|h| &h.name == name) {
-                Some(h) => !matches!(self.plan_step(stage, h, ctx, true), Ok(None)),
-                None => true,
-            })
-            .collect();
-        names.iter().zip(applies).filter(|(_, a)| *a).map(|(n, _)| n.clone())
+    pub(super) fn applicable_handlers(&self, stage: &Stage, ctx: &Value, names: &[String]) -> Vec<String> {
+        let applies = |name: &String| match stage.handlers.iter().find(|h| &h.name == name) {
+            Some(h) => {
+                let origin = self.origin(stage, "handler", &h.name);
+                self.applies(&origin, h.when.as_deref(), ctx).unwrap_or(true)
+            }
+            None => true,
+        };
+        names.iter().filter(|n| applies(n)).cloned().collect()
     }
 
     /// Records, in a plan, the handlers that would run.

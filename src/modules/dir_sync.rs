@@ -180,7 +180,8 @@ impl Fact for Tree {
             ..Tree::default()
         };
         for l in lines.all("dir") {
-            tree.dirs.insert(entry(l, false)?.0, entry(l, false)?.1);
+            let (path, e) = entry(l, false)?;
+            tree.dirs.insert(path, e);
         }
         for l in lines.all("file") {
             let (path, e) = entry(l, true)?;

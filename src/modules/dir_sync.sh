@@ -38,15 +38,32 @@ hactl_probe() {
   echo "dest present"
   stat -c 'root %a %U %G' "$HACTL_DEST" || return 1
   hactl_find_tree -type d -printf 'dir %m %u %g %P\n' || return 1
-  hactl_find_tree -type f -printf '%m %u %g %s %P\n' | while read -r mode owner group size path; do
-    sum=$(sha256sum < "$HACTL_DEST/$path") || exit 1
-    sum=${sum%% *}
-    echo "file $mode $owner $group $sum $path"
-    if ! printf '%s\n' "$HACTL_WANT" | grep -qxF "$sum $path" && [ "$size" -le "$HACTL_DIFF_LIMIT" ]; then
-      printf 'old %s ' "$path"
-      base64 -w0 < "$HACTL_DEST/$path" || exit 1
-      echo
-    fi
+  files=$(hactl_find_tree -type f -printf '%m %u %g %s %P\n') || return 1
+  [ -n "$files" ] || return 0
+  # One sha256sum and one awk for the whole tree (a no-op re-run starts no process per file).
+  HACTL_SUMS=$(hactl_find_tree -type f -exec sha256sum {} +) || return 1
+  export HACTL_SUMS
+  printf '%s\n' "$files" | awk '
+    BEGIN {
+      n = split(ENVIRON["HACTL_SUMS"], s, "\n")
+      for (i = 1; i <= n; i++) sums[substr(s[i], 69)] = substr(s[i], 1, 64)
+      n = split(ENVIRON["HACTL_WANT"], w, "\n")
+      for (i = 1; i <= n; i++) want[w[i]] = 1
+    }
+    {
+      path = $0
+      for (i = 1; i <= 4; i++) sub(/^[^ ]* /, "", path)
+      print "file " $1 " " $2 " " $3 " " sums[path] " " path
+      if (!((sums[path] " " path) in want) && $4 + 0 <= ENVIRON["HACTL_DIFF_LIMIT"] + 0) print "old " path
+    }' | while IFS= read -r line; do
+    case $line in
+      "old "*)
+        printf '%s ' "$line"
+        base64 -w0 < "$HACTL_DEST/${line#old }" || exit 1
+        echo
+        ;;
+      *) printf '%s\n' "$line" ;;
+    esac
   done
 }
 
