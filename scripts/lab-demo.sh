@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # hactl's main job on a local lab, in one command: boot three Debian 12 nodes, show the plan,
-# provision the whole stack (etcd, Patroni PostgreSQL, RabbitMQ, Airflow, the web LB), prove a
+# provision the whole stack (etcd, Patroni PostgreSQL, RabbitMQ, Airflow, the web LB, the guard), prove a
 # re-run changes nothing, and print where the Airflow UI answers. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +23,14 @@ SECONDS=0
 $hactl provision "$inventory" -p "$playbook" --stats
 echo "re-run: ${SECONDS} s"
 lb=$(awk '/ansible_host:/ { sub(/.*ansible_host: */, ""); sub(/[},].*/, ""); gsub(/"/, ""); print; exit }' "$inventory")
+# The web LB's VIP (keepalived moves it to another LB host when this one fails).
+vip=$(awk '/web_lb_vip:/ { sub(/.*web_lb_vip: */, ""); gsub(/"/, ""); print; exit }' "$inventory")
+lab_ssh=(ssh -i /var/lib/hactl/lab/ssh/id_ed25519 -o UserKnownHostsFile=/var/lib/hactl/lab/ssh/known_hosts)
+guard=$("${lab_ssh[@]}" "root@$lb" hactl-guard status)
 cat <<EOF
 
-The Airflow UI, through the web LB: http://$lb:8080/ (every node of the lab answers on 8080)
+The Airflow UI, through the web LB: http://${vip:-$lb}:8080/ (the VIP; every node of the lab answers on 8080 too)
 Log in as:                          admin
 Its password:                       airflow_admin_password in ${inventory%.yml}.secrets.yml
+The guard (hactl-guard status):     $guard
 EOF

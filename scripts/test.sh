@@ -18,11 +18,15 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # Integration test binaries run one after another; tests sharing the lab take a lock.
 status=0
-rm -f target/tmp/measured.txt
+rm -rf target/tmp/measured.txt target/tmp/logs
 cargo test --all-targets --no-fail-fast 2>&1 | tee "$log" || status=$?
 target/debug/hactl lab down >/dev/null 2>&1 || true
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+if [ "$status" -ne 0 ]; then
+  echo "why (each failing test's panic; their hactl runs in full: target/tmp/logs/):"
+  grep -A4 "panicked at" "$log" | cut -c1-400 | sed 's/^/  /' || true
+fi
 if [ -s target/tmp/measured.txt ]; then
   echo "measured (the lab end-to-end tests' figures):"
   sed 's/^/  /' target/tmp/measured.txt

@@ -139,6 +139,23 @@ pub enum LabAction {
         /// The node, e.g. node1.
         node: String,
     },
+    /// Cut a node's network link, or restore it: the node keeps running, cut off (failover
+    /// tests of a partition).
+    Link {
+        /// The node, e.g. node1.
+        node: String,
+        /// `down` cuts it, `up` restores it.
+        state: LinkState,
+    },
+}
+
+/// A lab node's link state (`hactl lab link NODE up|down`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LinkState {
+    /// Restored.
+    Up,
+    /// Cut.
+    Down,
 }
 
 /// Parses the arguments, runs the command and maps the outcome to the contract's exit codes. Bad
@@ -160,6 +177,10 @@ pub fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("HACTL_LOG"))
         .with_writer(std::io::stderr)
         .init();
+    // An error is one line however long: scripts grep it, and a wrap would split its words.
+    let _ = miette::set_hook(Box::new(|_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
+    }));
     match cli.command {
         Commands::Lab { action } => run_lab(action),
         Commands::Provision { args, dry_run } => run(args, if dry_run { Mode::Plan } else { Mode::Apply }),
@@ -213,6 +234,11 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
         }
     };
     reporter.set_redactor(loaded.redactor.clone());
+    if mode != Mode::Verify {
+        for warning in &loaded.warnings {
+            reporter.log(&format!("warning: {warning}"));
+        }
+    }
     let reporter = std::sync::Arc::new(reporter);
     let options = Options {
         mode,
@@ -312,6 +338,11 @@ fn run_lab(action: LabAction) -> ExitCode {
                 }
             );
         }),
+        LabAction::Link { node, state } => {
+            let up = matches!(state, LinkState::Up);
+            lab.set_link(&node, up)
+                .map(|()| println!("{node}: link {}", if up { "up" } else { "cut" }))
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

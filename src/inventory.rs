@@ -322,6 +322,17 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(source: &str, path: &Path) -> 
                 &path.display().to_string(),
             )
             .wrap_err(format!("{}{}: invalid YAML", path.display(), location(&e))),
+            // Masking moved the error: say what it is (its first line, no snippet of the lines
+            // around, which may hold a secret) when its own line holds none.
+            _ if e.location().is_some_and(|l| {
+                let line = l.line().saturating_sub(1) as usize;
+                source.lines().nth(line) == masked.lines().nth(line)
+            }) =>
+            {
+                let what = e.to_string();
+                let what = what.lines().next().unwrap_or("").trim_start_matches("error: ");
+                miette!("{}{}: invalid YAML: {what}", path.display(), location(&e))
+            }
             _ => miette!(
                 "{}{}: invalid YAML (in a secret's value, not shown)",
                 path.display(),
@@ -431,6 +442,23 @@ mod tests {
             mask_secret_values("a_password: abc # note\nname: x\n"),
             "a_password: ___ # note\nname: x\n"
         );
+    }
+
+    #[test]
+    fn an_error_that_masking_moves_is_still_named_when_its_line_holds_no_secret() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Doc {
+            secrets: BTreeMap<String, BTreeMap<String, u32>>,
+            n: u32,
+        }
+        let text = "secrets:\n  a_password: {length: 8}\nn: many\n";
+        let err = parse_yaml::<Doc>(text, Path::new("pb.yml")).unwrap_err().to_string();
+        assert!(err.starts_with("pb.yml:3:") && err.contains("invalid YAML: "), "{err}");
+        assert!(!err.contains("not shown"), "{err}");
+        let secret = "secrets:\n  a_password: {length: many}\nn: 1\n";
+        let err = parse_yaml::<Doc>(secret, Path::new("pb.yml")).unwrap_err().to_string();
+        assert!(err.contains("not shown") && !err.contains("many"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod fsutil;
 pub mod inventory;
 pub mod lab;
 pub mod modules;
+pub mod pki;
 pub mod playbook;
 pub mod render;
 pub mod report;

@@ -29,6 +29,19 @@ pub struct Playbook {
     /// checked before anything renders, so a missing one is one clear error.
     #[serde(default)]
     pub required_groups: Vec<String>,
+    /// The playbook uses the cluster CA: hactl makes it and a certificate per host (for the
+    /// host's name, its address and its variable `tls_extra_names`), and gives each host the
+    /// variables `tls_ca_cert`, `tls_cert` and `tls_key` (see [`crate::pki`]).
+    #[serde(default)]
+    pub pki: bool,
+    /// Conditions on each host's variables, checked before anything connects: a bad setting
+    /// is one clear error before anything changes.
+    #[serde(default)]
+    pub checks: Vec<Condition>,
+    /// Settings that weaken the stack (an opt-out of a default protection): `plan` and
+    /// `provision` print each one that holds as a warning.
+    #[serde(default)]
+    pub warnings: Vec<Condition>,
     /// The stages, in order.
     pub stages: Vec<Stage>,
     /// The file it was loaded from (for the built-in playbook, its path in a checkout).
@@ -41,6 +54,16 @@ pub struct Playbook {
 
 fn built_in() -> TemplateSource {
     TemplateSource::BuiltIn
+}
+
+/// A condition on a host's variables and what to say when it holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// An expression (as in `when`) evaluated in each host's context.
+    pub when: String,
+    /// The message (a template) printed when it holds.
+    pub msg: String,
 }
 
 /// A stage: steps applied to a set of hosts, then verified.
@@ -277,7 +300,7 @@ mod tests {
         let names: Vec<&str> = pb.stages.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            ["base", "etcd", "postgres", "pg-lb", "rabbitmq", "mq-lb", "airflow", "web-lb"]
+            ["base", "etcd", "postgres", "pg-lb", "rabbitmq", "mq-lb", "airflow", "web-lb", "guard"]
         );
         let stage = |n: &str| pb.stages.iter().find(|s| s.name == n).unwrap();
         let steps = |n: &str| stage(n).steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
@@ -291,8 +314,15 @@ mod tests {
             }
         }
         assert_eq!(handlers("mq-lb"), handlers("pg-lb"));
-        assert_eq!(handlers("web-lb"), handlers("pg-lb"));
         assert_eq!(handlers("mq-lb"), ["restart haproxy", "reload haproxy"]);
+        assert_eq!(handlers("web-lb")[..2], handlers("pg-lb")[..]);
+        // In web-lb, the shared steps (YAML merge keys) apply only with the HAProxy front end.
+        let running = stage("web-lb")
+            .steps
+            .iter()
+            .find(|s| s.name == "HAProxy running")
+            .unwrap();
+        assert_eq!(running.when.as_deref(), Some("web_lb_frontend == 'haproxy'"));
     }
 
     #[test]

@@ -95,7 +95,9 @@ impl Renderer {
         env.add_filter("urlencode", urlencode);
         env.add_filter("haproxy_word", haproxy_word);
         env.add_filter("hosts_entries", hosts_entries);
+        env.add_filter("ip_network", ip_network);
         env.add_function("now_epoch", now_epoch);
+        env.add_function("fail", fail);
         Renderer {
             env,
             source: source.clone(),
@@ -142,6 +144,15 @@ impl Renderer {
         self.render_str(origin, source, ctx).map(serde_json::Value::String)
     }
 
+    /// The top-level variables a template refers to (none when it does not parse: rendering it
+    /// reports that).
+    pub fn referenced_variables(&self, source: &str) -> std::collections::HashSet<String> {
+        self.env
+            .template_from_str(source)
+            .map(|t| t.undeclared_variables(false))
+            .unwrap_or_default()
+    }
+
     /// Evaluates a `when` expression.
     pub fn eval_bool(&self, origin: &str, expr: &str, ctx: &Value) -> Result<bool> {
         let compiled = self
@@ -154,7 +165,8 @@ impl Renderer {
 
 /// One readable error naming the template and line.
 fn template_error(origin: &str, e: &Error) -> miette::Report {
-    let name = e.name().unwrap_or(origin);
+    // An expression (a `when`, a check) has no template name of its own: say whose it is.
+    let name = e.name().filter(|n| *n != "<expression>").unwrap_or(origin);
     let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
     let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
     let hint = if e.kind() == ErrorKind::UndefinedError {
@@ -234,6 +246,23 @@ fn haproxy_word(s: String) -> Result<String, Error> {
     Ok(format!("'{s}'"))
 }
 
+/// `ip_network(prefix)`: the IPv4 network of an address with that prefix length
+/// (`"10.0.0.7" | ip_network(24)` is `"10.0.0.0/24"`), to check that addresses share a subnet.
+fn ip_network(addr: String, prefix: Value) -> Result<String, Error> {
+    let invalid = |what: String| Error::new(ErrorKind::InvalidOperation, what);
+    // A number, or its text (an inventory may quote it).
+    let prefix: u8 = prefix
+        .to_string()
+        .parse()
+        .map_err(|_| invalid(format!("ip_network: prefix length `{prefix}` is not 0 to 32")))?;
+    let ip: std::net::Ipv4Addr = addr
+        .parse()
+        .map_err(|_| invalid(format!("ip_network: `{addr}` is not an IPv4 address")))?;
+    let net = ipnet::Ipv4Net::new(ip, prefix)
+        .map_err(|_| invalid(format!("ip_network: prefix length {prefix} is not 0 to 32")))?;
+    Ok(net.trunc().to_string())
+}
+
 /// `ini_value`: a value for an INI file read by Python's configparser (Airflow's): `%` doubled
 /// (interpolation), and no line break (it would end the value).
 fn ini_value(s: String) -> Result<String, Error> {
@@ -273,6 +302,11 @@ fn to_yaml(v: Value) -> Result<String, Error> {
 
 fn to_json(v: Value) -> Result<String, Error> {
     serde_json::to_string(&v).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("to_json: {e}")))
+}
+
+/// `fail("why")`: stops the render with that message (a bad value refused before anything runs).
+fn fail(message: String) -> Result<Value, Error> {
+    Err(Error::new(ErrorKind::InvalidOperation, message))
 }
 
 fn mandatory(v: Value, kwargs: Kwargs) -> Result<Value, Error> {
@@ -351,6 +385,10 @@ mod tests {
             "it's $x"
         );
         assert!(r.render_str("x", "{{ nope | mandatory }}", &ctx).is_err());
+        let refused = r
+            .render_str("x", "{% if s %}{{ fail('no ' ~ s) }}{% endif %}", &ctx)
+            .unwrap_err();
+        assert!(refused.to_string().contains("no hi"), "{refused}");
         let url = context! { p => "p@ss:w/rd%20 ü" };
         assert_eq!(
             r.render_str("x", "{{ p | urlencode }}", &url).unwrap(),
@@ -361,6 +399,16 @@ mod tests {
             "'a b$c'"
         );
         assert!(r.render_str("x", "{{ \"it's\" | haproxy_word }}", &ctx).is_err());
+        assert_eq!(
+            r.render_str("x", "{{ '10.213.0.250' | ip_network(24) }}", &ctx)
+                .unwrap(),
+            "10.213.0.0/24"
+        );
+        assert!(r.render_str("x", "{{ 'node1' | ip_network(24) }}", &ctx).is_err());
+        assert_eq!(
+            r.render_str("x", "{{ '10.9.0.20' | ip_network('28') }}", &ctx).unwrap(),
+            "10.9.0.16/28"
+        );
         let nasty = context! { v => "it's a \"test\" \\ $x %d" };
         assert_eq!(
             r.render_str("x", "{{ v | sql_literal }}", &nasty).unwrap(),

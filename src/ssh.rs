@@ -275,6 +275,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Remote {
+    /// Asks the local master whether it runs (no round trip to the host): a client, so its
+    /// idle timer starts again. A master that is gone is not this call's business: the next
+    /// script reports it.
+    pub async fn keep_master(&self) {
+        let _ = self.session.check().await;
+    }
+
     /// Runs a POSIX shell script on the host (one round trip), as root when `become` applies. A
     /// script is sent again only when it provably never started (the channel could not be
     /// opened); a failure after that is reported, never retried: a retry could run a command

@@ -1,14 +1,19 @@
-//! The whole stack, base through web-lb, on a fresh 3-node lab where every node is in every group:
+//! The whole stack, base through guard, on a fresh 3-node lab where every node is in every group:
 //! an unreachable pip index is one clear error that leaves the earlier stages converged; the
 //! first provision runs the smoke DAG through the LB on at least two workers; a re-run changes
 //! nothing and restarts nothing; a hand edit of the configuration on one node is reported and
-//! repaired with restarts on that node only; a hard crash of the node holding the PostgreSQL
-//! leader, the first RabbitMQ node and the dag-processor is followed by a DAG run, triggered
-//! through a surviving node's LB, that succeeds.
+//! repaired with restarts on that node only. The guard, sampled on every node once a second
+//! (never two dag-processors): a release hands the dag-processor over; a holder cut off the
+//! network stops it before its lease ends and another node takes over; etcd losing quorum stops
+//! it and its return starts exactly one; a returning node does not take it back. Last, a hard
+//! crash of the node holding the PostgreSQL leader, the first RabbitMQ node and the
+//! dag-processor: another node runs the dag-processor within 30 s, and a DAG run triggered
+//! through a surviving node's LB succeeds.
 
 #[macro_use]
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,10 +27,54 @@ const UNITS: &[&str] = &[
     "airflow-worker",
 ];
 
-/// Runs a provision, returning its exit code and JSON document.
-fn provision(inv: &str) -> (Option<i32>, serde_json::Value) {
-    let o = run(&["provision", inv, "--output", "json"]);
-    (o.status.code(), json(&o))
+/// What a running dag-processor's command line contains.
+const DAG_PROCESSOR: &str = "airflow dag-processor";
+
+/// The guard's lease TTL (site.yml's default).
+const GUARD_TTL: f64 = 15.0;
+
+/// Samples the nodes running the dag-processor once a second until `done` holds, checking at
+/// every sample that at most one node runs it; returns the seconds since `since` and the nodes.
+fn watch_until(
+    since: Instant,
+    limit: u64,
+    what: &str,
+    done: impl Fn(&BTreeSet<String>) -> bool,
+) -> (f64, BTreeSet<String>) {
+    loop {
+        let nodes = nodes_running(DAG_PROCESSOR);
+        assert!(nodes.len() <= 1, "two dag-processors at once: {nodes:?}");
+        if done(&nodes) {
+            return (since.elapsed().as_secs_f64(), nodes);
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(limit),
+            "not within {limit} s: {what} (running on {nodes:?})"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The one node running the dag-processor, waiting up to `limit` s for there to be one.
+fn dag_processor_node(limit: u64) -> String {
+    let (_, nodes) = watch_until(Instant::now(), limit, "one dag-processor", |n| n.len() == 1);
+    nodes.into_iter().next().expect("one node")
+}
+
+/// `nodeN` → N.
+fn index(node: &str) -> usize {
+    node.trim_start_matches("node").parse().expect("a lab node name")
+}
+
+/// Runs a provision (of some stages, or all), returning its exit code, JSON document and time.
+fn provision(inv: &str, stages: Option<&str>) -> (Option<i32>, serde_json::Value, f64) {
+    let mut args = vec!["provision", inv, "--output", "json"];
+    if let Some(stages) = stages {
+        args.extend(["--stages", stages]);
+    }
+    let started = Instant::now();
+    let o = run(&args);
+    (o.status.code(), json(&o), started.elapsed().as_secs_f64())
 }
 
 /// Every node's airflow units with their MainPID (0: not running).
@@ -57,13 +106,18 @@ fn gate_report(doc: &serde_json::Value, gate: &str) -> String {
 
 /// Sets (or removes, with `None`) one variable under `all.vars` of the lab inventory.
 fn set_inventory_var(inv: &std::path::Path, line: Option<&str>) {
+    set_inventory_vars(inv, line.as_slice());
+}
+
+/// Sets these variables under `all.vars` of the lab inventory (replacing earlier overrides).
+fn set_inventory_vars(inv: &std::path::Path, lines: &[&str]) {
     let text = std::fs::read_to_string(inv).unwrap();
     let kept: Vec<&str> = text.lines().filter(|l| !l.contains("# test override")).collect();
     let mut out = Vec::new();
     for l in kept {
         out.push(l.to_string());
         if l.trim_end() == "  vars:" {
-            if let Some(extra) = line {
+            for extra in lines {
                 out.push(format!("    {extra}  # test override"));
             }
         }
@@ -71,13 +125,248 @@ fn set_inventory_var(inv: &std::path::Path, line: Option<&str>) {
     std::fs::write(inv, out.join("\n") + "\n").unwrap();
 }
 
-/// Triggers hactl_smoke through node `n`'s LB (the check the web-lb gate runs), with the admin
+/// Takes node3 out of the inventory's `airflow_masters` (or puts it back).
+fn set_master3(inv: &std::path::Path, present: bool) {
+    let text = std::fs::read_to_string(inv).unwrap();
+    let mut out: Vec<String> = Vec::new();
+    let mut in_masters = false;
+    for l in text.lines() {
+        if l.starts_with("    ") && !l.starts_with("     ") {
+            in_masters = l.trim_end() == "    airflow_masters:";
+        }
+        if in_masters && l.trim() == "node3: {}" {
+            continue;
+        }
+        out.push(l.to_string());
+        if in_masters && present && l.trim() == "node2: {}" {
+            out.push(l.replace("node2", "node3"));
+        }
+    }
+    std::fs::write(inv, out.join("\n") + "\n").unwrap();
+}
+
+/// A client on the controller making requests in a loop (each on a new connection) until
+/// stopped; counts the requests and those that failed.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    worker: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Load {
+    fn start(url: String, ca: Option<std::path::PathBuf>) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let worker = std::thread::spawn(move || {
+            let (mut total, mut failed) = (0, Vec::new());
+            while !flag.load(Ordering::Relaxed) {
+                let mut curl = std::process::Command::new("curl");
+                curl.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"]);
+                if let Some(ca) = &ca {
+                    curl.arg("--cacert").arg(ca);
+                }
+                let out = curl.arg(&url).output().expect("curl runs");
+                let code = String::from_utf8_lossy(&out.stdout).to_string();
+                total += 1;
+                if !out.status.success() || code != "200" {
+                    failed.push(format!("curl exit {:?}, HTTP {code}", out.status.code()));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (total, failed)
+        });
+        Load { stop, worker }
+    }
+
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.worker.join().unwrap()
+    }
+}
+
+/// The api-servers that answered `n` requests through `url` (new connections, no cookie), by
+/// the LB's `X-Hactl-Backend` header; panics unless every request succeeded.
+fn backends_through(url: &str, ca: &std::path::Path, n: usize) -> BTreeMap<String, usize> {
+    let mut reached = BTreeMap::new();
+    for _ in 0..n {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-D", "-", "-o", "/dev/null", "--max-time", "10", "--cacert"])
+            .arg(ca)
+            .arg(url)
+            .output()
+            .expect("curl runs");
+        let head = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success() && head.starts_with("HTTP/1.1 200"),
+            "{url}: {head}"
+        );
+        let backend = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("x-hactl-backend: ")
+                    .map(|b| b.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no X-Hactl-Backend header: {head}"));
+        *reached.entry(backend).or_default() += 1;
+    }
+    reached
+}
+
+/// Each front end with sticky sessions and TLS to the api-servers (nginx; Apache and HAProxy
+/// terminating TLS too): the web-lb gates pass (health, sticky, a client that trusts only the
+/// cluster CA), a re-run changes nothing, and an Airflow master leaving and coming back under
+/// load fails no request. Apache refuses an api-server whose certificate the CA did not sign.
+/// The lab's VIP answers throughout (keepalived; the first provision's gate checked that exactly
+/// one LB holds it). The stack stays so (TLS everywhere, HAProxy) for the crash that follows.
+fn web_front_ends(inv_path: &std::path::Path) {
+    let inv = inv_path.to_str().unwrap();
+    let ca = inv_path.with_file_name("inventory.pki").join("ca.crt");
+    for (frontend, tls, stages) in [
+        ("nginx", false, "airflow,web-lb"),
+        ("apache", true, "airflow,web-lb"),
+        ("haproxy", true, "web-lb"),
+    ] {
+        let frontend_var = format!("web_lb_frontend: {frontend}");
+        let mut vars = vec![frontend_var.as_str(), "web_lb_sticky: true", "airflow_api_tls: true"];
+        if tls {
+            vars.push("web_lb_tls: true");
+        }
+        set_inventory_vars(inv_path, &vars);
+        let (code, doc, secs) = provision(inv, Some(stages));
+        assert_eq!(code, Some(0), "{doc}");
+        let sticky = gate_report(&doc, "with sticky sessions, 20 requests");
+        measured!("front end {frontend} (TLS to the api-servers; TLS to clients {tls}; sticky), {stages}: {secs:.1} s; {sticky}");
+        assert!(sticky.contains("all reached"), "{sticky}");
+        let url = format!(
+            "{}://10.213.0.11:8080/api/v2/monitor/health",
+            if tls { "https" } else { "http" }
+        );
+        if tls {
+            let reached = backends_through(&url, &ca, 3);
+            assert!(!reached.is_empty(), "a client that trusts only the CA: {reached:?}");
+        }
+        let (code, doc, _) = provision(inv, Some("web-lb"));
+        assert_eq!(code, Some(0));
+        assert_eq!(doc["summary"]["changed"], 0, "{frontend}: {:?}", changed_steps(&doc));
+
+        let load = Load::start(url.clone(), tls.then(|| ca.clone()));
+        std::thread::sleep(Duration::from_secs(2));
+        set_master3(inv_path, false);
+        let (code, doc, _) = provision(inv, Some("web-lb"));
+        assert_eq!(code, Some(0), "{doc}");
+        set_master3(inv_path, true);
+        let (code, doc, _) = provision(inv, Some("web-lb"));
+        assert_eq!(code, Some(0), "{doc}");
+        std::thread::sleep(Duration::from_secs(2));
+        let (total, failed) = load.finish();
+        measured!(
+            "front end {frontend}: an api-server removed and added back under load: {} of {total} requests failed",
+            failed.len()
+        );
+        assert!(
+            total > 20 && failed.is_empty(),
+            "{frontend}: {total} requests, failed: {failed:?}"
+        );
+
+        if frontend == "apache" {
+            apache_refuses_a_foreign_certificate(inv, &url, &ca);
+        }
+    }
+    let reached = backends_through(&format!("https://{VIP}:8080/api/v2/monitor/health"), &ca, 3);
+    assert!(!reached.is_empty(), "through the VIP");
+}
+
+/// node3's api-server given a certificate the cluster CA did not sign (with the right names):
+/// Apache sends it nothing and says why; a provision repairs it and Apache uses it again.
+fn apache_refuses_a_foreign_certificate(inv: &str, url: &str, ca: &std::path::Path) {
+    ssh_ok(
+        3,
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=node3 \
+         -addext 'subjectAltName=DNS:node3,DNS:hactl-api' -days 2 \
+         -keyout /etc/airflow/api.key -out /etc/airflow/api.crt 2>/dev/null \
+         && systemctl restart airflow-api-server \
+         && for i in $(seq 120); do curl -skf -o /dev/null https://node3:8090/api/v2/monitor/health && exit 0; sleep 1; done; exit 1",
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let reached = backends_through(url, ca, 30);
+    assert!(
+        !reached.contains_key("node3"),
+        "Apache sent requests to node3: {reached:?}"
+    );
+    let log = ssh_ok(1, "tail -50 /var/log/apache2/error.log");
+    assert!(
+        log.contains("[remote 10.213.0.13:8090] AH02039: Certificate Verification: Error"),
+        "{log}"
+    );
+    measured!("Apache and an api-server with a certificate from another CA: 30 requests reached {reached:?}, none node3 (AH02039 in Apache's log)");
+    let (code, doc, _) = provision(inv, Some("airflow"));
+    assert_eq!(code, Some(0), "{doc}");
+    let changed = changed_steps(&doc);
+    assert!(
+        changed.iter().any(|s| s.starts_with("node3:this node's certificate")),
+        "{changed:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !backends_through(url, ca, 12).contains_key("node3") {
+        assert!(Instant::now() < deadline, "node3 never came back behind Apache");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// The web LB's VIP in the lab's inventory (its subnet's last address).
+const VIP: &str = "10.213.0.254";
+
+/// Polls the VIP from the controller every 100 ms (HTTPS, trusting only the cluster CA; each
+/// try waiting up to 0.5 s) on the path the front end answers itself (`/hactl-lb-alive`: the
+/// VIP's figure, not the api-servers', which a PostgreSQL failover also delays) until stopped,
+/// returning the longest time without a 200, up to the end.
+fn watch_vip(
+    ca: std::path::PathBuf,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<f64>,
+) {
+    use std::sync::atomic::Ordering;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop);
+    let worker = std::thread::spawn(move || {
+        let (mut last_answer, mut longest) = (Instant::now(), 0f64);
+        while !flag.load(Ordering::Relaxed) {
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "0.5",
+                    "--cacert",
+                ])
+                .arg(&ca)
+                .arg(format!("https://{VIP}:8080/hactl-lb-alive"))
+                .output()
+                .expect("curl runs");
+            if String::from_utf8_lossy(&out.stdout) == "200" {
+                longest = longest.max(last_answer.elapsed().as_secs_f64());
+                last_answer = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        longest.max(last_answer.elapsed().as_secs_f64())
+    });
+    (stop, worker)
+}
+
+/// Triggers hactl_smoke through node `n`'s LB over HTTPS (the LB's name, `hactl-lb`, is the
+/// node's own on an LB host; the node trusts the cluster CA) as the guard's gate does, with the admin
 /// password read on the node (never in a command line or a failure message), returning the
 /// helper's line; panics unless it succeeded.
 fn smoke_through(n: usize, min_workers: usize) -> String {
     let cmd = format!(
         "HACTL_AIRFLOW_PASSWORD=$(python3 -c 'import json; print(json.load(open(\"/var/lib/airflow/simple_auth_manager_passwords.json\"))[\"admin\"])') \
-         python3 /usr/local/lib/hactl/airflow_check.py smoke --url http://127.0.0.1:8080 --min-workers {min_workers} --timeout 300"
+         python3 /usr/local/lib/hactl/airflow_check.py smoke --url https://hactl-lb:8080 --min-workers {min_workers} --timeout 300"
     );
     ssh_ok(n, &cmd)
 }
@@ -91,12 +380,8 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     // An index nobody answers (loopback): one clear error in the airflow stage, exit 1; the
     // earlier stages converge and no airflow unit exists.
     set_inventory_var(&inv_path, Some("pip_index_url: http://127.0.0.1:9/simple"));
-    let started = Instant::now();
-    let (code, doc) = provision(inv);
-    measured!(
-        "first provision base..mq-lb (airflow stopped at pip): {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let (code, doc, secs) = provision(inv, None);
+    measured!("first provision base..mq-lb (airflow stopped at pip): {secs:.1} s");
     assert_eq!(code, Some(1), "{doc}");
     let failures: Vec<&serde_json::Value> = doc["results"]
         .as_array()
@@ -126,7 +411,7 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     set_inventory_var(&inv_path, None);
 
     // The plan names the install, the migration and the units to start; it shows no secret.
-    let plan = run(&["plan", inv, "--stages", "airflow,web-lb"]);
+    let plan = run(&["plan", inv, "--stages", "airflow,web-lb,guard"]);
     assert_eq!(plan.status.code(), Some(2));
     let text = stdout(&plan);
     for want in [
@@ -135,8 +420,10 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         "wait for another host to migrate",
         "add hactl_smoke.py",
         "start airflow-scheduler",
-        "start airflow-dag-processor",
+        "create /etc/systemd/system/airflow-dag-processor.service",
         "create /etc/haproxy/conf.d/30-airflow.cfg",
+        "create /usr/local/bin/hactl-guard",
+        "start hactl-guard",
     ] {
         assert!(text.contains(want), "the plan says `{want}`:\n{text}");
     }
@@ -149,13 +436,9 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         assert!(!text.contains(&secret(dir.path(), name)), "{name} in the plan");
     }
 
-    // The stack through web-lb: the smoke DAG through the LB on at least two workers.
-    let started = Instant::now();
-    let (code, doc) = provision(inv);
-    measured!(
-        "first provision airflow + web-lb: {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    // The stack through guard: the smoke DAG through the LB on at least two workers.
+    let (code, doc, secs) = provision(inv, None);
+    measured!("first provision airflow + web-lb + guard: {secs:.1} s");
     assert_eq!(code, Some(0), "{doc}");
     let smoke = gate_report(&doc, "hactl_smoke triggered through the LB");
     measured!("smoke DAG (first provision gate): {smoke}");
@@ -166,10 +449,28 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         .split(", ")
         .count();
     assert!(hosts >= 2, "tasks on at least two workers: {smoke}");
-    let jobs = gate_report(&doc, "live scheduler and triggerer heartbeats");
+    let idle: Vec<&serde_json::Value> = doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["step"] == "restart dag-processor")
+        .collect();
     assert!(
-        jobs.contains("DagProcessorJob: node1") && jobs.contains("SchedulerJob: node1,node2,node3"),
+        !idle.is_empty() && idle.iter().all(|r| r["status"] == "skipped"),
+        "a try-restart of a dag-processor that does not run yet is not run: {idle:?}"
+    );
+    let jobs = gate_report(&doc, "live heartbeats of exactly one of what the guard runs");
+    let holder = dag_processor_node(30);
+    assert!(
+        jobs.contains(&format!("DagProcessorJob: {holder}")) && jobs.contains("SchedulerJob: node1,node2,node3"),
         "{jobs}"
+    );
+    let held = gate_report(&doc, "exactly one LB host holds the VIP");
+    assert!(held.contains("the VIP 10.213.0.254"), "{held}");
+    let guard = gate_report(&doc, "each guarded unit runs here exactly when");
+    assert!(
+        guard.contains(&format!("airflow-dag-processor.service: held by {holder} since")) && guard.contains("token"),
+        "the gate names the holder, since when and the token: {guard}"
     );
 
     // What an operator meets on a node.
@@ -180,15 +481,14 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     );
     let attrs = ssh_ok(2, "stat -c '%U %G %a' /etc/airflow/airflow.cfg");
     assert_eq!(attrs.trim(), "root airflow 640");
-    let active = |n: usize, unit: &str| ssh(n, &format!("systemctl is-active --quiet {unit}")).0 == 0;
-    assert!(
-        active(1, "airflow-dag-processor"),
-        "the dag-processor runs on the first master"
+    let enabled = ssh(index(&holder), "systemctl is-enabled airflow-dag-processor").1;
+    assert_eq!(
+        enabled.trim(),
+        "static",
+        "systemd does not start the dag-processor on its own"
     );
-    assert!(
-        !active(2, "airflow-dag-processor") && !active(3, "airflow-dag-processor"),
-        "and nowhere else"
-    );
+    let status = ssh_ok(1, "hactl-guard status");
+    assert!(status.contains(&format!("held by {holder}")), "{status}");
     let (_, code) = ssh(1, "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:1936/");
     assert_eq!(code, "401", "the LB's stats page asks for a password");
     let stats = secret(dir.path(), "web_lb_stats_password");
@@ -201,17 +501,13 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     // A re-run changes nothing and restarts nothing.
     let before = main_pids();
     let stopped: Vec<usize> = before.iter().map(|l| l.matches("MainPID=0").count()).collect();
+    let expected: Vec<usize> = (1..=3).map(|n| usize::from(n != index(&holder))).collect();
     assert_eq!(
-        stopped,
-        [0, 1, 1],
-        "every unit runs, the dag-processor on node1 only: {before:?}"
+        stopped, expected,
+        "every unit runs, the dag-processor on {holder} only: {before:?}"
     );
-    let started = Instant::now();
-    let (code, doc) = provision(inv);
-    measured!(
-        "no-op re-run of the whole stack: {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let (code, doc, secs) = provision(inv, None);
+    measured!("no-op re-run of the whole stack: {secs:.1} s");
     assert_eq!(code, Some(0));
     assert_eq!(doc["summary"]["changed"], 0, "{:?}", changed_steps(&doc));
     assert_eq!(main_pids(), before, "no unit restarted");
@@ -229,7 +525,7 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         text.contains("update /etc/airflow/airflow.cfg") && text.contains("remove stray.py"),
         "{text}"
     );
-    let (code, doc) = provision(inv);
+    let (code, doc, _) = provision(inv, None);
     assert_eq!(code, Some(0));
     let mut changed = changed_steps(&doc);
     changed.sort();
@@ -253,8 +549,53 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         "the stray DAG file is gone"
     );
 
+    // A guarded unit that does not exist: the plan says so in one line, exit 1.
+    set_inventory_var(&inv_path, Some("guard_extra_units: [airflow-dag-procesor]"));
+    let plan = run(&["plan", inv, "--stages", "guard"]);
+    assert_eq!(plan.status.code(), Some(1));
+    assert!(
+        stdout(&plan).contains("guarded unit airflow-dag-procesor does not exist on this node"),
+        "{}",
+        stdout(&plan)
+    );
+    set_inventory_var(&inv_path, None);
+
+    guard_hands_over_fences_and_does_not_flap();
+
+    // single-active on the running cluster: the guard keeps one scheduler too; back to
+    // all-active, every master runs one again.
+    set_inventory_var(&inv_path, Some("airflow_scheduler_mode: single-active"));
+    let (code, doc, secs) = provision(inv, Some("airflow,guard"));
+    assert_eq!(code, Some(0), "{doc}");
+    let schedulers = nodes_running("airflow scheduler");
+    let guard = gate_report(&doc, "each guarded unit runs here exactly when");
+    measured!(
+        "airflow_scheduler_mode all-active -> single-active on the running cluster: {secs:.1} s; schedulers on {schedulers:?}"
+    );
+    assert_eq!(schedulers.len(), 1, "one scheduler in the cluster");
+    assert!(guard.contains("airflow-scheduler.service: held by"), "{guard}");
+    set_inventory_var(&inv_path, None);
+    let (code, doc, _) = provision(inv, Some("airflow,guard"));
+    assert_eq!(code, Some(0), "{doc}");
+    assert_eq!(nodes_running("airflow scheduler").len(), 3, "all-active again");
+
+    web_front_ends(&inv_path);
+
     // A hard crash of node1: the PostgreSQL leader (switched there first), the first RabbitMQ
-    // node and the dag-processor. A DAG triggered through node2's LB succeeds.
+    // node and the dag-processor (handed over there first). Another node runs the dag-processor
+    // within 30 s; a DAG triggered through node2's LB succeeds.
+    for _ in 0..8 {
+        let holder = dag_processor_node(60);
+        if holder == "node1" {
+            break;
+        }
+        ssh_ok(index(&holder), "hactl-guard release airflow-dag-processor");
+    }
+    assert_eq!(
+        dag_processor_node(60),
+        "node1",
+        "the dag-processor handed over to node1"
+    );
     let leader = || {
         ssh_ok(
             2,
@@ -275,10 +616,39 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
             std::thread::sleep(Duration::from_secs(1));
         }
     }
-    let verify = run(&["verify", inv, "--stages", "pg-lb,airflow"]);
+    // node1 holds the VIP too: the others' keepalived stopped until it does (nopreempt keeps it).
+    ssh_ok(2, "systemctl stop keepalived");
+    ssh_ok(3, "systemctl stop keepalived");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ssh(1, &format!("ip -o addr show | grep -qF ' {VIP}/'")).0 != 0 {
+        assert!(Instant::now() < deadline, "node1 did not take the VIP");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    ssh_ok(2, "systemctl start keepalived");
+    ssh_ok(3, "systemctl start keepalived");
+    let verify = run(&["verify", inv, "--stages", "pg-lb,web-lb,airflow,guard"]);
     assert_eq!(verify.status.code(), Some(0), "the cluster is whole before the crash");
+    let (stop_vip, vip_watch) = watch_vip(inv_path.with_file_name("inventory.pki").join("ca.crt"));
+    std::thread::sleep(Duration::from_secs(2));
     let crash = Instant::now();
     assert!(stdout(&run(&["lab", "kill", "node1"])).contains("crashed"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ssh(2, &format!("ip -o addr show | grep -qF ' {VIP}/'")).0 != 0
+        && ssh(3, &format!("ip -o addr show | grep -qF ' {VIP}/'")).0 != 0
+    {
+        assert!(Instant::now() < deadline, "no LB took the VIP over");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    stop_vip.store(true, std::sync::atomic::Ordering::Relaxed);
+    let gap = vip_watch.join().unwrap();
+    measured!("VIP holder node1 crashed hard -> the VIP answered from another LB; longest gap seen by a client polling every 100 ms: {gap:.1} s (limit 5 s)");
+    assert!(gap <= 5.0, "the VIP was silent for {gap:.1} s");
+    let (took, nodes) = watch_until(crash, 30, "another node runs the dag-processor", |n| n.len() == 1);
+    measured!(
+        "guard: holder node1 crashed hard -> {} runs the dag-processor after {took:.1} s (TTL {GUARD_TTL} s; limit 30 s)",
+        nodes.iter().next().unwrap()
+    );
     let line = smoke_through(2, 2);
     measured!(
         "node1 crashed (PG leader, first RabbitMQ node, dag-processor) -> hactl_smoke through node2's LB succeeded: {:.1} s ({})",
@@ -286,4 +656,165 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         line.trim()
     );
     assert!(line.contains("succeeded") && !line.contains("node1"), "{line}");
+}
+
+/// The node holding the dag-processor's lease and its fencing token, as `hactl-guard status`
+/// on node `n` reports them.
+fn lease_holder(n: usize) -> (String, u64) {
+    let status = ssh_ok(n, "hactl-guard status airflow-dag-processor");
+    let holder = status
+        .split("held by ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next());
+    let token = status
+        .split("token ")
+        .nth(1)
+        .and_then(|r| r.split(';').next()?.trim().parse().ok());
+    match (holder, token) {
+        (Some(h), Some(t)) => (h.to_string(), t),
+        _ => panic!("no holder in `{status}`"),
+    }
+}
+
+/// Samples until `done` like [`watch_until`], keeping every sample (seconds since `since`).
+fn record_until(
+    since: Instant,
+    limit: u64,
+    what: &str,
+    done: impl Fn(&BTreeSet<String>) -> bool,
+) -> Vec<(f64, BTreeSet<String>)> {
+    let samples = std::cell::RefCell::new(Vec::new());
+    watch_until(since, limit, what, |n| {
+        samples.borrow_mut().push((since.elapsed().as_secs_f64(), n.clone()));
+        done(n)
+    });
+    samples.into_inner()
+}
+
+/// The last sample (seconds) in which `node` ran the dag-processor, if any.
+fn last_seen(samples: &[(f64, BTreeSet<String>)], node: &str) -> Option<f64> {
+    samples.iter().rev().find(|(_, n)| n.contains(node)).map(|(t, _)| *t)
+}
+
+/// Waits until the dag-processor has run on the lease holder alone for `seconds` in a row (a
+/// fresh one may restart while it connects); returns the holder.
+fn settled(seconds: u64) -> String {
+    let mut since = Instant::now();
+    let mut node = dag_processor_node(60);
+    while since.elapsed() < Duration::from_secs(seconds) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = nodes_running(DAG_PROCESSOR);
+        assert!(now.len() <= 1, "two dag-processors at once: {now:?}");
+        if now.iter().next() != Some(&node) {
+            node = dag_processor_node(60);
+            since = Instant::now();
+        }
+    }
+    node
+}
+
+/// The guard's figures on the running stack, sampling every node once a second. Whether a
+/// node runs the dag-processor is read from its processes; who holds the lease, from etcd.
+fn guard_hands_over_fences_and_does_not_flap() {
+    let sampler = Sampler::start(DAG_PROCESSOR);
+
+    // Handing over on purpose: the holder releases, another node takes over in seconds.
+    let first = settled(10);
+    let released = Instant::now();
+    let said = ssh_ok(index(&first), "hactl-guard release airflow-dag-processor");
+    let (took, nodes) = watch_until(released, 30, "another node after a release", |n| {
+        n.len() == 1 && !n.contains(&first)
+    });
+    let second = nodes.into_iter().next().unwrap();
+    measured!(
+        "guard: release on {first} -> {second} runs the dag-processor after {took:.1} s ({})",
+        said.trim()
+    );
+    assert!(took < 10.0, "a handover takes seconds: {took:.1} s");
+
+    // The holder cut off the network: it stops its unit before its lease can end on etcd (at
+    // least TTL s after its last renewal, which came before the cut); another node takes over.
+    let second = settled(10);
+    let cut = Instant::now();
+    assert_eq!(run(&["lab", "link", &second, "down"]).status.code(), Some(0));
+    let samples = record_until(cut, 45, "another node after the cut", |n| {
+        n.len() == 1 && !n.contains(&second)
+    });
+    let (took, third) = samples
+        .last()
+        .map(|(t, n)| (*t, n.iter().next().unwrap().clone()))
+        .unwrap();
+    let stopped = last_seen(&samples, &second).map_or(0.0, |t| t + 1.0);
+    let (holder, token) = lease_holder(index(&third));
+    assert_eq!(holder, third, "the lease and the process agree");
+    assert_eq!(run(&["lab", "link", &second, "up"]).status.code(), Some(0));
+    measured!(
+        "guard: {second}'s link cut -> its dag-processor gone by {stopped:.1} s (lease TTL {GUARD_TTL} s); {third} runs it after {took:.1} s"
+    );
+    assert!(stopped < GUARD_TTL, "gone before the lease could end: {stopped:.1} s");
+    assert!(stopped <= took, "gone before the takeover");
+    // The returning node does not take it back: 20 s later the same lease, the same token.
+    let back = Instant::now();
+    watch_until(back, 25, "20 s after the link came back", |n| {
+        assert!(
+            n.iter().all(|node| node == &third),
+            "the unit moved after the link came back: {n:?}"
+        );
+        back.elapsed() > Duration::from_secs(20)
+    });
+    assert_eq!(lease_holder(index(&third)), (third.clone(), token), "no new election");
+    let journal = ssh_ok(
+        index(&second),
+        "journalctl -u hactl-guard --no-pager -o cat | grep -c fencing || true",
+    );
+    assert_ne!(journal.trim(), "0", "{second}'s supervisor logged its fencing");
+
+    // etcd loses quorum (two members frozen, no clean leave): the holder stops the unit; when
+    // quorum returns, exactly one node runs it again.
+    let third = settled(10);
+    let fences_before = ssh_ok(
+        index(&third),
+        "journalctl -u hactl-guard --no-pager -o cat | grep -c fencing || true",
+    );
+    let frozen: Vec<usize> = (1..=3).filter(|&n| n != index(&third)).collect();
+    let lost = Instant::now();
+    for &n in &frozen {
+        ssh_ok(n, "pkill -STOP -x etcd");
+    }
+    // Without quorum for 25 s: past the TTL, so only a holder that stopped stays safe.
+    let outcome = std::panic::catch_unwind(|| {
+        record_until(lost, 30, "25 s without quorum", |_| {
+            lost.elapsed() > Duration::from_secs(25)
+        })
+    });
+    for &n in &frozen {
+        ssh_ok(n, "pkill -CONT -x etcd");
+    }
+    let samples = outcome.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    let stopped = last_seen(&samples, &third).map_or(0.0, |t| t + 1.0);
+    assert!(
+        samples.iter().rev().take(10).all(|(_, n)| n.is_empty()),
+        "nothing runs without quorum: {samples:?}"
+    );
+    let back = Instant::now();
+    let (took, nodes) = watch_until(back, 60, "one node after quorum returns", |n| n.len() == 1);
+    let fences = ssh_ok(
+        index(&third),
+        "journalctl -u hactl-guard --no-pager -o cat | grep -c fencing || true",
+    );
+    measured!(
+        "guard: etcd quorum lost -> holder {third}'s dag-processor gone by {stopped:.1} s; quorum back -> {} runs it after {took:.1} s",
+        nodes.iter().next().unwrap()
+    );
+    assert!(stopped < GUARD_TTL, "{stopped:.1} s");
+    assert_ne!(fences.trim(), fences_before.trim(), "{third}'s supervisor fenced");
+
+    let samples = sampler.finish();
+    let most = samples.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
+    measured!(
+        "guard: {} samples of every node, 1/s: at most {most} node ran the dag-processor",
+        samples.len()
+    );
+    assert!(samples.len() > 60, "the sampler ran the whole time");
+    assert_eq!(most, 1, "never two dag-processors at once");
 }

@@ -64,6 +64,39 @@ fn one_host_inventory(host: &str) -> String {
 }
 
 #[test]
+fn a_weakened_default_is_a_warning_and_a_plan_writes_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inventory.yml");
+    let weakened = one_host_inventory("nowhere").replacen(
+        "all:\n",
+        "all:\n  vars: {airflow_api_tls: true, web_lb_backend_verify_name: false}\n",
+        1,
+    );
+    std::fs::write(&inv, weakened).unwrap();
+    // An unknown stage: the run stops before connecting, after the warnings.
+    let out = run(dir.path(), &["plan", inv.to_str().unwrap(), "--stages", "nope"]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("warning: web_lb_backend_verify_name is false: the web LB (haproxy) does not check"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("inventory.pki").exists(),
+        "a plan made the CA only in memory"
+    );
+    let quiet = run(
+        dir.path(),
+        &[
+            "plan",
+            unreachable_inventory(dir.path()).to_str().unwrap(),
+            "--stages",
+            "nope",
+        ],
+    );
+    assert!(!text(&quiet.stderr).contains("warning:"), "{}", text(&quiet.stderr));
+}
+
+#[test]
 fn the_built_in_stack_works_from_any_directory() {
     let dir = tempfile::tempdir().unwrap();
     let inv = unreachable_inventory(dir.path());
@@ -190,6 +223,15 @@ fn usage_errors_exit_1_not_2() {
     assert_eq!(run(dir.path(), &["--version"]).status.code(), Some(0));
 }
 
+/// A self-signed certificate for a key (PEM).
+fn certificate_of(key: &rcgen::KeyPair) -> String {
+    rcgen::CertificateParams::new(vec!["h1".to_string()])
+        .unwrap()
+        .self_signed(key)
+        .unwrap()
+        .pem()
+}
+
 #[test]
 fn input_errors_are_one_clear_line_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,6 +241,7 @@ fn input_errors_are_one_clear_line_and_exit_1() {
         p.display().to_string()
     };
     let good = write("good.yml", &one_host_inventory("h1"));
+    let with_vars = |vars: &str| one_host_inventory("h1").replacen("all:\n", &format!("all:\n  vars: {vars}\n"), 1);
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["plan".into(), write("bad.yml", "all:\n  hosts: [\n")], "bad.yml:"),
         (
@@ -224,6 +267,40 @@ fn input_errors_are_one_clear_line_and_exit_1() {
                 write("nomasters.yml", &one_host_inventory("h1").replace("airflow_masters: {hosts: {h1: {}}}", "airflow_masters: {hosts: {}}")),
             ],
             "has no host in group `airflow_masters`",
+        ),
+        (
+            vec!["plan".into(), write("ttl.yml", &with_vars("{guard_ttl: 3}"))],
+            "guard_ttl is 3 s: a TTL below 5 s is refused",
+        ),
+        (
+            vec!["provision".into(), write("noetcd.yml", &with_vars("{guard_endpoints: []}"))],
+            "guard_endpoints is empty",
+        ),
+        (
+            vec!["plan".into(), write("mode.yml", &with_vars("{airflow_scheduler_mode: one}"))],
+            "airflow_scheduler_mode is `one`: all-active or single-active",
+        ),
+        (
+            vec!["plan".into(), write("frontend.yml", &with_vars("{web_lb_frontend: caddy}"))],
+            "web_lb_frontend is `caddy`: it must be haproxy, nginx or apache",
+        ),
+        (
+            vec!["provision".into(), write("vip.yml", &with_vars("{web_lb_vip: 192.0.2.7}"))],
+            "web_lb_vip 192.0.2.7 is outside the subnet of load balancer h1 (127.0.0.0/24)",
+        ),
+        (
+            vec![
+                "provision".into(),
+                write(
+                    "mismatch.yml",
+                    &with_vars(&format!(
+                        "{{tls_cert_file: {}, tls_key_file: {}}}",
+                        write("a.crt", &certificate_of(&rcgen::KeyPair::generate().unwrap())),
+                        write("b.key", &rcgen::KeyPair::generate().unwrap().serialize_pem())
+                    )),
+                ),
+            ],
+            "a.crt does not match its key",
         ),
         (
             vec!["plan".into(), good, "-p".into(), write("pb2.yml", "stages:\n  - name: s\n    hosts: all\n    steps:\n      - name: x\n        packag: {name: x}\n")],

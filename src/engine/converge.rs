@@ -69,7 +69,7 @@ impl Engine {
             let redundant = self.redundant_handlers(stage, ctx, &steps, &changes, &owed);
             self.record_redundant(host, stage, &redundant, true);
             notified.retain(|h| !redundant.contains(h));
-            self.plan_handlers(host, stage, &notified);
+            self.plan_handlers(remote, host, stage, ctx, &notified).await;
             return Verdict::Succeeded;
         }
         let mut applied: Vec<Option<Change>> = vec![None; steps.len()];
@@ -264,7 +264,20 @@ impl Engine {
 
     /// Probes every step in one round trip and diffs each against what it wants. A probe that
     /// exits non-zero is an error carrying its stderr, never "absent".
-    async fn probe_all(&self, remote: &Remote, steps: &[Planned]) -> Result<Vec<Option<Change>>, ProbeError> {
+    pub(super) async fn probe_all(
+        &self,
+        remote: &Remote,
+        steps: &[Planned],
+    ) -> Result<Vec<Option<Change>>, ProbeError> {
+        self.probe_some(remote, &steps.iter().collect::<Vec<_>>()).await
+    }
+
+    /// [`Engine::probe_all`] for some of the steps.
+    pub(super) async fn probe_some(
+        &self,
+        remote: &Remote,
+        steps: &[&Planned],
+    ) -> Result<Vec<Option<Change>>, ProbeError> {
         if steps.is_empty() {
             return Ok(Vec::new());
         }

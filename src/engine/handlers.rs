@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use minijinja::value::Value;
 
 use super::batch::{batch_script, parse_batch, part_failure, BatchKind};
+use super::converge::Planned;
 use super::{Engine, Verdict};
 use crate::playbook::Stage;
 use crate::report::{Status, StepResult};
@@ -26,11 +27,30 @@ impl Engine {
         names.iter().filter(|n| applies(n)).cloned().collect()
     }
 
-    /// Records, in a plan, the handlers that would run.
-    pub(super) fn plan_handlers(&self, host: &str, stage: &Stage, notified: &BTreeSet<String>) {
+    /// Records, in a plan, the handlers that would run (and those that would have nothing to do
+    /// here as things stand, such as a try-restart of a unit that does not run).
+    pub(super) async fn plan_handlers(
+        &self,
+        remote: &Remote,
+        host: &str,
+        stage: &Stage,
+        ctx: &Value,
+        notified: &BTreeSet<String>,
+    ) {
+        let planned: Vec<Planned> = stage
+            .handlers
+            .iter()
+            .filter(|h| notified.contains(&h.name))
+            .filter_map(|h| self.plan_step(stage, h, ctx, true).ok().flatten())
+            .collect();
+        let idle = self.idle_handlers(remote, &planned).await.unwrap_or_default();
         for handler in stage.handlers.iter().filter(|h| notified.contains(&h.name)) {
             let mut r = StepResult::new(host, &stage.name, &handler.name, Status::Changed);
             r.summary = Some(format!("would run handler `{}`", handler.name));
+            if idle.contains(&handler.name) {
+                r.status = Status::Skipped;
+                r.summary = Some(format!("handler `{}` would have nothing to do here", handler.name));
+            }
             self.record(r);
         }
     }
@@ -55,6 +75,17 @@ impl Engine {
                 Err(e) => return self.fail(host, &stage.name, &handler.name, format!("{e:?}")),
             }
         }
+        // A handler with nothing to do here (a try-restart of a unit that does not run) is not run.
+        let idle = match self.idle_handlers(remote, &planned).await {
+            Ok(idle) => idle,
+            Err((i, e)) => return self.fail(host, &stage.name, &planned[i].name, e),
+        };
+        for name in &idle {
+            let mut r = StepResult::new(host, &stage.name, name, Status::Skipped);
+            r.summary = Some(format!("handler `{name}` had nothing to do here"));
+            self.record(r);
+        }
+        planned.retain(|p| !idle.contains(&p.name));
         if planned.is_empty() {
             return self.clear_pending(host, stage);
         }
@@ -82,5 +113,30 @@ impl Engine {
             Ok(()) => Verdict::Succeeded,
             Err(e) => self.fail(host, &stage.name, "pending handlers", format!("{e}")),
         }
+    }
+
+    /// The handlers among `planned` that would do nothing here: those whose module allows the
+    /// question (see [`crate::modules::Module::idle_when_in_sync`]), probed in one round trip
+    /// (none when no handler allows it).
+    async fn idle_handlers(&self, remote: &Remote, planned: &[Planned]) -> Result<Vec<String>, (usize, String)> {
+        let (askable, indexes): (Vec<&Planned>, Vec<usize>) = planned
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.module.idle_when_in_sync())
+            .map(|(i, p)| (p, i))
+            .unzip();
+        if askable.is_empty() {
+            return Ok(Vec::new());
+        }
+        let changes = self
+            .probe_some(remote, &askable)
+            .await
+            .map_err(|(i, e)| (indexes[i], e))?;
+        Ok(askable
+            .iter()
+            .zip(&changes)
+            .filter(|(_, c)| c.is_none())
+            .map(|(p, _)| p.name.clone())
+            .collect())
     }
 }

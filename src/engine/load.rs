@@ -1,7 +1,7 @@
 //! Loading a run's inputs: the inventory, the playbook, the secrets, and each host's template
 //! context (variables rendered the way Ansible renders them).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use miette::{miette, Result};
@@ -9,7 +9,8 @@ use minijinja::value::Value;
 use serde_json::Value as Json;
 
 use crate::inventory::{Inventory, Vars};
-use crate::playbook::Playbook;
+use crate::pki::{pki_dir, Wanted};
+use crate::playbook::{Condition, Playbook};
 use crate::render::Renderer;
 use crate::secrets::{secrets_path, Missing, Redactor, Secrets};
 
@@ -21,6 +22,8 @@ pub struct Loaded {
     pub playbook: Playbook,
     /// Values of the secrets (for redaction).
     pub redactor: Redactor,
+    /// The playbook's warnings that hold for this inventory (each message once).
+    pub warnings: Vec<String>,
     pub(super) contexts: HashMap<String, Value>,
     pub(super) renderer: Renderer,
 }
@@ -38,18 +41,17 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
     let secrets = Secrets::load_or_generate(&secrets_path(&inventory.path), &playbook.secrets, &given, missing)?;
     // Secrets: generated ones, the declared ones the inventory sets, and any variable whose name
     // says it is one (every password's key contains `password`), wherever it is set.
-    let mut values: Vec<&str> = secrets.values.values().map(|s| s.expose()).collect();
+    let mut values: Vec<String> = secrets.values.values().map(|s| s.expose().to_string()).collect();
     let named_secret = |k: &str| playbook.secrets.contains_key(k) || crate::secrets::is_secret_name(k);
-    let given_secrets: Vec<String> = inventory
-        .hosts
-        .values()
-        .flat_map(|h| h.vars.iter())
-        .chain(playbook.vars.iter())
-        .filter(|(k, v)| named_secret(k) && v.is_string())
-        .map(|(_, v)| crate::inventory::scalar_text(v))
-        .collect();
-    values.extend(given_secrets.iter().map(String::as_str));
-    let redactor = Redactor::new(values);
+    values.extend(
+        inventory
+            .hosts
+            .values()
+            .flat_map(|h| h.vars.iter())
+            .chain(playbook.vars.iter())
+            .filter(|(k, v)| named_secret(k) && v.is_string())
+            .map(|(_, v)| crate::inventory::scalar_text(v)),
+    );
     let hostvars: BTreeMap<String, Vars> = inventory
         .hosts
         .values()
@@ -66,15 +68,107 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
         })
         .collect();
     let renderer = Renderer::new(&playbook.templates);
-    let hostvars = render_templated_vars(&renderer, hostvars, &inventory.groups)?;
+    let mut hostvars = render_templated_vars(&renderer, hostvars, &inventory.groups)?;
+    if playbook.pki {
+        let pki = crate::pki::ensure(
+            &pki_dir(&inventory.path),
+            &pki_wanted(&inventory.path, &hostvars)?,
+            missing,
+        )?;
+        for (host, vars) in hostvars.iter_mut() {
+            let cert = &pki.hosts[host];
+            values.push(cert.key.expose().to_string());
+            vars.insert("tls_ca_cert".into(), Json::String(pki.ca_cert.clone()));
+            vars.insert("tls_cert".into(), Json::String(cert.cert.clone()));
+            vars.insert("tls_key".into(), Json::String(cert.key.expose().to_string()));
+        }
+    }
+    let redactor = Redactor::new(values.iter().map(String::as_str));
     let contexts = contexts(&hostvars, &inventory.groups);
+    let failed = holding(&renderer, &playbook.checks, &contexts)?;
+    if !failed.is_empty() {
+        return Err(miette!(
+            "{}: {}",
+            inventory.path.display(),
+            failed.join(&format!("\n{}: ", inventory.path.display()))
+        ));
+    }
+    let warnings = holding(&renderer, &playbook.warnings, &contexts)?;
     Ok(Loaded {
         inventory,
         playbook,
         redactor,
+        warnings,
         contexts,
         renderer,
     })
+}
+
+/// What each host's certificate must name: its inventory name, its address and its
+/// `tls_extra_names`; or the certificate and key files its `tls_cert_file` and `tls_key_file`
+/// give (relative to the inventory).
+fn pki_wanted(inventory: &Path, hostvars: &BTreeMap<String, Vars>) -> Result<BTreeMap<String, Wanted>> {
+    let base = inventory.parent().unwrap_or(Path::new("."));
+    let text = |vars: &Vars, key: &str| {
+        vars.get(key)
+            .and_then(Json::as_str)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+    };
+    hostvars
+        .iter()
+        .map(|(host, vars)| {
+            let mut names = vec![host.clone()];
+            names.extend(text(vars, "ansible_host"));
+            match vars.get("tls_extra_names") {
+                None | Some(Json::Null) => {}
+                Some(Json::Array(extra)) => names.extend(
+                    extra
+                        .iter()
+                        .filter_map(Json::as_str)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from),
+                ),
+                Some(other) => {
+                    return Err(miette!(
+                        "host {host}: `tls_extra_names` must be a list of names, not {other}"
+                    ))
+                }
+            }
+            names.sort();
+            names.dedup();
+            let given = match (text(vars, "tls_cert_file"), text(vars, "tls_key_file")) {
+                (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
+                (None, None) => None,
+                _ => {
+                    return Err(miette!(
+                        "host {host}: give both `tls_cert_file` and `tls_key_file`, or neither"
+                    ))
+                }
+            };
+            Ok((host.clone(), Wanted { names, given }))
+        })
+        .collect()
+}
+
+/// The messages of the conditions that hold on some host (each once, in playbook order).
+fn holding(renderer: &Renderer, conditions: &[Condition], contexts: &HashMap<String, Value>) -> Result<Vec<String>> {
+    let mut hosts: Vec<&String> = contexts.keys().collect();
+    hosts.sort();
+    let mut messages = Vec::new();
+    for (i, condition) in conditions.iter().enumerate() {
+        for host in &hosts {
+            let origin = format!("condition {} (`{}`) on host {host}", i + 1, condition.when);
+            let ctx = &contexts[host.as_str()];
+            if renderer.eval_bool(&origin, &condition.when, ctx)? {
+                let msg = renderer.render_str(&origin, &condition.msg, ctx)?;
+                if !messages.contains(&msg) {
+                    messages.push(msg);
+                }
+            }
+        }
+    }
+    Ok(messages)
 }
 
 /// Every group the playbook requires has a host in the inventory; otherwise one error naming
@@ -115,27 +209,48 @@ fn contexts(hostvars: &BTreeMap<String, Vars>, groups: &BTreeMap<String, Vec<Str
 }
 
 /// Renders variables whose values are templates (e.g. `etcd_endpoints: "{% for h in ... %}"`), as
-/// Ansible does, in each host's context; repeated so that variables may refer to each other.
+/// Ansible does, in each host's context; repeated so that variables may refer to each other. A
+/// variable waits for the ones it refers to (a filter must not see another's template text),
+/// unless no variable is ready (then all render, and a loop ends in an error).
 fn render_templated_vars(
     renderer: &Renderer,
     mut hostvars: BTreeMap<String, Vars>,
     groups: &BTreeMap<String, Vec<String>>,
 ) -> Result<BTreeMap<String, Vars>> {
     let is_template = |v: &Json| v.as_str().is_some_and(|s| s.contains("{{") || s.contains("{%"));
-    for _ in 0..5 {
+    // What a template refers to, parsed once per text (the same for every host and round).
+    let mut references: HashMap<String, HashSet<String>> = HashMap::new();
+    for _ in 0..10 {
         if !hostvars.values().any(|vars| vars.values().any(is_template)) {
             return Ok(hostvars);
         }
         let ctxs = contexts(&hostvars, groups);
         for (host, vars) in hostvars.iter_mut() {
-            for (name, value) in vars.iter_mut().filter(|(_, v)| is_template(v)) {
+            let pending: Vec<String> = vars
+                .iter()
+                .filter(|(_, v)| is_template(v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let ready: Vec<String> = pending
+                .iter()
+                .filter(|name| {
+                    let source = vars[name.as_str()].as_str().unwrap_or("");
+                    let refs = references
+                        .entry(source.to_string())
+                        .or_insert_with(|| renderer.referenced_variables(source));
+                    !pending.iter().any(|other| refs.contains(other))
+                })
+                .cloned()
+                .collect();
+            let now = if ready.is_empty() { pending } else { ready };
+            for (name, value) in vars.iter_mut().filter(|(k, _)| now.contains(k)) {
                 let origin = format!("variable `{name}` of host {host}");
                 *value = renderer.render_value(&origin, value.as_str().expect("a string"), &ctxs[host])?;
             }
         }
     }
     Err(miette!(
-        "variables still contain templates after 5 rounds of rendering: do they refer to each other in a loop?"
+        "variables still contain templates after 10 rounds of rendering: do they refer to each other in a loop?"
     ))
 }
 

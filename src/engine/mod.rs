@@ -17,7 +17,7 @@ mod rolling;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use miette::Result;
 use tokio::sync::Semaphore;
@@ -149,6 +149,7 @@ impl Engine {
             self.check_renders(stage, hosts)?;
         }
         self.reporter.start(plan.len() as u64);
+        let keeper = tokio::spawn(Arc::clone(self).keep_masters());
         for (stage, hosts) in &plan {
             let verdict = self.run_stage(stage, hosts).await;
             if self.options.mode != Mode::Verify {
@@ -166,6 +167,7 @@ impl Engine {
                 break;
             }
         }
+        keeper.abort();
         self.reporter.finish();
         let mut stats = Stats {
             seconds: started.elapsed().as_secs_f64(),
@@ -249,6 +251,20 @@ impl Engine {
             });
         }
         verdict
+    }
+
+    /// Keeps every host's SSH master up for the whole run, however long a host waits (a rolling
+    /// stage restarting the others): a master ends after [`crate::ssh::PERSIST_SECS`] without a
+    /// client, and asking it whether it runs counts as one.
+    async fn keep_masters(self: Arc<Self>) {
+        let every = Duration::from_secs((crate::ssh::PERSIST_SECS / 3) as u64);
+        loop {
+            tokio::time::sleep(every).await;
+            let remotes: Vec<Arc<Remote>> = self.remotes.lock().await.values().cloned().collect();
+            for remote in remotes {
+                remote.keep_master().await;
+            }
+        }
     }
 
     /// The host's connection, connecting on first use; `None` (and reported) when unreachable.

@@ -1,6 +1,8 @@
 //! Rolling handlers: the hosts that owe handlers, in the stage's `rolling_order`, one at a time,
 //! each followed by the stage's gates (restarts that keep a cluster's quorum and a writable
-//! primary). A plan prints the order.
+//! primary) on the hosts that owe none any more: a host still waiting for its restart runs its
+//! old configuration, which the new one's gates need not recognise (a service switching to TLS
+//! still speaks plain HTTP there). A plan prints the order.
 
 use super::{Engine, Mode, Verdict, Work};
 use crate::playbook::Stage;
@@ -50,7 +52,7 @@ impl Engine {
         if plan {
             return Verdict::Succeeded;
         }
-        for host in &order {
+        for (rolled, host) in order.iter().enumerate() {
             let Some(remote) = self.remote(host).await else {
                 return Verdict::Failed;
             };
@@ -59,7 +61,13 @@ impl Engine {
             if self.run_handlers(&remote, host, stage, ctx, notified).await.failed() {
                 return Verdict::Failed;
             }
-            if !stage.verify.is_empty() && self.for_hosts(batch, stage, first, Work::Gates).await.failed() {
+            let waiting = &order[rolled + 1..];
+            let settled: Vec<String> = batch.iter().filter(|h| !waiting.contains(h)).cloned().collect();
+            // The stage's run-once gates on its first host, or on a settled one while it waits.
+            let checker = first
+                .filter(|f| settled.iter().any(|h| h == f))
+                .or(settled.first().map(String::as_str));
+            if !stage.verify.is_empty() && self.for_hosts(&settled, stage, checker, Work::Gates).await.failed() {
                 return Verdict::Failed;
             }
         }

@@ -37,6 +37,10 @@ pub(super) fn inventory_yaml(lab: &Lab, state: &LabState) -> String {
         ("ansible_ssh_private_key_file", lab.key_path().display().to_string()),
         ("hactl_known_hosts_file", lab.known_hosts_path().display().to_string()),
         ("lab_sudo_user", SUDO_USER.to_string()),
+        // The web LB's VIP (keepalived) on the lab nodes' interface (systemd-nspawn's veth).
+        ("web_lb_vip", state.subnet.vip().to_string()),
+        ("web_lb_vip_prefix", state.subnet.prefix.to_string()),
+        ("web_lb_vip_interface", "host0".to_string()),
     ]);
     let hosts = state
         .nodes
@@ -96,5 +100,8 @@ mod tests {
         assert_eq!(inv.hosts["node2"].conn.address, "10.213.0.12");
         assert_eq!(inv.hosts["node1"].conn.key, Some(PathBuf::from("/x/ssh/id_ed25519")));
         assert_eq!(inv.hosts["node1"].conn.user.as_deref(), Some("root"));
+        // The built-in stack takes it as it is (its checks on the VIP pass), writing nothing.
+        crate::engine::load(&path, None, crate::secrets::Missing::Preview).unwrap();
+        assert!(!dir.path().join("inventory.pki").exists());
     }
 }

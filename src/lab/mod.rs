@@ -71,6 +71,9 @@ pub enum LabError {
         /// What already uses it.
         by: String,
     },
+    /// A node that is not running was asked for.
+    #[error("{0} is not running (see `hactl lab status`)")]
+    NodeNotRunning(String),
     /// A malformed or unusable subnet.
     #[error("bad --subnet {0}: expected an IPv4 CIDR with room for the nodes, e.g. 10.213.0.0/24")]
     BadSubnet(String),
@@ -234,6 +237,22 @@ impl Lab {
     /// Its disk is kept; `up` starts it again.
     pub fn kill_node(&self, name: &str) -> Result<bool> {
         self.end_node(name, node::crash)
+    }
+
+    /// Cuts a running node's network link (the host side of its veth down) or restores it: the
+    /// node keeps running but no packet reaches it or leaves it (failover tests of a partition).
+    pub fn set_link(&self, name: &str, up: bool) -> Result<()> {
+        preflight_root()?;
+        let running = self.state()?.is_some_and(|s| {
+            s.nodes
+                .iter()
+                .any(|n| n.name == name && n.pid.is_some_and(|p| self.is_node_process(p, name)))
+        });
+        if !running {
+            return Err(LabError::NodeNotRunning(name.to_string()));
+        }
+        let state = if up { "up" } else { "down" };
+        run("ip", &["link", "set", &node::veth_of(name), state]).map(drop)
     }
 
     /// Ends a running node's machine with `how` (given its nspawn process), unmounts its disk and

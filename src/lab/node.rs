@@ -263,11 +263,16 @@ pub(super) fn port_open(addr: Ipv4Addr, port: u16, timeout: Duration) -> bool {
     TcpStream::connect_timeout(&SocketAddr::from((addr, port)), timeout).is_ok()
 }
 
+/// The host side of a node's veth, as nspawn names it: `vb-NAME` cut to 15 bytes.
+pub(super) fn veth_of(node: &str) -> String {
+    format!("vb-{node}").chars().take(15).collect()
+}
+
 /// The host side of a node's veth (`vb-NAME`, as nspawn names it, cut to 15 bytes) left by a
 /// machine that just died: the kernel tears a network namespace down asynchronously, and nspawn
 /// refuses to start while the name exists. Waits for it to go, then removes it.
 fn clear_stale_veth(node: &str) -> Result<()> {
-    let link: String = format!("vb-{node}").chars().take(15).collect();
+    let link = veth_of(node);
     let deadline = Instant::now() + Duration::from_secs(10);
     while super::network::link_exists(&link) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

@@ -51,6 +51,11 @@ impl Subnet {
         self.nth(10 + index as u32)
     }
 
+    /// The web LB's floating address: the subnet's last usable one (never a node's).
+    pub fn vip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.net().broadcast()) - 1)
+    }
+
     /// Whether the network `other` overlaps this subnet.
     pub fn overlaps(&self, other: Ipv4Net) -> bool {
         let mine = self.net();
@@ -114,6 +119,12 @@ mod tests {
         assert_eq!(s.to_string(), "10.213.0.0/24");
         assert_eq!(s.gateway(), Ipv4Addr::new(10, 213, 0, 1));
         assert_eq!(s.node(3), Ipv4Addr::new(10, 213, 0, 13));
+        assert_eq!(s.vip(), Ipv4Addr::new(10, 213, 0, 254));
+        let small = Subnet::parse("10.9.0.0/28", 3).unwrap();
+        assert_eq!(
+            (small.node(3), small.vip()),
+            (Ipv4Addr::new(10, 9, 0, 13), Ipv4Addr::new(10, 9, 0, 14))
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! below. A step names it by that key. `.ci/run` lints every `.sh` file with shellcheck.
 
 pub mod airflow_db;
+pub mod assert;
 pub mod awk_edit;
 pub mod command;
 pub mod dir_sync;
@@ -111,6 +112,7 @@ registry! {
     "postgres_role" => postgres_role::PostgresRole,
     "patroni_restart" => patroni_restart::PatroniRestart,
     "airflow_db" => airflow_db::AirflowDb,
+    "assert" => assert::Assert,
 }
 
 /// What a script part printed.
@@ -181,6 +183,11 @@ pub trait Module: Send + Sync {
     /// For a handler: the systemd unit whose running process it refreshes (restart, reload). It
     /// is redundant on a host where this run started that unit after the change that notified it.
     fn refreshes(&self) -> Option<&str>;
+    /// For a handler: whether its probe finding nothing to do means it would do nothing even
+    /// after the handlers before it ran (a try-restart of a unit that does not run), so the
+    /// engine may skip it. False for handlers whose work an earlier one creates (a restart that
+    /// a reload makes pending).
+    fn idle_when_in_sync(&self) -> bool;
 }
 
 /// A resource kind: its probe's output parses into a typed [`Fact`], which `diff` compares with
@@ -202,6 +209,10 @@ pub trait Resource: Send + Sync {
     fn refreshes(&self) -> Option<&str> {
         None
     }
+    /// See [`Module::idle_when_in_sync`].
+    fn idle_when_in_sync(&self) -> bool {
+        false
+    }
 }
 
 impl<R: Resource> Module for R {
@@ -220,6 +231,9 @@ impl<R: Resource> Module for R {
     }
     fn refreshes(&self) -> Option<&str> {
         Resource::refreshes(self)
+    }
+    fn idle_when_in_sync(&self) -> bool {
+        Resource::idle_when_in_sync(self)
     }
 }
 

@@ -13,13 +13,16 @@ hactl_ask() {
   hactl_psql 2>&1 <<'SQL'
 \getenv role HACTL_ROLE
 \getenv db HACTL_DB
+SELECT 'primary ' || CASE WHEN pg_is_in_recovery() THEN 'no' ELSE 'yes' END;
 SELECT 'role ' || CASE WHEN EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') THEN 'present' ELSE 'absent' END;
 SELECT 'database ' || coalesce((SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'db'), '-');
 SQL
 }
 
 # Read-only. Gives a server that does not answer 15 s (an LB with no primary yet, just after a
-# node booted) before saying so.
+# node booted) before saying so. An answer from a replica does not count: an LB that has just
+# started sends connections to every server until its checks have run, and a replica may not have
+# the role yet.
 hactl_probe() {
   if ! command -v psql >/dev/null; then
     echo "server -"
@@ -27,23 +30,39 @@ hactl_probe() {
     return 0
   fi
   tries=15
-  until out=$(hactl_ask); do
+  until out=$(hactl_ask) && printf '%s\n' "$out" | grep -qx 'primary yes'; do
     tries=$((tries - 1))
     if [ "$tries" -le 0 ]; then
       echo "server -"
-      printf 'reason %s\n' "$(printf '%s' "$out" | head -n1)"
+      case "$out" in
+        *"primary no"*) echo "reason only a replica answers" ;;
+        *) printf 'reason %s\n' "$(printf '%s' "$out" | head -n1)" ;;
+      esac
       return 0
     fi
     sleep 1
   done
   echo "server up"
-  printf '%s\n' "$out"
-  if PGCONNECT_TIMEOUT=3 PGPASSWORD="$HACTL_PASSWORD" psql -h "$HACTL_HOST" -p "$HACTL_PORT" -U "$HACTL_ROLE" \
-    -d "${HACTL_DB:-postgres}" -X -t -A -c 'select 1' >/dev/null 2>&1; then
+  printf '%s\n' "$out" | grep -v '^primary '
+  if hactl_login_on_primary; then
     echo "login ok"
   else
     echo "login fails"
   fi
+}
+
+# Whether the role logs in with its password on the primary; tried again (3 times) when the LB
+# may have sent the login to a replica that does not have the role yet.
+hactl_login_on_primary() {
+  tries=3
+  while :; do
+    answer=$(PGCONNECT_TIMEOUT=3 PGPASSWORD="$HACTL_PASSWORD" psql -h "$HACTL_HOST" -p "$HACTL_PORT" \
+      -U "$HACTL_ROLE" -d "${HACTL_DB:-postgres}" -X -t -A -c 'select pg_is_in_recovery()' 2>/dev/null)
+    [ "$answer" = f ] && return 0
+    tries=$((tries - 1))
+    [ "$tries" -le 0 ] && return 1
+    sleep 1
+  done
 }
 
 # Retries until a writable primary takes the statements (through an LB that may still route to a

@@ -18,6 +18,10 @@ pub enum RunState {
     Restarted,
     /// Reloaded (or restarted when it cannot reload) every time (for handlers).
     Reloaded,
+    /// Restarted where it runs, left stopped where it does not (handlers of units that another
+    /// program starts on one node only, such as the guard's).
+    #[serde(rename = "try-restarted")]
+    TryRestarted,
 }
 
 /// Arguments of `service`.
@@ -72,16 +76,17 @@ impl Resource for Service {
     fn diff(&self, fact: &UnitFact) -> Result<Option<Change>> {
         let loaded = fact.load_state != "not-found";
         let active = matches!(fact.active_state.as_str(), "active" | "activating" | "reloading");
-        let enabled = matches!(
-            fact.unit_file_state.as_str(),
-            "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated"
-        );
+        // A static or generated unit cannot be enabled or disabled: it is as enabled as it gets,
+        // and as disabled (nothing but a dependency starts it).
+        let state = fact.unit_file_state.as_str();
+        let enabled = matches!(state, "enabled" | "enabled-runtime" | "alias" | "indirect");
+        let fixed = matches!(state, "static" | "generated");
         let mut actions = Vec::new();
         if loaded && fact.need_daemon_reload {
             actions.push("daemon-reload".to_string());
         }
         match self.enabled {
-            Some(true) if !enabled => actions.push(format!("enable {}", self.name)),
+            Some(true) if !enabled && !fixed => actions.push(format!("enable {}", self.name)),
             Some(false) if enabled && loaded => actions.push(format!("disable {}", self.name)),
             _ => {}
         }
@@ -91,6 +96,7 @@ impl Resource for Service {
             Some(RunState::Stopped) if active => actions.push(format!("stop {}", self.name)),
             Some(RunState::Restarted) => actions.push(format!("restart {}", self.name)),
             Some(RunState::Reloaded) => actions.push(format!("reload {}", self.name)),
+            Some(RunState::TryRestarted) if active => actions.push(format!("restart {}", self.name)),
             _ => {}
         }
         if !loaded && self.state != Some(RunState::Stopped) && !actions.is_empty() {
@@ -108,6 +114,7 @@ impl Resource for Service {
             Some(RunState::Stopped) => "stopped",
             Some(RunState::Restarted) => "restarted",
             Some(RunState::Reloaded) => "reloaded",
+            Some(RunState::TryRestarted) => "try-restarted",
             None => "",
         };
         let enabled = match self.enabled {
@@ -126,11 +133,22 @@ impl Resource for Service {
     }
 
     fn converges(&self) -> bool {
-        !matches!(self.state, Some(RunState::Restarted | RunState::Reloaded))
+        !matches!(
+            self.state,
+            Some(RunState::Restarted | RunState::Reloaded | RunState::TryRestarted)
+        )
+    }
+
+    fn idle_when_in_sync(&self) -> bool {
+        self.state == Some(RunState::TryRestarted)
     }
 
     fn refreshes(&self) -> Option<&str> {
-        matches!(self.state, Some(RunState::Restarted | RunState::Reloaded)).then_some(self.name.as_str())
+        matches!(
+            self.state,
+            Some(RunState::Restarted | RunState::Reloaded | RunState::TryRestarted)
+        )
+        .then_some(self.name.as_str())
     }
 }
 
@@ -166,6 +184,15 @@ mod tests {
         assert!(diff_of(&svc(Some(RunState::Restarted), None), running)
             .unwrap()
             .is_some());
+        let try_restart = svc(Some(RunState::TryRestarted), None);
+        assert_eq!(diff_of(&try_restart, running).unwrap().unwrap().summary, "restart etcd");
+        assert_eq!(
+            diff_of(&try_restart, stopped).unwrap().unwrap().summary,
+            "daemon-reload"
+        );
+        let static_stopped = "LoadState loaded\nActiveState inactive\nUnitFileState static\nNeedDaemonReload no\n";
+        assert_eq!(diff_of(&svc(None, Some(false)), static_stopped).unwrap(), None);
+        assert_eq!(diff_of(&svc(None, Some(true)), static_stopped).unwrap(), None);
     }
 
     #[test]

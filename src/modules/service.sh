@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# `service`. Inputs: HACTL_UNIT; HACTL_STATE (started|stopped|restarted|reloaded|empty),
+# `service`. Inputs: HACTL_UNIT; HACTL_STATE (started|stopped|restarted|reloaded|try-restarted|empty),
 # HACTL_ENABLED (yes|no|empty), HACTL_NO_BLOCK (yes|no) (apply).
 
 hactl_probe() {
@@ -28,6 +28,7 @@ hactl_apply() {
     stopped) systemctl stop -- "$HACTL_UNIT" || return 1 ;;
     restarted) hactl_systemctl restart || return 1 ;;
     reloaded) hactl_systemctl reload-or-restart || return 1 ;;
+    try-restarted) hactl_systemctl try-restart || return 1 ;;
   esac
   return 0
 }

@@ -1,10 +1,13 @@
 #!/usr/bin/python3
-"""Managed by hactl: the airflow and web-lb stages' verification checks (hactl's gates run them).
+"""Managed by hactl: the airflow, web-lb and guard stages' checks (hactl's gates run them).
 
-  jobs --masters A,B [--config F]      live SchedulerJob and TriggererJob heartbeats on exactly the
-                                       masters, exactly one live DagProcessorJob (venv's python)
+  jobs --masters A,B [--config F]      live heartbeats of the --every job types (default
+       [--every T,..] [--one T,..]     SchedulerJob,TriggererJob) on exactly the masters, and
+                                       exactly one of the --one types (default DagProcessorJob)
+                                       in the cluster (the venv's python)
   workers --expect A,B                 every Celery worker answers a ping
-  health --url URL                     the API's health JSON: every component healthy
+  health --url URL [--ignore C,..]     the API's health JSON: every component healthy (but
+                                       those ignored)
   smoke --url URL [--min-workers N]    trigger hactl_smoke through URL with the admin login
                                        (password in $HACTL_AIRFLOW_PASSWORD), wait for success,
                                        count the workers that ran its tasks
@@ -14,6 +17,7 @@ Exits 0 when the check passes, 1 with the reason on stdout otherwise.
 
 import argparse
 import configparser
+import http.cookiejar
 import json
 import os
 import re
@@ -52,13 +56,14 @@ def jobs(args):
         for job_type, hostname in cur.fetchall():
             live.setdefault(job_type, set()).add(short(hostname))
     masters = set(args.masters.split(","))
-    report = "; ".join(f"{t}: {','.join(sorted(live.get(t, ()))) or 'none'}" for t in ("SchedulerJob", "TriggererJob", "DagProcessorJob"))
-    ok = (
-        live.get("SchedulerJob", set()) == masters
-        and live.get("TriggererJob", set()) == masters
-        and len(live.get("DagProcessorJob", ())) == 1
+    every = [t for t in args.every.split(",") if t]
+    one = [t for t in args.one.split(",") if t]
+    report = "; ".join(f"{t}: {','.join(sorted(live.get(t, ()))) or 'none'}" for t in every + one)
+    ok = all(live.get(t, set()) == masters for t in every) and all(len(live.get(t, ())) == 1 for t in one)
+    want = " and ".join(
+        ([f"{', '.join(every)} on every master"] if every else []) + ([f"exactly one {', '.join(one)}"] if one else [])
     )
-    print(("live jobs: " if ok else "want schedulers and triggerers on every master and one dag-processor; live: ") + report)
+    print(("live jobs: " if ok else f"want {want}; live: ") + report)
     return 0 if ok else 1
 
 
@@ -97,11 +102,34 @@ def health(args):
         _, body = request("GET", args.url.rstrip("/") + "/api/v2/monitor/health")
     except (urllib.error.URLError, OSError, ValueError) as e:
         fail(f"no health answer from {args.url}: {e}")
-    states = {c: (body.get(c) or {}).get("status", "absent") for c in COMPONENTS}
+    ignored = set(args.ignore.split(","))
+    states = {c: (body.get(c) or {}).get("status", "absent") for c in COMPONENTS if c not in ignored}
     line = ", ".join(f"{c} {s}" for c, s in states.items())
     if any(s != "healthy" for s in states.values()):
         fail(f"{args.url}: {line}")
     print(f"{args.url}: {line}")
+    return 0
+
+
+def sticky(args):
+    """Requests that carry the LB's cookie all reach one api-server (the X-Hactl-Backend header)."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    url = args.url.rstrip("/") + "/api/v2/monitor/health"
+    backends = []
+    try:
+        for _ in range(args.requests + 1):
+            with opener.open(url, timeout=10) as resp:
+                backends.append(resp.headers.get("X-Hactl-Backend") or "?")
+    except (urllib.error.URLError, OSError) as e:
+        fail(f"{url}: {e}")
+    cookies = sorted(c.name for c in jar)
+    if not cookies:
+        fail(f"{args.url} set no cookie")
+    reached = sorted(set(backends[1:]))
+    if len(reached) != 1 or reached == ["?"]:
+        fail(f"{args.requests} requests with the cookie {','.join(cookies)} reached {', '.join(reached)}")
+    print(f"{args.requests} requests with the cookie {','.join(cookies)} all reached {reached[0]}")
     return 0
 
 
@@ -161,17 +189,23 @@ def main():
     p.add_argument("--masters", required=True)
     p.add_argument("--config", default="/etc/airflow/airflow.cfg")
     p.add_argument("--threshold", type=int, default=30)
+    p.add_argument("--every", default="SchedulerJob,TriggererJob", help="job types live on exactly the masters")
+    p.add_argument("--one", default="DagProcessorJob", help="job types live exactly once in the cluster")
     p = sub.add_parser("workers")
     p.add_argument("--expect", required=True)
     p = sub.add_parser("health")
     p.add_argument("--url", required=True)
+    p.add_argument("--ignore", default="", help="components not checked (the guard stage starts them)")
+    p = sub.add_parser("sticky")
+    p.add_argument("--url", required=True)
+    p.add_argument("--requests", type=int, default=20)
     p = sub.add_parser("smoke")
     p.add_argument("--url", required=True)
     p.add_argument("--user", default="admin")
     p.add_argument("--min-workers", type=int, default=2)
     p.add_argument("--timeout", type=int, default=300)
     args = parser.parse_args()
-    return {"jobs": jobs, "workers": workers, "health": health, "smoke": smoke}[args.check](args)
+    return {"jobs": jobs, "workers": workers, "health": health, "sticky": sticky, "smoke": smoke}[args.check](args)
 
 
 if __name__ == "__main__":

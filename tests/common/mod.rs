@@ -32,21 +32,38 @@ pub fn hactl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hactl"))
 }
 
-/// Runs hactl with args, returning its output.
+/// Runs hactl with args, returning its output. Prints one line, the command and its exit code;
+/// the whole output goes to `target/tmp/logs/TEST.log`, so that a failing test's report stays
+/// short enough to show its panic message.
 pub fn run(args: &[&str]) -> Output {
     let out = hactl()
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("hactl runs");
-    eprintln!(
-        "$ hactl {}\n-> {:?}\n{}{}",
-        args.join(" "),
-        out.status.code(),
+    let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
     );
+    append_log(&format!(
+        "$ hactl {}\n-> {:?}\n{stdout}{stderr}\n",
+        args.join(" "),
+        out.status.code()
+    ));
+    eprintln!("$ hactl {} -> {:?}", args.join(" "), out.status.code());
     out
+}
+
+/// Appends `text` to this test's log file.
+fn append_log(text: &str) {
+    use std::io::Write;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("logs");
+    let _ = std::fs::create_dir_all(&dir);
+    let name = std::thread::current().name().unwrap_or("main").replace("::", "-");
+    let path = dir.join(format!("{name}.log"));
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        let _ = f.write_all(text.as_bytes());
+    }
 }
 
 /// The stdout of an output.
@@ -169,4 +186,75 @@ pub fn changed_steps(doc: &serde_json::Value) -> Vec<String> {
         .filter(|r| r["status"] == "changed")
         .map(|r| format!("{}:{}", r["host"].as_str().unwrap(), r["step"].as_str().unwrap()))
         .collect()
+}
+
+/// The lab nodes running a process whose command line contains `needle`, read from the host's
+/// /proc by each process's PID namespace: it sees a node whose link is cut, and a crashed node
+/// runs nothing. (An SSH call could not tell "cut off" from "not running".)
+pub fn nodes_running(needle: &str) -> std::collections::BTreeSet<String> {
+    let state: serde_json::Value = std::fs::read_to_string(Path::new(LAB).join("state.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    let namespace = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let mut nodes = std::collections::HashMap::new();
+    for node in state["nodes"].as_array().into_iter().flatten() {
+        let (Some(name), Some(pid)) = (node["name"].as_str(), node["pid"].as_u64()) else {
+            continue;
+        };
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(ns) = children.split_whitespace().next().and_then(namespace) {
+            nodes.insert(ns, name.to_string());
+        }
+    }
+    let mut running = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Some(node) = namespace(&pid).and_then(|ns| nodes.get(&ns)) else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle) {
+            running.insert(node.clone());
+        }
+    }
+    running
+}
+
+/// Samples [`nodes_running`] once a second in a thread until stopped.
+pub struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<Sample>>>,
+}
+
+/// One sample: when, and the nodes that ran the process then.
+pub type Sample = (std::time::Instant, std::collections::BTreeSet<String>);
+
+impl Sampler {
+    /// Starts sampling the nodes for `needle`.
+    pub fn start(needle: &str) -> Sampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, needle) = (stop.clone(), needle.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                samples.push((std::time::Instant::now(), nodes_running(&needle)));
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            samples
+        });
+        Sampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling and returns the samples.
+    pub fn finish(mut self) -> Vec<Sample> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().expect("running").join().expect("the sampler")
+    }
 }

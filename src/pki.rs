@@ -1,0 +1,321 @@
+//! The cluster's certificate authority, made by hactl on the machine that runs it: a CA and one
+//! certificate per host for that host's names, kept beside the inventory's secrets
+//! (`INVENTORY.pki/`, private keys 0600, never printed). A host certificate is made again when
+//! its names change or it ends within [`RENEW_DAYS`]; an inventory may give a host its own
+//! certificate and key instead (`tls_cert_file`, `tls_key_file`), checked to match.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use miette::{miette, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+use crate::secrets::{Missing, Secret};
+
+/// A host certificate is made again when it ends within this many days.
+pub const RENEW_DAYS: i64 = 30;
+/// How long a host certificate is valid.
+const HOST_DAYS: i64 = 398;
+/// How long the CA is valid.
+const CA_DAYS: i64 = 3650;
+
+/// A host's certificate (PEM) and its private key.
+#[derive(Debug, Clone)]
+pub struct HostCert {
+    /// The certificate, PEM.
+    pub cert: String,
+    /// Its private key, PEM (PKCS#8).
+    pub key: Secret,
+}
+
+/// The CA's certificate and every host's certificate.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    /// The CA certificate (PEM) that every node trusts.
+    pub ca_cert: String,
+    /// Each host's certificate, by inventory name.
+    pub hosts: BTreeMap<String, HostCert>,
+}
+
+/// What a host's certificate must name, and the files the inventory gives instead, if any.
+#[derive(Debug, Clone, Default)]
+pub struct Wanted {
+    /// DNS names and IP addresses.
+    pub names: Vec<String>,
+    /// The inventory's own certificate and key files for this host.
+    pub given: Option<(PathBuf, PathBuf)>,
+}
+
+/// The directory of an inventory's CA and certificates.
+pub fn pki_dir(inventory: &Path) -> PathBuf {
+    let stem = inventory.file_stem().and_then(|s| s.to_str()).unwrap_or("inventory");
+    inventory.with_file_name(format!("{stem}.pki"))
+}
+
+/// Loads the CA and the host certificates from `dir`, making what is missing, stale or naming
+/// other names: written (keys 0600) with `Missing::Generate`, made for this run only otherwise.
+pub fn ensure(dir: &Path, wanted: &BTreeMap<String, Wanted>, missing: Missing) -> Result<Pki> {
+    let write = missing == Missing::Generate;
+    let (ca_cert, ca_key, ca_new) = ca(dir, write)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert, &ca_key)
+        .map_err(|e| miette!("{}: the CA certificate cannot sign: {e}", dir.join("ca.crt").display()))?;
+    let mut hosts = BTreeMap::new();
+    for (host, want) in wanted {
+        let cert = match &want.given {
+            Some((cert, key)) => given(cert, key)?,
+            None => host_cert(dir, host, &want.names, &issuer, ca_new, write)?,
+        };
+        hosts.insert(host.clone(), cert);
+    }
+    Ok(Pki { ca_cert, hosts })
+}
+
+/// The CA's certificate and key, made when absent; whether it was made now.
+fn ca(dir: &Path, write: bool) -> Result<(String, KeyPair, bool)> {
+    let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+    if cert_path.exists() && key_path.exists() {
+        let (_, key) = read_key(&key_path)?;
+        return Ok((read(&cert_path)?, key, false));
+    }
+    let key = KeyPair::generate().map_err(|e| miette!("cannot make the CA's key: {e}"))?;
+    let mut params = params("hactl cluster CA", CA_DAYS);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| miette!("cannot make the CA certificate: {e}"))?
+        .pem();
+    if write {
+        save(dir, "ca.key", &key.serialize_pem(), 0o600)?;
+        save(dir, "ca.crt", &cert, 0o644)?;
+    }
+    Ok((cert, key, true))
+}
+
+/// A host's certificate from `dir`, or a new one when absent, made by another CA, naming
+/// other names or ending soon.
+fn host_cert(
+    dir: &Path,
+    host: &str,
+    names: &[String],
+    issuer: &Issuer<'_, &KeyPair>,
+    ca_new: bool,
+    write: bool,
+) -> Result<HostCert> {
+    let (cert_path, key_path) = (
+        dir.join(format!("host-{host}.crt")),
+        dir.join(format!("host-{host}.key")),
+    );
+    if !ca_new && cert_path.exists() && key_path.exists() {
+        let cert = read(&cert_path)?;
+        if current(&cert, names)? {
+            return Ok(HostCert {
+                cert,
+                key: Secret::from(read(&key_path)?),
+            });
+        }
+    }
+    let key = KeyPair::generate().map_err(|e| miette!("cannot make a key for {host}: {e}"))?;
+    let mut params = params(host, HOST_DAYS);
+    params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_>>()?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params
+        .signed_by(&key, issuer)
+        .map_err(|e| miette!("cannot sign {host}'s certificate: {e}"))?
+        .pem();
+    let key = key.serialize_pem();
+    if write {
+        save(dir, &format!("host-{host}.key"), &key, 0o600)?;
+        save(dir, &format!("host-{host}.crt"), &cert, 0o644)?;
+    }
+    Ok(HostCert {
+        cert,
+        key: Secret::from(key),
+    })
+}
+
+/// A certificate's parameters for this subject, valid from an hour ago (clock skew) for `days`.
+fn params(common_name: &str, days: i64) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days);
+    params
+}
+
+/// A subject alternative name: an IP address or a DNS name.
+fn san(name: &str) -> Result<SanType> {
+    match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => Ok(SanType::IpAddress(ip)),
+        Err(_) => {
+            Ok(SanType::DnsName(name.to_string().try_into().map_err(|e| {
+                miette!("`{name}` cannot be a certificate's DNS name: {e}")
+            })?))
+        }
+    }
+}
+
+/// Whether a certificate names exactly `names` and ends after [`RENEW_DAYS`] from now.
+fn current(pem: &str, names: &[String]) -> Result<bool> {
+    with_certificate(pem, "a host certificate", |cert| still_current(cert, names))
+}
+
+/// Whether a parsed certificate names exactly `names` and ends after [`RENEW_DAYS`] from now.
+fn still_current(cert: &x509_parser::certificate::X509Certificate<'_>, names: &[String]) -> bool {
+    let renew_at = time::OffsetDateTime::now_utc() + time::Duration::days(RENEW_DAYS);
+    if cert.validity().not_after.timestamp() < renew_at.unix_timestamp() {
+        return false;
+    }
+    let mut have: Vec<String> = Vec::new();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => have.push(d.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    if let Ok(octets) = <[u8; 4]>::try_from(*bytes) {
+                        have.push(std::net::Ipv4Addr::from(octets).to_string());
+                    } else if let Ok(octets) = <[u8; 16]>::try_from(*bytes) {
+                        have.push(std::net::Ipv6Addr::from(octets).to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut want = names.to_vec();
+    want.sort();
+    have.sort();
+    want == have
+}
+
+/// An inventory's own certificate and key for a host, refused unless the key is the
+/// certificate's.
+fn given(cert_path: &Path, key_path: &Path) -> Result<HostCert> {
+    let cert = read(cert_path)?;
+    let (key, pair) = read_key(key_path)?;
+    let origin = cert_path.display().to_string();
+    let matches = with_certificate(&cert, &origin, |x509| {
+        x509.public_key().subject_public_key.data.as_ref() == pair.public_key_raw()
+    })?;
+    if !matches {
+        return Err(miette!(
+            "{} does not match its key {}: the certificate was made for another key",
+            cert_path.display(),
+            key_path.display()
+        ));
+    }
+    Ok(HostCert {
+        cert,
+        key: Secret::from(key),
+    })
+}
+
+/// `f` of a PEM certificate, parsed (the parsed form borrows the PEM's bytes); `origin` names
+/// it in errors.
+fn with_certificate<T>(
+    pem: &str,
+    origin: &str,
+    f: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> T,
+) -> Result<T> {
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| miette!("{origin}: not a PEM certificate: {e}"))?;
+    let cert = parsed
+        .parse_x509()
+        .map_err(|e| miette!("{origin}: not an X.509 certificate: {e}"))?;
+    Ok(f(&cert))
+}
+
+/// A private key file: its text and the key (PKCS#8 PEM).
+fn read_key(path: &Path) -> Result<(String, KeyPair)> {
+    let text = read(path)?;
+    let key = KeyPair::from_pem(&text).map_err(|e| {
+        miette!(
+            "{}: not a PKCS#8 PEM private key (openssl pkcs8 -topk8 -nocrypt converts one): {e}",
+            path.display()
+        )
+    })?;
+    Ok((text, key))
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| miette!("cannot read {}: {e}", path.display()))
+}
+
+/// Writes a file of the PKI directory (made 0700 first) atomically with its mode from the start.
+fn save(dir: &Path, name: &str, text: &str, mode: u32) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| miette!("cannot make {}: {e}", dir.display()))?;
+    }
+    crate::fsutil::write_atomic(&dir.join(name), text.as_bytes(), mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted(names: &[&str]) -> BTreeMap<String, Wanted> {
+        BTreeMap::from([(
+            "node1".to_string(),
+            Wanted {
+                names: names.iter().map(|n| n.to_string()).collect(),
+                given: None,
+            },
+        )])
+    }
+
+    #[test]
+    fn made_once_kept_then_remade_when_names_change() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("inv.pki");
+        let first = ensure(&pki_dir, &wanted(&["node1", "10.0.0.1"]), Missing::Generate).unwrap();
+        for key in ["ca.key", "host-node1.key"] {
+            let mode = std::fs::metadata(pki_dir.join(key)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{key}");
+        }
+        let again = ensure(&pki_dir, &wanted(&["10.0.0.1", "node1"]), Missing::Generate).unwrap();
+        assert_eq!(first.hosts["node1"].cert, again.hosts["node1"].cert);
+        assert_eq!(first.ca_cert, again.ca_cert);
+        let renamed = ensure(&pki_dir, &wanted(&["node1", "10.0.0.1", "vip"]), Missing::Generate).unwrap();
+        assert_ne!(first.hosts["node1"].cert, renamed.hosts["node1"].cert);
+        assert!(current(
+            &renamed.hosts["node1"].cert,
+            &["vip".into(), "node1".into(), "10.0.0.1".into()]
+        )
+        .unwrap());
+    }
+
+    #[test]
+    fn preview_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("inv.pki");
+        ensure(&pki_dir, &wanted(&["node1"]), Missing::Preview).unwrap();
+        assert!(!pki_dir.exists());
+    }
+
+    #[test]
+    fn a_given_certificate_must_match_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("inv.pki");
+        ensure(&pki_dir, &wanted(&["node1"]), Missing::Generate).unwrap();
+        let other = KeyPair::generate().unwrap();
+        std::fs::write(dir.path().join("other.key"), other.serialize_pem()).unwrap();
+        let err = given(&pki_dir.join("host-node1.crt"), &dir.path().join("other.key")).unwrap_err();
+        assert!(err.to_string().contains("does not match its key"), "{err}");
+        assert!(given(&pki_dir.join("host-node1.crt"), &pki_dir.join("host-node1.key")).is_ok());
+    }
+}
