@@ -581,8 +581,8 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
 
     web_front_ends(&inv_path);
 
-    // A hard crash of node1: the PostgreSQL leader (switched there first), the first RabbitMQ
-    // node and the dag-processor (handed over there first). Another node runs the dag-processor
+    // A hard crash of node1: the PostgreSQL leader (switched there first), the etcd leader, the
+    // VIP, the first RabbitMQ node and the dag-processor (handed over there first). Another node runs the dag-processor
     // within 30 s; a DAG triggered through node2's LB succeeds.
     for _ in 0..8 {
         let holder = dag_processor_node(60);
@@ -615,6 +615,25 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
             assert!(Instant::now() < deadline, "node1 did not become the leader");
             std::thread::sleep(Duration::from_secs(1));
         }
+    }
+    // node1 leads etcd too (the worst case for the guard: the new etcd leader extends every
+    // lease by its election timeout before the dag-processor's can end).
+    ssh_ok(
+        2,
+        "export ETCDCTL_API=3 E=http://10.213.0.11:2379,http://10.213.0.12:2379,http://10.213.0.13:2379; \
+         leader=$(etcdctl --endpoints=$E endpoint status | awk -F', ' '$5 == \"true\" {print $1}'); \
+         id=$(etcdctl --endpoints=$E member list | awk -F', ' '$3 == \"node1\" {print $1}'); \
+         [ \"$leader\" = http://10.213.0.11:2379 ] || etcdctl --endpoints=\"$leader\" move-leader \"$id\"",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ssh_ok(
+        2,
+        "ETCDCTL_API=3 etcdctl --endpoints=http://10.213.0.11:2379 endpoint status",
+    )
+    .contains(", true, ")
+    {
+        assert!(Instant::now() < deadline, "node1 did not become the etcd leader");
+        std::thread::sleep(Duration::from_secs(1));
     }
     // node1 holds the VIP too: the others' keepalived stopped until it does (nopreempt keeps it).
     ssh_ok(2, "systemctl stop keepalived");
