@@ -582,8 +582,8 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     web_front_ends(&inv_path);
 
     // A hard crash of node1: the PostgreSQL leader (switched there first), the etcd leader, the
-    // VIP, the first RabbitMQ node and the dag-processor (handed over there first). Another node runs the dag-processor
-    // within 30 s; a DAG triggered through node2's LB succeeds.
+    // VIP, the first RabbitMQ node and the dag-processor (handed over there first). Another node
+    // runs the dag-processor within 30 s; a DAG triggered through node2's LB succeeds.
     for _ in 0..8 {
         let holder = dag_processor_node(60);
         if holder == "node1" {
