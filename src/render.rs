@@ -120,8 +120,10 @@ impl Renderer {
             .map_err(|e| template_error(origin, &e))
     }
 
-    /// Renders a playbook value: a string that is one whole `{{ expression }}` yielding a list or
-    /// a map gives that structure (as Ansible does); any other string renders as text.
+    /// Renders a playbook value: a string that is one whole `{{ expression }}` yielding a list, a
+    /// map or a boolean gives that value (as Ansible does: a switch computed from another, like
+    /// `firewall: "{{ hactl_security != 'relaxed' }}"`, stays false in a `when`); any other string
+    /// renders as text.
     pub fn render_value(&self, origin: &str, source: &str, ctx: &Value) -> Result<serde_json::Value> {
         if let Some(expr) = whole_expression(source) {
             let compiled = self
@@ -136,7 +138,7 @@ impl Renderer {
             }
             if matches!(
                 value.kind(),
-                minijinja::value::ValueKind::Seq | minijinja::value::ValueKind::Map
+                minijinja::value::ValueKind::Seq | minijinja::value::ValueKind::Map | minijinja::value::ValueKind::Bool
             ) {
                 return serde_json::to_value(&value).map_err(|e| miette!("{origin}: {e}"));
             }
@@ -369,6 +371,18 @@ mod tests {
         let err = r.render_template("bad.j2", &context! {}).unwrap_err().to_string();
         assert!(err.contains("bad.j2:2"), "{err}");
         assert!(err.contains("undefined"), "{err}");
+    }
+
+    #[test]
+    fn a_whole_expression_keeps_lists_maps_and_booleans() {
+        let (_d, r) = renderer();
+        let ctx = context! { mode => "relaxed", xs => vec![1, 2] };
+        let value = |src: &str| r.render_value("x", src, &ctx).unwrap();
+        assert_eq!(value("{{ mode != 'relaxed' }}"), serde_json::json!(false));
+        assert_eq!(value("{{ xs + [3] }}"), serde_json::json!([1, 2, 3]));
+        assert_eq!(value("{{ {'a': mode} }}"), serde_json::json!({"a": "relaxed"}));
+        assert_eq!(value("{{ xs | length }}"), serde_json::json!("2"), "numbers stay text");
+        assert!(value("on: {{ mode == 'relaxed' }}").is_string(), "text around it: text");
     }
 
     #[test]

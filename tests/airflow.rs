@@ -1,7 +1,8 @@
 //! The whole stack, base through guard, on a fresh 3-node lab where every node is in every group:
 //! an unreachable pip index is one clear error that leaves the earlier stages converged; the
 //! first provision runs the smoke DAG through the LB on at least two workers; a re-run changes
-//! nothing and restarts nothing; a hand edit of the configuration on one node is reported and
+//! nothing and restarts nothing (the stack provisioned relaxed, then locked down by one run:
+//! tests/security); a hand edit of the configuration on one node is reported and
 //! repaired with restarts on that node only. The guard, sampled on every node once a second
 //! (never two dag-processors): a release hands the dag-processor over; a holder cut off the
 //! network stops it before its lease ends and another node takes over; etcd losing quorum stops
@@ -12,6 +13,7 @@
 
 #[macro_use]
 mod common;
+mod security;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -376,6 +378,8 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     let _lab = lab_lock();
     let (dir, inv_path) = fresh_lab_inventory();
     let inv = inv_path.to_str().unwrap();
+    // Today's stack first (every protection off); locked down on the running cluster below.
+    security::set_relaxed(&inv_path, true);
 
     // An index nobody answers (loopback): one clear error in the airflow stage, exit 1; the
     // earlier stages converge and no airflow unit exists.
@@ -497,6 +501,8 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         &format!("curl -s -o /dev/null -w '%{{http_code}}' -u 'admin:{stats}' http://127.0.0.1:1936/"),
     );
     assert_eq!((rc, code.as_str()), (0, "200"), "with it, the stats page answers");
+
+    security::lock_the_running_stack_down(&inv_path, dir.path());
 
     // A re-run changes nothing and restarts nothing.
     let before = main_pids();

@@ -96,6 +96,73 @@ fn a_weakened_default_is_a_warning_and_a_plan_writes_no_key() {
     assert!(!text(&quiet.stderr).contains("warning:"), "{}", text(&quiet.stderr));
 }
 
+/// The warnings of a plan of the one-host inventory with `vars` (stopped at an unknown stage,
+/// before connecting), one a line; and its exit code.
+fn warnings_with(vars: &str) -> (Vec<String>, Option<i32>) {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inventory.yml");
+    let inventory = one_host_inventory("nowhere").replacen("all:\n", &format!("all:\n  vars: {vars}\n"), 1);
+    std::fs::write(&inv, inventory).unwrap();
+    let out = run(dir.path(), &["plan", inv.to_str().unwrap(), "--stages", "nope"]);
+    let warnings = text(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .map(str::to_string)
+        .collect();
+    (warnings, out.status.code())
+}
+
+#[test]
+fn security_relaxed_warns_for_each_protection_off_and_a_bad_mode_is_an_error() {
+    let (relaxed, code) = warnings_with("{hactl_security: relaxed}");
+    assert_eq!(code, Some(1), "the unknown stage");
+    let said: Vec<&str> = relaxed
+        .iter()
+        .map(|w| w.split(':').nth(1).unwrap_or("").trim())
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "firewall is off",
+            "pg_tls is off",
+            "rabbitmq_tls is off",
+            "haproxy_stats_auth is off",
+            "rabbitmq_remove_guest is off"
+        ],
+        "one warning per protection, in the playbook's order: {relaxed:?}"
+    );
+    let (one, _) = warnings_with("{firewall: false}");
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert!(
+        one[0].starts_with("warning: firewall is off: every cluster port"),
+        "{one:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inventory.yml");
+    std::fs::write(
+        &inv,
+        one_host_inventory("nowhere").replacen("all:\n", "all:\n  vars: {hactl_security: lax}\n", 1),
+    )
+    .unwrap();
+    let out = run(dir.path(), &["plan", inv.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("hactl_security is `lax`: it must be strict or relaxed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let named = one_host_inventory("nowhere").replace("ansible_host: 127.0.0.1", "ansible_host: localhost");
+    std::fs::write(&inv, named).unwrap();
+    let out = run(dir.path(), &["plan", inv.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("`localhost` is not an IPv4 address"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn the_built_in_stack_works_from_any_directory() {
     let dir = tempfile::tempdir().unwrap();

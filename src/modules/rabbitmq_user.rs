@@ -1,6 +1,7 @@
-//! `rabbitmq_user`: a RabbitMQ user with a password and permissions per vhost (like Ansible's
-//! rabbitmq_user). The password reaches rabbitmqctl on stdin, never as an argument. The plan says
-//! `would create rabbitmq user airflow, grant … on vhost airflow`, or which part differs.
+//! `rabbitmq_user`: a RabbitMQ user with a password, tags and permissions per vhost, or no such
+//! user (`state: absent`; like Ansible's rabbitmq_user). The password reaches rabbitmqctl on
+//! stdin, never as an argument. The plan says `would create rabbitmq user airflow, grant … on
+//! vhost airflow`, `would delete rabbitmq user guest`, or which part differs.
 
 use miette::Result;
 use serde::{Deserialize, Serialize};
@@ -32,14 +33,32 @@ fn everything() -> String {
     ".*".into()
 }
 
+/// Whether the user must exist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserState {
+    /// It exists, with the password, tags and permissions given.
+    #[default]
+    Present,
+    /// It does not exist.
+    Absent,
+}
+
 /// Arguments of `rabbitmq_user`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RabbitmqUser {
     /// The user name.
     pub name: String,
-    /// Its password.
-    pub password: String,
+    /// Its password (needed unless `state: absent`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Present (the default) or absent.
+    #[serde(default)]
+    pub state: UserState,
+    /// Its tags exactly (`administrator`, `management`…), when given; otherwise left alone.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
     /// Permissions it must have (others are left alone).
     #[serde(default)]
     pub permissions: Vec<Permission>,
@@ -54,6 +73,8 @@ pub enum UserFact {
     Known {
         /// Every user's name.
         users: Vec<String>,
+        /// The wanted user's tags, sorted (none when it does not exist).
+        tags: Vec<String>,
         /// Whether the wanted password authenticates the wanted user.
         password_ok: bool,
         /// The wanted user's permissions.
@@ -64,6 +85,26 @@ pub enum UserFact {
 #[derive(Deserialize)]
 struct ListedUser {
     user: String,
+    /// A list of tags, or (older versions) one string of them.
+    #[serde(default)]
+    tags: serde_json::Value,
+}
+
+impl ListedUser {
+    /// Its tags, sorted.
+    fn tags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = match &self.tags {
+            serde_json::Value::Array(items) => items.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+            serde_json::Value::String(text) => text
+                .split(|c: char| c == ',' || c.is_whitespace() || c == '[' || c == ']')
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        tags.sort();
+        tags
+    }
 }
 
 impl Fact for UserFact {
@@ -74,7 +115,13 @@ impl Fact for UserFact {
         let Some(users) = json_line::<Vec<ListedUser>>(lines, "users")? else {
             return Ok(UserFact::Down("list_users did not answer".into()));
         };
+        let wanted = lines.get("user").unwrap_or("");
         Ok(UserFact::Known {
+            tags: users
+                .iter()
+                .find(|u| u.user == wanted)
+                .map(ListedUser::tags)
+                .unwrap_or_default(),
             users: users.into_iter().map(|u| u.user).collect(),
             password_ok: lines.get("password") == Some("ok"),
             permissions: json_line(lines, "permissions")?.unwrap_or_default(),
@@ -89,12 +136,42 @@ impl RabbitmqUser {
             .iter()
             .map(|p| format!("{}\t{}\t{}\t{}", p.vhost, p.configure, p.write, p.read))
             .collect();
+        let state = match self.state {
+            UserState::Present => "present",
+            UserState::Absent => "absent",
+        };
         let vars = [
             ("HACTL_USER", self.name.as_str()),
-            ("HACTL_PASSWORD", &self.password),
+            ("HACTL_STATE", state),
+            ("HACTL_PASSWORD", self.password.as_deref().unwrap_or("")),
+            ("HACTL_SET_TAGS", if self.tags.is_some() { "yes" } else { "no" }),
+            ("HACTL_TAGS", &self.tags.clone().unwrap_or_default().join("\n")),
             ("HACTL_PERMISSIONS", &permissions.join("\n")),
         ];
         script(SH, &vars, call)
+    }
+
+    /// The plan line for a user that must not exist.
+    fn diff_absent(&self, fact: &UserFact) -> Option<Change> {
+        match fact {
+            UserFact::Down(why) => Some(Change::new(format!(
+                "delete rabbitmq user {} if it exists ({why})",
+                self.name
+            ))),
+            UserFact::Known { users, .. } if users.contains(&self.name) => {
+                Some(Change::new(format!("delete rabbitmq user {}", self.name)))
+            }
+            UserFact::Known { .. } => None,
+        }
+    }
+
+    /// The tags wanted, sorted, when given.
+    fn wanted_tags(&self) -> Option<Vec<String>> {
+        self.tags.clone().map(|mut tags| {
+            tags.sort();
+            tags.dedup();
+            tags
+        })
     }
 }
 
@@ -106,6 +183,16 @@ impl Resource for RabbitmqUser {
     }
 
     fn diff(&self, fact: &UserFact) -> Result<Option<Change>> {
+        if self.state == UserState::Absent {
+            return Ok(self.diff_absent(fact));
+        }
+        if self.password.is_none() {
+            return Err(miette::miette!(
+                "rabbitmq_user {}: a password is needed unless state is absent",
+                self.name
+            ));
+        }
+        let set_tags = |tags: &[String]| format!("set its tags to [{}]", tags.join(", "));
         let grants = |missing: &[&Permission]| -> Vec<String> {
             missing
                 .iter()
@@ -122,21 +209,31 @@ impl Resource for RabbitmqUser {
         match fact {
             UserFact::Down(why) => {
                 parts.push(format!("create rabbitmq user {}", self.name));
+                parts.extend(self.wanted_tags().map(|t| set_tags(&t)));
                 parts.extend(grants(&all));
                 let last = parts.pop().expect("one part at least");
                 parts.push(format!("{last} ({why})"));
             }
             UserFact::Known { users, .. } if !users.contains(&self.name) => {
                 parts.push(format!("create rabbitmq user {}", self.name));
+                parts.extend(self.wanted_tags().map(|t| set_tags(&t)));
                 parts.extend(grants(&all));
             }
             UserFact::Known {
                 password_ok,
                 permissions,
+                tags,
                 ..
             } => {
                 if !password_ok {
                     parts.push(format!("set the password of rabbitmq user {}", self.name));
+                }
+                if let Some(wanted) = self.wanted_tags().filter(|w| w != tags) {
+                    parts.push(format!(
+                        "set the tags of rabbitmq user {} to [{}]",
+                        self.name,
+                        wanted.join(", ")
+                    ));
                 }
                 let missing: Vec<&Permission> = all.into_iter().filter(|p| !permissions.contains(p)).collect();
                 parts.extend(grants(&missing));
@@ -158,7 +255,9 @@ mod tests {
     fn user() -> RabbitmqUser {
         RabbitmqUser {
             name: "air-flow".into(),
-            password: "p'w \"$x".into(),
+            password: Some("p'w \"$x".into()),
+            state: UserState::Present,
+            tags: None,
             permissions: vec![Permission {
                 vhost: "airflow".into(),
                 configure: ".*".into(),
@@ -191,6 +290,55 @@ mod tests {
             .unwrap()
             .summary
             .ends_with("(RabbitMQ is not installed yet)"));
+    }
+
+    #[test]
+    fn plans_tags_and_absence() {
+        let tagged = RabbitmqUser {
+            tags: Some(vec!["management".into(), "administrator".into()]),
+            ..user()
+        };
+        let perms = r#"permissions [{"vhost":"airflow","configure":".*","write":".*","read":".*"}]"#;
+        let listed = |tags: &str| {
+            format!("{UP}\nuser air-flow\nusers [{{\"user\":\"air-flow\",\"tags\":{tags}}}]\npassword ok\n{perms}\n")
+        };
+        assert_eq!(
+            diff_of(&tagged, &listed(r#"["administrator","management"]"#)).unwrap(),
+            None
+        );
+        assert_eq!(
+            diff_of(&tagged, &listed(r#""administrator,management""#)).unwrap(),
+            None
+        );
+        assert_eq!(
+            diff_of(&tagged, &listed("[]")).unwrap().unwrap().summary,
+            "set the tags of rabbitmq user air-flow to [administrator, management]"
+        );
+        assert_eq!(
+            diff_of(&user(), &listed("[]")).unwrap(),
+            None,
+            "tags not given: left alone"
+        );
+
+        let guest = RabbitmqUser {
+            name: "guest".into(),
+            password: None,
+            state: UserState::Absent,
+            tags: None,
+            permissions: Vec::new(),
+        };
+        let with_guest = format!("{UP}\nuser guest\nusers [{{\"user\":\"guest\",\"tags\":[\"administrator\"]}}]\n");
+        assert_eq!(
+            diff_of(&guest, &with_guest).unwrap().unwrap().summary,
+            "delete rabbitmq user guest"
+        );
+        let without = format!("{UP}\nuser guest\nusers [{{\"user\":\"airflow\",\"tags\":[]}}]\n");
+        assert_eq!(diff_of(&guest, &without).unwrap(), None);
+        let no_password = RabbitmqUser {
+            password: None,
+            ..user()
+        };
+        assert!(diff_of(&no_password, &without).is_err());
     }
 
     #[test]

@@ -1,0 +1,332 @@
+//! Locking the running stack down (tests/airflow.rs): today's stack, provisioned with
+//! `hactl_security: relaxed`, made secure by one provision run while a writer goes through the
+//! PostgreSQL LB and a message waits in a RabbitMQ queue; PostgreSQL then admits the LB over TLS
+//! only; a lab node outside the inventory tries every cluster port before (a control: etcd
+//! answered it) and after (nothing answers it but SSH and the web LB).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::common::*;
+
+/// The probe a machine outside the inventory runs (Python's standard library).
+const OUTSIDE: &str = include_str!("outside.py");
+
+/// The lab node outside the inventory.
+const OUTSIDER: usize = 4;
+
+/// The variable that provisions today's stack (every protection off).
+pub const RELAXED: &str = "    hactl_security: relaxed  # today's stack";
+
+/// Adds (or removes) `hactl_security: relaxed` under `all.vars`, apart from the test overrides.
+pub fn set_relaxed(inv: &Path, relaxed: bool) {
+    let text = std::fs::read_to_string(inv).unwrap();
+    let mut out: Vec<&str> = Vec::new();
+    for line in text.lines().filter(|l| *l != RELAXED) {
+        out.push(line);
+        if relaxed && line.trim_end() == "  vars:" {
+            out.push(RELAXED);
+        }
+    }
+    std::fs::write(inv, out.join("\n") + "\n").unwrap();
+}
+
+/// One attempt of the outsider: what, which node's address and port, and how (see outside.py).
+fn attempt(what: &str, node: usize, port: u16, how: serde_json::Value) -> serde_json::Value {
+    let mut a = how;
+    a["what"] = what.into();
+    a["host"] = format!("10.213.0.{}", 10 + node).into();
+    a["port"] = port.into();
+    a
+}
+
+/// Runs the attempts on the outsider: `what@node -> (outcome, detail)`.
+fn from_outside(attempts: &[serde_json::Value]) -> BTreeMap<String, (String, String)> {
+    use base64::Engine;
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let out = ssh_ok(
+        OUTSIDER,
+        &format!(
+            "echo {} | base64 -d > /root/outside.py && echo {} | base64 -d | python3 /root/outside.py",
+            b64(OUTSIDE),
+            b64(&serde_json::Value::from(attempts.to_vec()).to_string())
+        ),
+    );
+    let results: BTreeMap<String, (String, String)> = out
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            let host = r["host"].as_str().unwrap();
+            (
+                format!("{}@node{}", r["what"].as_str().unwrap(), &host[host.len() - 1..]),
+                (
+                    r["outcome"].as_str().unwrap().to_string(),
+                    r["detail"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(results.len(), attempts.len(), "one result per attempt: {out}");
+    results
+}
+
+/// What only reads (the control before the lockdown must change nothing).
+fn reads(node: usize) -> Vec<serde_json::Value> {
+    let every_key = serde_json::json!({"key": "AA==", "range_end": "AA==", "keys_only": true});
+    vec![
+        attempt(
+            "etcd read",
+            node,
+            2379,
+            serde_json::json!({"kind": "http", "method": "POST", "path": "/v3/kv/range", "body": every_key.to_string()}),
+        ),
+        attempt(
+            "Patroni cluster",
+            node,
+            8008,
+            serde_json::json!({"kind": "http", "path": "/cluster"}),
+        ),
+        attempt(
+            "HAProxy stats",
+            node,
+            7000,
+            serde_json::json!({"kind": "http", "path": "/"}),
+        ),
+        attempt(
+            "RabbitMQ management as guest",
+            node,
+            15672,
+            serde_json::json!({"kind": "http", "path": "/api/overview", "user": "guest", "password": "guest"}),
+        ),
+        attempt(
+            "AMQP as guest",
+            node,
+            5672,
+            serde_json::json!({"kind": "amqp", "user": "guest", "password": "guest"}),
+        ),
+    ]
+}
+
+/// Everything an attacker would try, writes included, with the right passwords where there are
+/// some; and the two ports that stay open (SSH, the web LB).
+fn everything(node: usize, dir: &Path) -> Vec<serde_json::Value> {
+    use base64::Engine;
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let put = serde_json::json!({"key": b64("hactl-outsider"), "value": b64("was here")});
+    let db = serde_json::json!({"kind": "postgres", "user": "airflow", "database": "airflow",
+        "password": secret(dir, "airflow_db_password")});
+    let mut all = reads(node);
+    all.extend([
+        attempt(
+            "etcd write",
+            node,
+            2379,
+            serde_json::json!({"kind": "http", "method": "POST", "path": "/v3/kv/put", "body": put.to_string()}),
+        ),
+        attempt("etcd peer", node, 2380, serde_json::json!({"kind": "tcp"})),
+        attempt(
+            "Patroni restart",
+            node,
+            8008,
+            serde_json::json!({"kind": "http", "method": "POST", "path": "/restart", "body": "{}"}),
+        ),
+        attempt(
+            "Patroni switchover",
+            node,
+            8008,
+            serde_json::json!({"kind": "http", "method": "POST", "path": "/switchover", "body": "{\"leader\": \"node1\"}"}),
+        ),
+        attempt("PostgreSQL login", node, 5432, db.clone()),
+        attempt("PostgreSQL LB login", node, 5000, db),
+        attempt(
+            "AMQP as airflow",
+            node,
+            5672,
+            serde_json::json!({"kind": "amqp", "user": "airflow", "password": secret(dir, "rabbitmq_airflow_password")}),
+        ),
+        attempt("AMQP LB as guest", node, 5673, serde_json::json!({"kind": "amqp", "user": "guest", "password": "guest"})),
+        attempt("AMQP over TLS", node, 5671, serde_json::json!({"kind": "tcp"})),
+        attempt("RabbitMQ management LB", node, 15673, serde_json::json!({"kind": "http", "path": "/api/overview"})),
+        attempt("epmd", node, 4369, serde_json::json!({"kind": "tcp"})),
+        attempt("Erlang distribution", node, 25672, serde_json::json!({"kind": "tcp"})),
+        attempt("web LB stats", node, 1936, serde_json::json!({"kind": "http", "path": "/"})),
+        attempt("api-server, not through the LB", node, 8090, serde_json::json!({"kind": "tcp"})),
+        attempt("worker log server", node, 8793, serde_json::json!({"kind": "tcp"})),
+        attempt("SSH (open)", node, 22, serde_json::json!({"kind": "tcp"})),
+        attempt("web LB (open)", node, 8080, serde_json::json!({"kind": "tcp"})),
+    ]);
+    all
+}
+
+/// Starts a writer on node2 through the PostgreSQL LB (an insert every 0.2 s, each a new
+/// connection, the password from airflow.cfg into ~/.pgpass) until /root/stop-writer exists.
+fn start_writer() {
+    ssh_ok(
+        2,
+        r#"python3 - <<'EOF'
+import configparser, os, urllib.parse
+c = configparser.ConfigParser()
+c.read("/etc/airflow/airflow.cfg")
+u = urllib.parse.urlsplit(c.get("database", "sql_alchemy_conn"))
+esc = lambda s: urllib.parse.unquote(s).replace("\\", "\\\\").replace(":", "\\:")
+os.umask(0o077)
+open("/root/.pgpass", "w").write(f"*:*:*:{esc(u.username)}:{esc(u.password)}\n")
+EOF
+rm -f /root/stop-writer /root/writer.log
+psql -h hactl-lb -p 5000 -U airflow -d airflow -XAtqc 'create table if not exists hactl_writer (at timestamptz)'
+nohup sh -c 'while [ ! -e /root/stop-writer ]; do
+  if psql -h hactl-lb -p 5000 -U airflow -d airflow -XAtqc "insert into hactl_writer values (now())" >/dev/null 2>&1
+  then echo "ok $(date +%s.%N)"; else echo "failed $(date +%s.%N)"; fi
+  sleep 0.2
+done > /root/writer.log 2>&1' >/dev/null 2>&1 &"#,
+    );
+}
+
+/// Stops the writer: (writes that succeeded, writes that failed, the longest time between two
+/// successful writes in seconds).
+fn stop_writer() -> (usize, usize, f64) {
+    let log = ssh_ok(2, "touch /root/stop-writer; sleep 1; cat /root/writer.log");
+    let (mut ok, mut failed, mut last, mut longest) = (0, 0, None::<f64>, 0f64);
+    for line in log.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(what), Some(at)) = (parts.next(), parts.next().and_then(|t| t.parse::<f64>().ok())) else {
+            continue;
+        };
+        if what == "ok" {
+            ok += 1;
+            longest = longest.max(last.map_or(0.0, |l| at - l));
+            last = Some(at);
+        } else {
+            failed += 1;
+        }
+    }
+    (ok, failed, longest)
+}
+
+/// Publishes one persistent message to a durable quorum queue `hactl-conversion` on the airflow
+/// vhost (kombu, from Airflow's venv, with the broker URL from airflow.cfg).
+fn publish_a_message() {
+    ssh_ok(
+        1,
+        r#"/opt/airflow/venv/bin/python - <<'EOF'
+import configparser, kombu
+c = configparser.ConfigParser()
+c.read("/etc/airflow/airflow.cfg")
+with kombu.Connection(c.get("celery", "broker_url").split(";")[0]) as conn:
+    q = kombu.Queue("hactl-conversion", routing_key="hactl-conversion", durable=True,
+                    queue_arguments={"x-queue-type": "quorum"})
+    conn.Producer().publish({"kept": True}, routing_key="hactl-conversion", declare=[q], delivery_mode=2)
+EOF"#,
+    );
+}
+
+/// The messages waiting in `hactl-conversion`, once RabbitMQ's count (its statistics lag by
+/// seconds) says `want`, or what it says after 30 s.
+fn waiting_messages(want: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let count = ssh_ok(
+            3,
+            "rabbitmqctl -q list_queues -p airflow name messages --no-table-headers | awk '$1 == \"hactl-conversion\" {print $2}'",
+        )
+        .trim()
+        .to_string();
+        if count == want || std::time::Instant::now() > deadline {
+            return count;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// Today's stack (relaxed) made secure in one provision; the outsider's view before and after.
+pub fn lock_the_running_stack_down(inv_path: &Path, dir: &Path) {
+    let inv = inv_path.to_str().unwrap();
+    let up = run(&["lab", "up", "--nodes", "4"]);
+    assert!(up.status.success(), "a 4th lab node: {}", stderr(&up));
+
+    // Before: etcd answers anyone (the control that the outsider reaches the nodes at all).
+    let before = from_outside(&reads(1));
+    measured!("outside the inventory, before the lockdown (relaxed): {before:?}");
+    assert_eq!(before["etcd read@node1"].0, "granted", "{before:?}");
+    assert_eq!(before["HAProxy stats@node1"].0, "granted", "{before:?}");
+
+    // The conversion, while a writer goes through the PostgreSQL LB and a message waits.
+    publish_a_message();
+    assert_eq!(waiting_messages("1"), "1", "the message is in its queue");
+    start_writer();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    set_relaxed(inv_path, false);
+    let started = std::time::Instant::now();
+    let out = run(&["provision", inv, "--output", "json"]);
+    let secs = started.elapsed().as_secs_f64();
+    let doc = json(&out);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (ok, failed, gap) = stop_writer();
+    assert_eq!(out.status.code(), Some(0), "{doc}");
+    let changed = changed_steps(&doc);
+    measured!(
+        "the running stack locked down in one provision: {secs:.1} s, {} steps changed; a writer through the PostgreSQL LB: {ok} writes, {failed} failed, longest gap {gap:.1} s",
+        changed.len()
+    );
+    assert!(ok > 20 && failed == 0, "{ok} writes, {failed} failed");
+    assert_eq!(waiting_messages("1"), "1", "the message survived the conversion");
+    for n in 1..=3 {
+        assert!(
+            changed.contains(&format!("node{n}:the host firewall on")),
+            "{changed:?}"
+        );
+    }
+
+    // PostgreSQL through the LB: over TLS; a plain connection is refused.
+    let ssl = |mode: &str| {
+        ssh(
+            2,
+            &format!(
+                "PGSSLMODE={mode} psql -h hactl-lb -p 5000 -U airflow -d airflow -XAtc \
+                 'select ssl from pg_stat_ssl where pid = pg_backend_pid()' 2>&1"
+            ),
+        )
+    };
+    assert_eq!(
+        ssl("prefer"),
+        (0, "t\n".to_string()),
+        "a client that prefers TLS gets it"
+    );
+    let (rc, plain) = ssl("disable");
+    assert!(rc != 0 && plain.contains("no encryption"), "{rc}: {plain}");
+
+    // After: nothing answers the outsider but SSH and the web LB, on any node.
+    let attempts: Vec<serde_json::Value> = (1..=3).flat_map(|n| everything(n, dir)).collect();
+    let after = from_outside(&attempts);
+    let open: Vec<&String> = after
+        .iter()
+        .filter(|(what, (outcome, _))| outcome != "no connection" && !what.contains("(open)"))
+        .map(|(what, _)| what)
+        .collect();
+    let closed: Vec<&String> = after
+        .iter()
+        .filter(|(what, (outcome, _))| outcome == "no connection" && what.contains("(open)"))
+        .map(|(what, _)| what)
+        .collect();
+    measured!(
+        "outside the inventory, after: {} attempts on 3 nodes, {} answered (SSH and the web LB on each node); {}",
+        after.len(),
+        after.values().filter(|(o, _)| o != "no connection").count(),
+        after
+            .iter()
+            .filter(|(what, _)| what.ends_with("@node1"))
+            .map(|(what, (o, _))| format!("{what}: {o}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    assert!(open.is_empty(), "answered the outsider: {open:?} ({after:?})");
+    assert!(closed.is_empty(), "should stay open: {closed:?} ({after:?})");
+
+    // Inside, the same ports still serve the cluster (its gates passed above); the outsider's
+    // write never reached etcd.
+    let key = ssh_ok(
+        1,
+        "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 get hactl-outsider --print-value-only",
+    );
+    assert_eq!(key.trim(), "", "the outsider wrote to etcd");
+}
