@@ -300,6 +300,30 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_ending_within_the_renewal_window_is_made_again_by_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("inv.pki");
+        let first = ensure(&pki_dir, &wanted(&["node1"]), Missing::Generate).unwrap();
+        // node1's certificate as a run would find it 369 days later: one day inside the window.
+        let (ca_cert, ca_key, _) = ca(&pki_dir, false).unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&ca_cert, &ca_key).unwrap();
+        let (_, key) = read_key(&pki_dir.join("host-node1.key")).unwrap();
+        let mut ending = params("node1", RENEW_DAYS - 1);
+        ending.subject_alt_names = vec![san("node1").unwrap()];
+        let ending = ending.signed_by(&key, &issuer).unwrap().pem();
+        std::fs::write(pki_dir.join("host-node1.crt"), &ending).unwrap();
+        assert!(!current(&ending, &["node1".into()]).unwrap());
+        let renewed = ensure(&pki_dir, &wanted(&["node1"]), Missing::Generate).unwrap();
+        assert_ne!(renewed.hosts["node1"].cert, ending);
+        assert!(current(&renewed.hosts["node1"].cert, &["node1".into()]).unwrap());
+        assert_eq!(renewed.ca_cert, first.ca_cert, "the same CA signs it");
+        assert_eq!(
+            read(&pki_dir.join("host-node1.crt")).unwrap(),
+            renewed.hosts["node1"].cert
+        );
+    }
+
+    #[test]
     fn preview_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let pki_dir = dir.path().join("inv.pki");

@@ -22,6 +22,12 @@ pub struct PatroniRestart {
     /// Seconds Patroni may take to report a pending restart after a reload.
     #[serde(default = "ten")]
     pub settle: Templated<u64>,
+    /// The user of Patroni's unsafe endpoints (restart, switchover); empty where they need none.
+    #[serde(default)]
+    pub user: String,
+    /// Its password (to curl through its standard input, never on a command line).
+    #[serde(default)]
+    pub password: String,
 }
 
 fn local_api() -> String {
@@ -77,6 +83,8 @@ impl PatroniRestart {
             ("HACTL_API", self.api.as_str()),
             ("HACTL_MEMBER", &self.member),
             ("HACTL_SETTLE", &settle),
+            ("HACTL_API_USER", &self.user),
+            ("HACTL_API_PASSWORD", &self.password),
         ];
         script(SH, &vars, call)
     }
@@ -132,6 +140,8 @@ mod tests {
             member: "node1".into(),
             api: local_api(),
             settle: Templated::Value(1),
+            user: String::new(),
+            password: String::new(),
         };
         let leader = r#"member {"state":"running","role":"master","pending_restart":true}"#;
         assert!(diff_of(&m, leader)

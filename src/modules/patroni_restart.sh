@@ -1,6 +1,7 @@
 # shellcheck shell=sh
 # `patroni_restart`. Inputs: HACTL_API (Patroni's REST API), HACTL_MEMBER (this member's name),
-# HACTL_SETTLE (seconds Patroni may take to report a pending restart after a reload).
+# HACTL_SETTLE (seconds Patroni may take to report a pending restart after a reload),
+# HACTL_API_USER and HACTL_API_PASSWORD (for the unsafe endpoints; empty where they need none).
 
 hactl_probe() {
   if state=$(curl -sf --max-time 5 "$HACTL_API/patroni"); then
@@ -18,6 +19,17 @@ hactl_status() {
   curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$HACTL_API/$1"
 }
 
+# POSTs $2 to the unsafe endpoint $1, with the credentials through curl's standard input (a
+# config line, its quotes and backslashes escaped), never on its command line.
+hactl_post() {
+  if [ -z "$HACTL_API_USER" ]; then
+    curl -sf -XPOST "$HACTL_API/$1" -d "$2"
+    return
+  fi
+  printf 'user = "%s"\n' "$(printf '%s:%s' "$HACTL_API_USER" "$HACTL_API_PASSWORD" | sed 's/[\\"]/\\&/g')" |
+    curl -sf -K - -XPOST "$HACTL_API/$1" -d "$2"
+}
+
 # Restarts PostgreSQL where Patroni reports a pending restart; a leader switches over first (its
 # demotion restarts it as a replica, which may already clear the pending restart).
 hactl_apply() {
@@ -29,12 +41,12 @@ hactl_apply() {
   hactl_pending || return 0
   if [ "$(hactl_status primary)" = 200 ]; then
     body=$(jq -cn --arg leader "$HACTL_MEMBER" '{leader: $leader}') || return 1
-    curl -sf -XPOST "$HACTL_API/switchover" -d "$body" || return 1
+    hactl_post switchover "$body" || return 1
     i=0
     while [ "$i" -lt 60 ] && [ "$(hactl_status primary)" = 200 ]; do sleep 1; i=$((i + 1)); done
     i=0
     while [ "$i" -lt 60 ] && [ "$(hactl_status replica)" != 200 ]; do sleep 1; i=$((i + 1)); done
     hactl_pending || return 0
   fi
-  curl -sf -XPOST "$HACTL_API/restart" -d '{"restart_pending": true}'
+  hactl_post restart '{"restart_pending": true}'
 }

@@ -322,6 +322,20 @@ pub fn lock_the_running_stack_down(inv_path: &Path, dir: &Path) {
     assert!(open.is_empty(), "answered the outsider: {open:?} ({after:?})");
     assert!(closed.is_empty(), "should stay open: {closed:?} ({after:?})");
 
+    // Inside the cluster too, Patroni's unsafe endpoints need the credentials: node2 asking
+    // node1 to restart without them is refused; patronictl (which has them) still manages.
+    let (rc, code) = ssh(
+        2,
+        "curl -s -o /dev/null -w '%{http_code}' --max-time 5 -XPOST -d '{}' http://10.213.0.11:8008/restart",
+    );
+    assert_eq!(
+        (rc, code.as_str()),
+        (0, "401"),
+        "an unauthenticated restart from a cluster node"
+    );
+    let listed = ssh_ok(2, "patronictl -c /etc/patroni/config.yml list -f json | jq length");
+    assert_eq!(listed.trim(), "3", "patronictl lists the members");
+
     // Inside, the same ports still serve the cluster (its gates passed above); the outsider's
     // write never reached etcd.
     let key = ssh_ok(
