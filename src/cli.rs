@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::engine::{self, Mode, Options};
+use crate::journal::{self, Journal};
 use crate::lab::{Lab, Subnet, UpOptions, DEFAULT_SUBNET};
+use crate::render::TemplateSource;
 use crate::report::{Format, Reporter, Status};
+use crate::saved_plan::{self, Inputs, PlannedStep, SavedPlan};
 use crate::secrets::{Missing, Redactor};
 use crate::ssh::HostKeyPolicy;
 
@@ -66,14 +69,31 @@ pub enum Commands {
         #[command(flatten)]
         args: RunArgs,
         /// Only show what would change (= plan).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "plan")]
         dry_run: bool,
+        /// Apply exactly this reviewed plan (`plan --out`), or refuse when anything moved.
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
+        /// Refuse a reviewed plan older than this many hours.
+        #[arg(long, default_value_t = 24, value_name = "HOURS")]
+        plan_max_age: u64,
     },
     /// Show what provision would change; change nothing (exit 2 when changes are pending).
     Plan {
         /// Selectors.
         #[command(flatten)]
         args: RunArgs,
+        /// Also save the plan here (no secret in it), to review and apply with `provision --plan`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Print a saved plan as `plan` printed it.
+    Show {
+        /// The plan file.
+        file: PathBuf,
+        /// Output format (json: the plan document).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
     },
     /// Drift check: exit 0 in sync, 2 drift found, 1 error.
     Check {
@@ -100,6 +120,17 @@ pub enum Commands {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+    /// The run journal (`.hactl/runs.jsonl` beside the inventory): one line per provision.
+    Log {
+        /// The inventory.
+        inventory: PathBuf,
+        /// Show the last run's changes, failures and handlers by host.
+        #[arg(long)]
+        last: bool,
+        /// Output format (json: the records).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
     },
     /// Local Debian 12 test nodes under systemd-nspawn.
     Lab {
@@ -183,10 +214,34 @@ pub fn main() -> ExitCode {
     }));
     match cli.command {
         Commands::Lab { action } => run_lab(action),
-        Commands::Provision { args, dry_run } => run(args, if dry_run { Mode::Plan } else { Mode::Apply }),
-        Commands::Plan { args } => run(args, Mode::Plan),
-        Commands::Check { args } => run(args, Mode::Plan),
-        Commands::Verify { args } => run(args, Mode::Verify),
+        Commands::Provision {
+            args,
+            dry_run,
+            plan,
+            plan_max_age,
+        } => {
+            let reviewed = Reviewed {
+                apply: plan,
+                max_age_hours: plan_max_age,
+                ..Reviewed::default()
+            };
+            run(args, if dry_run { Mode::Plan } else { Mode::Apply }, reviewed)
+        }
+        Commands::Plan { args, out } => {
+            let reviewed = Reviewed {
+                save: out,
+                ..Reviewed::default()
+            };
+            run(args, Mode::Plan, reviewed)
+        }
+        Commands::Check { args } => run(args, Mode::Plan, Reviewed::default()),
+        Commands::Verify { args } => run(args, Mode::Verify, Reviewed::default()),
+        Commands::Show { file, output } => show_plan(&file, output),
+        Commands::Log {
+            inventory,
+            last,
+            output,
+        } => show_log(&inventory, last, output),
         Commands::Init { dir, force } => match crate::stack::init(&dir, force) {
             Ok(written) => {
                 for path in &written {
@@ -217,9 +272,20 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// What a run saves (`plan --out`) or applies (`provision --plan`).
+#[derive(Debug, Clone, Default)]
+struct Reviewed {
+    /// Where `plan --out` saves the plan.
+    save: Option<PathBuf>,
+    /// The reviewed plan `provision --plan` applies.
+    apply: Option<PathBuf>,
+    /// The oldest reviewed plan accepted, in hours.
+    max_age_hours: u64,
+}
+
 /// Runs the engine and maps the outcome to the contract's exit codes: 1 on any failure or
 /// unreachable host; 2 for plan/check (plan mode) with pending changes.
-fn run(args: RunArgs, mode: Mode) -> ExitCode {
+fn run(args: RunArgs, mode: Mode, reviewed: Reviewed) -> ExitCode {
     let mut reporter = Reporter::new(args.output, Redactor::default(), args.verbose);
     let missing = match mode {
         Mode::Apply => Missing::Generate,
@@ -234,6 +300,29 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
         }
     };
     reporter.set_redactor(loaded.redactor.clone());
+    let inputs = match inputs_of(&args, &loaded) {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            reporter.log(&format!("error: {e:?}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let only = match (&reviewed.apply, mode) {
+        (Some(file), Mode::Apply) => match reviewed_changes(file, &args, &inputs, reviewed.max_age_hours) {
+            Ok(only) => Some(only),
+            Err(e) => {
+                reporter.log(&format!("error: {e}"));
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let journal = (mode == Mode::Apply).then(|| {
+        let plan = reviewed.apply.as_ref().map(|p| p.display().to_string());
+        let journal = std::sync::Arc::new(Journal::start(&inputs, plan, loaded.redactor.clone()));
+        reporter.set_journal(std::sync::Arc::clone(&journal));
+        journal
+    });
     if mode != Mode::Verify {
         for warning in &loaded.warnings {
             reporter.log(&format!("warning: {warning}"));
@@ -247,6 +336,7 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
         forks: args.forks,
         host_key_policy: args.host_key_policy,
         connect_timeout: std::time::Duration::from_secs(args.connect_timeout),
+        only,
     };
     let engine = match engine::Engine::new(loaded, options, std::sync::Arc::clone(&reporter)) {
         Ok(engine) => engine,
@@ -255,13 +345,53 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = match engine::block_on(engine.run()) {
-        Ok(o) => o,
-        Err(e) => {
+    // Ctrl-C ends the run where it is; its journal record says so and what it had applied.
+    let interrupted = engine::block_on(async {
+        tokio::select! {
+            outcome = engine.run() => Some(outcome),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    let outcome = match interrupted {
+        Some(Ok(o)) => o,
+        Some(Err(e)) => {
             reporter.log(&format!("error: {e:?}"));
             return ExitCode::FAILURE;
         }
+        None => {
+            reporter.finish();
+            reporter.log("interrupted: the run stopped where it was");
+            if let Some(journal) = &journal {
+                finish_journal(&reporter, journal, None);
+            }
+            return ExitCode::FAILURE;
+        }
     };
+    if let Some(journal) = &journal {
+        finish_journal(&reporter, journal, Some(&outcome.summary));
+    }
+    if let Some(path) = &reviewed.save {
+        if outcome.summary.failed > 0 || outcome.summary.unreachable > 0 {
+            reporter.log(&format!(
+                "error: the plan failed on some host: not saved to {}",
+                path.display()
+            ));
+            return ExitCode::FAILURE;
+        }
+        let plan = SavedPlan::new(inputs.clone(), planned_steps(&outcome.results, reporter.redactor()));
+        if let Err(e) = plan.save(path) {
+            reporter.log(&format!("error: {e}"));
+            return ExitCode::FAILURE;
+        }
+        reporter.log(&format!(
+            "plan saved to {} ({} changes): review it (`hactl show {}`), then `hactl provision {} --plan {}`",
+            path.display(),
+            plan.changes().count(),
+            path.display(),
+            args.inventory.display(),
+            path.display()
+        ));
+    }
     if args.stats {
         let trips: Vec<String> = outcome
             .stats
@@ -288,6 +418,188 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The fingerprints and selectors of a run: what a journal record and a saved plan name.
+fn inputs_of(args: &RunArgs, loaded: &engine::Loaded) -> miette::Result<Inputs> {
+    let (playbook, playbook_sha256) = match &args.playbook {
+        Some(path) => {
+            let templates = match &loaded.playbook.templates {
+                TemplateSource::Dir(dir) => Some(dir.as_path()),
+                TemplateSource::BuiltIn => None,
+            };
+            (path.display().to_string(), journal::disk_fingerprint(path, templates)?)
+        }
+        None => (
+            "built-in".to_string(),
+            journal::fingerprint(
+                crate::stack::files()
+                    .into_iter()
+                    .map(|(p, b)| (p.display().to_string(), b)),
+            ),
+        ),
+    };
+    Ok(Inputs {
+        inventory: args.inventory.display().to_string(),
+        inventory_sha256: journal::inventory_fingerprint(&args.inventory)?,
+        playbook,
+        playbook_sha256,
+        secrets_sha256: saved_plan::file_sha256(&crate::secrets::secrets_path(&args.inventory)),
+        stages: args.stages.clone(),
+        limit: args.limit.clone(),
+    })
+}
+
+/// A run's results as a saved plan keeps them: masked.
+fn planned_steps(results: &[crate::report::StepResult], redactor: &Redactor) -> Vec<PlannedStep> {
+    let mask = |s: &str| redactor.redact(s);
+    let mask_diff = |d: &str| crate::report::redact_diff(redactor, d);
+    results
+        .iter()
+        .map(|r| PlannedStep::from_result(r, &mask, &mask_diff))
+        .collect()
+}
+
+/// `provision --plan FILE`: the reviewed plan, checked against a plan made now from the same
+/// selectors (inputs and every host's step); its changes as (host, stage, step) when it
+/// holds, else every difference, and nothing changed.
+fn reviewed_changes(
+    file: &std::path::Path,
+    args: &RunArgs,
+    inputs: &Inputs,
+    max_age_hours: u64,
+) -> miette::Result<std::collections::BTreeSet<(String, String, String)>> {
+    let saved = SavedPlan::load(file)?;
+    if saved.inputs.inventory_sha256 != inputs.inventory_sha256 && saved.inputs.inventory != inputs.inventory {
+        return Err(miette::miette!(
+            "{} is a plan for the inventory {}, not {}: nothing changed",
+            file.display(),
+            saved.inputs.inventory,
+            inputs.inventory
+        ));
+    }
+    let age = saved.age_hours();
+    if age > max_age_hours as f64 {
+        return Err(miette::miette!(
+            "{} was made {age:.1} h ago ({}), more than --plan-max-age {max_age_hours} h: plan again; nothing changed",
+            file.display(),
+            saved.created
+        ));
+    }
+    let loaded = engine::load(&args.inventory, args.playbook.as_deref(), Missing::Preview)?;
+    let redactor = loaded.redactor.clone();
+    let options = Options {
+        mode: Mode::Plan,
+        stages: args.stages.clone(),
+        limit: args.limit.clone(),
+        forks: args.forks,
+        host_key_policy: args.host_key_policy,
+        connect_timeout: std::time::Duration::from_secs(args.connect_timeout),
+        only: None,
+    };
+    let quiet = std::sync::Arc::new(Reporter::silent(redactor.clone()));
+    let engine = engine::Engine::new(loaded, options, quiet)?;
+    let outcome = engine::block_on(engine.run())?;
+    let now = SavedPlan::new(inputs.clone(), planned_steps(&outcome.results, &redactor));
+    let differences = saved.differences(&now);
+    if !differences.is_empty() {
+        return Err(miette::miette!(
+            "the reviewed plan {} no longer holds; nothing changed:\n  {}",
+            file.display(),
+            differences.join("\n  ")
+        ));
+    }
+    Ok(saved
+        .changes()
+        .map(|s| (s.host.clone(), s.stage.clone(), s.step.clone()))
+        .collect())
+}
+
+/// `hactl show FILE`: a saved plan as `plan` printed it, or its document.
+fn show_plan(file: &std::path::Path, output: Format) -> ExitCode {
+    let plan = match SavedPlan::load(file) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if output == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&plan).expect("json serialises"));
+        return ExitCode::SUCCESS;
+    }
+    let i = &plan.inputs;
+    println!(
+        "plan made {}: inventory {} ({}), playbook {} ({}){}{}",
+        plan.created,
+        i.inventory,
+        &i.inventory_sha256[..12],
+        i.playbook,
+        &i.playbook_sha256[..12],
+        i.stages
+            .as_ref()
+            .map_or(String::new(), |s| format!(", --stages {}", s.join(","))),
+        i.limit.as_ref().map_or(String::new(), |l| format!(", --limit {l}"))
+    );
+    let results: Vec<crate::report::StepResult> = plan.steps.iter().map(PlannedStep::to_result).collect();
+    let reporter = Reporter::new(Format::Text, Redactor::default(), false);
+    let mut stages: Vec<&str> = Vec::new();
+    for r in &results {
+        if !stages.contains(&r.stage.as_str()) {
+            stages.push(&r.stage);
+        }
+    }
+    for stage in stages {
+        print!("{}", reporter.stage_text(stage, &results, true));
+    }
+    let hosts: std::collections::BTreeSet<&str> = plan.steps.iter().map(|s| s.host.as_str()).collect();
+    println!("plan: {} changes on {} hosts", plan.changes().count(), hosts.len());
+    ExitCode::SUCCESS
+}
+
+/// Appends the run's record; a journal that cannot be written is said, not fatal (the run
+/// itself is over).
+fn finish_journal(reporter: &Reporter, journal: &Journal, summary: Option<&crate::report::Summary>) {
+    if let Err(e) = journal.finish(summary) {
+        reporter.log(&format!("warning: {e}"));
+    }
+}
+
+/// `hactl log`: the runs, one line each, or the last one in detail.
+fn show_log(inventory: &std::path::Path, last: bool, output: Format) -> ExitCode {
+    let runs = match journal::read(inventory) {
+        Ok(runs) => runs,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if runs.is_empty() {
+        eprintln!(
+            "error: no run recorded for {} (no {})",
+            inventory.display(),
+            journal::journal_path(inventory).display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let shown: Vec<(usize, &journal::RunRecord)> = if last {
+        vec![(runs.len(), &runs[runs.len() - 1])]
+    } else {
+        runs.iter().enumerate().map(|(i, r)| (i + 1, r)).collect()
+    };
+    match output {
+        Format::Json => {
+            let records: Vec<&journal::RunRecord> = shown.iter().map(|(_, r)| *r).collect();
+            println!("{}", serde_json::to_string_pretty(&records).expect("json serialises"));
+        }
+        Format::Text if last => print!("{}", journal::details(shown[0].0, shown[0].1)),
+        Format::Text => {
+            for (n, r) in shown {
+                println!("{}", journal::list_line(n, r));
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_lab(action: LabAction) -> ExitCode {

@@ -23,7 +23,7 @@ pub enum Format {
 }
 
 /// A result's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// In sync.
@@ -70,6 +70,9 @@ pub struct StepResult {
     /// Error text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Whether this is a handler's result (the run journal tells handlers from steps).
+    #[serde(skip)]
+    pub handler: bool,
 }
 
 impl StepResult {
@@ -83,6 +86,7 @@ impl StepResult {
             summary: None,
             diff: None,
             error: None,
+            handler: false,
         }
     }
 }
@@ -120,6 +124,8 @@ pub struct Reporter {
     host_bars: Mutex<BTreeMap<String, ProgressBar>>,
     color: bool,
     verbose: bool,
+    journal: Option<std::sync::Arc<crate::journal::Journal>>,
+    silent: bool,
 }
 
 impl Reporter {
@@ -142,12 +148,33 @@ impl Reporter {
             host_bars: Mutex::new(BTreeMap::new()),
             color,
             verbose,
+            journal: None,
+            silent: false,
+        }
+    }
+
+    /// A writer that shows nothing (a reviewed plan's check run: its differences are reported
+    /// by the caller).
+    pub fn silent(redactor: Redactor) -> Self {
+        Reporter {
+            silent: true,
+            ..Self::with_bars(Format::Json, redactor, false, None)
         }
     }
 
     /// Replaces the redactor (once secrets are known).
     pub fn set_redactor(&mut self, redactor: Redactor) {
         self.redactor = redactor;
+    }
+
+    /// Notes every result in this run's journal from now on.
+    pub fn set_journal(&mut self, journal: std::sync::Arc<crate::journal::Journal>) {
+        self.journal = Some(journal);
+    }
+
+    /// The redactor it masks with.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// The output format.
@@ -157,6 +184,9 @@ impl Reporter {
 
     /// A log line on stderr, above the bars when there are bars.
     pub fn log(&self, line: &str) {
+        if self.silent {
+            return;
+        }
         let line = self.redactor.redact(line);
         match &self.bars {
             Some(mp) => {
@@ -170,7 +200,7 @@ impl Reporter {
 
     /// Text on stdout (text format only; JSON goes out once through [`Reporter::json`]).
     pub fn out(&self, text: &str) {
-        if self.format == Format::Text {
+        if self.format == Format::Text && !self.silent {
             let text = self.redactor.redact(text);
             let print = || {
                 let mut out = std::io::stdout().lock();
@@ -226,8 +256,12 @@ impl Reporter {
     }
 
     /// A progress line for a result, `[host] stage/step status`: for changes and failures, or for
-    /// every result when verbose (the stage summaries on stdout cover the rest).
+    /// every result when verbose (the stage summaries on stdout cover the rest). The run's
+    /// journal, if any, notes it.
     pub fn progress(&self, r: &StepResult) {
+        if let Some(journal) = &self.journal {
+            journal.note(r);
+        }
         if !self.verbose && !matches!(r.status, Status::Changed | Status::Failed) {
             return;
         }

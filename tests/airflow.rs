@@ -554,6 +554,26 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         1,
         "the stray DAG file is gone"
     );
+    // The run journal beside the inventory: every provision so far, the repair in detail.
+    let log = run(&["log", inv]);
+    assert_eq!(log.status.code(), Some(0));
+    let runs = stdout(&log);
+    assert!(runs.lines().count() >= 5, "{runs}");
+    assert!(
+        runs.lines().next().unwrap().contains(" failed "),
+        "the first run stopped at pip: {runs}"
+    );
+    let last = run(&["log", inv, "--last"]);
+    assert_eq!(last.status.code(), Some(0));
+    let repair = stdout(&last);
+    assert!(
+        repair.contains(" ok ")
+            && repair.contains("  * airflow/restart scheduler")
+            && repair.contains("node3: 1 changed"),
+        "{repair}"
+    );
+
+    reviewed_plans(&inv_path, dir.path());
 
     // A guarded unit that does not exist: the plan says so in one line, exit 1.
     set_inventory_var(&inv_path, Some("guard_extra_units: [airflow-dag-procesor]"));
@@ -681,6 +701,130 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         line.trim()
     );
     assert!(line.contains("succeeded") && !line.contains("node1"), "{line}");
+}
+
+/// Sets node `n`'s worker_concurrency by hand (drift in airflow.cfg).
+fn hand_edit(n: usize, concurrency: u32) {
+    ssh_ok(
+        n,
+        &format!("sed -i 's/^worker_concurrency = .*/worker_concurrency = {concurrency}/' /etc/airflow/airflow.cfg"),
+    );
+}
+
+/// Saved plans on the running cluster: what was reviewed is exactly what is applied; a node or
+/// a template edited in between makes the apply refuse, name it and change nothing; a run
+/// stopped by Ctrl-C leaves its journal record, and the next plan shows the restarts it owes.
+fn reviewed_plans(inv_path: &std::path::Path, dir: &std::path::Path) {
+    let inv = inv_path.to_str().unwrap();
+    let file = dir.join("reviewed.json");
+    let file = file.to_str().unwrap();
+    let config = "the cluster's configuration, identical on every node, rendered before any airflow command runs";
+
+    // Plan, review, apply: the applied changes are the planned ones.
+    hand_edit(2, 7);
+    let plan = run(&["plan", inv, "--stages", "airflow", "--out", file]);
+    assert_eq!(plan.status.code(), Some(2), "{}", stderr(&plan));
+    let saved = std::fs::read_to_string(file).unwrap();
+    for name in ["airflow_admin_password", "airflow_fernet_key", "airflow_db_password"] {
+        assert!(!saved.contains(&secret(dir, name)), "{name} in the saved plan");
+    }
+    let show = run(&["show", file]);
+    assert_eq!(show.status.code(), Some(0));
+    assert!(
+        stdout(&show).contains("-worker_concurrency = 7"),
+        "show prints the diff: {}",
+        stdout(&show)
+    );
+    let doc = json(&run(&["show", file, "--output", "json"]));
+    let planned: BTreeSet<String> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "changed")
+        .map(|s| format!("{}:{}", s["host"].as_str().unwrap(), s["step"].as_str().unwrap()))
+        .collect();
+    assert!(planned.contains(&format!("node2:{config}")), "{planned:?}");
+    let started = Instant::now();
+    let apply = run(&["provision", inv, "--stages", "airflow", "--plan", file, "--output", "json"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", stderr(&apply));
+    let applied: BTreeSet<String> = changed_steps(&json(&apply)).into_iter().collect();
+    measured!(
+        "plan --out, show, provision --plan: {} planned changes applied, {} changed, in {:.1} s (the check's plan included)",
+        planned.len(),
+        applied.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(applied, planned, "exactly what was reviewed");
+    let last = stdout(&run(&["log", inv, "--last"]));
+    assert!(last.contains(&format!(" plan={file}")), "{last}");
+
+    // node3 edited by hand after the review: the apply refuses, names it, changes nothing.
+    hand_edit(2, 6);
+    let plan = run(&["plan", inv, "--stages", "airflow", "--out", file]);
+    assert_eq!(plan.status.code(), Some(2));
+    hand_edit(3, 5);
+    let refused = run(&["provision", inv, "--stages", "airflow", "--plan", file]);
+    assert_eq!(refused.status.code(), Some(1));
+    let why = stderr(&refused);
+    assert!(
+        why.contains("no longer holds; nothing changed") && why.contains(&format!("node3: airflow/{config}: planned in sync, now")),
+        "{why}"
+    );
+    assert!(!why.contains("node2: airflow"), "node2 is as planned: {why}");
+    let kept = ssh_ok(2, "grep -c '^worker_concurrency = 6$' /etc/airflow/airflow.cfg");
+    assert_eq!(kept.trim(), "1", "nothing changed on node2");
+
+    // A template edited after the review: refused.
+    let stack = dir.join("stack");
+    assert_eq!(run(&["init", stack.to_str().unwrap()]).status.code(), Some(0));
+    let site = stack.join("playbooks/site.yml");
+    let site = site.to_str().unwrap();
+    let plan = run(&["plan", inv, "-p", site, "--stages", "airflow", "--out", file]);
+    assert_eq!(plan.status.code(), Some(2));
+    let template = stack.join("templates/airflow/airflow.cfg.j2");
+    let text = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(&template, text + "# reviewed? no\n").unwrap();
+    let refused = run(&["provision", inv, "-p", site, "--stages", "airflow", "--plan", file]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains(&format!("the playbook {site} or its templates changed since the plan")),
+        "{}",
+        stderr(&refused)
+    );
+
+    // Ctrl-C once node2's configuration is written: the journal says interrupted and what was
+    // applied; the next plan shows the restarts still owed.
+    let mut child = hactl()
+        .args(["provision", inv, "--stages", "airflow"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let written = format!("[node2] airflow/{config} changed");
+    assert!(
+        lines.by_ref().map_while(Result::ok).any(|l| l.contains(&written)),
+        "the run wrote node2's configuration"
+    );
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(1), "{rest:?}");
+    let last = stdout(&run(&["log", inv, "--last"]));
+    assert!(
+        last.contains(" interrupted ") && last.contains(&format!("  ~ airflow/{config}")),
+        "{last}"
+    );
+    let plan = run(&["plan", inv, "--stages", "airflow"]);
+    assert_eq!(plan.status.code(), Some(2));
+    assert!(
+        stdout(&plan).contains("would run handler `restart scheduler`"),
+        "the restarts owed: {}",
+        stdout(&plan)
+    );
+    let (code, doc, _) = provision(inv, Some("airflow"));
+    assert_eq!(code, Some(0), "{doc}");
 }
 
 /// The node holding the dag-processor's lease and its fencing token, as `hactl-guard status`

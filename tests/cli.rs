@@ -383,3 +383,135 @@ fn input_errors_are_one_clear_line_and_exit_1() {
         assert!(err.contains(expected), "hactl {args:?}: `{expected}` not in:\n{err}");
     }
 }
+
+#[test]
+fn every_provision_leaves_a_journal_record_even_when_interrupted() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let inv = unreachable_inventory(dir.path());
+    let inv = inv.to_str().unwrap();
+    let out = run(dir.path(), &["log", inv]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no run recorded"), "{}", text(&out.stderr));
+
+    // A run whose only host never answers: recorded as failed, the host unreachable.
+    let out = run(dir.path(), &["provision", inv, "--connect-timeout", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // Ctrl-C while it waits for the host: exit 1, and the record says it was interrupted.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .args(["provision", inv, "--stages", "base", "--connect-timeout", "60"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("interrupted"), "{}", text(&out.stderr));
+
+    let journal = dir.path().join(".hactl/runs.jsonl");
+    let mode = std::fs::metadata(&journal).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the journal is the user's alone");
+    let out = run(dir.path(), &["log", inv]);
+    assert_eq!(out.status.code(), Some(0));
+    let listed = text(&out.stdout);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(
+        lines[0].starts_with("#1 ") && lines[0].contains(" failed ") && lines[0].contains("unreachable=1"),
+        "{listed}"
+    );
+    assert!(
+        lines[1].starts_with("#2 ") && lines[1].contains(" interrupted ") && lines[1].contains("stages=base"),
+        "{listed}"
+    );
+    assert!(lines[0].contains("playbook=built-in ("), "{listed}");
+    let out = run(dir.path(), &["log", inv, "--last"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("interrupted: what follows is what it had applied"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(dir.path(), &["log", inv, "--output", "json"]);
+    let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let endings: Vec<&str> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ending"].as_str().unwrap())
+        .collect();
+    assert_eq!(endings, ["failed", "interrupted"]);
+    let sha = records[0]["inventory_sha256"].as_str().unwrap();
+    assert_eq!(sha.len(), 64, "{records}");
+}
+
+#[test]
+fn a_saved_plan_that_is_not_one_was_edited_or_names_another_inventory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = unreachable_inventory(dir.path());
+    let inv = inv.to_str().unwrap();
+    let file = dir.path().join("plan.json");
+
+    // plan --out cannot save a plan that failed (the host never answers).
+    let out = run(dir.path(), &["plan", inv, "--out", "plan.json", "--connect-timeout", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not saved"), "{}", text(&out.stderr));
+    assert!(!file.exists());
+
+    // Not a plan: show and provision --plan refuse, exit 1, before connecting to anything.
+    std::fs::write(&file, "all: {}\n").unwrap();
+    for args in [vec!["show", "plan.json"], vec!["provision", inv, "--plan", "plan.json"]] {
+        let out = run(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains("is not a hactl plan"), "{}", text(&out.stderr));
+    }
+
+    // A real plan (as `plan --out` writes it) for another inventory, then edited by hand.
+    let inputs = hactl::saved_plan::Inputs {
+        inventory: "/elsewhere/inventory.yml".into(),
+        inventory_sha256: "a".repeat(64),
+        playbook: "built-in".into(),
+        playbook_sha256: "b".repeat(64),
+        secrets_sha256: "c".repeat(64),
+        stages: None,
+        limit: None,
+    };
+    let step = hactl::saved_plan::PlannedStep {
+        host: "nowhere".into(),
+        stage: "base".into(),
+        step: "hosts file".into(),
+        status: hactl::report::Status::Changed,
+        summary: Some("update /etc/hosts".into()),
+        diff: None,
+        handler: false,
+    };
+    hactl::saved_plan::SavedPlan::new(inputs, vec![step]).save(&file).unwrap();
+    let out = run(dir.path(), &["show", "plan.json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("  ~ hosts file: update /etc/hosts") && shown.contains("plan: 1 changes on 1 hosts"),
+        "{shown}"
+    );
+    let out = run(dir.path(), &["show", "plan.json", "--output", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["steps"][0]["status"], "changed", "{doc}");
+    let out = run(dir.path(), &["provision", inv, "--plan", "plan.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is a plan for the inventory /elsewhere/inventory.yml"),
+        "{}",
+        text(&out.stderr)
+    );
+    let edited = std::fs::read_to_string(&file).unwrap().replace("update /etc/hosts", "update /etc/shadow");
+    std::fs::write(&file, edited).unwrap();
+    let out = run(dir.path(), &["provision", inv, "--plan", "plan.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("was changed after hactl wrote it"), "{}", text(&out.stderr));
+    assert!(!dir.path().join(".hactl/runs.jsonl").exists(), "a refused plan is not a run");
+}

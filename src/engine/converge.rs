@@ -75,7 +75,12 @@ impl Engine {
         let mut applied: Vec<Option<Change>> = vec![None; steps.len()];
         loop {
             let todo: Vec<usize> = (0..steps.len())
-                .filter(|&i| changes[i].is_some() && applied[i].is_none())
+                .filter(|&i| applied[i].is_none())
+                .filter(|&i| {
+                    changes[i]
+                        .as_ref()
+                        .is_some_and(|c| !c.counts || self.in_reviewed_plan(host, &stage.name, &steps[i].name))
+                })
                 .collect();
             if todo.is_empty() {
                 break;
@@ -122,8 +127,14 @@ impl Engine {
                 }
             }
         }
-        for (step, change) in steps.iter().zip(&applied) {
-            self.record_change(host, &stage.name, &step.name, change.as_ref(), false);
+        for (i, step) in steps.iter().enumerate() {
+            if applied[i].is_none() && changes[i].as_ref().is_some_and(|c| c.counts) {
+                let mut r = StepResult::new(host, &stage.name, &step.name, Status::Skipped);
+                r.summary = Some("not in the reviewed plan: left as it is".to_string());
+                self.record(r);
+            } else {
+                self.record_change(host, &stage.name, &step.name, applied[i].as_ref(), false);
+            }
         }
         let redundant = self.redundant_handlers(stage, ctx, &steps, &applied, &owed);
         if !redundant.is_empty() {
@@ -300,6 +311,15 @@ impl Engine {
                 s.module.diff(o).map_err(|e| (i, format!("{e}")))
             })
             .collect()
+    }
+
+    /// Whether a step may be applied: always, unless the run applies a reviewed plan that does
+    /// not name it.
+    fn in_reviewed_plan(&self, host: &str, stage: &str, step: &str) -> bool {
+        self.options
+            .only
+            .as_ref()
+            .is_none_or(|only| only.contains(&(host.to_string(), stage.to_string(), step.to_string())))
     }
 
     /// Records the steps already applied when a run stops early, so the report shows them.

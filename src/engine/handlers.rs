@@ -102,6 +102,7 @@ impl Engine {
             }
             let mut r = StepResult::new(host, &stage.name, &p.name, Status::Changed);
             r.summary = Some(format!("handler `{}` ran", p.name));
+            r.handler = true;
             self.record(r);
         }
         self.clear_pending(host, stage)

@@ -55,6 +55,9 @@ pub struct Options {
     pub host_key_policy: HostKeyPolicy,
     /// How long to keep trying a host that refuses connections or logins (it is booting).
     pub connect_timeout: std::time::Duration,
+    /// A reviewed plan's changes as (host, stage, step): when set, only these steps are
+    /// applied; any other change is left as it is and reported skipped.
+    pub only: Option<BTreeSet<(String, String, String)>>,
 }
 
 /// The outcome of a run.

@@ -1,0 +1,427 @@
+//! The run journal: one JSON line per `provision` in `.hactl/runs.jsonl` beside the inventory
+//! (0600). A record says when the run started, who ran it (the local user), the fingerprints of
+//! the inventory and the playbook it ran, its selectors, how it ended (`ok`, `failed` or
+//! `interrupted`) and, per host, the steps it changed, the steps that failed and the handlers it
+//! ran: names only, through the redactor, never a diff or a value. A run cut short by Ctrl-C
+//! still leaves its record, with what it had applied by then.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use miette::{miette, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::report::{Status, StepResult, Summary};
+use crate::saved_plan::Inputs;
+use crate::secrets::Redactor;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ending {
+    /// Every host converged.
+    Ok,
+    /// A step failed or a host was unreachable.
+    Failed,
+    /// Stopped by Ctrl-C before it ended.
+    Interrupted,
+}
+
+impl Ending {
+    /// The word the journal's listing shows.
+    pub fn word(self) -> &'static str {
+        match self {
+            Ending::Ok => "ok",
+            Ending::Failed => "failed",
+            Ending::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// What a run did on one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// `stage/step` of every step it changed.
+    pub changed: Vec<String>,
+    /// `stage/step` of every step that failed.
+    pub failed: Vec<String>,
+    /// `stage/handler` of every handler it ran.
+    pub handlers: Vec<String>,
+}
+
+/// One run's record (one line of the journal).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// When it started (RFC 3339, UTC).
+    pub started: String,
+    /// The local user who ran it.
+    pub user: String,
+    /// The inventory file.
+    pub inventory: String,
+    /// sha256 of the inventory file and of its group_vars/ and host_vars/ files.
+    pub inventory_sha256: String,
+    /// The playbook (`built-in` or its path).
+    pub playbook: String,
+    /// sha256 of the playbook and every file of the stack it renders.
+    pub playbook_sha256: String,
+    /// `--stages`, when given.
+    pub stages: Option<Vec<String>>,
+    /// `--limit`, when given.
+    pub limit: Option<String>,
+    /// The reviewed plan it applied (`provision --plan`), if any.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// How it ended.
+    pub ending: Ending,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Steps changed in all.
+    pub changed: usize,
+    /// Steps failed in all.
+    pub failed: usize,
+    /// Hosts unreachable.
+    pub unreachable: usize,
+    /// What it did, by host.
+    pub hosts: BTreeMap<String, HostRecord>,
+}
+
+/// The journal of one run under way: it notes results as the reporter shows them and appends
+/// the record when the run ends.
+pub struct Journal {
+    path: PathBuf,
+    redactor: Redactor,
+    record: Mutex<RunRecord>,
+    started: std::time::Instant,
+}
+
+/// Where an inventory's journal is.
+pub fn journal_path(inventory: &Path) -> PathBuf {
+    inventory
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join(".hactl/runs.jsonl")
+}
+
+impl Journal {
+    /// A journal for a run from `inputs`, applying the saved plan `plan` if any.
+    pub fn start(inputs: &Inputs, plan: Option<String>, redactor: Redactor) -> Self {
+        let record = RunRecord {
+            started: now_rfc3339(),
+            user: local_user(),
+            inventory: inputs.inventory.clone(),
+            inventory_sha256: inputs.inventory_sha256.clone(),
+            playbook: inputs.playbook.clone(),
+            playbook_sha256: inputs.playbook_sha256.clone(),
+            stages: inputs.stages.clone(),
+            limit: inputs.limit.clone(),
+            plan,
+            ending: Ending::Ok,
+            seconds: 0.0,
+            changed: 0,
+            failed: 0,
+            unreachable: 0,
+            hosts: BTreeMap::new(),
+        };
+        Journal {
+            path: journal_path(Path::new(&inputs.inventory)),
+            redactor,
+            record: Mutex::new(record),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Notes a result: a changed step, a failed one or a handler that ran.
+    pub fn note(&self, r: &StepResult) {
+        let name = self.redactor.redact(&format!("{}/{}", r.stage, r.step));
+        let mut record = self.record.lock().expect("lock");
+        let host = record.hosts.entry(r.host.clone()).or_default();
+        match r.status {
+            Status::Changed if r.handler => host.handlers.push(name),
+            Status::Changed => host.changed.push(name),
+            Status::Failed => host.failed.push(name),
+            Status::Ok | Status::Passed | Status::Skipped => {}
+        }
+    }
+
+    /// Appends the record: the run ended (`summary`) or was interrupted (`None`).
+    pub fn finish(&self, summary: Option<&Summary>) -> Result<()> {
+        let mut record = self.record.lock().expect("lock").clone();
+        record.seconds = (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+        record.changed = record.hosts.values().map(|h| h.changed.len()).sum();
+        record.failed = record.hosts.values().map(|h| h.failed.len()).sum();
+        record.ending = match summary {
+            None => Ending::Interrupted,
+            Some(s) => {
+                record.unreachable = s.unreachable;
+                if s.failed > 0 || s.unreachable > 0 || record.failed > 0 {
+                    Ending::Failed
+                } else {
+                    Ending::Ok
+                }
+            }
+        };
+        let line = serde_json::to_string(&record).map_err(|e| miette!("cannot write the run record: {e}"))?;
+        append_line(&self.path, &line)
+    }
+}
+
+/// Appends one line to the journal, creating it (and `.hactl/`) 0600 when absent.
+fn append_line(path: &Path, line: &str) -> Result<()> {
+    let fail = |e: std::io::Error| miette!("cannot append to the run journal {}: {e}", path.display());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    file.write_all(format!("{line}\n").as_bytes()).map_err(fail)?;
+    file.sync_all().map_err(fail)
+}
+
+/// Every record of an inventory's journal, oldest first (none when it has no journal yet); a
+/// line that is not a record is an error naming the file and line.
+pub fn read(inventory: &Path) -> Result<Vec<RunRecord>> {
+    let path = journal_path(inventory);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(miette!("cannot read the run journal {}: {e}", path.display())),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| miette!("{}:{}: not a run record: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// One line per run: number, start, user, ending, time, counts, selectors, fingerprints.
+pub fn list_line(n: usize, r: &RunRecord) -> String {
+    let mut line = format!(
+        "#{n} {} {} {} {:.1}s changed={} failed={} unreachable={}",
+        r.started,
+        r.user,
+        r.ending.word(),
+        r.seconds,
+        r.changed,
+        r.failed,
+        r.unreachable
+    );
+    if let Some(stages) = &r.stages {
+        line.push_str(&format!(" stages={}", stages.join(",")));
+    }
+    if let Some(limit) = &r.limit {
+        line.push_str(&format!(" limit={limit}"));
+    }
+    if let Some(plan) = &r.plan {
+        line.push_str(&format!(" plan={plan}"));
+    }
+    line.push_str(&format!(
+        " playbook={} ({}) inventory {}",
+        r.playbook,
+        &r.playbook_sha256[..12.min(r.playbook_sha256.len())],
+        &r.inventory_sha256[..12.min(r.inventory_sha256.len())]
+    ));
+    line
+}
+
+/// A run in detail: its line, then each host's changed steps, failures and handlers.
+pub fn details(n: usize, r: &RunRecord) -> String {
+    let mut out = format!("{}\n", list_line(n, r));
+    if r.ending == Ending::Interrupted {
+        out.push_str("interrupted: what follows is what it had applied when it was stopped\n");
+    }
+    for (host, h) in &r.hosts {
+        out.push_str(&format!(
+            "{host}: {} changed, {} failed, {} handlers\n",
+            h.changed.len(),
+            h.failed.len(),
+            h.handlers.len()
+        ));
+        for (mark, names) in [("~", &h.changed), ("!", &h.failed), ("*", &h.handlers)] {
+            for name in names {
+                out.push_str(&format!("  {mark} {name}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// sha256 over the inventory file and the files of its group_vars/ and host_vars/ (name and
+/// content, in order).
+pub fn inventory_fingerprint(inventory: &Path) -> Result<String> {
+    let mut hash = Sha256::new();
+    let read = |p: &Path| std::fs::read(p).map_err(|e| miette!("cannot read {}: {e}", p.display()));
+    hash.update(read(inventory)?);
+    let dir = inventory.parent().unwrap_or(Path::new("."));
+    for sub in ["group_vars", "host_vars"] {
+        let mut files = Vec::new();
+        collect_files(&dir.join(sub), &mut files);
+        files.sort();
+        for f in files {
+            hash.update(f.display().to_string().as_bytes());
+            hash.update(read(&f)?);
+        }
+    }
+    Ok(hex::encode(hash.finalize()))
+}
+
+/// The regular files under `dir`, recursively (none when it does not exist).
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+}
+
+/// sha256 over (path, content) pairs, in the order given.
+pub fn fingerprint<'a>(files: impl IntoIterator<Item = (String, &'a [u8])>) -> String {
+    let mut hash = Sha256::new();
+    for (path, bytes) in files {
+        hash.update(path.as_bytes());
+        hash.update([0]);
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    }
+    hex::encode(hash.finalize())
+}
+
+/// A playbook's fingerprint on disk: the playbook and every file under the templates/ it
+/// renders (when on disk).
+pub fn disk_fingerprint(playbook: &Path, templates: Option<&Path>) -> Result<String> {
+    let mut files = vec![playbook.to_path_buf()];
+    if let Some(dir) = templates {
+        collect_files(dir, &mut files);
+    }
+    files[1..].sort();
+    let contents: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|f| {
+            std::fs::read(f)
+                .map(|b| (f.display().to_string(), b))
+                .map_err(|e| miette!("cannot read {}: {e}", f.display()))
+        })
+        .collect::<Result<_>>()?;
+    Ok(fingerprint(contents.iter().map(|(p, b)| (p.clone(), b.as_slice()))))
+}
+
+/// The local user: $USER, else $LOGNAME, else the name /etc/passwd gives this process's uid,
+/// else `uid N`.
+fn local_user() -> String {
+    use std::os::unix::fs::MetadataExt;
+    if let Some(user) = ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|u| !u.is_empty())
+    {
+        return user;
+    }
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown".into();
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == uid.to_string())
+        .map_or_else(|| format!("uid {uid}"), |f| f[0].to_string())
+}
+
+/// Now, RFC 3339 in UTC to the second.
+fn now_rfc3339() -> String {
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// A time as RFC 3339 in UTC, to the second.
+pub fn rfc3339(at: time::OffsetDateTime) -> String {
+    let at = at.replace_nanosecond(0).unwrap_or(at);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(host: &str, step: &str, status: Status, handler: bool) -> StepResult {
+        StepResult {
+            handler,
+            ..StepResult::new(host, "airflow", step, status)
+        }
+    }
+
+    #[test]
+    fn a_run_appends_one_record_with_names_only_and_the_journal_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let inv = dir.path().join("inventory.yml");
+        std::fs::write(&inv, "all: {}\n").unwrap();
+        let redactor = Redactor::new(["s3cret"]);
+        for ending in [Some(Summary::default()), None] {
+            let inputs = Inputs {
+                inventory: inv.display().to_string(),
+                inventory_sha256: inventory_fingerprint(&inv).unwrap(),
+                playbook: "built-in".into(),
+                playbook_sha256: "ab".repeat(32),
+                secrets_sha256: String::new(),
+                stages: None,
+                limit: None,
+            };
+            let j = Journal::start(&inputs, None, redactor.clone());
+            j.note(&result("node1", "config with s3cret", Status::Changed, false));
+            j.note(&result("node1", "restart scheduler", Status::Changed, true));
+            j.note(&result("node2", "pip", Status::Failed, false));
+            j.note(&result("node2", "unit", Status::Ok, false));
+            j.finish(ending.as_ref()).unwrap();
+        }
+        let path = journal_path(&inv);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        let runs = read(&inv).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].ending, Ending::Failed, "a failed step fails the run");
+        assert_eq!(runs[1].ending, Ending::Interrupted);
+        assert_eq!(runs[0].hosts["node1"].changed, vec!["airflow/config with ********"]);
+        assert_eq!(runs[0].hosts["node1"].handlers, vec!["airflow/restart scheduler"]);
+        assert_eq!(runs[0].hosts["node2"].failed, vec!["airflow/pip"]);
+        assert_eq!((runs[0].changed, runs[0].failed), (1, 1));
+        let shown = details(2, &runs[1]);
+        assert!(shown.starts_with("#2 ") && shown.contains(" interrupted "), "{shown}");
+        assert!(shown.contains("  * airflow/restart scheduler"), "{shown}");
+    }
+
+    #[test]
+    fn a_line_that_is_not_a_record_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = dir.path().join("inventory.yml");
+        append_line(&journal_path(&inv), "{\"not\": \"a record\"}").unwrap();
+        let err = read(&inv).unwrap_err().to_string();
+        assert!(err.contains("runs.jsonl:1: not a run record"), "{err}");
+    }
+
+    #[test]
+    fn the_inventory_fingerprint_follows_group_vars() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = dir.path().join("inventory.yml");
+        std::fs::write(&inv, "all: {}\n").unwrap();
+        let before = inventory_fingerprint(&inv).unwrap();
+        std::fs::create_dir(dir.path().join("group_vars")).unwrap();
+        std::fs::write(dir.path().join("group_vars/all.yml"), "x: 1\n").unwrap();
+        assert_ne!(inventory_fingerprint(&inv).unwrap(), before);
+    }
+}
