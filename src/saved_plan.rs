@@ -205,6 +205,11 @@ impl SavedPlan {
         for (k, old) in &then {
             match current.get(k) {
                 None => out.push(format!("{}: planned, now not part of the run", old.label())),
+                Some(new) if new.status == old.status && new.summary == old.summary && new != old => out.push(format!(
+                    "{}: {}, but its diff is not the one reviewed",
+                    old.label(),
+                    describe(new)
+                )),
                 Some(new) if new != old => out.push(format!(
                     "{}: planned {}, now {}",
                     old.label(),

@@ -745,7 +745,16 @@ fn reviewed_plans(inv_path: &std::path::Path, dir: &std::path::Path) {
         .collect();
     assert!(planned.contains(&format!("node2:{config}")), "{planned:?}");
     let started = Instant::now();
-    let apply = run(&["provision", inv, "--stages", "airflow", "--plan", file, "--output", "json"]);
+    let apply = run(&[
+        "provision",
+        inv,
+        "--stages",
+        "airflow",
+        "--plan",
+        file,
+        "--output",
+        "json",
+    ]);
     assert_eq!(apply.status.code(), Some(0), "{}", stderr(&apply));
     let applied: BTreeSet<String> = changed_steps(&json(&apply)).into_iter().collect();
     measured!(
@@ -767,7 +776,8 @@ fn reviewed_plans(inv_path: &std::path::Path, dir: &std::path::Path) {
     assert_eq!(refused.status.code(), Some(1));
     let why = stderr(&refused);
     assert!(
-        why.contains("no longer holds; nothing changed") && why.contains(&format!("node3: airflow/{config}: planned in sync, now")),
+        why.contains("no longer holds; nothing changed")
+            && why.contains(&format!("node3: airflow/{config}: planned in sync, now")),
         "{why}"
     );
     assert!(!why.contains("node2: airflow"), "node2 is as planned: {why}");

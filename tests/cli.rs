@@ -458,7 +458,10 @@ fn a_saved_plan_that_is_not_one_was_edited_or_names_another_inventory_is_refused
     let file = dir.path().join("plan.json");
 
     // plan --out cannot save a plan that failed (the host never answers).
-    let out = run(dir.path(), &["plan", inv, "--out", "plan.json", "--connect-timeout", "0"]);
+    let out = run(
+        dir.path(),
+        &["plan", inv, "--out", "plan.json", "--connect-timeout", "0"],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not saved"), "{}", text(&out.stderr));
     assert!(!file.exists());
@@ -468,7 +471,11 @@ fn a_saved_plan_that_is_not_one_was_edited_or_names_another_inventory_is_refused
     for args in [vec!["show", "plan.json"], vec!["provision", inv, "--plan", "plan.json"]] {
         let out = run(dir.path(), &args);
         assert_eq!(out.status.code(), Some(1));
-        assert!(text(&out.stderr).contains("is not a hactl plan"), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("is not a hactl plan"),
+            "{}",
+            text(&out.stderr)
+        );
     }
 
     // A real plan (as `plan --out` writes it) for another inventory, then edited by hand.
@@ -490,7 +497,9 @@ fn a_saved_plan_that_is_not_one_was_edited_or_names_another_inventory_is_refused
         diff: None,
         handler: false,
     };
-    hactl::saved_plan::SavedPlan::new(inputs, vec![step]).save(&file).unwrap();
+    hactl::saved_plan::SavedPlan::new(inputs, vec![step])
+        .save(&file)
+        .unwrap();
     let out = run(dir.path(), &["show", "plan.json"]);
     assert_eq!(out.status.code(), Some(0));
     let shown = text(&out.stdout);
@@ -508,10 +517,19 @@ fn a_saved_plan_that_is_not_one_was_edited_or_names_another_inventory_is_refused
         "{}",
         text(&out.stderr)
     );
-    let edited = std::fs::read_to_string(&file).unwrap().replace("update /etc/hosts", "update /etc/shadow");
+    let edited = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("update /etc/hosts", "update /etc/shadow");
     std::fs::write(&file, edited).unwrap();
     let out = run(dir.path(), &["provision", inv, "--plan", "plan.json"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("was changed after hactl wrote it"), "{}", text(&out.stderr));
-    assert!(!dir.path().join(".hactl/runs.jsonl").exists(), "a refused plan is not a run");
+    assert!(
+        text(&out.stderr).contains("was changed after hactl wrote it"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !dir.path().join(".hactl/runs.jsonl").exists(),
+        "a refused plan is not a run"
+    );
 }
