@@ -478,6 +478,21 @@ fn reviewed_changes(
             inputs.inventory
         ));
     }
+    if (&saved.inputs.stages, &saved.inputs.limit) != (&inputs.stages, &inputs.limit) {
+        let show = |stages: &Option<Vec<String>>, limit: &Option<String>| {
+            format!(
+                "--stages {} --limit {}",
+                stages.as_ref().map_or("(all)".into(), |s| s.join(",")),
+                limit.as_deref().unwrap_or("(all)")
+            )
+        };
+        return Err(miette::miette!(
+            "{} is a plan for {}, and this run selects {}: run it with the plan's selectors; nothing changed",
+            file.display(),
+            show(&saved.inputs.stages, &saved.inputs.limit),
+            show(&inputs.stages, &inputs.limit)
+        ));
+    }
     let age = saved.age_hours();
     if age > max_age_hours as f64 {
         return Err(miette::miette!(

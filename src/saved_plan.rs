@@ -106,7 +106,11 @@ impl PlannedStep {
 impl SavedPlan {
     /// A plan of `steps` computed from `inputs`, sealed with its checksum.
     pub fn new(inputs: Inputs, steps: Vec<PlannedStep>) -> Self {
-        let now = time::OffsetDateTime::now_utc();
+        Self::made_at(inputs, steps, time::OffsetDateTime::now_utc())
+    }
+
+    /// [`SavedPlan::new`] as if made at `now` (a plan's age is checked against it).
+    pub fn made_at(inputs: Inputs, steps: Vec<PlannedStep>, now: time::OffsetDateTime) -> Self {
         let mut plan = SavedPlan {
             hactl_plan: VERSION,
             created: crate::journal::rfc3339(now),

@@ -497,6 +497,34 @@ fn a_saved_plan_that_is_not_one_was_edited_or_names_another_inventory_is_refused
         diff: None,
         handler: false,
     };
+    // For other stages, and 25 hours old: each refused with one error, before connecting.
+    let mut other_stages = inputs.clone();
+    other_stages.inventory = inv.to_string();
+    other_stages.stages = Some(vec!["airflow".into()]);
+    hactl::saved_plan::SavedPlan::new(other_stages.clone(), vec![step.clone()])
+        .save(&file)
+        .unwrap();
+    let out = run(dir.path(), &["provision", inv, "--plan", "plan.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is a plan for --stages airflow --limit (all), and this run selects --stages (all)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let day_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(25);
+    hactl::saved_plan::SavedPlan::made_at(other_stages, vec![step.clone()], day_ago)
+        .save(&file)
+        .unwrap();
+    let out = run(
+        dir.path(),
+        &["provision", inv, "--plan", "plan.json", "--stages", "airflow"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("was made 25.0 h ago") && said.contains("more than --plan-max-age 24 h"),
+        "{said}"
+    );
     hactl::saved_plan::SavedPlan::new(inputs, vec![step])
         .save(&file)
         .unwrap();
