@@ -329,15 +329,7 @@ fn run(args: RunArgs, mode: Mode, reviewed: Reviewed) -> ExitCode {
         }
     }
     let reporter = std::sync::Arc::new(reporter);
-    let options = Options {
-        mode,
-        stages: args.stages.clone(),
-        limit: args.limit.clone(),
-        forks: args.forks,
-        host_key_policy: args.host_key_policy,
-        connect_timeout: std::time::Duration::from_secs(args.connect_timeout),
-        only,
-    };
+    let options = options(&args, mode, only);
     let engine = match engine::Engine::new(loaded, options, std::sync::Arc::clone(&reporter)) {
         Ok(engine) => engine,
         Err(e) => {
@@ -452,12 +444,20 @@ fn inputs_of(args: &RunArgs, loaded: &engine::Loaded) -> miette::Result<Inputs> 
 
 /// A run's results as a saved plan keeps them: masked.
 fn planned_steps(results: &[crate::report::StepResult], redactor: &Redactor) -> Vec<PlannedStep> {
-    let mask = |s: &str| redactor.redact(s);
-    let mask_diff = |d: &str| crate::report::redact_diff(redactor, d);
-    results
-        .iter()
-        .map(|r| PlannedStep::from_result(r, &mask, &mask_diff))
-        .collect()
+    results.iter().map(|r| PlannedStep::from_result(r, redactor)).collect()
+}
+
+/// The engine's options for a run of `args` in `mode`.
+fn options(args: &RunArgs, mode: Mode, only: Option<std::collections::BTreeSet<(String, String, String)>>) -> Options {
+    Options {
+        mode,
+        stages: args.stages.clone(),
+        limit: args.limit.clone(),
+        forks: args.forks,
+        host_key_policy: args.host_key_policy,
+        connect_timeout: std::time::Duration::from_secs(args.connect_timeout),
+        only,
+    }
 }
 
 /// `provision --plan FILE`: the reviewed plan, checked against a plan made now from the same
@@ -478,19 +478,12 @@ fn reviewed_changes(
             inputs.inventory
         ));
     }
-    if (&saved.inputs.stages, &saved.inputs.limit) != (&inputs.stages, &inputs.limit) {
-        let show = |stages: &Option<Vec<String>>, limit: &Option<String>| {
-            format!(
-                "--stages {} --limit {}",
-                stages.as_ref().map_or("(all)".into(), |s| s.join(",")),
-                limit.as_deref().unwrap_or("(all)")
-            )
-        };
+    if saved.inputs.selectors() != inputs.selectors() {
         return Err(miette::miette!(
             "{} is a plan for {}, and this run selects {}: run it with the plan's selectors; nothing changed",
             file.display(),
-            show(&saved.inputs.stages, &saved.inputs.limit),
-            show(&inputs.stages, &inputs.limit)
+            saved.inputs.selectors(),
+            inputs.selectors()
         ));
     }
     let age = saved.age_hours();
@@ -503,17 +496,8 @@ fn reviewed_changes(
     }
     let loaded = engine::load(&args.inventory, args.playbook.as_deref(), Missing::Preview)?;
     let redactor = loaded.redactor.clone();
-    let options = Options {
-        mode: Mode::Plan,
-        stages: args.stages.clone(),
-        limit: args.limit.clone(),
-        forks: args.forks,
-        host_key_policy: args.host_key_policy,
-        connect_timeout: std::time::Duration::from_secs(args.connect_timeout),
-        only: None,
-    };
     let quiet = std::sync::Arc::new(Reporter::silent(redactor.clone()));
-    let engine = engine::Engine::new(loaded, options, quiet)?;
+    let engine = engine::Engine::new(loaded, options(args, Mode::Plan, None), quiet)?;
     let outcome = engine::block_on(engine.run())?;
     let now = SavedPlan::new(inputs.clone(), planned_steps(&outcome.results, &redactor));
     let differences = saved.differences(&now);

@@ -60,18 +60,9 @@ pub struct RunRecord {
     pub started: String,
     /// The local user who ran it.
     pub user: String,
-    /// The inventory file.
-    pub inventory: String,
-    /// sha256 of the inventory file and of its group_vars/ and host_vars/ files.
-    pub inventory_sha256: String,
-    /// The playbook (`built-in` or its path).
-    pub playbook: String,
-    /// sha256 of the playbook and every file of the stack it renders.
-    pub playbook_sha256: String,
-    /// `--stages`, when given.
-    pub stages: Option<Vec<String>>,
-    /// `--limit`, when given.
-    pub limit: Option<String>,
+    /// Its inputs' fingerprints and its selectors.
+    #[serde(flatten)]
+    pub inputs: Inputs,
     /// The reviewed plan it applied (`provision --plan`), if any.
     #[serde(default)]
     pub plan: Option<String>,
@@ -113,12 +104,7 @@ impl Journal {
         let record = RunRecord {
             started: now_rfc3339(),
             user: local_user(),
-            inventory: inputs.inventory.clone(),
-            inventory_sha256: inputs.inventory_sha256.clone(),
-            playbook: inputs.playbook.clone(),
-            playbook_sha256: inputs.playbook_sha256.clone(),
-            stages: inputs.stages.clone(),
-            limit: inputs.limit.clone(),
+            inputs: inputs.clone(),
             plan,
             ending: Ending::Ok,
             seconds: 0.0,
@@ -216,10 +202,10 @@ pub fn list_line(n: usize, r: &RunRecord) -> String {
         r.failed,
         r.unreachable
     );
-    if let Some(stages) = &r.stages {
+    if let Some(stages) = &r.inputs.stages {
         line.push_str(&format!(" stages={}", stages.join(",")));
     }
-    if let Some(limit) = &r.limit {
+    if let Some(limit) = &r.inputs.limit {
         line.push_str(&format!(" limit={limit}"));
     }
     if let Some(plan) = &r.plan {
@@ -227,9 +213,9 @@ pub fn list_line(n: usize, r: &RunRecord) -> String {
     }
     line.push_str(&format!(
         " playbook={} ({}) inventory {}",
-        r.playbook,
-        &r.playbook_sha256[..12.min(r.playbook_sha256.len())],
-        &r.inventory_sha256[..12.min(r.inventory_sha256.len())]
+        r.inputs.playbook,
+        &r.inputs.playbook_sha256[..12.min(r.inputs.playbook_sha256.len())],
+        &r.inputs.inventory_sha256[..12.min(r.inputs.inventory_sha256.len())]
     ));
     line
 }

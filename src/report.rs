@@ -70,7 +70,8 @@ pub struct StepResult {
     /// Error text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Whether this is a handler's result (the run journal tells handlers from steps).
+    /// Whether this is a handler's result, run or planned (the journal and saved plans tell
+    /// handlers from steps).
     #[serde(skip)]
     pub handler: bool,
 }

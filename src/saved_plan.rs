@@ -12,7 +12,8 @@ use miette::{miette, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::report::{Status, StepResult};
+use crate::report::{redact_diff, Status, StepResult};
+use crate::secrets::Redactor;
 
 /// The plan file's format version.
 const VERSION: u32 = 1;
@@ -56,6 +57,17 @@ pub struct PlannedStep {
     pub handler: bool,
 }
 
+impl Inputs {
+    /// The selectors, as `--stages … --limit …` (`(all)` where not given).
+    pub fn selectors(&self) -> String {
+        format!(
+            "--stages {} --limit {}",
+            self.stages.as_ref().map_or("(all)".into(), |s| s.join(",")),
+            self.limit.as_deref().unwrap_or("(all)")
+        )
+    }
+}
+
 /// A saved plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedPlan {
@@ -74,16 +86,16 @@ pub struct SavedPlan {
 }
 
 impl PlannedStep {
-    /// A result as the plan keeps it: masked by `mask`.
-    pub fn from_result(r: &StepResult, mask: &dyn Fn(&str) -> String, mask_diff: &dyn Fn(&str) -> String) -> Self {
+    /// A result as the plan keeps it: its summary and diff masked by `redactor`.
+    pub fn from_result(r: &StepResult, redactor: &Redactor) -> Self {
         PlannedStep {
             host: r.host.clone(),
             stage: r.stage.clone(),
             step: r.step.clone(),
             status: r.status,
-            summary: r.summary.as_deref().map(mask),
-            diff: r.diff.as_deref().map(mask_diff),
-            handler: r.handler || r.summary.as_deref().is_some_and(|s| s.starts_with("would run handler")),
+            summary: r.summary.as_deref().map(|s| redactor.redact(s)),
+            diff: r.diff.as_deref().map(|d| redact_diff(redactor, d)),
+            handler: r.handler,
         }
     }
 
@@ -177,8 +189,8 @@ impl SavedPlan {
         (time::OffsetDateTime::now_utc().unix_timestamp() - self.created_unix) as f64 / 3600.0
     }
 
-    /// The differences between this plan and `now` (a plan of the same inputs made just now):
-    /// each input that moved, each step whose status, summary or diff differs, each step one of
+    /// The differences between this plan and `now` (a plan of the same selectors made just
+    /// now): each fingerprint that moved, each step whose status, summary or diff differs, each step one of
     /// them lacks. Empty when the plan still holds.
     pub fn differences(&self, now: &SavedPlan) -> Vec<String> {
         let mut out = Vec::new();
@@ -195,15 +207,6 @@ impl SavedPlan {
         // A plan made before the secrets existed masked values this run has just made.
         if a.secrets_sha256 != b.secrets_sha256 && a.secrets_sha256 != file_sha256(Path::new("")) {
             out.push("the secrets file changed since the plan".to_string());
-        }
-        if (&a.stages, &a.limit) != (&b.stages, &b.limit) {
-            out.push(format!(
-                "the plan is for --stages {} --limit {}; this run selects --stages {} --limit {}",
-                a.stages.as_ref().map_or("(all)".into(), |s| s.join(",")),
-                a.limit.as_deref().unwrap_or("(all)"),
-                b.stages.as_ref().map_or("(all)".into(), |s| s.join(",")),
-                b.limit.as_deref().unwrap_or("(all)"),
-            ));
         }
         let (then, current) = (keyed(&self.steps), keyed(&now.steps));
         for (k, old) in &then {

@@ -47,6 +47,7 @@ impl Engine {
         for handler in stage.handlers.iter().filter(|h| notified.contains(&h.name)) {
             let mut r = StepResult::new(host, &stage.name, &handler.name, Status::Changed);
             r.summary = Some(format!("would run handler `{}`", handler.name));
+            r.handler = true;
             if idle.contains(&handler.name) {
                 r.status = Status::Skipped;
                 r.summary = Some(format!("handler `{}` would have nothing to do here", handler.name));
