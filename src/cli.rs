@@ -370,7 +370,11 @@ fn run(args: RunArgs, mode: Mode, reviewed: Reviewed) -> ExitCode {
             ));
             return ExitCode::FAILURE;
         }
-        let plan = SavedPlan::new(inputs.clone(), planned_steps(&outcome.results, reporter.redactor()));
+        let plan = SavedPlan::new(
+            inputs.clone(),
+            planned_steps(&outcome.results, reporter.redactor()),
+            outcome.rolling.clone(),
+        );
         if let Err(e) = plan.save(path) {
             reporter.log(&format!("error: {e}"));
             return ExitCode::FAILURE;
@@ -448,7 +452,7 @@ fn planned_steps(results: &[crate::report::StepResult], redactor: &Redactor) -> 
 }
 
 /// The engine's options for a run of `args` in `mode`.
-fn options(args: &RunArgs, mode: Mode, only: Option<std::collections::BTreeSet<(String, String, String)>>) -> Options {
+fn options(args: &RunArgs, mode: Mode, only: Option<engine::Reviewed>) -> Options {
     Options {
         mode,
         stages: args.stages.clone(),
@@ -461,14 +465,14 @@ fn options(args: &RunArgs, mode: Mode, only: Option<std::collections::BTreeSet<(
 }
 
 /// `provision --plan FILE`: the reviewed plan, checked against a plan made now from the same
-/// selectors (inputs and every host's step); its changes as (host, stage, step) when it
-/// holds, else every difference, and nothing changed.
+/// selectors (inputs, every host's step, the rolling orders); what it allows when it holds,
+/// else every difference, and nothing changed.
 fn reviewed_changes(
     file: &std::path::Path,
     args: &RunArgs,
     inputs: &Inputs,
     max_age_hours: u64,
-) -> miette::Result<std::collections::BTreeSet<(String, String, String)>> {
+) -> miette::Result<engine::Reviewed> {
     let saved = SavedPlan::load(file)?;
     if saved.inputs.inventory_sha256 != inputs.inventory_sha256 && saved.inputs.inventory != inputs.inventory {
         return Err(miette::miette!(
@@ -499,7 +503,11 @@ fn reviewed_changes(
     let quiet = std::sync::Arc::new(Reporter::silent(redactor.clone()));
     let engine = engine::Engine::new(loaded, options(args, Mode::Plan, None), quiet)?;
     let outcome = engine::block_on(engine.run())?;
-    let now = SavedPlan::new(inputs.clone(), planned_steps(&outcome.results, &redactor));
+    let now = SavedPlan::new(
+        inputs.clone(),
+        planned_steps(&outcome.results, &redactor),
+        outcome.rolling,
+    );
     let differences = saved.differences(&now);
     if !differences.is_empty() {
         return Err(miette::miette!(
@@ -508,10 +516,13 @@ fn reviewed_changes(
             differences.join("\n  ")
         ));
     }
-    Ok(saved
-        .changes()
-        .map(|s| (s.host.clone(), s.stage.clone(), s.step.clone()))
-        .collect())
+    Ok(engine::Reviewed {
+        changes: saved
+            .changes()
+            .map(|s| (s.host.clone(), s.stage.clone(), s.step.clone()))
+            .collect(),
+        rolling: saved.rolling,
+    })
 }
 
 /// `hactl show FILE`: a saved plan as `plan` printed it, or its document.
@@ -549,6 +560,7 @@ fn show_plan(file: &std::path::Path, output: Format) -> ExitCode {
         }
     }
     for stage in stages {
+        print!("{}", plan.rolling_lines(stage));
         print!("{}", reporter.stage_text(stage, &results, true));
     }
     let hosts: std::collections::BTreeSet<&str> = plan.steps.iter().map(|s| s.host.as_str()).collect();

@@ -2,8 +2,9 @@
 //! (0600). A record says when the run started, who ran it (the local user), the fingerprints of
 //! the inventory and the playbook it ran, its selectors, how it ended (`ok`, `failed` or
 //! `interrupted`) and, per host, the steps it changed, the steps that failed and the handlers it
-//! ran: names only, through the redactor, never a diff or a value. A run cut short by Ctrl-C
-//! still leaves its record, with what it had applied by then.
+//! ran: names only, through the redactor, never a diff or a value. A run cut short (Ctrl-C, or
+//! a host's SSH connection lost mid-run) still leaves its record, saying so, with what it had
+//! applied by then.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -27,7 +28,7 @@ pub enum Ending {
     Ok,
     /// A step failed or a host was unreachable.
     Failed,
-    /// Stopped by Ctrl-C before it ended.
+    /// Cut short: stopped by Ctrl-C, or a host's connection was lost mid-run.
     Interrupted,
 }
 
@@ -51,6 +52,9 @@ pub struct HostRecord {
     pub failed: Vec<String>,
     /// `stage/handler` of every handler it ran.
     pub handlers: Vec<String>,
+    /// `stage/step` during which its connection was lost, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<String>,
 }
 
 /// One run's record (one line of the journal).
@@ -68,6 +72,9 @@ pub struct RunRecord {
     pub plan: Option<String>,
     /// How it ended.
     pub ending: Ending,
+    /// Why it was interrupted, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
     /// Wall time in seconds.
     pub seconds: f64,
     /// Steps changed in all.
@@ -107,6 +114,7 @@ impl Journal {
             inputs: inputs.clone(),
             plan,
             ending: Ending::Ok,
+            cause: None,
             seconds: 0.0,
             changed: 0,
             failed: 0,
@@ -129,19 +137,38 @@ impl Journal {
         match r.status {
             Status::Changed if r.handler => host.handlers.push(name),
             Status::Changed => host.changed.push(name),
-            Status::Failed => host.failed.push(name),
+            Status::Failed => {
+                if r.lost {
+                    host.lost = Some(name.clone());
+                }
+                host.failed.push(name);
+            }
             Status::Ok | Status::Passed | Status::Skipped => {}
         }
     }
 
-    /// Appends the record: the run ended (`summary`) or was interrupted (`None`).
+    /// Appends the record: the run ended (`summary`) or was stopped by Ctrl-C (`None`). A run
+    /// that ended after losing a host's connection was interrupted too.
     pub fn finish(&self, summary: Option<&Summary>) -> Result<()> {
         let mut record = self.record.lock().expect("lock").clone();
         record.seconds = (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
         record.changed = record.hosts.values().map(|h| h.changed.len()).sum();
         record.failed = record.hosts.values().map(|h| h.failed.len()).sum();
+        let lost: Vec<String> = record
+            .hosts
+            .iter()
+            .filter_map(|(host, h)| h.lost.as_ref().map(|at| format!("{host} during {at}")))
+            .collect();
         record.ending = match summary {
-            None => Ending::Interrupted,
+            None => {
+                record.cause = Some("stopped by Ctrl-C".to_string());
+                Ending::Interrupted
+            }
+            Some(s) if !lost.is_empty() => {
+                record.unreachable = s.unreachable;
+                record.cause = Some(format!("the connection was lost: {}", lost.join(", ")));
+                Ending::Interrupted
+            }
             Some(s) => {
                 record.unreachable = s.unreachable;
                 if s.failed > 0 || s.unreachable > 0 || record.failed > 0 {
@@ -224,7 +251,10 @@ pub fn list_line(n: usize, r: &RunRecord) -> String {
 pub fn details(n: usize, r: &RunRecord) -> String {
     let mut out = format!("{}\n", list_line(n, r));
     if r.ending == Ending::Interrupted {
-        out.push_str("interrupted: what follows is what it had applied when it was stopped\n");
+        out.push_str(&format!(
+            "interrupted ({}): what follows is what it had applied by then\n",
+            r.cause.as_deref().unwrap_or("stopped")
+        ));
     }
     for (host, h) in &r.hosts {
         out.push_str(&format!(
@@ -389,6 +419,45 @@ mod tests {
         let shown = details(2, &runs[1]);
         assert!(shown.starts_with("#2 ") && shown.contains(" interrupted "), "{shown}");
         assert!(shown.contains("  * airflow/restart scheduler"), "{shown}");
+        assert!(shown.contains("interrupted (stopped by Ctrl-C)"), "{shown}");
+    }
+
+    #[test]
+    fn a_run_that_lost_a_host_is_recorded_interrupted_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = dir.path().join("inventory.yml");
+        std::fs::write(&inv, "all: {}\n").unwrap();
+        let inputs = Inputs {
+            inventory: inv.display().to_string(),
+            inventory_sha256: inventory_fingerprint(&inv).unwrap(),
+            playbook: "built-in".into(),
+            playbook_sha256: "ab".repeat(32),
+            secrets_sha256: String::new(),
+            stages: None,
+            limit: None,
+        };
+        let j = Journal::start(&inputs, None, Redactor::default());
+        j.note(&result("node3", "config", Status::Changed, false));
+        j.note(&StepResult {
+            lost: true,
+            ..result("node3", "verify", Status::Failed, false)
+        });
+        let summary = Summary {
+            unreachable: 1,
+            failed: 1,
+            ..Summary::default()
+        };
+        j.finish(Some(&summary)).unwrap();
+        let run = &read(&inv).unwrap()[0];
+        assert_eq!(run.ending, Ending::Interrupted);
+        assert_eq!(run.hosts["node3"].lost.as_deref(), Some("airflow/verify"));
+        assert_eq!(run.unreachable, 1);
+        let shown = details(1, run);
+        assert!(
+            shown.contains("interrupted (the connection was lost: node3 during airflow/verify)")
+                && shown.contains("  ~ airflow/config"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct StepResult {
     /// handlers from steps).
     #[serde(skip)]
     pub handler: bool,
+    /// Whether the host's connection was lost here (the run was cut short on it).
+    #[serde(skip)]
+    pub lost: bool,
 }
 
 impl StepResult {
@@ -88,6 +91,7 @@ impl StepResult {
             diff: None,
             error: None,
             handler: false,
+            lost: false,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Saved plans: `hactl plan --out FILE` writes what a run would change (every host, stage and
 //! step: its status, summary and diff as shown, secrets masked; the handlers it would run) with
 //! the fingerprints of what it was computed from (the inventory, the playbook and its templates,
-//! the secrets file) and a checksum over all of it. `hactl show FILE` prints it; `hactl
+//! the secrets file), the order of each rolling restart (what the hosts' state decided: a
+//! cluster's leader last) and a checksum over all of it. `hactl show FILE` prints it; `hactl
 //! provision --plan FILE` plans again, refuses when anything differs (inputs or any host's
 //! step), and otherwise applies only the steps and handlers the plan names.
 
@@ -12,6 +13,7 @@ use miette::{miette, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::engine::RollingOrder;
 use crate::report::{redact_diff, Status, StepResult};
 use crate::secrets::Redactor;
 
@@ -81,6 +83,8 @@ pub struct SavedPlan {
     pub inputs: Inputs,
     /// Every result, in the run's order.
     pub steps: Vec<PlannedStep>,
+    /// The rolling restarts, in the run's order: each stage's hosts, first restarted first.
+    pub rolling: Vec<RollingOrder>,
     /// sha256 of everything above, so that a hand edit is refused.
     pub checksum: String,
 }
@@ -116,19 +120,25 @@ impl PlannedStep {
 }
 
 impl SavedPlan {
-    /// A plan of `steps` computed from `inputs`, sealed with its checksum.
-    pub fn new(inputs: Inputs, steps: Vec<PlannedStep>) -> Self {
-        Self::made_at(inputs, steps, time::OffsetDateTime::now_utc())
+    /// A plan of `steps` and `rolling` restarts computed from `inputs`, sealed with its checksum.
+    pub fn new(inputs: Inputs, steps: Vec<PlannedStep>, rolling: Vec<RollingOrder>) -> Self {
+        Self::made_at(inputs, steps, rolling, time::OffsetDateTime::now_utc())
     }
 
     /// [`SavedPlan::new`] as if made at `now` (a plan's age is checked against it).
-    pub fn made_at(inputs: Inputs, steps: Vec<PlannedStep>, now: time::OffsetDateTime) -> Self {
+    pub fn made_at(
+        inputs: Inputs,
+        steps: Vec<PlannedStep>,
+        rolling: Vec<RollingOrder>,
+        now: time::OffsetDateTime,
+    ) -> Self {
         let mut plan = SavedPlan {
             hactl_plan: VERSION,
             created: crate::journal::rfc3339(now),
             created_unix: now.unix_timestamp(),
             inputs,
             steps,
+            rolling,
             checksum: String::new(),
         };
         plan.checksum = plan.compute_checksum();
@@ -142,6 +152,7 @@ impl SavedPlan {
             self.created_unix,
             &self.inputs,
             &self.steps,
+            &self.rolling,
         ))
         .expect("a plan serialises");
         hex::encode(Sha256::digest(body))
@@ -191,7 +202,7 @@ impl SavedPlan {
 
     /// The differences between this plan and `now` (a plan of the same selectors made just
     /// now): each fingerprint that moved, each step whose status, summary or diff differs, each step one of
-    /// them lacks. Empty when the plan still holds.
+    /// them lacks, each rolling restart whose order moved. Empty when the plan still holds.
     pub fn differences(&self, now: &SavedPlan) -> Vec<String> {
         let mut out = Vec::new();
         let (a, b) = (&self.inputs, &now.inputs);
@@ -231,7 +242,29 @@ impl SavedPlan {
                 out.push(format!("{}: not in the plan, now {}", new.label(), describe(new)));
             }
         }
+        if self.rolling != now.rolling {
+            out.push(format!(
+                "the rolling restarts moved: planned {}, now {}",
+                orders(&self.rolling),
+                orders(&now.rolling)
+            ));
+        }
         out
+    }
+
+    /// The rolling restart lines `plan` printed for `stage`.
+    pub fn rolling_lines(&self, stage: &str) -> String {
+        self.rolling
+            .iter()
+            .filter(|o| o.stage == stage)
+            .map(|o| {
+                format!(
+                    "{} rolling: would restart one host at a time, gates between: {}\n",
+                    o.stage,
+                    o.hosts.join(" → ")
+                )
+            })
+            .collect()
     }
 }
 
@@ -246,6 +279,14 @@ fn keyed(steps: &[PlannedStep]) -> BTreeMap<(String, String, String, usize), &Pl
         out.insert((s.host.clone(), s.stage.clone(), s.step.clone(), n), s);
     }
     out
+}
+
+/// Rolling orders as one phrase (`none` when there are none).
+fn orders(rolling: &[RollingOrder]) -> String {
+    if rolling.is_empty() {
+        return "none".to_string();
+    }
+    rolling.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// A step's status and what it says, for a difference.
@@ -304,7 +345,7 @@ mod tests {
     fn saved_loaded_and_a_hand_edit_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.json");
-        let plan = SavedPlan::new(inputs(), vec![step("node1", Status::Changed, Some("update x"))]);
+        let plan = SavedPlan::new(inputs(), vec![step("node1", Status::Changed, Some("update x"))], vec![]);
         plan.save(&path).unwrap();
         assert_eq!(SavedPlan::load(&path).unwrap(), plan);
         let edited = std::fs::read_to_string(&path).unwrap().replace("update x", "update y");
@@ -324,6 +365,7 @@ mod tests {
                 step("node1", Status::Ok, None),
                 step("node2", Status::Changed, Some("update x")),
             ],
+            vec![],
         );
         assert!(plan.differences(&plan).is_empty());
         let mut moved_inputs = inputs();
@@ -334,6 +376,7 @@ mod tests {
                 step("node1", Status::Changed, Some("update x")),
                 step("node2", Status::Changed, Some("update x")),
             ],
+            vec![],
         );
         let diffs = plan.differences(&now);
         assert_eq!(
@@ -342,6 +385,32 @@ mod tests {
                 "the playbook built-in or its templates changed since the plan".to_string(),
                 "node1: airflow/config: planned in sync, now `update x`".to_string(),
             ]
+        );
+    }
+
+    #[test]
+    fn a_rolling_order_that_moved_is_a_difference() {
+        let order = |hosts: &[&str]| RollingOrder {
+            stage: "postgres".into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        };
+        let steps = vec![step("node1", Status::Changed, Some("update x"))];
+        let plan = SavedPlan::new(inputs(), steps.clone(), vec![order(&["node2", "node3", "node1"])]);
+        assert!(plan.differences(&plan).is_empty());
+        assert_eq!(
+            plan.rolling_lines("postgres"),
+            "postgres rolling: would restart one host at a time, gates between: node2 → node3 → node1\n"
+        );
+        let now = SavedPlan::new(inputs(), steps.clone(), vec![order(&["node1", "node3", "node2"])]);
+        assert_eq!(
+            plan.differences(&now),
+            vec!["the rolling restarts moved: planned postgres: node2 → node3 → node1, now postgres: node1 → node3 → node2"
+                .to_string()]
+        );
+        let none = SavedPlan::new(inputs(), steps, vec![]);
+        assert_eq!(
+            none.differences(&plan),
+            vec!["the rolling restarts moved: planned none, now postgres: node2 → node3 → node1".to_string()]
         );
     }
 }

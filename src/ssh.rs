@@ -208,7 +208,7 @@ pub async fn connect(
             HostKeyPolicy::AcceptNew => KnownHosts::Add,
         })
         .connect_timeout(Duration::from_secs(10))
-        .server_alive_interval(Duration::from_secs(15))
+        .server_alive_interval(Duration::from_secs(5))
         .control_directory(root.clone().unwrap_or_else(std::env::temp_dir))
         .control_persist(ControlPersist::IdleFor(PERSIST_SECS.try_into().expect("non-zero")));
     if let Some(user) = &conn.user {

@@ -501,7 +501,7 @@ fn a_saved_plan_that_is_not_one_was_edited_or_names_another_inventory_is_refused
     let mut other_stages = inputs.clone();
     other_stages.inventory = inv.to_string();
     other_stages.stages = Some(vec!["airflow".into()]);
-    hactl::saved_plan::SavedPlan::new(other_stages.clone(), vec![step.clone()])
+    hactl::saved_plan::SavedPlan::new(other_stages.clone(), vec![step.clone()], vec![])
         .save(&file)
         .unwrap();
     let out = run(dir.path(), &["provision", inv, "--plan", "plan.json"]);
@@ -512,7 +512,7 @@ fn a_saved_plan_that_is_not_one_was_edited_or_names_another_inventory_is_refused
         text(&out.stderr)
     );
     let day_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(25);
-    hactl::saved_plan::SavedPlan::made_at(other_stages, vec![step.clone()], day_ago)
+    hactl::saved_plan::SavedPlan::made_at(other_stages, vec![step.clone()], vec![], day_ago)
         .save(&file)
         .unwrap();
     let out = run(
@@ -525,7 +525,7 @@ fn a_saved_plan_that_is_not_one_was_edited_or_names_another_inventory_is_refused
         said.contains("was made 25.0 h ago") && said.contains("more than --plan-max-age 24 h"),
         "{said}"
     );
-    hactl::saved_plan::SavedPlan::new(inputs, vec![step])
+    hactl::saved_plan::SavedPlan::new(inputs, vec![step], vec![])
         .save(&file)
         .unwrap();
     let out = run(dir.path(), &["show", "plan.json"]);

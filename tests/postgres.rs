@@ -69,14 +69,14 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     let verify = run(&["verify", inv, "--stages", "etcd,postgres,pg-lb"]);
     assert_eq!(verify.status.code(), Some(0), "verify alone passes");
 
-    // Failover: stop the leader's whole machine.
+    // Failover: the leader's whole machine crashes (every process killed at once).
     let password = secret(dir.path(), "airflow_db_password");
     let roster = members(1);
     let leader = roster.iter().find(|m| m.1 == "Leader").expect("a leader").0.clone();
     let leader_n: usize = leader.trim_start_matches("node").parse().unwrap();
     let survivor = if leader_n == 1 { 2 } else { 1 };
     assert!(write_through_lb(survivor, &password));
-    assert!(stdout(&run(&["lab", "stop", &leader])).contains("stopped"));
+    assert!(stdout(&run(&["lab", "kill", &leader])).contains("crashed"));
     let stopped = Instant::now();
     let mut failover = None;
     while stopped.elapsed() < Duration::from_secs(60) {
@@ -86,12 +86,14 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let failover = failover.expect("no write succeeded through the LB within 60 s of losing the leader");
+    let failover = failover.expect("no write succeeded through the LB within 60 s of the leader's crash");
     measured!(
-        "failover (leader machine stopped -> write through LB 5000): {:.1} s",
+        "failover (leader machine crashed -> write through LB 5000): {:.1} s",
         failover.as_secs_f64()
     );
-    assert!(failover < Duration::from_secs(30), "failover took {failover:?}");
+    // Bounded by Patroni's leader TTL (15 s), which etcd renews in full when its own leader died
+    // too, plus HAProxy's checks: a hard crash costs far more than a clean stop.
+    assert!(failover < Duration::from_secs(45), "failover took {failover:?}");
     let new_leader = members(survivor)
         .into_iter()
         .find(|m| m.1 == "Leader")
@@ -118,7 +120,7 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     // Drift: hand edits on one node, repaired with reloads only while a writer keeps writing.
     let edited = survivor;
     let starts = postmaster_starts();
-    assert_eq!(ssh(edited, "sed -i 's/loop_wait: 5/loop_wait: 9/' /etc/patroni/config.yml && echo '# hand edit' >> /etc/haproxy/conf.d/10-postgres.cfg").0, 0);
+    assert_eq!(ssh(edited, HAND_EDIT).0, 0);
     assert_eq!(
         run(&["check", inv, "--stages", STAGES]).status.code(),
         Some(2),
@@ -169,26 +171,54 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
         1,
     );
     std::fs::write(&inv_path, text).unwrap();
-    let plan = run(&["plan", inv, "--stages", STAGES]);
-    assert_eq!(plan.status.code(), Some(2));
-    let plan_text = stdout(&plan);
-    let order_line = plan_text
-        .lines()
-        .find(|l| l.starts_with("postgres rolling: would restart"))
-        .expect("plan names the order");
-    assert!(order_line.ends_with(&old_leader), "leader must come last: {order_line}");
+    let file = dir.path().join("rolling.json");
+    let file = file.to_str().unwrap();
+    let order_line = reviewed_rolling_plan(inv, file, &old_leader);
     assert!(
-        plan_text.contains("etcd rolling: would restart one host at a time"),
-        "{plan_text}"
+        stdout(&run(&["show", file])).contains(&order_line),
+        "show prints the rolling order"
     );
+
+    // The leader moves after the review: applying the plan refuses, naming the order it
+    // reviewed and the order now; nothing restarts.
+    let candidate = members(1).into_iter().find(|m| m.1 == "Replica").unwrap().0;
+    ssh_ok(
+        1,
+        &format!(
+            "patronictl -c /etc/patroni/config.yml switchover --leader {old_leader} --candidate {candidate} --force"
+        ),
+    );
+    let moved = Instant::now();
+    while members(1).iter().find(|m| m.1 == "Leader").map(|m| &m.0) != Some(&candidate) {
+        assert!(
+            moved.elapsed() < Duration::from_secs(60),
+            "no switchover to {candidate}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let refused = run(&["provision", inv, "--stages", STAGES, "--plan", file]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let why = stderr(&refused);
+    assert!(
+        why.contains("no longer holds; nothing changed")
+            && why.contains("the rolling restarts moved: planned ")
+            && why.contains(&format!("{old_leader}, now ")),
+        "{why}"
+    );
+    for n in 1..=3 {
+        let sb = ssh_ok(n, "su postgres -c \"psql -tAc 'show shared_buffers'\"");
+        assert_eq!(sb.trim(), "128MB", "node{n} restarted by a refused plan");
+    }
+    let old_leader = candidate;
+    reviewed_rolling_plan(inv, file, &old_leader);
     let writer2 = writer
         .replace("hactl-writer", "hactl-writer2")
         .replace("seq 40", "seq 150")
         .replace("writer.log", "writer2.log");
     assert_eq!(ssh(1, &writer2).0, 0);
     let started = Instant::now();
-    let rolled = run(&["provision", inv, "--stages", STAGES]);
-    assert_eq!(rolled.status.code(), Some(0), "rolling provision");
+    let rolled = run(&["provision", inv, "--stages", STAGES, "--plan", file]);
+    assert_eq!(rolled.status.code(), Some(0), "rolling provision of the reviewed plan");
     measured!(
         "rolling change (etcd + PostgreSQL restarts): {:.1} s",
         started.elapsed().as_secs_f64()
@@ -219,6 +249,88 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
         failures <= 20,
         "too many failed writes during the rolling change: {failures}\n{log}"
     );
+
+    ssh_cut_mid_run(inv);
+}
+
+/// Hand edits a Patroni setting and the PostgreSQL LB's configuration.
+const HAND_EDIT: &str = "sed -i -E 's/loop_wait: [0-9]+/loop_wait: 9/' /etc/patroni/config.yml && echo '# hand edit' >> /etc/haproxy/conf.d/10-postgres.cfg";
+
+/// `plan --out FILE` of a change that restarts every member: it names the rolling order, the
+/// leader `leader` last, and saves it; the order line.
+fn reviewed_rolling_plan(inv: &str, file: &str, leader: &str) -> String {
+    let plan = run(&["plan", inv, "--stages", STAGES, "--out", file]);
+    assert_eq!(plan.status.code(), Some(2), "{}", stderr(&plan));
+    let plan_text = stdout(&plan);
+    let order_line = plan_text
+        .lines()
+        .find(|l| l.starts_with("postgres rolling: would restart"))
+        .expect("plan names the order");
+    assert!(order_line.ends_with(leader), "leader must come last: {order_line}");
+    assert!(
+        plan_text.contains("etcd rolling: would restart one host at a time"),
+        "{plan_text}"
+    );
+    order_line.to_string()
+}
+
+/// A replica's SSH link is cut once the run has written its Patroni configuration: the run
+/// ends (exit 1) with the host unreachable, the journal records it interrupted, naming the
+/// host and what had been applied, and the next plan shows what is still owed there.
+fn ssh_cut_mid_run(inv: &str) {
+    let replica = members(1).into_iter().find(|m| m.1 == "Replica").unwrap().0;
+    let n: usize = replica.trim_start_matches("node").parse().unwrap();
+    assert_eq!(ssh(n, HAND_EDIT).0, 0);
+    let mut child = hactl()
+        .args(["provision", inv, "--stages", "postgres,pg-lb"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let written = format!("[{replica}] postgres/Patroni configuration changed");
+    assert!(
+        lines.by_ref().map_while(Result::ok).any(|l| l.contains(&written)),
+        "the run wrote {replica}'s Patroni configuration"
+    );
+    assert_eq!(run(&["lab", "link", &replica, "down"]).status.code(), Some(0));
+    let cut = Instant::now();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let code = child.wait().unwrap().code();
+    measured!(
+        "SSH link cut mid-run: the run ended {:.1} s after the cut",
+        cut.elapsed().as_secs_f64()
+    );
+    assert_eq!(run(&["lab", "link", &replica, "up"]).status.code(), Some(0));
+    assert_eq!(code, Some(1), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains(&format!(
+            "[{replica}] UNREACHABLE: the connection was lost during postgres/"
+        ))),
+        "{rest:?}"
+    );
+    let last = run(&["log", inv, "--last"]);
+    assert_eq!(last.status.code(), Some(0));
+    let last = stdout(&last);
+    assert!(
+        last.contains(" interrupted ")
+            && last.contains(&format!("the connection was lost: {replica} during postgres/"))
+            && last.contains("  ~ postgres/Patroni configuration"),
+        "{last}"
+    );
+    let plan = run(&["plan", inv, "--stages", "postgres,pg-lb", "--output", "json"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", stderr(&plan));
+    let owed = changed_steps(&json(&plan));
+    assert!(
+        owed.iter()
+            .any(|s| s.starts_with(&replica) && s.contains("PostgreSQL primary (5000) and replicas (5001)")),
+        "the LB configuration is owed on {replica}: {owed:?}"
+    );
+    let repair = run(&["provision", inv, "--stages", STAGES]);
+    assert_eq!(repair.status.code(), Some(0), "{}", stderr(&repair));
+    assert!(!ssh_ok(n, "cat /etc/patroni/config.yml").contains("loop_wait: 9"));
+    assert_eq!(run(&["check", inv, "--stages", STAGES]).status.code(), Some(0));
 }
 
 /// Each node's PostgreSQL start time (changes when PostgreSQL restarts).

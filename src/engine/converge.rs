@@ -25,8 +25,24 @@ pub(super) struct Planned {
     pub(super) notify: Vec<String>,
 }
 
-/// A probe that failed: which step, and why.
-type ProbeError = (usize, String);
+/// Why probing failed.
+#[derive(Debug)]
+pub(super) enum ProbeError {
+    /// One step's probe failed: its index among the probed steps, and why.
+    Step(usize, String),
+    /// The host's connection failed.
+    Connection(crate::ssh::SshError),
+}
+
+impl ProbeError {
+    /// The same error with its step index mapped by `f` (from a subset to the whole list).
+    pub(super) fn reindex(self, f: impl Fn(usize) -> usize) -> Self {
+        match self {
+            ProbeError::Step(i, e) => ProbeError::Step(f(i), e),
+            other => other,
+        }
+    }
+}
 
 impl Engine {
     /// One host through one stage.
@@ -55,7 +71,7 @@ impl Engine {
             .host_activity(host, &format!("{}: probing {} steps", stage.name, steps.len()));
         let mut changes = match self.probe_all(remote, &steps).await {
             Ok(c) => c,
-            Err((i, e)) => return self.fail(host, &stage.name, step_name(&steps, i), e),
+            Err(e) => return self.probe_failed(host, &stage.name, &steps, e),
         };
         let owed: BTreeSet<String> = self.pending.get(host, &stage.name);
         let mut notified = owed.clone();
@@ -98,7 +114,10 @@ impl Engine {
             let parts: Vec<(usize, String)> = todo.iter().map(|&i| (i, steps[i].module.apply())).collect();
             let out = match remote.run(&batch_script(&parts, BatchKind::Apply)).await {
                 Ok(o) => parse_batch(&o.stdout),
-                Err(e) => return self.fail(host, &stage.name, step_name(&steps, todo[0]), e.to_string()),
+                Err(e) => {
+                    self.record_applied(host, &stage.name, &steps, &applied);
+                    return self.connection_lost(host, &stage.name, step_name(&steps, todo[0]), &e);
+                }
             };
             for &i in &todo {
                 if let Some(failure) = part_failure(out.get(&i), 20) {
@@ -109,9 +128,9 @@ impl Engine {
             }
             changes = match self.probe_all(remote, &steps).await {
                 Ok(c) => c,
-                Err((i, e)) => {
+                Err(e) => {
                     self.record_applied(host, &stage.name, &steps, &applied);
-                    return self.fail(host, &stage.name, step_name(&steps, i), e);
+                    return self.probe_failed(host, &stage.name, &steps, e);
                 }
             };
             for (i, step) in steps.iter().enumerate() {
@@ -296,30 +315,41 @@ impl Engine {
         let out = remote
             .run(&batch_script(&parts, BatchKind::Probe))
             .await
-            .map_err(|e| (0, e.to_string()))?;
+            .map_err(ProbeError::Connection)?;
         let observed = parse_batch(&out.stdout);
         steps
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let o = observed
-                    .get(&i)
-                    .ok_or((i, format!("probe produced no output: {}", tail(&out.stderr, 5))))?;
+                let o = observed.get(&i).ok_or_else(|| {
+                    ProbeError::Step(i, format!("probe produced no output: {}", tail(&out.stderr, 5)))
+                })?;
                 if o.rc != 0 {
-                    return Err((i, format!("probe failed (exit {}): {}", o.rc, tail(&o.stderr, 5))));
+                    return Err(ProbeError::Step(
+                        i,
+                        format!("probe failed (exit {}): {}", o.rc, tail(&o.stderr, 5)),
+                    ));
                 }
-                s.module.diff(o).map_err(|e| (i, format!("{e}")))
+                s.module.diff(o).map_err(|e| ProbeError::Step(i, format!("{e}")))
             })
             .collect()
+    }
+
+    /// Records why probing `steps` failed: a step's failure, or the connection's.
+    pub(super) fn probe_failed(&self, host: &str, stage: &str, steps: &[Planned], e: ProbeError) -> Verdict {
+        match e {
+            ProbeError::Step(i, why) => self.fail(host, stage, step_name(steps, i), why),
+            ProbeError::Connection(e) => self.connection_lost(host, stage, "probe", &e),
+        }
     }
 
     /// Whether a step may be applied: always, unless the run applies a reviewed plan that does
     /// not name it.
     fn in_reviewed_plan(&self, host: &str, stage: &str, step: &str) -> bool {
-        self.options
-            .only
-            .as_ref()
-            .is_none_or(|only| only.contains(&(host.to_string(), stage.to_string(), step.to_string())))
+        self.options.only.as_ref().is_none_or(|only| {
+            only.changes
+                .contains(&(host.to_string(), stage.to_string(), step.to_string()))
+        })
     }
 
     /// Records the steps already applied when a run stops early, so the report shows them.

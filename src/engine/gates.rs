@@ -29,7 +29,7 @@ impl Engine {
         self.reporter.host_activity(host, &format!("{}: verifying", stage.name));
         let out = match remote.run(&batch_script(&parts, BatchKind::Gates)).await {
             Ok(o) => parse_batch(&o.stdout),
-            Err(e) => return self.fail(host, &stage.name, "verify", e.to_string()),
+            Err(e) => return self.connection_lost(host, &stage.name, "verify", &e),
         };
         let mut verdict = Verdict::Succeeded;
         for (i, gate) in gates.iter().enumerate() {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use minijinja::value::Value;
 
 use super::batch::{batch_script, parse_batch, part_failure, BatchKind};
-use super::converge::Planned;
+use super::converge::{Planned, ProbeError};
 use super::{Engine, Verdict};
 use crate::playbook::Stage;
 use crate::report::{Status, StepResult};
@@ -79,7 +79,7 @@ impl Engine {
         // A handler with nothing to do here (a try-restart of a unit that does not run) is not run.
         let idle = match self.idle_handlers(remote, &planned).await {
             Ok(idle) => idle,
-            Err((i, e)) => return self.fail(host, &stage.name, &planned[i].name, e),
+            Err(e) => return self.probe_failed(host, &stage.name, &planned, e),
         };
         for name in &idle {
             let mut r = StepResult::new(host, &stage.name, name, Status::Skipped);
@@ -95,7 +95,7 @@ impl Engine {
         let parts: Vec<(usize, String)> = planned.iter().enumerate().map(|(i, p)| (i, p.module.apply())).collect();
         let out = match remote.run(&batch_script(&parts, BatchKind::Apply)).await {
             Ok(o) => parse_batch(&o.stdout),
-            Err(e) => return self.fail(host, &stage.name, &planned[0].name, e.to_string()),
+            Err(e) => return self.connection_lost(host, &stage.name, &planned[0].name, &e),
         };
         for (i, p) in planned.iter().enumerate() {
             if let Some(failure) = part_failure(out.get(&i), 20) {
@@ -120,7 +120,7 @@ impl Engine {
     /// The handlers among `planned` that would do nothing here: those whose module allows the
     /// question (see [`crate::modules::Module::idle_when_in_sync`]), probed in one round trip
     /// (none when no handler allows it).
-    async fn idle_handlers(&self, remote: &Remote, planned: &[Planned]) -> Result<Vec<String>, (usize, String)> {
+    async fn idle_handlers(&self, remote: &Remote, planned: &[Planned]) -> Result<Vec<String>, ProbeError> {
         let (askable, indexes): (Vec<&Planned>, Vec<usize>) = planned
             .iter()
             .enumerate()
@@ -133,7 +133,7 @@ impl Engine {
         let changes = self
             .probe_some(remote, &askable)
             .await
-            .map_err(|(i, e)| (indexes[i], e))?;
+            .map_err(|e| e.reindex(|i| indexes[i]))?;
         Ok(askable
             .iter()
             .zip(&changes)

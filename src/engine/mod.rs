@@ -55,9 +55,33 @@ pub struct Options {
     pub host_key_policy: HostKeyPolicy,
     /// How long to keep trying a host that refuses connections or logins (it is booting).
     pub connect_timeout: std::time::Duration,
-    /// A reviewed plan's changes as (host, stage, step): when set, only these steps are
-    /// applied; any other change is left as it is and reported skipped.
-    pub only: Option<BTreeSet<(String, String, String)>>,
+    /// A reviewed plan: when set, only its changes are applied (any other change is left as it
+    /// is and reported skipped), and its rolling stages restart hosts in its order or not at all.
+    pub only: Option<Reviewed>,
+}
+
+/// What a reviewed plan allows a run to do.
+#[derive(Debug, Clone, Default)]
+pub struct Reviewed {
+    /// The changes, as (host, stage, step).
+    pub changes: BTreeSet<(String, String, String)>,
+    /// The rolling restarts, in the run's order.
+    pub rolling: Vec<RollingOrder>,
+}
+
+/// The order in which a rolling stage restarts one batch of hosts, one at a time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RollingOrder {
+    /// The stage.
+    pub stage: String,
+    /// The hosts, first restarted first.
+    pub hosts: Vec<String>,
+}
+
+impl std::fmt::Display for RollingOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.stage, self.hosts.join(" → "))
+    }
 }
 
 /// The outcome of a run.
@@ -69,6 +93,8 @@ pub struct Outcome {
     pub results: Vec<StepResult>,
     /// Round trips and time.
     pub stats: Stats,
+    /// The rolling restarts it made (or, in a plan, would make), in order.
+    pub rolling: Vec<RollingOrder>,
 }
 
 /// Whether a part of a run (a host's stage, its handlers, its gates, a whole stage) succeeded.
@@ -107,6 +133,8 @@ pub struct Engine {
     remotes: tokio::sync::Mutex<HashMap<String, Arc<Remote>>>,
     unreachable: Mutex<BTreeSet<String>>,
     results: Mutex<Vec<StepResult>>,
+    /// The rolling orders so far.
+    rolling: Mutex<Vec<RollingOrder>>,
     /// Steps rendered before the run, per (stage, host): whether rendered as the stage's first
     /// host, and each step (`None`: skipped by `when` or `run_once`).
     rendered: Mutex<HashMap<(String, String), Rendered>>,
@@ -127,6 +155,7 @@ impl Engine {
             remotes: tokio::sync::Mutex::new(HashMap::new()),
             unreachable: Mutex::new(BTreeSet::new()),
             results: Mutex::new(Vec::new()),
+            rolling: Mutex::new(Vec::new()),
             rendered: Mutex::new(HashMap::new()),
         }))
     }
@@ -186,6 +215,7 @@ impl Engine {
             summary: summarize(all_hosts.len(), unreachable, &results),
             results,
             stats,
+            rolling: std::mem::take(&mut *self.rolling.lock().expect("lock")),
         })
     }
 
@@ -312,6 +342,21 @@ impl Engine {
     fn fail(&self, host: &str, stage: &str, step: &str, error: String) -> Verdict {
         self.record(StepResult {
             error: Some(error),
+            ..StepResult::new(host, stage, step, Status::Failed)
+        });
+        Verdict::Failed
+    }
+
+    /// Records that `host`'s connection failed during `step` (the script may have run in part):
+    /// the step failed and the host is unreachable from now on, as when it could not be reached.
+    fn connection_lost(&self, host: &str, stage: &str, step: &str, error: &ssh::SshError) -> Verdict {
+        self.reporter.log(&format!(
+            "[{host}] UNREACHABLE: the connection was lost during {stage}/{step}"
+        ));
+        self.unreachable.lock().expect("lock").insert(host.to_string());
+        self.record(StepResult {
+            error: Some(format!("the connection was lost: {error}")),
+            lost: true,
             ..StepResult::new(host, stage, step, Status::Failed)
         });
         Verdict::Failed

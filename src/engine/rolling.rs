@@ -2,9 +2,10 @@
 //! each followed by the stage's gates (restarts that keep a cluster's quorum and a writable
 //! primary) on the hosts that owe none any more: a host still waiting for its restart runs its
 //! old configuration, which the new one's gates need not recognise (a service switching to TLS
-//! still speaks plain HTTP there). A plan prints the order.
+//! still speaks plain HTTP there). A plan prints the order and records it (a saved plan keeps
+//! it); a run applying a reviewed plan restarts in the reviewed order or not at all.
 
-use super::{Engine, Mode, Verdict, Work};
+use super::{Engine, Mode, RollingOrder, Verdict, Work};
 use crate::playbook::Stage;
 use crate::report::Status;
 use std::sync::Arc;
@@ -41,8 +42,17 @@ impl Engine {
         }
         let order = match self.rolling_order(stage, &owing).await {
             Ok(order) => order,
-            Err((host, e)) => return self.fail(&host, &stage.name, "rolling order", e),
+            Err((host, RollingError::Other(e))) => return self.fail(&host, &stage.name, "rolling order", e),
+            Err((host, RollingError::Connection(e))) => {
+                return self.connection_lost(&host, &stage.name, "rolling order", &e)
+            }
         };
+        if let Err(e) = self.note_rolling(RollingOrder {
+            stage: stage.name.clone(),
+            hosts: order.clone(),
+        }) {
+            return self.fail(&order[0], &stage.name, "rolling order", e);
+        }
         let verb = if plan { "would restart" } else { "restarting" };
         self.reporter.out(&format!(
             "{} rolling: {verb} one host at a time, gates between: {}\n",
@@ -74,9 +84,34 @@ impl Engine {
         Verdict::Succeeded
     }
 
+    /// Records a rolling order; applying a reviewed plan, refuses one that is not the plan's
+    /// next (the leader moved since the review, say), before anything restarts.
+    fn note_rolling(&self, order: RollingOrder) -> Result<(), String> {
+        let mut orders = self.rolling.lock().expect("lock");
+        if self.options.mode == Mode::Apply {
+            if let Some(reviewed) = &self.options.only {
+                match reviewed.rolling.get(orders.len()) {
+                    Some(planned) if *planned == order => {}
+                    Some(planned) => {
+                        return Err(format!(
+                            "the reviewed plan restarts {planned}, and now the order is {order}: nothing restarted; plan again"
+                        ))
+                    }
+                    None => {
+                        return Err(format!(
+                            "the reviewed plan restarts nothing here, and now {order} would: nothing restarted; plan again"
+                        ))
+                    }
+                }
+            }
+        }
+        orders.push(order);
+        Ok(())
+    }
+
     /// The hosts sorted by the output of `rolling_order` (then by inventory order); the error
     /// names the host whose order could not be read.
-    async fn rolling_order(&self, stage: &Stage, hosts: &[String]) -> Result<Vec<String>, (String, String)> {
+    async fn rolling_order(&self, stage: &Stage, hosts: &[String]) -> Result<Vec<String>, (String, RollingError)> {
         let Some(cmd) = &stage.rolling_order else {
             return Ok(hosts.to_vec());
         };
@@ -91,15 +126,26 @@ impl Engine {
                 .loaded
                 .renderer
                 .render_str(&origin, cmd, &self.loaded.contexts[host])
-                .map_err(|e| (host.clone(), format!("{e}")))?;
+                .map_err(|e| (host.clone(), RollingError::Other(format!("{e}"))))?;
             let remote = self
                 .remote(host)
                 .await
-                .ok_or_else(|| (host.clone(), "unreachable".to_string()))?;
-            let out = remote.run(&script).await.map_err(|e| (host.clone(), e.to_string()))?;
+                .ok_or_else(|| (host.clone(), RollingError::Other("unreachable".to_string())))?;
+            let out = remote
+                .run(&script)
+                .await
+                .map_err(|e| (host.clone(), RollingError::Connection(e)))?;
             keyed.push((out.stdout.trim().to_string(), index, host.clone()));
         }
         keyed.sort();
         Ok(keyed.into_iter().map(|(_, _, h)| h).collect())
     }
+}
+
+/// Why a rolling order could not be read on a host.
+enum RollingError {
+    /// Its command did not render, or the host could not be reached.
+    Other(String),
+    /// The host's connection failed while it ran.
+    Connection(crate::ssh::SshError),
 }
