@@ -193,6 +193,11 @@ pub struct Gate {
     /// Show the last line the command printed when it passes (a figure, such as a run's time).
     #[serde(default)]
     pub report: bool,
+    /// Within a provision, run only when the run has changed something (in this stage or an
+    /// earlier one); `verify` always runs it. For end-to-end checks too slow for every no-op
+    /// re-run (a smoke DAG run).
+    #[serde(default)]
+    pub after_change: bool,
 }
 
 fn one() -> u32 {

@@ -242,12 +242,21 @@ impl SavedPlan {
                 out.push(format!("{}: not in the plan, now {}", new.label(), describe(new)));
             }
         }
-        if self.rolling != now.rolling {
-            out.push(format!(
-                "the rolling restarts moved: planned {}, now {}",
-                orders(&self.rolling),
-                orders(&now.rolling)
-            ));
+        for i in 0..self.rolling.len().max(now.rolling.len()) {
+            match (self.rolling.get(i), now.rolling.get(i)) {
+                (Some(a), Some(b)) if a == b => {}
+                (Some(a), Some(b)) if a.stage == b.stage => out.push(format!(
+                    "{}: the rolling restarts moved: planned {}, now {}",
+                    a.stage,
+                    a.hosts.join(" → "),
+                    b.hosts.join(" → ")
+                )),
+                (a, b) => out.push(format!(
+                    "the rolling restarts moved: planned {}, now {}",
+                    a.map_or("none".to_string(), ToString::to_string),
+                    b.map_or("none".to_string(), ToString::to_string)
+                )),
+            }
         }
         out
     }
@@ -279,14 +288,6 @@ fn keyed(steps: &[PlannedStep]) -> BTreeMap<(String, String, String, usize), &Pl
         out.insert((s.host.clone(), s.stage.clone(), s.step.clone(), n), s);
     }
     out
-}
-
-/// Rolling orders as one phrase (`none` when there are none).
-fn orders(rolling: &[RollingOrder]) -> String {
-    if rolling.is_empty() {
-        return "none".to_string();
-    }
-    rolling.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// A step's status and what it says, for a difference.
@@ -404,8 +405,10 @@ mod tests {
         let now = SavedPlan::new(inputs(), steps.clone(), vec![order(&["node1", "node3", "node2"])]);
         assert_eq!(
             plan.differences(&now),
-            vec!["the rolling restarts moved: planned postgres: node2 → node3 → node1, now postgres: node1 → node3 → node2"
-                .to_string()]
+            vec![
+                "postgres: the rolling restarts moved: planned node2 → node3 → node1, now node1 → node3 → node2"
+                    .to_string()
+            ]
         );
         let none = SavedPlan::new(inputs(), steps, vec![]);
         assert_eq!(

@@ -433,7 +433,7 @@ fn every_provision_leaves_a_journal_record_even_when_interrupted() {
     let out = run(dir.path(), &["log", inv, "--last"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        text(&out.stdout).contains("interrupted: what follows is what it had applied"),
+        text(&out.stdout).contains("interrupted (stopped by Ctrl-C): what follows is what it had applied by then"),
         "{}",
         text(&out.stdout)
     );

@@ -374,3 +374,64 @@ fn notified_restart_survives_a_failed_run() {
     );
     assert!(status_of("a file", "failed"), "{doc}");
 }
+
+/// Gates of a stage that changed nothing run while the next stages probe, yet a failing one still
+/// stops the next change; probes sent ahead are not trusted once a change is applied.
+#[test]
+fn deferred_gates_stop_the_next_change_and_probes_follow_changes() {
+    let _lab = lab_lock();
+    let (dir, inv) = fresh_lab_inventory();
+    let inv = inv.to_str().unwrap();
+    let playbook = dir.path().join("gated.yml");
+    std::fs::write(
+        &playbook,
+        "stages:\n  - name: first\n    hosts: node1\n    steps:\n      - name: marker\n        file: {path: /etc/hactl-first.conf, content: \"one\\n\"}\n    verify:\n      - name: the gate file exists\n        command: test -e /root/gate-ok\n  - name: second\n    hosts: node1\n    steps:\n      - name: only while the marker is absent\n        command: {cmd: \"echo ran >> /root/second-ran\", creates: /etc/hactl-first.conf}\n      - name: second file\n        file: {path: /etc/hactl-second.conf, content: \"x\\n\"}\n",
+    )
+    .unwrap();
+    let playbook = playbook.to_str().unwrap();
+    assert_eq!(
+        ssh(
+            1,
+            "rm -f /etc/hactl-first.conf /etc/hactl-second.conf /root/second-ran; touch /root/gate-ok"
+        )
+        .0,
+        0
+    );
+
+    // The marker is written in `first`: `second` probes again and sees it (the probe sent at the
+    // start saw no marker and would have run the command).
+    let o = run(&["provision", inv, "-p", playbook]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(ssh(1, "test -e /root/second-ran").0, 1, "a stale probe ran the command");
+    assert_eq!(ssh(1, "test -e /etc/hactl-second.conf").0, 0);
+
+    // `first` changes nothing and its gate fails: `second`'s repair is not applied.
+    assert_eq!(ssh(1, "rm /root/gate-ok /etc/hactl-second.conf").0, 0);
+    let o = run(&["provision", inv, "-p", playbook, "--output", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let doc = json(&o);
+    let results = doc["results"].as_array().unwrap();
+    let has = |step: &str, status: &str| results.iter().any(|r| r["step"] == step && r["status"] == status);
+    assert!(has("verify: the gate file exists", "failed"), "{doc}");
+    assert!(
+        results.iter().any(|r| r["step"] == "second file"
+            && r["status"] == "skipped"
+            && r["summary"] == "not applied: an earlier stage's gates failed"),
+        "{doc}"
+    );
+    assert_eq!(
+        ssh(1, "test -e /etc/hactl-second.conf").0,
+        1,
+        "applied after a failed gate"
+    );
+
+    // The gate passes again: the repair is applied, then a re-run changes nothing.
+    assert_eq!(ssh(1, "touch /root/gate-ok").0, 0);
+    let o = run(&["provision", inv, "-p", playbook, "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(summary(&o)["changed"], 1);
+    let o = run(&["provision", inv, "-p", playbook, "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(summary(&o)["changed"], 0);
+    assert_eq!(run(&["verify", inv, "-p", playbook]).status.code(), Some(0));
+}

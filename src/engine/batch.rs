@@ -4,7 +4,8 @@
 //!
 //! Each part runs in a subshell with stdin closed, framed by `\x1eB i` before its output,
 //! `\x1eE i rc` after it, then (probes only, and only when the part failed) its stderr, then
-//! `\x1eF i`.
+//! `\x1eF i`. Probes and applies run one part after another; gates, which only read, run all at
+//! once (each into its own file), and their outputs follow in order when the last has ended.
 
 use std::collections::HashMap;
 
@@ -16,7 +17,7 @@ pub enum BatchKind {
     /// Read-only probes: every part runs; a failing part's stderr is reported apart from its
     /// stdout (which is the fact it printed).
     Probe,
-    /// Gates: every part runs, stderr folded into the output.
+    /// Gates: every part runs, all at once, stderr folded into the output.
     Gates,
     /// Applies and handlers: stop at the first failing part; stderr folded into the output.
     Apply,
@@ -28,6 +29,10 @@ pub fn batch_script(parts: &[(usize, String)], kind: BatchKind) -> String {
     // The modules' shared helpers, once for every part (each part's subshell inherits them).
     s.push_str(crate::modules::LIB_SH);
     s.push('\n');
+    if kind == BatchKind::Gates {
+        s.push_str(&concurrent_parts(parts));
+        return s;
+    }
     let stderr = if kind == BatchKind::Probe {
         s.push_str("hactl_err=$(mktemp) || exit 1\ntrap 'rm -f \"$hactl_err\"' EXIT\n");
         "2>\"$hactl_err\""
@@ -45,6 +50,24 @@ pub fn batch_script(parts: &[(usize, String)], kind: BatchKind) -> String {
         if kind == BatchKind::Apply {
             s.push_str("[ $rc -eq 0 ] || exit 0\n");
         }
+    }
+    s
+}
+
+/// Read-only parts started together, each writing its output and exit code to its own file; when
+/// every one has ended, their framed outputs in order.
+fn concurrent_parts(parts: &[(usize, String)]) -> String {
+    let mut s = String::from("hactl_dir=$(mktemp -d) || exit 1\ntrap 'rm -rf \"$hactl_dir\"' EXIT\n");
+    for (i, body) in parts {
+        s.push_str(&format!(
+            "(\n(\n{body}\n) </dev/null >\"$hactl_dir/{i}\" 2>&1\necho $? >\"$hactl_dir/{i}.rc\"\n) &\n"
+        ));
+    }
+    s.push_str("wait\n");
+    for (i, _) in parts {
+        s.push_str(&format!(
+            "printf '\\036B {i}\\n'\ncat \"$hactl_dir/{i}\"\nprintf '\\n\\036E {i} %d\\n' \"$(cat \"$hactl_dir/{i}.rc\")\"\nprintf '\\036F {i}\\n'\n"
+        ));
     }
     s
 }
@@ -137,6 +160,25 @@ mod tests {
         assert_eq!(parsed[&2].stdout, "partial\n");
         assert_eq!(parsed[&2].stderr, "dpkg: cannot read\n");
         assert_eq!(parsed[&3].stdout, "after\n");
+    }
+
+    #[test]
+    fn gates_run_at_once_and_report_in_order() {
+        let parts = vec![
+            (0, "sleep 1; echo slow".to_string()),
+            (1, "echo quick; echo warn >&2; exit 4".to_string()),
+            (2, "sleep 1; cat; echo done".to_string()),
+        ];
+        let started = std::time::Instant::now();
+        let parsed = parse_batch(&run_local(&batch_script(&parts, BatchKind::Gates)).stdout);
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1900),
+            "two 1 s gates took {:?}",
+            started.elapsed()
+        );
+        assert_eq!((parsed[&0].stdout.as_str(), parsed[&0].rc), ("slow\n", 0));
+        assert_eq!((parsed[&1].stdout.as_str(), parsed[&1].rc), ("quick\nwarn\n", 4));
+        assert_eq!(parsed[&2].stdout, "done\n", "gates do not read the script from stdin");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (when applying) apply the changed ones in one script, re-probe to prove convergence, then run
 //! the handlers they notified (unless the stage is rolling).
 
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 
 use miette::Result;
@@ -13,7 +14,7 @@ use super::{Engine, Mode, Verdict};
 use crate::modules::{self, BuildCx, Change, Module};
 use crate::playbook::{Stage, Step};
 use crate::report::{Status, StepResult};
-use crate::ssh::Remote;
+use crate::ssh::{Remote, ScriptOutput};
 
 /// One step of a host's stage, rendered.
 pub(super) struct Planned {
@@ -51,6 +52,7 @@ impl Engine {
         // Rendered before the run began (see `check_renders`), unless the first host changed since.
         let key = (stage.name.clone(), host.to_string());
         let cached = self.rendered.lock().expect("lock").remove(&key);
+        let as_prefetched = matches!(&cached, Some((first, _)) if *first == is_first);
         let rendered: Vec<Result<Option<Planned>>> = match cached {
             Some((first, planned)) if first == is_first => planned.into_iter().map(Ok).collect(),
             _ => stage
@@ -69,7 +71,13 @@ impl Engine {
         }
         self.reporter
             .host_activity(host, &format!("{}: probing {} steps", stage.name, steps.len()));
-        let mut changes = match self.probe_all(remote, &steps).await {
+        let probed = match self.take_prefetched(&key, as_prefetched).await {
+            Some(out) => out
+                .map_err(ProbeError::Connection)
+                .and_then(|out| read_probes(&steps, &out)),
+            None => self.probe_all(remote, &steps).await,
+        };
+        let mut changes = match probed {
             Ok(c) => c,
             Err(e) => return self.probe_failed(host, &stage.name, &steps, e),
         };
@@ -100,6 +108,14 @@ impl Engine {
                 .collect();
             if todo.is_empty() {
                 break;
+            }
+            if self
+                .gates_before_change(host, &stage.name, step_name(&steps, todo[0]))
+                .await
+                .failed()
+            {
+                self.record_applied(host, &stage.name, &steps, &applied);
+                return Verdict::Failed;
             }
             for &i in &todo {
                 if changes[i].as_ref().is_some_and(|c| c.counts) {
@@ -311,28 +327,8 @@ impl Engine {
         if steps.is_empty() {
             return Ok(Vec::new());
         }
-        let parts: Vec<(usize, String)> = steps.iter().enumerate().map(|(i, s)| (i, s.module.probe())).collect();
-        let out = remote
-            .run(&batch_script(&parts, BatchKind::Probe))
-            .await
-            .map_err(ProbeError::Connection)?;
-        let observed = parse_batch(&out.stdout);
-        steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let o = observed.get(&i).ok_or_else(|| {
-                    ProbeError::Step(i, format!("probe produced no output: {}", tail(&out.stderr, 5)))
-                })?;
-                if o.rc != 0 {
-                    return Err(ProbeError::Step(
-                        i,
-                        format!("probe failed (exit {}): {}", o.rc, tail(&o.stderr, 5)),
-                    ));
-                }
-                s.module.diff(o).map_err(|e| ProbeError::Step(i, format!("{e}")))
-            })
-            .collect()
+        let out = remote.run(&probe_script(steps)).await.map_err(ProbeError::Connection)?;
+        read_probes(steps, &out)
     }
 
     /// Records why probing `steps` failed: a step's failure, or the connection's.
@@ -380,4 +376,42 @@ impl Engine {
 /// The name of step `i` (or "probe" when there is none).
 fn step_name(steps: &[Planned], i: usize) -> &str {
     steps.get(i).map(|s| s.name.as_str()).unwrap_or("probe")
+}
+
+/// The one round trip that probes `steps`.
+pub(super) fn probe_script<P: Borrow<Planned>>(steps: &[P]) -> String {
+    let parts: Vec<(usize, String)> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, s.borrow().module.probe()))
+        .collect();
+    batch_script(&parts, BatchKind::Probe)
+}
+
+/// Each step's change, read from the output of its [`probe_script`]. A probe that exits
+/// non-zero is an error carrying its stderr, never "absent".
+pub(super) fn read_probes<P: Borrow<Planned>>(
+    steps: &[P],
+    out: &ScriptOutput,
+) -> Result<Vec<Option<Change>>, ProbeError> {
+    let observed = parse_batch(&out.stdout);
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let o = observed
+                .get(&i)
+                .ok_or_else(|| ProbeError::Step(i, format!("probe produced no output: {}", tail(&out.stderr, 5))))?;
+            if o.rc != 0 {
+                return Err(ProbeError::Step(
+                    i,
+                    format!("probe failed (exit {}): {}", o.rc, tail(&o.stderr, 5)),
+                ));
+            }
+            s.borrow()
+                .module
+                .diff(o)
+                .map_err(|e| ProbeError::Step(i, format!("{e}")))
+        })
+        .collect()
 }

@@ -1,6 +1,8 @@
 //! Verification gates: read-only commands that must exit 0 after a stage (and alone, with
 //! `hactl verify`). A host's gates run in one script, each retried on the host.
 
+use std::sync::atomic::Ordering;
+
 use super::batch::{batch_script, parse_batch, part_failure, tail, BatchKind};
 use super::{Engine, Mode, Verdict};
 use crate::playbook::{Gate, Stage};
@@ -14,6 +16,12 @@ impl Engine {
         let mut gates: Vec<&Gate> = Vec::new();
         let mut parts = Vec::new();
         for gate in stage.verify.iter().filter(|g| !g.run_once || is_first) {
+            if gate.after_change && self.options.mode == Mode::Apply && !self.applied_any.load(Ordering::SeqCst) {
+                let mut r = StepResult::new(host, &stage.name, &format!("verify: {}", gate.name), Status::Skipped);
+                r.summary = Some("not run: this run changed nothing (`hactl verify` runs it)".to_string());
+                self.record(r);
+                continue;
+            }
             match self.render_gate(stage, gate, ctx) {
                 Ok(Some(cmd)) => {
                     parts.push((gates.len(), gate_script(&cmd, gate.retries, gate.delay)));

@@ -90,6 +90,13 @@ impl Engine {
         if planned.is_empty() {
             return self.clear_pending(host, stage);
         }
+        if self
+            .gates_before_change(host, &stage.name, &planned[0].name)
+            .await
+            .failed()
+        {
+            return Verdict::Failed;
+        }
         self.reporter
             .host_activity(host, &format!("{}: {} handlers", stage.name, planned.len()));
         let parts: Vec<(usize, String)> = planned.iter().enumerate().map(|(i, p)| (i, p.module.apply())).collect();

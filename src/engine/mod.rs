@@ -5,7 +5,12 @@
 //! Where things are: [`load`] (inputs and template contexts), [`converge`] (one host through one
 //! stage: probe, diff, apply, re-probe), [`handlers`], [`rolling`] (handlers one host at a time),
 //! [`gates`] (verification), [`batch`] (the one-round-trip script protocol), [`pending`] (handlers
-//! owed across runs). This file runs the stages over the hosts and records results.
+//! owed across runs), [`prefetch`] (every stage's probes sent at the start). This file runs the stages over the hosts and records results.
+//!
+//! The gates of a stage that changed nothing (and every gate in `verify`) do not hold the run
+//! up: they run while the next stages probe, and the run waits for them before it changes
+//! anything on any host (a step, a handler), so a failing gate still stops the run before the
+//! next change. A stage's text is printed once its gates have ended, stages in order.
 
 pub mod batch;
 mod converge;
@@ -13,9 +18,11 @@ mod gates;
 mod handlers;
 pub mod load;
 mod pending;
+mod prefetch;
 mod rolling;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -135,6 +142,14 @@ pub struct Engine {
     results: Mutex<Vec<StepResult>>,
     /// The rolling orders so far.
     rolling: Mutex<Vec<RollingOrder>>,
+    /// Gates running while the run goes on (see the module's documentation).
+    deferred: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<Verdict>>>,
+    /// Whether a deferred gate failed.
+    deferred_failed: AtomicBool,
+    /// Probes sent at the start of the run, per (stage, host).
+    prefetched: Mutex<HashMap<(String, String), prefetch::Prefetched>>,
+    /// Whether the run has begun to change anything (prefetched probes are stale from then on).
+    applied_any: AtomicBool,
     /// Steps rendered before the run, per (stage, host): whether rendered as the stage's first
     /// host, and each step (`None`: skipped by `when` or `run_once`).
     rendered: Mutex<HashMap<(String, String), Rendered>>,
@@ -156,6 +171,10 @@ impl Engine {
             unreachable: Mutex::new(BTreeSet::new()),
             results: Mutex::new(Vec::new()),
             rolling: Mutex::new(Vec::new()),
+            deferred: tokio::sync::Mutex::new(Vec::new()),
+            deferred_failed: AtomicBool::new(false),
+            prefetched: Mutex::new(HashMap::new()),
+            applied_any: AtomicBool::new(false),
             rendered: Mutex::new(HashMap::new()),
         }))
     }
@@ -182,22 +201,29 @@ impl Engine {
         }
         self.reporter.start(plan.len() as u64);
         let keeper = tokio::spawn(Arc::clone(self).keep_masters());
+        if self.options.mode != Mode::Verify {
+            self.prefetch_probes(&plan).await;
+        }
+        let mut unshown: Vec<&Stage> = Vec::new();
         for (stage, hosts) in &plan {
             let verdict = self.run_stage(stage, hosts).await;
-            if self.options.mode != Mode::Verify {
-                let text = {
-                    let results = self.results.lock().expect("lock");
-                    self.reporter
-                        .stage_text(&stage.name, &results, self.options.mode == Mode::Plan)
-                };
-                self.reporter.out(&text);
+            unshown.push(stage);
+            if self.deferred.lock().await.is_empty() {
+                self.show_stages(&mut unshown);
             }
-            self.reporter.stage_done(&stage.name);
             if verdict.failed() {
                 self.reporter
                     .log(&format!("stage {} failed: later stages not run", stage.name));
                 break;
             }
+        }
+        if self.settle_deferred().await.failed() {
+            self.reporter
+                .log("a stage's gates failed (they ran while the next stages probed): nothing was changed after them");
+        }
+        self.show_stages(&mut unshown);
+        for (_, probe) in self.prefetched.lock().expect("lock").drain() {
+            probe.abort();
         }
         keeper.abort();
         self.reporter.finish();
@@ -243,17 +269,84 @@ impl Engine {
             {
                 return Verdict::Failed;
             }
-            if mode != Mode::Plan
-                && !stage.verify.is_empty()
-                && self
-                    .for_hosts(batch, stage, first.as_deref(), Work::Gates)
-                    .await
-                    .failed()
+            if mode == Mode::Plan || stage.verify.is_empty() {
+                continue;
+            }
+            if mode == Mode::Verify || !self.changed_in(&stage.name) {
+                self.defer_gates(batch, stage, first.as_deref()).await;
+            } else if self
+                .for_hosts(batch, stage, first.as_deref(), Work::Gates)
+                .await
+                .failed()
             {
                 return Verdict::Failed;
             }
         }
         Verdict::Succeeded
+    }
+
+    /// Whether the run changed anything in `stage` (a step or a handler, on any host).
+    fn changed_in(&self, stage: &str) -> bool {
+        self.results
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|r| r.stage == stage && r.status == Status::Changed)
+    }
+
+    /// Starts the gates of `batch` without waiting for them.
+    async fn defer_gates(self: &Arc<Self>, batch: &[String], stage: &Stage, first: Option<&str>) {
+        let (me, batch, stage, first) = (
+            Arc::clone(self),
+            batch.to_vec(),
+            stage.clone(),
+            first.map(str::to_string),
+        );
+        let gates = tokio::spawn(async move { me.for_hosts(&batch, &stage, first.as_deref(), Work::Gates).await });
+        self.deferred.lock().await.push(gates);
+    }
+
+    /// Waits for every deferred gate; `Failed` when one failed (now or before).
+    async fn settle_deferred(&self) -> Verdict {
+        let mut deferred = self.deferred.lock().await;
+        for gates in deferred.drain(..) {
+            if gates.await.map_or(true, Verdict::failed) {
+                self.deferred_failed.store(true, Ordering::SeqCst);
+            }
+        }
+        if self.deferred_failed.load(Ordering::SeqCst) {
+            Verdict::Failed
+        } else {
+            Verdict::Succeeded
+        }
+    }
+
+    /// Before a change on `host`: marks prefetched probes stale and waits for the deferred gates;
+    /// when one failed, records that `step` was not applied and returns `Failed`.
+    async fn gates_before_change(&self, host: &str, stage: &str, step: &str) -> Verdict {
+        self.applied_any.store(true, Ordering::SeqCst);
+        if !self.settle_deferred().await.failed() {
+            return Verdict::Succeeded;
+        }
+        let mut r = StepResult::new(host, stage, step, Status::Skipped);
+        r.summary = Some("not applied: an earlier stage's gates failed".to_string());
+        self.record(r);
+        Verdict::Failed
+    }
+
+    /// Prints the text of each stage in `stages` (in plan or apply mode) and empties it.
+    fn show_stages(&self, stages: &mut Vec<&Stage>) {
+        for stage in stages.drain(..) {
+            if self.options.mode != Mode::Verify {
+                let text = {
+                    let results = self.results.lock().expect("lock");
+                    self.reporter
+                        .stage_text(&stage.name, &results, self.options.mode == Mode::Plan)
+                };
+                self.reporter.out(&text);
+            }
+            self.reporter.stage_done(&stage.name);
+        }
     }
 
     /// Runs the stage's steps or its gates on hosts concurrently, at most `forks` at once. A task

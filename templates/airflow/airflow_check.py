@@ -5,7 +5,10 @@
        [--every T,..] [--one T,..]     SchedulerJob,TriggererJob) on exactly the masters, and
                                        exactly one of the --one types (default DagProcessorJob)
                                        in the cluster (the venv's python)
-  workers --expect A,B                 every Celery worker answers a ping
+  db [--config F]                      the metadata database answers through the configured
+                                       connection (the PG LB) and is migrated (the venv's python)
+  workers --expect A,B [--config F]    every Celery worker answers a ping (the venv's python;
+                                       celery alone, without importing Airflow)
   health --url URL [--ignore C,..]     the API's health JSON: every component healthy (but
                                        those ignored)
   smoke --url URL [--min-workers N]    trigger hactl_smoke through URL with the admin login
@@ -21,7 +24,6 @@ import http.cookiejar
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 import urllib.error
@@ -40,13 +42,36 @@ def short(host):
     return (host or "").split(".")[0]
 
 
+def read_config(path):
+    config = configparser.ConfigParser(interpolation=None)
+    if not config.read(path):
+        fail(f"cannot read {path}")
+    return config
+
+
+def database_url(config):
+    """The metadata database's libpq URL (SQLAlchemy's driver prefix dropped)."""
+    return re.sub(r"^postgresql\+\w+://", "postgresql://", config.get("database", "sql_alchemy_conn"))
+
+
+def db(args):
+    import psycopg2  # the venv's
+
+    try:
+        with psycopg2.connect(database_url(read_config(args.config)), connect_timeout=5) as conn, conn.cursor() as cur:
+            cur.execute("select version_num from alembic_version")
+            (revision,) = cur.fetchone()
+            where = f"{conn.info.host}:{conn.info.port}"
+    except psycopg2.Error as e:
+        fail(f"the metadata database does not answer: {str(e).strip().splitlines()[0]}")
+    print(f"the metadata database answers through {where}, migrated to {revision}")
+    return 0
+
+
 def jobs(args):
     import psycopg2  # the venv's
 
-    config = configparser.ConfigParser(interpolation=None)
-    config.read(args.config)
-    url = re.sub(r"^postgresql\+\w+://", "postgresql://", config.get("database", "sql_alchemy_conn"))
-    with psycopg2.connect(url, connect_timeout=5) as conn, conn.cursor() as cur:
+    with psycopg2.connect(database_url(read_config(args.config)), connect_timeout=5) as conn, conn.cursor() as cur:
         cur.execute(
             "select job_type, hostname from job where state = 'running'"
             " and latest_heartbeat > now() - make_interval(secs => %s)",
@@ -68,21 +93,21 @@ def jobs(args):
 
 
 def workers(args):
-    command = [
-        "runuser", "-u", "airflow", "--", "celery",
-        "--app", "airflow.providers.celery.executors.celery_executor.app",
-        "inspect", "ping", "--json", "--timeout", "5",
-    ]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    replies = {}
-    for line in out.stdout.splitlines():
-        if line.startswith("{"):
-            replies = json.loads(line)
-    answered = {short(name.split("@", 1)[-1]) for name, reply in replies.items() if reply.get("ok") == "pong"}
+    """Celery's broadcast ping through the cluster's broker (the workers' control mailbox)."""
+    from celery import Celery  # the venv's
+
+    app = Celery(broker=read_config(args.config).get("celery", "broker_url"))
+    app.conf.broker_connection_timeout = 2
     want = set(args.expect.split(","))
+    try:
+        replies = app.control.ping(timeout=args.timeout)
+    except Exception as e:  # kombu's connection errors are many and untyped here
+        fail(f"Celery workers answering a ping: none; want {','.join(sorted(want))} ({type(e).__name__}: {e})")
+    answered = {
+        short(name.split("@", 1)[-1]) for reply in replies for name, answer in reply.items() if answer.get("ok") == "pong"
+    }
     if answered != want:
-        fail(f"Celery workers answering a ping: {','.join(sorted(answered)) or 'none'}; want {','.join(sorted(want))}"
-             f"{' (' + out.stderr.strip().splitlines()[-1] + ')' if out.returncode and out.stderr.strip() else ''}")
+        fail(f"Celery workers answering a ping: {','.join(sorted(answered)) or 'none'}; want {','.join(sorted(want))}")
     print(f"Celery workers answering a ping: {','.join(sorted(answered))}")
     return 0
 
@@ -191,8 +216,12 @@ def main():
     p.add_argument("--threshold", type=int, default=30)
     p.add_argument("--every", default="SchedulerJob,TriggererJob", help="job types live on exactly the masters")
     p.add_argument("--one", default="DagProcessorJob", help="job types live exactly once in the cluster")
+    p = sub.add_parser("db")
+    p.add_argument("--config", default="/etc/airflow/airflow.cfg")
     p = sub.add_parser("workers")
     p.add_argument("--expect", required=True)
+    p.add_argument("--config", default="/etc/airflow/airflow.cfg")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the replies")
     p = sub.add_parser("health")
     p.add_argument("--url", required=True)
     p.add_argument("--ignore", default="", help="components not checked (the guard stage starts them)")
@@ -205,7 +234,7 @@ def main():
     p.add_argument("--min-workers", type=int, default=2)
     p.add_argument("--timeout", type=int, default=300)
     args = parser.parse_args()
-    return {"jobs": jobs, "workers": workers, "health": health, "sticky": sticky, "smoke": smoke}[args.check](args)
+    return {"db": db, "jobs": jobs, "workers": workers, "health": health, "sticky": sticky, "smoke": smoke}[args.check](args)
 
 
 if __name__ == "__main__":
