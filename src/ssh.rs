@@ -287,11 +287,18 @@ impl Remote {
     /// opened); a failure after that is reported, never retried: a retry could run a command
     /// or a switchover twice.
     pub async fn run(&self, script: &str) -> Result<ScriptOutput, SshError> {
+        self.run_made(|| script.to_string()).await
+    }
+
+    /// [`Remote::run`] with the script made by `make` once a channel is free: for a script that
+    /// carries the time it was made (a clock check), not the time it waited for a channel.
+    pub async fn run_made(&self, make: impl FnOnce() -> String) -> Result<ScriptOutput, SshError> {
         let _permit = self
             .channels
             .acquire()
             .await
             .map_err(|e| SshError::Channel(e.to_string()))?;
+        let script = &make();
         let started = std::time::Instant::now();
         let out = retry_unstarted(|attempt| async move {
             if attempt > 0 && self.session.check().await.is_err() {

@@ -35,7 +35,19 @@ impl Engine {
             return Verdict::Succeeded;
         }
         self.reporter.host_activity(host, &format!("{}: verifying", stage.name));
-        let out = match remote.run(&batch_script(&parts, BatchKind::Gates)).await {
+        // Rendered again once a channel is free: a gate may carry the time it was made.
+        let made = || {
+            let again: Vec<(usize, String)> = gates
+                .iter()
+                .zip(&parts)
+                .map(|(gate, (i, first))| match self.render_gate(stage, gate, ctx) {
+                    Ok(Some(cmd)) => (*i, gate_script(&cmd, gate.retries, gate.delay)),
+                    _ => (*i, first.clone()),
+                })
+                .collect();
+            batch_script(&again, BatchKind::Gates)
+        };
+        let out = match remote.run_made(made).await {
             Ok(o) => parse_batch(&o.stdout),
             Err(e) => return self.connection_lost(host, &stage.name, "verify", &e),
         };

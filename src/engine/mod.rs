@@ -206,7 +206,9 @@ impl Engine {
         }
         let mut unshown: Vec<&Stage> = Vec::new();
         for (stage, hosts) in &plan {
+            let stage_started = Instant::now();
             let verdict = self.run_stage(stage, hosts).await;
+            tracing::debug!(stage = %stage.name, ms = stage_started.elapsed().as_millis() as u64, "stage: done (deferred gates aside)");
             unshown.push(stage);
             if self.deferred.lock().await.is_empty() {
                 self.show_stages(&mut unshown);
@@ -302,7 +304,12 @@ impl Engine {
             stage.clone(),
             first.map(str::to_string),
         );
-        let gates = tokio::spawn(async move { me.for_hosts(&batch, &stage, first.as_deref(), Work::Gates).await });
+        let gates = tokio::spawn(async move {
+            let started = Instant::now();
+            let verdict = me.for_hosts(&batch, &stage, first.as_deref(), Work::Gates).await;
+            tracing::debug!(stage = %stage.name, ms = started.elapsed().as_millis() as u64, "stage: deferred gates ended");
+            verdict
+        });
         self.deferred.lock().await.push(gates);
     }
 

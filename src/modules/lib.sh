@@ -44,3 +44,26 @@ hactl_set_attrs() {
     chmod "$HACTL_MODE" "$1" || return 1
   fi
 }
+
+# hactl_once KEY COMMAND...: runs a read-only COMMAND once per probe or gate batch, its parts
+# (which run side by side) sharing its output, stderr and exit code; a part that asks while it
+# runs waits for it. Outside those batches (an apply) it simply runs COMMAND.
+hactl_once() {
+  hactl_key=$1
+  shift
+  if [ -z "${hactl_dir:-}" ]; then
+    "$@"
+    return
+  fi
+  hactl_f="$hactl_dir/once-$hactl_key"
+  (
+    flock 9 || exit 1
+    [ -e "$hactl_f.rc" ] || {
+      "$@" >"$hactl_f" 2>"$hactl_f.err"
+      echo $? >"$hactl_f.rc"
+    }
+  ) 9>"$hactl_f.lock" || return 1
+  cat "$hactl_f"
+  cat "$hactl_f.err" >&2
+  return "$(cat "$hactl_f.rc")"
+}

@@ -7,7 +7,7 @@ hactl_rabbitmq_status() {
   if ! command -v rabbitmqctl >/dev/null; then
     echo "status -"
     echo "reason RabbitMQ is not installed yet"
-  elif out=$(rabbitmqctl -q cluster_status --formatter json 2>&1); then
+  elif out=$(hactl_once cluster_status rabbitmqctl -q cluster_status --formatter json 2>&1); then
     printf 'status %s\n' "$(printf '%s' "$out" | tr -d '\n')"
   else
     echo "status -"

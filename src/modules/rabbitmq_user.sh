@@ -5,7 +5,7 @@
 
 hactl_probe() {
   hactl_rabbitmq_status
-  if ! users=$(rabbitmqctl -q list_users --formatter json 2>/dev/null); then
+  if ! users=$(hactl_once list_users rabbitmqctl -q list_users --formatter json 2>/dev/null); then
     return 0
   fi
   printf 'user %s\n' "$HACTL_USER"
