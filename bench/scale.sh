@@ -2,7 +2,9 @@
 # Benchmark: how hactl grows with the number of inventory hosts. For each count in SIZES
 # (default 3 6 15 30), an inventory of that many hosts, given in turn the addresses of the lab's
 # nodes (so 30 hosts are 10 inventory names per node, each with its own SSH master), runs a
-# no-op re-run of a 46-step playbook whose paths are per inventory host. Prints, per count, the
+# no-op re-run of a 47-step playbook whose paths are per inventory host; one step's probe waits
+# 1 s (a guard command that sleeps), so a run whose hosts were handled one after another would
+# take at least 1 s per host. Prints, per count, the
 # median of RUNS runs (default 5): wall time, hactl's own CPU time (user + system) and its peak
 # memory (RSS), and the same per host. Needs root and a lab (`hactl lab up`); targets only lab
 # node addresses.
@@ -27,6 +29,7 @@ mapfile -t addresses < <(awk '/ansible_host:/ { gsub(/"/, "", $2); print $2 }' "
   echo "    hosts: all"
   echo "    steps:"
   echo "      - {name: base, directory: {path: \"/srv/scale/{{ inventory_hostname }}\"}}"
+  echo "      - {name: a probe that takes 1 s, command: {cmd: \"true\", unless: \"sleep 1\"}}"
   for i in $(seq 1 15); do
     echo "      - {name: dir$i, directory: {path: \"/srv/scale/{{ inventory_hostname }}/d$i\", mode: \"0755\"}}"
     printf '%s\n' "      - {name: file$i, file: {path: \"/srv/scale/{{ inventory_hostname }}/d$i/f.conf\", content: \"key$i=value$i\\n\", mode: \"0644\"}}"

@@ -373,6 +373,19 @@ pub fn rfc3339(at: time::OffsetDateTime) -> String {
 mod tests {
     use super::*;
 
+    /// The inputs of a run of the built-in playbook on `inv`.
+    fn inputs_of(inv: &Path) -> Inputs {
+        Inputs {
+            inventory: inv.display().to_string(),
+            inventory_sha256: inventory_fingerprint(inv).unwrap(),
+            playbook: "built-in".into(),
+            playbook_sha256: "ab".repeat(32),
+            secrets_sha256: String::new(),
+            stages: None,
+            limit: None,
+        }
+    }
+
     fn result(host: &str, step: &str, status: Status, handler: bool) -> StepResult {
         StepResult {
             handler,
@@ -388,16 +401,7 @@ mod tests {
         std::fs::write(&inv, "all: {}\n").unwrap();
         let redactor = Redactor::new(["s3cret"]);
         for ending in [Some(Summary::default()), None] {
-            let inputs = Inputs {
-                inventory: inv.display().to_string(),
-                inventory_sha256: inventory_fingerprint(&inv).unwrap(),
-                playbook: "built-in".into(),
-                playbook_sha256: "ab".repeat(32),
-                secrets_sha256: String::new(),
-                stages: None,
-                limit: None,
-            };
-            let j = Journal::start(&inputs, None, redactor.clone());
+            let j = Journal::start(&inputs_of(&inv), None, redactor.clone());
             j.note(&result("node1", "config with s3cret", Status::Changed, false));
             j.note(&result("node1", "restart scheduler", Status::Changed, true));
             j.note(&result("node2", "pip", Status::Failed, false));
@@ -427,16 +431,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let inv = dir.path().join("inventory.yml");
         std::fs::write(&inv, "all: {}\n").unwrap();
-        let inputs = Inputs {
-            inventory: inv.display().to_string(),
-            inventory_sha256: inventory_fingerprint(&inv).unwrap(),
-            playbook: "built-in".into(),
-            playbook_sha256: "ab".repeat(32),
-            secrets_sha256: String::new(),
-            stages: None,
-            limit: None,
-        };
-        let j = Journal::start(&inputs, None, Redactor::default());
+        let j = Journal::start(&inputs_of(&inv), None, Redactor::default());
         j.note(&result("node3", "config", Status::Changed, false));
         j.note(&StepResult {
             lost: true,

@@ -4,7 +4,9 @@
 //!
 //! Like Ansible's ControlPersist, a master outlives the run for [`PERSIST_SECS`] idle seconds, so a
 //! re-run within that time skips the SSH handshake. Its control socket lives in a private (0700)
-//! directory, keyed by every connection setting (address, user, port, key, known_hosts, policy).
+//! directory, keyed by the inventory host and every connection setting (address, user, port,
+//! key, known_hosts, policy): two inventory names for one address have a master each, so that
+//! each master carries at most [`MAX_CHANNELS`] channels.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -131,9 +133,10 @@ fn control_root() -> Option<PathBuf> {
     Some(dir)
 }
 
-/// A name for a connection's settings: a master is reused only for identical settings.
-fn control_key(conn: &Connection, policy: HostKeyPolicy) -> String {
-    let text = format!("{conn:?}|{policy:?}");
+/// A name for an inventory host's connection settings: a master is reused only by that host,
+/// with identical settings.
+fn control_key(host: &str, conn: &Connection, policy: HostKeyPolicy) -> String {
+    let text = format!("{host}|{conn:?}|{policy:?}");
     hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
@@ -170,11 +173,12 @@ fn transient(error: &str) -> bool {
     .any(|t| error.contains(t))
 }
 
-/// Connects to a host, reusing a persistent master when one is up. A host that refuses
+/// Connects to the inventory host `host`, reusing its persistent master when one is up. A host that refuses
 /// connections or logins for a while (it is booting) is tried again until `patience` runs out,
 /// saying once through `waiting` what it waits for; a host key or authentication error fails at
 /// once.
 pub async fn connect(
+    host: &str,
     conn: &Connection,
     policy: HostKeyPolicy,
     patience: Duration,
@@ -193,7 +197,7 @@ pub async fn connect(
     let root = control_root();
     let record = root
         .as_ref()
-        .map(|r| r.join(format!("{}.ctl", control_key(conn, policy))));
+        .map(|r| r.join(format!("{}.ctl", control_key(host, conn, policy))));
     if let Some(session) = match &record {
         Some(r) => resume(r).await,
         None => None,

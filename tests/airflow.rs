@@ -804,22 +804,11 @@ fn reviewed_plans(inv_path: &std::path::Path, dir: &std::path::Path) {
 
     // Ctrl-C once node2's configuration is written: the journal says interrupted and what was
     // applied; the next plan shows the restarts still owed.
-    let mut child = hactl()
-        .args(["provision", inv, "--stages", "airflow"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
     let written = format!("[node2] airflow/{config} changed");
-    assert!(
-        lines.by_ref().map_while(Result::ok).any(|l| l.contains(&written)),
-        "the run wrote node2's configuration"
-    );
+    let (mut child, lines) = spawn_until(&["provision", inv, "--stages", "airflow"], &written);
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest: Vec<String> = lines.collect();
     assert_eq!(child.wait().unwrap().code(), Some(1), "{rest:?}");
     let last = stdout(&run(&["log", inv, "--last"]));
     assert!(

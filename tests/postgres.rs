@@ -281,22 +281,11 @@ fn ssh_cut_mid_run(inv: &str) {
     let replica = members(1).into_iter().find(|m| m.1 == "Replica").unwrap().0;
     let n: usize = replica.trim_start_matches("node").parse().unwrap();
     assert_eq!(ssh(n, HAND_EDIT).0, 0);
-    let mut child = hactl()
-        .args(["provision", inv, "--stages", "postgres,pg-lb"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
     let written = format!("[{replica}] postgres/Patroni configuration changed");
-    assert!(
-        lines.by_ref().map_while(Result::ok).any(|l| l.contains(&written)),
-        "the run wrote {replica}'s Patroni configuration"
-    );
+    let (mut child, lines) = spawn_until(&["provision", inv, "--stages", "postgres,pg-lb"], &written);
     assert_eq!(run(&["lab", "link", &replica, "down"]).status.code(), Some(0));
     let cut = Instant::now();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest: Vec<String> = lines.collect();
     let code = child.wait().unwrap().code();
     measured!(
         "SSH link cut mid-run: the run ended {:.1} s after the cut",

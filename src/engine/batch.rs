@@ -4,8 +4,11 @@
 //!
 //! Each part runs in a subshell with stdin closed, framed by `\x1eB i` before its output,
 //! `\x1eE i rc` after it, then (probes only, and only when the part failed) its stderr, then
-//! `\x1eF i`. Applies run one part after another; probes and gates, which only read, run all at
-//! once (each into its own files), and their outputs follow in order when the last has ended.
+//! `\x1eF i`. Probes and applies run one part after another (most probes are a few shell builtins:
+//! starting each apart would cost more than it saves); gates, which only read and are few and
+//! slow, run all at once (each into its own file), and their outputs follow in order when the
+//! last has ended. Probe and gate scripts have a private directory, `$hactl_dir`, where
+//! `hactl_once` keeps the answers their parts share.
 
 use std::collections::HashMap;
 
@@ -14,8 +17,8 @@ use crate::modules::Observed;
 /// How a batch treats its parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchKind {
-    /// Read-only probes: every part runs, all at once; a failing part's stderr is reported apart
-    /// from its stdout (which is the fact it printed).
+    /// Read-only probes: every part runs; a failing part's stderr is reported apart from its
+    /// stdout (which is the fact it printed).
     Probe,
     /// Gates: every part runs, all at once, stderr folded into the output.
     Gates,
@@ -29,42 +32,45 @@ pub fn batch_script(parts: &[(usize, String)], kind: BatchKind) -> String {
     // The modules' shared helpers, once for every part (each part's subshell inherits them).
     s.push_str(crate::modules::LIB_SH);
     s.push('\n');
-    if kind != BatchKind::Apply {
-        s.push_str(&concurrent_parts(parts, kind));
+    if kind == BatchKind::Gates {
+        s.push_str(&concurrent_parts(parts));
         return s;
     }
+    let stderr = if kind == BatchKind::Probe {
+        s.push_str("hactl_dir=$(mktemp -d) || exit 1\ntrap 'rm -rf \"$hactl_dir\"' EXIT\n");
+        "2>\"$hactl_dir/err\""
+    } else {
+        "2>&1"
+    };
     for (i, body) in parts {
         s.push_str(&format!(
-            "printf '\\036B {i}\\n'\n(\n{body}\n) </dev/null 2>&1\nrc=$?\nprintf '\\n\\036E {i} %d\\n' \"$rc\"\nprintf '\\036F {i}\\n'\n[ $rc -eq 0 ] || exit 0\n"
+            "printf '\\036B {i}\\n'\n(\n{body}\n) </dev/null {stderr}\nrc=$?\nprintf '\\n\\036E {i} %d\\n' \"$rc\"\n"
         ));
+        if kind == BatchKind::Probe {
+            s.push_str("[ $rc -eq 0 ] || cat \"$hactl_dir/err\"\n");
+        }
+        s.push_str(&format!("printf '\\036F {i}\\n'\n"));
+        if kind == BatchKind::Apply {
+            s.push_str("[ $rc -eq 0 ] || exit 0\n");
+        }
     }
     s
 }
 
-/// Read-only parts started together, each writing its output (and, for probes, its stderr
-/// apart) and its exit code to its own files; when every one has ended, their framed outputs in
-/// order, a failed probe's stderr after its end marker.
-fn concurrent_parts(parts: &[(usize, String)], kind: BatchKind) -> String {
+/// Read-only parts started together, each writing its output and exit code to its own file; when
+/// every one has ended, their framed outputs in order.
+fn concurrent_parts(parts: &[(usize, String)]) -> String {
     let mut s = String::from("hactl_dir=$(mktemp -d) || exit 1\ntrap 'rm -rf \"$hactl_dir\"' EXIT\n");
     for (i, body) in parts {
-        let stderr = if kind == BatchKind::Probe {
-            format!("2>\"$hactl_dir/{i}.err\"")
-        } else {
-            "2>&1".to_string()
-        };
         s.push_str(&format!(
-            "(\n(\n{body}\n) </dev/null >\"$hactl_dir/{i}\" {stderr}\necho $? >\"$hactl_dir/{i}.rc\"\n) &\n"
+            "(\n(\n{body}\n) </dev/null >\"$hactl_dir/{i}\" 2>&1\necho $? >\"$hactl_dir/{i}.rc\"\n) &\n"
         ));
     }
     s.push_str("wait\n");
     for (i, _) in parts {
         s.push_str(&format!(
-            "rc=$(cat \"$hactl_dir/{i}.rc\")\nprintf '\\036B {i}\\n'\ncat \"$hactl_dir/{i}\"\nprintf '\\n\\036E {i} %d\\n' \"$rc\"\n"
+            "printf '\\036B {i}\\n'\ncat \"$hactl_dir/{i}\"\nprintf '\\n\\036E {i} %d\\n' \"$(cat \"$hactl_dir/{i}.rc\")\"\nprintf '\\036F {i}\\n'\n"
         ));
-        if kind == BatchKind::Probe {
-            s.push_str(&format!("[ \"$rc\" -eq 0 ] || cat \"$hactl_dir/{i}.err\"\n"));
-        }
-        s.push_str(&format!("printf '\\036F {i}\\n'\n"));
     }
     s
 }
@@ -179,7 +185,7 @@ mod tests {
     }
 
     #[test]
-    fn probes_share_a_command_run_once_in_their_batch() {
+    fn parts_share_a_command_run_once_in_their_batch() {
         let dir = tempfile::tempdir().unwrap();
         let runs = dir.path().join("runs");
         let once = format!(
@@ -187,16 +193,22 @@ mod tests {
             runs.display()
         );
         let parts: Vec<(usize, String)> = (0..3).map(|i| (i, once.clone())).collect();
-        let parsed = parse_batch(&run_local(&batch_script(&parts, BatchKind::Probe)).stdout);
-        for i in 0..3 {
-            assert_eq!(parsed[&i].stdout, "answer\nrc 3\n", "part {i}");
+        for (kind, runs_after) in [(BatchKind::Probe, "run\n"), (BatchKind::Gates, "run\nrun\n")] {
+            let parsed = parse_batch(&run_local(&batch_script(&parts, kind)).stdout);
+            for i in 0..3 {
+                assert_eq!(parsed[&i].stdout, "answer\nrc 3\n", "{kind:?} part {i}");
+            }
+            assert_eq!(
+                std::fs::read_to_string(&runs).unwrap(),
+                runs_after,
+                "once per {kind:?} batch"
+            );
         }
-        assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n", "run once");
         let applied = run_local(&batch_script(&parts[..2], BatchKind::Apply)).stdout;
         assert_eq!(applied.matches("answer").count(), 2);
         assert_eq!(
             std::fs::read_to_string(&runs).unwrap(),
-            "run\nrun\nrun\n",
+            "run\nrun\nrun\nrun\n",
             "an apply runs it each time"
         );
     }

@@ -412,6 +412,7 @@ impl Engine {
         let conn = &self.loaded.inventory.hosts[host].conn;
         let waiting = |what: &str| self.reporter.log(&format!("[{host}] {what}"));
         match ssh::connect(
+            host,
             conn,
             self.options.host_key_policy,
             self.options.connect_timeout,

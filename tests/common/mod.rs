@@ -32,6 +32,27 @@ pub fn hactl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hactl"))
 }
 
+/// Starts hactl with `args` and waits until its progress (stderr) shows a line containing
+/// `needle`: the running process and the rest of its stderr, line by line.
+pub fn spawn_until(args: &[&str], needle: &str) -> (std::process::Child, impl Iterator<Item = String>) {
+    use std::io::BufRead;
+    let mut child = hactl()
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hactl starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut lines = std::io::BufReader::new(stderr).lines().map_while(Result::ok);
+    assert!(
+        lines.by_ref().any(|l| l.contains(needle)),
+        "hactl {} ended without printing `{needle}`",
+        args.join(" ")
+    );
+    (child, lines)
+}
+
 /// Runs hactl with args, returning its output. Prints one line, the command and its exit code;
 /// the whole output goes to `target/tmp/logs/TEST.log`, so that a failing test's report stays
 /// short enough to show its panic message.
