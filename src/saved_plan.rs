@@ -266,13 +266,7 @@ impl SavedPlan {
         self.rolling
             .iter()
             .filter(|o| o.stage == stage)
-            .map(|o| {
-                format!(
-                    "{} rolling: would restart one host at a time, gates between: {}\n",
-                    o.stage,
-                    o.hosts.join(" → ")
-                )
-            })
+            .map(|o| o.line("would restart"))
             .collect()
     }
 }

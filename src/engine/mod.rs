@@ -5,7 +5,8 @@
 //! Where things are: [`load`] (inputs and template contexts), [`converge`] (one host through one
 //! stage: probe, diff, apply, re-probe), [`handlers`], [`rolling`] (handlers one host at a time),
 //! [`gates`] (verification), [`batch`] (the one-round-trip script protocol), [`pending`] (handlers
-//! owed across runs), [`prefetch`] (every stage's probes sent at the start). This file runs the stages over the hosts and records results.
+//! owed across runs), [`prefetch`] (every stage's probes sent at the start). This file runs the
+//! stages over the hosts and records results.
 //!
 //! The gates of a stage that changed nothing (and every gate in `verify`) do not hold the run
 //! up: they run while the next stages probe, and the run waits for them before it changes
@@ -83,6 +84,18 @@ pub struct RollingOrder {
     pub stage: String,
     /// The hosts, first restarted first.
     pub hosts: Vec<String>,
+}
+
+impl RollingOrder {
+    /// The line a run prints for it: `postgres rolling: VERB one host at a time, gates between:
+    /// node2 → node3 → node1`.
+    pub fn line(&self, verb: &str) -> String {
+        format!(
+            "{} rolling: {verb} one host at a time, gates between: {}\n",
+            self.stage,
+            self.hosts.join(" → ")
+        )
+    }
 }
 
 impl std::fmt::Display for RollingOrder {

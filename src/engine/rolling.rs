@@ -47,18 +47,15 @@ impl Engine {
                 return self.connection_lost(&host, &stage.name, "rolling order", &e)
             }
         };
-        if let Err(e) = self.note_rolling(RollingOrder {
+        let rolling = RollingOrder {
             stage: stage.name.clone(),
             hosts: order.clone(),
-        }) {
+        };
+        let line = rolling.line(if plan { "would restart" } else { "restarting" });
+        if let Err(e) = self.note_rolling(rolling) {
             return self.fail(&order[0], &stage.name, "rolling order", e);
         }
-        let verb = if plan { "would restart" } else { "restarting" };
-        self.reporter.out(&format!(
-            "{} rolling: {verb} one host at a time, gates between: {}\n",
-            stage.name,
-            order.join(" → ")
-        ));
+        self.reporter.out(&line);
         if plan {
             return Verdict::Succeeded;
         }
