@@ -50,6 +50,30 @@ fn write_through_lb(node: usize, password: &str) -> bool {
     ssh(node, &cmd).0 == 0
 }
 
+/// Starts `count` writes through the LB's primary port on `node`, one every 0.5 s, in the
+/// background as unit `unit`: one line each in /root/UNIT.log, `ok` or `fail: ` and psql's error.
+fn start_writer(node: usize, unit: &str, count: usize, password: &str) {
+    let cmd = format!(
+        "systemd-run --unit={unit} --collect sh -c 'for i in $(seq {count}); do \
+         if e=$(PGPASSWORD={password} timeout 3 psql -h 127.0.0.1 -p 5000 -U airflow -d airflow -tAc \"insert into t values (now())\" 2>&1); \
+         then echo ok; else echo \"fail: $e\" | tr \"\\n\" \" \"; echo; fi; sleep 0.5; done > /root/{unit}.log'"
+    );
+    assert_eq!(ssh(node, &cmd).0, 0, "a writer on node{node}");
+}
+
+/// Once the writer `unit` on `node` has made its `count` writes (or after 40 s): how many
+/// failed, and its log.
+fn writer_result(node: usize, unit: &str, count: usize) -> (usize, String) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut log = ssh_ok(node, &format!("cat /root/{unit}.log"));
+    while log.lines().count() < count && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        log = ssh_ok(node, &format!("cat /root/{unit}.log"));
+    }
+    assert_eq!(log.lines().count(), count, "the writer {unit} did not finish:\n{log}");
+    (log.lines().filter(|l| l.starts_with("fail")).count(), log)
+}
+
 #[test]
 fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     let _lab = lab_lock();
@@ -126,10 +150,7 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
         Some(2),
         "check finds the drift"
     );
-    let writer = format!(
-        "systemd-run --unit=hactl-writer --collect sh -c 'for i in $(seq 40); do if PGPASSWORD={password} timeout 3 psql -h 127.0.0.1 -p 5000 -U airflow -d airflow -tAc \"insert into t values (now())\" >/dev/null 2>&1; then echo ok; else echo fail; fi; sleep 0.5; done > /root/writer.log'"
-    );
-    assert_eq!(ssh(edited, &writer).0, 0);
+    start_writer(edited, "hactl-writer", 40, &password);
     std::thread::sleep(Duration::from_secs(2));
     let repair = run(&["provision", inv, "--stages", STAGES]);
     assert_eq!(repair.status.code(), Some(0));
@@ -145,21 +166,20 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     assert_eq!(postmaster_starts(), starts, "repair restarted PostgreSQL");
     assert!(!ssh_ok(edited, "cat /etc/patroni/config.yml").contains("loop_wait: 9"));
     assert_eq!(run(&["check", inv, "--stages", STAGES]).status.code(), Some(0));
-    let mut log = String::new();
-    for _ in 0..40 {
-        log = ssh_ok(edited, "cat /root/writer.log");
-        if log.lines().count() >= 40 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
+    let (failures, log) = writer_result(edited, "hactl-writer", 40);
+    measured!("writer during drift repair: {failures} of 40 writes failed");
+    assert_eq!(failures, 0, "writes failed during a repair of reloads only:\n{log}");
+
+    // Each HAProxy reload (a configuration change) keeps the servers' checked states: the new
+    // process does not take the replicas for the primary before its first check.
+    start_writer(edited, "hactl-writer-reloads", 30, &password);
+    for _ in 0..6 {
+        assert_eq!(ssh(edited, "systemctl reload haproxy").0, 0, "reload haproxy");
+        std::thread::sleep(Duration::from_secs(2));
     }
-    let failures = log.lines().filter(|l| *l == "fail").count();
-    measured!(
-        "writer during drift repair: {} of {} writes failed",
-        failures,
-        log.lines().count()
-    );
-    assert!(failures <= 6, "writes failed during repair: {failures}\n{log}");
+    let (failures, log) = writer_result(edited, "hactl-writer-reloads", 30);
+    measured!("writer during 6 HAProxy reloads: {failures} of 30 writes failed");
+    assert_eq!(failures, 0, "writes failed across HAProxy reloads:\n{log}");
 
     // Rolling change: settings that need restarts, one member at a time with the gates between;
     // replicas first, the Patroni leader last after a switchover.
@@ -211,11 +231,7 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     }
     let old_leader = candidate;
     reviewed_rolling_plan(inv, file, &old_leader);
-    let writer2 = writer
-        .replace("hactl-writer", "hactl-writer2")
-        .replace("seq 40", "seq 150")
-        .replace("writer.log", "writer2.log");
-    assert_eq!(ssh(1, &writer2).0, 0);
+    start_writer(1, "hactl-writer2", 150, &password);
     let started = Instant::now();
     let rolled = run(&["provision", inv, "--stages", STAGES, "--plan", file]);
     assert_eq!(rolled.status.code(), Some(0), "rolling provision of the reviewed plan");
@@ -238,8 +254,8 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     );
     assert_eq!(provision(inv)["changed"], 0, "after the rolling change");
     let _ = ssh(1, "systemctl stop hactl-writer2 2>/dev/null; true");
-    let log = ssh_ok(1, "cat /root/writer2.log");
-    let failures = log.lines().filter(|l| *l == "fail").count();
+    let log = ssh_ok(1, "cat /root/hactl-writer2.log");
+    let failures = log.lines().filter(|l| l.starts_with("fail")).count();
     measured!(
         "writer during rolling change: {} of {} writes failed",
         failures,

@@ -51,7 +51,7 @@ pub struct UnitFact {
     pub active_state: String,
     /// `enabled`, `disabled`, `static`… (empty when unknown).
     pub unit_file_state: String,
-    /// Whether its unit files changed on disk since systemd read them.
+    /// Whether its unit files or drop-ins changed on disk since systemd read them.
     pub need_daemon_reload: bool,
 }
 

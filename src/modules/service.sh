@@ -3,7 +3,27 @@
 # HACTL_ENABLED (yes|no|empty), HACTL_NO_BLOCK (yes|no) (apply).
 
 hactl_probe() {
-  systemctl show -p LoadState -p ActiveState -p UnitFileState -p NeedDaemonReload -- "$HACTL_UNIT" | sed 's/=/ /'
+  systemctl show -p LoadState -p ActiveState -p UnitFileState -- "$HACTL_UNIT" | sed 's/=/ /'
+  if hactl_stale_unit; then echo "NeedDaemonReload yes"; else echo "NeedDaemonReload no"; fi
+}
+
+# Whether systemd must read the unit again: its files changed (NeedDaemonReload), or a drop-in in
+# /etc/systemd/system/UNIT.d appeared that it has not read (systemd does not notice a new one).
+hactl_stale_unit() {
+  [ "$(systemctl show -p NeedDaemonReload --value -- "$HACTL_UNIT")" = yes ] && return 0
+  case "$HACTL_UNIT" in
+    *.*) unit=$HACTL_UNIT ;;
+    *) unit=$HACTL_UNIT.service ;;
+  esac
+  read_dropins=" $(systemctl show -p DropInPaths --value -- "$HACTL_UNIT") "
+  for dropin in /etc/systemd/system/"$unit".d/*.conf; do
+    [ -e "$dropin" ] || continue
+    case "$read_dropins" in
+      *" $dropin "*) ;;
+      *) return 0 ;;
+    esac
+  done
+  return 1
 }
 
 # systemctl VERB on the unit, without waiting for it when asked (Type=notify units that need a quorum).
@@ -16,7 +36,7 @@ hactl_systemctl() {
 }
 
 hactl_apply() {
-  if [ "$(systemctl show -p NeedDaemonReload --value -- "$HACTL_UNIT")" = yes ]; then
+  if hactl_stale_unit; then
     systemctl daemon-reload || return 1
   fi
   case "$HACTL_ENABLED" in
