@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
-# Benchmark: hard-crash failover of the PostgreSQL leader on a fresh 3-node lab (stages base…pg-lb).
-# CRASHES times (default 5): a writer on a surviving node writes through HAProxy's primary port
-# (5000) every 0.2 s; the leader's machine is crashed (`hactl lab kill`: every process killed at
-# once); the figure is the time from the crash to the writer's first successful write after its
-# first failure. The machine is started again and `verify` must pass before the next crash.
-# Then LOAD_SECONDS (default 300) with every CPU of the machine busy inside the leader's node: the
-# leader and its timeline must not change (no spurious failover), and the writer's failures are
-# counted. Prints each figure, the median and the load result. Needs root; boots its own lab
-# (`hactl lab down` first) and targets only lab node addresses.
+# Benchmark: hard crashes (`hactl lab kill`: every process of a node's machine killed at once) on a
+# fresh 3-node lab, CRASHES times each (default 5), for each part in PARTS (default all three):
+# - postgres (stages base…pg-lb): a writer on a surviving node writes through HAProxy's primary
+#   port (5000) every 0.2 s; the Patroni leader's machine is crashed. Then LOAD_SECONDS (default
+#   300) with every CPU of the machine busy inside the leader's node: the leader and its timeline
+#   must not change (no spurious failover), and the writer's failures are counted.
+# - rabbitmq (the whole stack: the publisher is kombu from Airflow's venv): a publisher on a
+#   surviving node publishes a persistent message with publisher confirms, each on a new
+#   connection through the mq LB (127.0.0.1:5673), into a quorum queue every 0.2 s; the machine of
+#   the node that leads the queue is crashed.
+# - web (the whole stack): a client on a surviving node asks the web LB's VIP for the API's health
+#   every 0.2 s; the machine holding the VIP (keepalived's master, with its api-server) is crashed.
+# Each figure is the time from the crash to the first success after the first failure (0 when
+# nothing failed), with the last failure's time after the crash; the machine is started again and
+# `verify` must pass before the next crash. Prints each figure and the medians. Needs root; boots
+# its own lab (`hactl lab down` first) and targets only lab node addresses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 CRASHES=${CRASHES:-5}
+PARTS=${PARTS:-postgres rabbitmq web}
 LOAD_SECONDS=${LOAD_SECONDS:-300}
 if [ -z "${HACTL:-}" ]; then
   cargo build --release -q
@@ -25,11 +33,18 @@ $hactl lab down >/dev/null
 $hactl lab up --nodes 3 >/dev/null
 cp "$lab/inventory.yml" "$work/inventory.yml"
 inv=$work/inventory.yml
-if ! $hactl provision "$inv" --stages base,etcd,postgres,pg-lb >"$work/provision.log" 2>&1; then
-  tail -40 "$work/provision.log"
-  exit 1
-fi
 
+# Provisions STAGES (comma-separated; empty: the whole stack), or prints the run's failures, keeps
+# its output in /tmp/hactl-failover-provision.log and fails.
+provision() {
+  if ! $hactl provision "$inv" ${1:+--stages "$1"} >"$work/provision.log" 2>&1; then
+    cp "$work/provision.log" /tmp/hactl-failover-provision.log
+    grep -E '^ *(!|= .*: .*failed|stage )' "$work/provision.log" | tail -20
+    tail -5 "$work/provision.log"
+    echo "the whole output: /tmp/hactl-failover-provision.log" >&2
+    exit 1
+  fi
+}
 # The address of node N, from the lab's inventory.
 addr() {
   grep -A1 "^    node$1:" "$inv" | awk '/ansible_host/ { gsub(/"/, "", $2); print $2 }'
@@ -41,6 +56,10 @@ on() {
   ssh -i "$lab/ssh/id_ed25519" -o UserKnownHostsFile="$lab/ssh/known_hosts" -o BatchMode=yes \
     -o ConnectTimeout=5 "root@$(addr "$n")" "$@"
 }
+# A secret from the inventory's secrets file.
+secret() {
+  awk -F': ' -v k="$1" '$1 == k { gsub(/"/, "", $2); print $2 }' "$work/inventory.secrets.yml"
+}
 # The Patroni leader's name and timeline, asked on node N.
 leader_on() {
   on "$1" "patronictl -c /etc/patroni/config.yml list -f json 2>/dev/null | jq -r '.[] | select(.Role == \"Leader\") | \"\(.Member) \(.TL)\"'"
@@ -49,21 +68,69 @@ leader_on() {
 etcd_leader() {
   on "$1" "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 endpoint status -w json | jq -e '.[0].Status.leader == .[0].Status.header.member_id' >/dev/null"
 }
-# Waits until verify passes (the cluster is whole again), at most 180 s.
+# Waits until `verify` of STAGES passes (the cluster is whole again), at most 300 s.
 settle() {
-  local deadline=$((SECONDS + 180))
-  until $hactl verify "$inv" --stages etcd,postgres,pg-lb >/dev/null 2>&1; do
+  local deadline=$((SECONDS + 300))
+  until $hactl verify "$inv" --stages "$1" >/dev/null 2>&1; do
     if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "the cluster did not settle within 180 s" >&2
+      echo "the cluster did not settle within 300 s" >&2
       exit 1
     fi
     sleep 2
   done
 }
-# Starts the writer on node N: one line per write, "EPOCH ok|fail".
-start_writer() {
-  on "$1" 'umask 077; cat > /root/.bench-pgpass' <<<"$password"
-  on "$1" 'cat > /root/bench-writer.sh && chmod 700 /root/bench-writer.sh' <<'EOF'
+# Starts the client script on stdin on node N as unit bench-client: one line per attempt,
+# "EPOCH ok|fail", in /root/bench-client.log.
+start_client() {
+  on "$1" 'cat > /root/bench-client && chmod 700 /root/bench-client'
+  on "$1" 'rm -f /root/bench-client.log; systemd-run --quiet --unit=bench-client --collect sh -c "/root/bench-client > /root/bench-client.log 2>&1"'
+}
+stop_client() {
+  on "$1" 'systemctl stop bench-client 2>/dev/null; true'
+}
+# After a crash at epoch CRASH, the client's log on node N as "SECONDS LAST": the first success
+# after the first failure and the last failure, both in seconds after the crash; "0 0" when
+# nothing failed but a success came after the crash; nothing while it has not recovered.
+recovery() {
+  on "$1" 'cat /root/bench-client.log' | awk -v c="$2" '
+    $1 <= c { next }
+    $2 == "fail" { failed = 1; last = $1 - c }
+    $2 == "ok" { ok = 1; if (failed && !took) took = $1 - c }
+    END {
+      if (took) printf "%.1f %.1f\n", took, last
+      else if (!failed && ok) print "0 0"
+    }'
+}
+# Crashes node VICTIM while the client on node CLIENT runs; once the client has recovered and
+# nothing failed for 10 s (90 s at most), prints "SECONDS LAST" (see recovery) and stops it.
+crash_and_measure() {
+  local victim=$1 client=$2 crash result="" deadline
+  sleep 2
+  crash=$(date +%s.%N)
+  $hactl lab kill "node$victim" >/dev/null
+  deadline=$((SECONDS + 90))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    sleep 5
+    result=$(recovery "$client" "$crash")
+    if [ -n "$result" ] && on "$client" 'tail -60 /root/bench-client.log' | awk -v now="$(date +%s)" '
+        $1 > now - 10 && $2 == "fail" { bad = 1 } END { exit bad }'; then
+      break
+    fi
+  done
+  stop_client "$client"
+  if [ -z "$result" ]; then
+    echo "node$victim crashed: the client on node$client did not recover within 90 s" >&2
+    exit 1
+  fi
+  echo "$result"
+}
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+summary=()
+
+# PostgreSQL: the writer on node N through 5000.
+postgres_writer() {
+  on "$1" 'umask 077; cat > /root/.bench-pgpass' <<<"$(secret airflow_db_password)"
+  start_client "$1" <<'EOF'
 #!/bin/sh
 PGPASSWORD=$(cat /root/.bench-pgpass)
 export PGPASSWORD
@@ -75,70 +142,160 @@ while :; do
   sleep 0.2
 done
 EOF
-  on "$1" 'rm -f /root/bench-writer.log; systemd-run --quiet --unit=bench-writer --collect sh -c "/root/bench-writer.sh > /root/bench-writer.log"'
 }
-stop_writer() {
-  on "$1" 'systemctl stop bench-writer 2>/dev/null; true'
-}
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# The leader crashed CRASHES times; then the leader's node under load.
+postgres_part() {
+  provision base,etcd,postgres,pg-lb
+  on 1 "PGPASSWORD=\$(cat) psql -h 127.0.0.1 -p 5000 -U airflow -d airflow -qtAc 'create table if not exists bench_t(at timestamptz)'" <<<"$(secret airflow_db_password)"
+  local figures=() lasts=() i leader n survivor also result took last new timeline changes end now tl failed total
+  for i in $(seq 1 "$CRASHES"); do
+    read -r leader _ < <(leader_on 1)
+    n=${leader#node}
+    survivor=$((n % 3 + 1))
+    also=""
+    if etcd_leader "$n"; then
+      also=" (etcd's leader too)"
+    fi
+    postgres_writer "$survivor"
+    result=$(crash_and_measure "$n" "$survivor")
+    read -r took last <<<"$result"
+    read -r new _ < <(leader_on "$survivor")
+    echo "postgres crash $i: leader $leader$also crashed -> $new writable through 5000 after $took s (last failed write at $last s)"
+    figures+=("$took")
+    lasts+=("$last")
+    $hactl lab up --nodes 3 >/dev/null
+    settle etcd,postgres,pg-lb
+  done
+  summary+=("PostgreSQL leader hard crash -> a write through 5000, median of $CRASHES: $(printf '%s\n' "${figures[@]}" | median) s, the last failure $(printf '%s\n' "${lasts[@]}" | median) s after the crash")
 
-password=$(awk -F': ' '/^airflow_db_password:/ { gsub(/"/, "", $2); print $2 }' "$work/inventory.secrets.yml")
-on 1 "PGPASSWORD=\$(cat) psql -h 127.0.0.1 -p 5000 -U airflow -d airflow -qtAc 'create table if not exists bench_t(at timestamptz)'" <<<"$password"
-
-figures=()
-for i in $(seq 1 "$CRASHES"); do
-  read -r leader _ < <(leader_on 1)
+  read -r leader timeline < <(leader_on 1)
   n=${leader#node}
   survivor=$((n % 3 + 1))
-  start_writer "$survivor"
-  also=""
-  if etcd_leader "$n"; then
-    also=" (etcd's leader too)"
-  fi
-  sleep 2
-  crash=$(date +%s.%N)
-  $hactl lab kill "$leader" >/dev/null
-  took=""
-  deadline=$((SECONDS + 90))
-  while [ -z "$took" ] && [ "$SECONDS" -lt "$deadline" ]; do
-    sleep 0.5
-    took=$(on "$survivor" 'cat /root/bench-writer.log' | awk -v c="$crash" '
-      $1 > c && $2 == "fail" { failed = 1 }
-      failed && $2 == "ok" { printf "%.1f", $1 - c; exit }')
+  postgres_writer "$survivor"
+  on "$n" "systemd-run --quiet --unit=bench-load --collect -p RuntimeMaxSec=$LOAD_SECONDS sh -c 'for i in \$(seq \$(nproc)); do (while :; do :; done) & done; wait'"
+  changes=0
+  end=$((SECONDS + LOAD_SECONDS))
+  while [ "$SECONDS" -lt "$end" ]; do
+    sleep 5
+    read -r now tl < <(leader_on "$survivor")
+    if [ "$now" != "$leader" ] || [ "$tl" != "$timeline" ]; then
+      changes=$((changes + 1))
+      echo "under load: the leader is now $now (timeline $tl), was $leader ($timeline)"
+      leader=$now
+      timeline=$tl
+    fi
   done
-  stop_writer "$survivor"
-  if [ -z "$took" ]; then
-    echo "crash $i: $leader crashed, no write through 5000 succeeded within 90 s" >&2
-    exit 1
-  fi
-  read -r new _ < <(leader_on "$survivor")
-  echo "crash $i: leader $leader$also crashed -> $new writable through 5000 after $took s"
-  figures+=("$took")
-  $hactl lab up --nodes 3 >/dev/null
-  settle
-done
-echo "hard-crash failover, median of $CRASHES: $(printf '%s\n' "${figures[@]}" | median) s"
+  on "$n" 'systemctl stop bench-load 2>/dev/null; true'
+  stop_client "$survivor"
+  failed=$(on "$survivor" 'grep -c " fail$" /root/bench-client.log || true')
+  total=$(on "$survivor" 'wc -l < /root/bench-client.log')
+  summary+=("${LOAD_SECONDS} s with every CPU busy in the PostgreSQL leader's node: $changes leader changes, $failed of $total writes failed")
+  [ "$changes" -eq 0 ]
+}
 
-read -r leader timeline < <(leader_on 1)
-n=${leader#node}
-survivor=$((n % 3 + 1))
-start_writer "$survivor"
-on "$n" "systemd-run --quiet --unit=bench-load --collect -p RuntimeMaxSec=$LOAD_SECONDS sh -c 'for i in \$(seq \$(nproc)); do (while :; do :; done) & done; wait'"
-changes=0
-end=$((SECONDS + LOAD_SECONDS))
-while [ "$SECONDS" -lt "$end" ]; do
-  sleep 5
-  read -r now tl < <(leader_on "$survivor")
-  if [ "$now" != "$leader" ] || [ "$tl" != "$timeline" ]; then
-    changes=$((changes + 1))
-    echo "under load: the leader is now $now (timeline $tl), was $leader ($timeline)"
-    leader=$now
-    timeline=$tl
+# RabbitMQ: the publisher on node N through the mq LB (the password in a 0600 file, not argv).
+rabbitmq_publisher() {
+  on "$1" 'umask 077; cat > /root/.bench-amqp' <<<"$(secret rabbitmq_airflow_password)"
+  start_client "$1" <<'EOF'
+#!/opt/airflow/venv/bin/python
+import time, urllib.parse
+import kombu
+
+password = open("/root/.bench-amqp").read().strip()
+url = f"amqp://airflow:{urllib.parse.quote(password, safe='')}@127.0.0.1:5673/airflow"
+queue = kombu.Queue("bench-failover", routing_key="bench-failover", durable=True,
+                    queue_arguments={"x-queue-type": "quorum", "x-max-length": 1000})
+while True:
+    try:
+        with kombu.Connection(url, connect_timeout=2, transport_options={"confirm_publish": True}) as conn:
+            conn.Producer().publish({"at": time.time()}, routing_key="bench-failover", declare=[queue],
+                                    delivery_mode=2, timeout=2)
+        print(f"{time.time():.3f} ok", flush=True)
+    except Exception:
+        print(f"{time.time():.3f} fail", flush=True)
+    time.sleep(0.2)
+EOF
+}
+# The number of the node that leads the bench queue, asked on node N.
+queue_leader_on() {
+  on "$1" "rabbitmqctl -q list_queues -p airflow name leader --no-table-headers" | awk '$1 == "bench-failover" { sub(/.*@node/, "", $2); print $2 }'
+}
+# The queue's leader crashed CRASHES times.
+rabbitmq_part() {
+  local figures=() lasts=() i n survivor result took last
+  rabbitmq_publisher 1
+  sleep 3
+  stop_client 1
+  for i in $(seq 1 "$CRASHES"); do
+    n=$(queue_leader_on 1)
+    [ -n "$n" ] || { echo "no leader for the bench queue" >&2; exit 1; }
+    survivor=$((n % 3 + 1))
+    rabbitmq_publisher "$survivor"
+    result=$(crash_and_measure "$n" "$survivor")
+    read -r took last <<<"$result"
+    echo "rabbitmq crash $i: node$n (the queue's leader) crashed -> a confirmed publish through the mq LB after $took s (last failure at $last s)"
+    figures+=("$took")
+    lasts+=("$last")
+    $hactl lab up --nodes 3 >/dev/null
+    settle rabbitmq,mq-lb
+  done
+  summary+=("RabbitMQ queue leader hard crash -> a confirmed publish through the mq LB, median of $CRASHES: $(printf '%s\n' "${figures[@]}" | median) s, the last failure $(printf '%s\n' "${lasts[@]}" | median) s after the crash")
+}
+
+# The web LB: the client on node N asks the VIP.
+web_client() {
+  start_client "$1" <<EOF
+#!/bin/sh
+while :; do
+  if curl -sf -o /dev/null --max-time 2 http://$vip:8080/api/v2/monitor/health
+  then echo "\$(date +%s.%N) ok"
+  else echo "\$(date +%s.%N) fail"
   fi
+  sleep 0.2
 done
-on "$n" 'systemctl stop bench-load 2>/dev/null; true'
-stop_writer "$survivor"
-failed=$(on "$survivor" 'grep -c " fail$" /root/bench-writer.log || true')
-total=$(on "$survivor" 'wc -l < /root/bench-writer.log')
-echo "${LOAD_SECONDS} s with every CPU busy in the leader's node: $changes leader changes, $failed of $total writes failed"
-[ "$changes" -eq 0 ]
+EOF
+}
+# The number of the node that holds the VIP.
+vip_holder() {
+  local n
+  for n in 1 2 3; do
+    if on "$n" "ip -4 -o addr show | grep -qF ' $vip/'" 2>/dev/null; then
+      echo "$n"
+      return
+    fi
+  done
+}
+# The VIP's holder crashed CRASHES times.
+web_part() {
+  local figures=() lasts=() i n client result took last
+  for i in $(seq 1 "$CRASHES"); do
+    n=$(vip_holder)
+    [ -n "$n" ] || { echo "no node holds the VIP $vip" >&2; exit 1; }
+    client=$((n % 3 + 1))
+    web_client "$client"
+    result=$(crash_and_measure "$n" "$client")
+    read -r took last <<<"$result"
+    echo "web crash $i: node$n (the VIP's holder) crashed -> the API's health through the VIP after $took s (last failure at $last s)"
+    figures+=("$took")
+    lasts+=("$last")
+    $hactl lab up --nodes 3 >/dev/null
+    settle airflow,web-lb,guard
+  done
+  summary+=("web LB (VIP holder) hard crash -> an API request through the VIP, median of $CRASHES: $(printf '%s\n' "${figures[@]}" | median) s, the last failure $(printf '%s\n' "${lasts[@]}" | median) s after the crash")
+}
+
+vip=$(awk '/web_lb_vip:/ { gsub(/"/, "", $2); print $2 }' "$inv")
+for part in $PARTS; do
+  case $part in
+    postgres) postgres_part ;;
+    rabbitmq | web)
+      provision ""
+      "${part}_part"
+      ;;
+    *)
+      echo "unknown part $part (postgres, rabbitmq, web)" >&2
+      exit 1
+      ;;
+  esac
+done
+printf '%s\n' "${summary[@]}"
