@@ -124,6 +124,26 @@ crash_and_measure() {
   fi
   echo "$result"
 }
+# CRASHES crashes for the summary line LABEL: VICTIM prints the node to crash and how to name
+# it ("N text"), CLIENT N starts the client on node N (the next node), the figure is the time to
+# WHAT, and after each crash the node is started again and STAGES must verify.
+crash_series() {
+  local label=$1 victim=$2 client=$3 what=$4 stages=$5 figures=() lasts=() i n name other result took last
+  for i in $(seq 1 "$CRASHES"); do
+    read -r n name < <("$victim") || true
+    [ -n "$n" ] || { echo "$label: no node to crash" >&2; exit 1; }
+    other=$((n % 3 + 1))
+    "$client" "$other"
+    result=$(crash_and_measure "$n" "$other")
+    read -r took last <<<"$result"
+    echo "$label, crash $i: $name crashed -> $what after $took s (the last failure at $last s)"
+    figures+=("$took")
+    lasts+=("$last")
+    $hactl lab up --nodes 3 >/dev/null
+    settle "$stages"
+  done
+  summary+=("$label hard crash -> $what, median of $CRASHES: $(printf '%s\n' "${figures[@]}" | median) s, the last failure $(printf '%s\n' "${lasts[@]}" | median) s after the crash")
+}
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 summary=()
 
@@ -143,31 +163,22 @@ while :; do
 done
 EOF
 }
+# The Patroni leader, named with whether it is etcd's leader too.
+postgres_victim() {
+  local leader n also=""
+  read -r leader _ < <(leader_on 1)
+  n=${leader#node}
+  if etcd_leader "$n"; then
+    also=" (etcd's leader too)"
+  fi
+  echo "$n the leader $leader$also"
+}
 # The leader crashed CRASHES times; then the leader's node under load.
 postgres_part() {
   provision base,etcd,postgres,pg-lb
   on 1 "PGPASSWORD=\$(cat) psql -h 127.0.0.1 -p 5000 -U airflow -d airflow -qtAc 'create table if not exists bench_t(at timestamptz)'" <<<"$(secret airflow_db_password)"
-  local figures=() lasts=() i leader n survivor also result took last new timeline changes end now tl failed total
-  for i in $(seq 1 "$CRASHES"); do
-    read -r leader _ < <(leader_on 1)
-    n=${leader#node}
-    survivor=$((n % 3 + 1))
-    also=""
-    if etcd_leader "$n"; then
-      also=" (etcd's leader too)"
-    fi
-    postgres_writer "$survivor"
-    result=$(crash_and_measure "$n" "$survivor")
-    read -r took last <<<"$result"
-    read -r new _ < <(leader_on "$survivor")
-    echo "postgres crash $i: leader $leader$also crashed -> $new writable through 5000 after $took s (last failed write at $last s)"
-    figures+=("$took")
-    lasts+=("$last")
-    $hactl lab up --nodes 3 >/dev/null
-    settle etcd,postgres,pg-lb
-  done
-  summary+=("PostgreSQL leader hard crash -> a write through 5000, median of $CRASHES: $(printf '%s\n' "${figures[@]}" | median) s, the last failure $(printf '%s\n' "${lasts[@]}" | median) s after the crash")
-
+  crash_series "PostgreSQL leader" postgres_victim postgres_writer "a write through 5000" etcd,postgres,pg-lb
+  local leader n survivor timeline changes end now tl failed total
   read -r leader timeline < <(leader_on 1)
   n=${leader#node}
   survivor=$((n % 3 + 1))
@@ -216,30 +227,18 @@ while True:
     time.sleep(0.2)
 EOF
 }
-# The number of the node that leads the bench queue, asked on node N.
-queue_leader_on() {
-  on "$1" "rabbitmqctl -q list_queues -p airflow name leader --no-table-headers" | awk '$1 == "bench-failover" { sub(/.*@node/, "", $2); print $2 }'
+# The node that leads the bench queue.
+rabbitmq_victim() {
+  local n
+  n=$(on 1 "rabbitmqctl -q list_queues -p airflow name leader --no-table-headers" | awk '$1 == "bench-failover" { sub(/.*@node/, "", $2); print $2 }')
+  [ -z "$n" ] || echo "$n node$n (the queue's leader)"
 }
-# The queue's leader crashed CRASHES times.
+# The queue (declared by a first publish) and its leader crashed CRASHES times.
 rabbitmq_part() {
-  local figures=() lasts=() i n survivor result took last
   rabbitmq_publisher 1
   sleep 3
   stop_client 1
-  for i in $(seq 1 "$CRASHES"); do
-    n=$(queue_leader_on 1)
-    [ -n "$n" ] || { echo "no leader for the bench queue" >&2; exit 1; }
-    survivor=$((n % 3 + 1))
-    rabbitmq_publisher "$survivor"
-    result=$(crash_and_measure "$n" "$survivor")
-    read -r took last <<<"$result"
-    echo "rabbitmq crash $i: node$n (the queue's leader) crashed -> a confirmed publish through the mq LB after $took s (last failure at $last s)"
-    figures+=("$took")
-    lasts+=("$last")
-    $hactl lab up --nodes 3 >/dev/null
-    settle rabbitmq,mq-lb
-  done
-  summary+=("RabbitMQ queue leader hard crash -> a confirmed publish through the mq LB, median of $CRASHES: $(printf '%s\n' "${figures[@]}" | median) s, the last failure $(printf '%s\n' "${lasts[@]}" | median) s after the crash")
+  crash_series "RabbitMQ queue leader" rabbitmq_victim rabbitmq_publisher "a confirmed publish through the mq LB" rabbitmq,mq-lb
 }
 
 # The web LB: the client on node N asks the VIP.
@@ -255,33 +254,19 @@ while :; do
 done
 EOF
 }
-# The number of the node that holds the VIP.
-vip_holder() {
+# The node that holds the VIP.
+web_victim() {
   local n
   for n in 1 2 3; do
     if on "$n" "ip -4 -o addr show | grep -qF ' $vip/'" 2>/dev/null; then
-      echo "$n"
+      echo "$n node$n (the VIP's holder)"
       return
     fi
   done
 }
 # The VIP's holder crashed CRASHES times.
 web_part() {
-  local figures=() lasts=() i n client result took last
-  for i in $(seq 1 "$CRASHES"); do
-    n=$(vip_holder)
-    [ -n "$n" ] || { echo "no node holds the VIP $vip" >&2; exit 1; }
-    client=$((n % 3 + 1))
-    web_client "$client"
-    result=$(crash_and_measure "$n" "$client")
-    read -r took last <<<"$result"
-    echo "web crash $i: node$n (the VIP's holder) crashed -> the API's health through the VIP after $took s (last failure at $last s)"
-    figures+=("$took")
-    lasts+=("$last")
-    $hactl lab up --nodes 3 >/dev/null
-    settle airflow,web-lb,guard
-  done
-  summary+=("web LB (VIP holder) hard crash -> an API request through the VIP, median of $CRASHES: $(printf '%s\n' "${figures[@]}" | median) s, the last failure $(printf '%s\n' "${lasts[@]}" | median) s after the crash")
+  crash_series "web LB (VIP holder)" web_victim web_client "an API request through the VIP" airflow,web-lb,guard
 }
 
 vip=$(awk '/web_lb_vip:/ { gsub(/"/, "", $2); print $2 }' "$inv")
