@@ -21,7 +21,10 @@ fn provision(inv: &str) -> serde_json::Value {
         .iter()
         .filter(|r| r["status"] == "changed")
     {
-        eprintln!("CHANGED {} {}/{}: {}", r["host"], r["stage"], r["step"], r["summary"]);
+        log_line(&format!(
+            "CHANGED {} {}/{}: {}",
+            r["host"], r["stage"], r["step"], r["summary"]
+        ));
     }
     doc["summary"].clone()
 }

@@ -72,7 +72,43 @@ pub fn run(args: &[&str]) -> Output {
         out.status.code()
     ));
     eprintln!("$ hactl {} -> {:?}", args.join(" "), out.status.code());
+    if !matches!(out.status.code(), Some(0 | 2)) {
+        for line in why_it_failed(&stdout, &stderr) {
+            eprintln!("  {line}");
+        }
+    }
     out
+}
+
+/// The lines that say why a run failed, short enough for a CI report (the log has the rest):
+/// the failed and unreachable results of a JSON report, else the last lines of stderr.
+fn why_it_failed(stdout: &str, stderr: &str) -> Vec<String> {
+    let failed: Vec<String> = serde_json::from_str::<serde_json::Value>(stdout)
+        .ok()
+        .and_then(|doc| doc["results"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r["status"] == "failed" || r["status"] == "unreachable")
+        .map(|r| {
+            format!(
+                "{} {} {}/{}: {}",
+                r["status"], r["host"], r["stage"], r["step"], r["error"]
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        return failed;
+    }
+    let lines: Vec<&str> = stderr.lines().collect();
+    lines[lines.len().saturating_sub(12)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// Appends `line` to this test's log file only (a test's report keeps to what failed).
+pub fn log_line(line: &str) {
+    append_log(&format!("{line}\n"));
 }
 
 /// Appends `text` to this test's log file.
