@@ -198,6 +198,12 @@ pub struct Gate {
     /// re-run (a smoke DAG run).
     #[serde(default)]
     pub after_change: bool,
+    /// A clock check, with the most seconds of skew allowed (templated): the command prints the
+    /// node's time (seconds since the epoch) first, and the gate passes when that time lies within
+    /// this of the controller's clock between sending the gate and receiving its answer (so the
+    /// gate's transit on a busy machine is not taken for skew).
+    #[serde(default)]
+    pub max_clock_skew: Option<String>,
 }
 
 fn one() -> u32 {

@@ -96,7 +96,6 @@ impl Renderer {
         env.add_filter("haproxy_word", haproxy_word);
         env.add_filter("hosts_entries", hosts_entries);
         env.add_filter("ip_network", ip_network);
-        env.add_function("now_epoch", now_epoch);
         env.add_function("fail", fail);
         Renderer {
             env,
@@ -201,14 +200,6 @@ fn hosts_entries(hosts: Vec<String>, hostvars: Value) -> Result<Value, Error> {
         entries.push(minijinja::context! { ip => ip, names => vec![host] });
     }
     Ok(Value::from(entries))
-}
-
-/// Seconds since the epoch on the controller, when rendered (clock-skew gates compare to it).
-fn now_epoch() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// `sql_literal`: a PostgreSQL string literal ('…', quotes doubled; with

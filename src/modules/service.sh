@@ -3,19 +3,24 @@
 # HACTL_ENABLED (yes|no|empty), HACTL_NO_BLOCK (yes|no) (apply).
 
 hactl_probe() {
-  systemctl show -p LoadState -p ActiveState -p UnitFileState -- "$HACTL_UNIT" | sed 's/=/ /'
-  if hactl_stale_unit; then echo "NeedDaemonReload yes"; else echo "NeedDaemonReload no"; fi
+  props=$(systemctl show -p LoadState -p ActiveState -p UnitFileState -p NeedDaemonReload -p DropInPaths -- "$HACTL_UNIT") || return 1
+  printf '%s\n' "$props" | grep -E '^(LoadState|ActiveState|UnitFileState)=' | sed 's/=/ /'
+  if hactl_stale_unit "$props"; then echo "NeedDaemonReload yes"; else echo "NeedDaemonReload no"; fi
 }
 
 # Whether systemd must read the unit again: its files changed (NeedDaemonReload), or a drop-in in
 # /etc/systemd/system/UNIT.d appeared that it has not read (systemd does not notice a new one).
+# $1: the unit's NeedDaemonReload and DropInPaths as `systemctl show` prints them (asked if empty).
 hactl_stale_unit() {
-  [ "$(systemctl show -p NeedDaemonReload --value -- "$HACTL_UNIT")" = yes ] && return 0
+  props=${1:-$(systemctl show -p NeedDaemonReload -p DropInPaths -- "$HACTL_UNIT")}
+  case "$props" in
+    *NeedDaemonReload=yes*) return 0 ;;
+  esac
   case "$HACTL_UNIT" in
     *.*) unit=$HACTL_UNIT ;;
     *) unit=$HACTL_UNIT.service ;;
   esac
-  read_dropins=" $(systemctl show -p DropInPaths --value -- "$HACTL_UNIT") "
+  read_dropins=" $(printf '%s\n' "$props" | sed -n 's/^DropInPaths=//p') "
   for dropin in /etc/systemd/system/"$unit".d/*.conf; do
     [ -e "$dropin" ] || continue
     case "$read_dropins" in
