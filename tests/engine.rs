@@ -94,9 +94,14 @@ fn full_cycle(inventory: &Path) {
         "{}",
         stdout(&repair)
     );
+    let restored = ssh_ok(2, "cat /etc/default/hactl-demo");
     assert!(
-        !ssh_ok(2, "cat /etc/default/hactl-demo").contains("9999"),
-        "file not restored"
+        !restored.contains("9999"),
+        "file not restored: {restored}\n{}",
+        ssh_ok(
+            2,
+            "stat -c '%i %y %s' /etc/default/hactl-demo; ls -la /etc/default; findmnt -o TARGET,SOURCE,FSTYPE /"
+        )
     );
     assert_ne!(main_pid(2), pid, "service not restarted");
     assert_eq!(run(&["check", inv, "-p", DEMO]).status.code(), Some(0));

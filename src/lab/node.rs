@@ -196,7 +196,8 @@ impl Lab {
             .filter_map(|l| l.split(' ').nth(4).map(unescape_mount))
             .filter(|m| m.starts_with(&prefix))
             .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        // Deepest first; equal paths side by side, so that dedup sees them.
+        mounts.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         mounts.dedup();
         mounts
     }
