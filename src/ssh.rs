@@ -294,8 +294,8 @@ impl Remote {
         self.run_made(|| script.to_string()).await
     }
 
-    /// [`Remote::run`] with the script made by `make` once a channel is free: for a script that
-    /// carries the time it was made (a clock check), not the time it waited for a channel.
+    /// [`Remote::run`] with the script made by `make` once a channel is free: a caller that times
+    /// the round trip (a clock check's window) starts then, not while it waited for a channel.
     pub async fn run_made(&self, make: impl FnOnce() -> String) -> Result<ScriptOutput, SshError> {
         let _permit = self
             .channels

@@ -40,20 +40,12 @@ impl Engine {
             return Verdict::Succeeded;
         }
         self.reporter.host_activity(host, &format!("{}: verifying", stage.name));
-        // Rendered again once a channel is free: a gate may carry the time it was made, and the
-        // clock checks' window opens then.
+        // The clock checks' window opens once a channel is free, not while the batch waited for one.
+        let script = batch_script(&parts, BatchKind::Gates);
         let sent = std::sync::Mutex::new(0.0);
         let made = || {
             *sent.lock().expect("lock") = epoch_seconds();
-            let again: Vec<(usize, String)> = gates
-                .iter()
-                .zip(&parts)
-                .map(|(gate, (i, first))| match self.render_gate(stage, gate, ctx) {
-                    Ok(Some(cmd)) => (*i, gate_script(&cmd, gate.retries, gate.delay)),
-                    _ => (*i, first.clone()),
-                })
-                .collect();
-            batch_script(&again, BatchKind::Gates)
+            script
         };
         let out = match remote.run_made(made).await {
             Ok(o) => parse_batch(&o.stdout),
