@@ -124,9 +124,9 @@ pub struct Remote {
 /// Where persistent masters' control sockets are recorded (created 0700).
 fn control_root() -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    // An empty or relative variable would put the sockets under the working directory.
+    let absolute = |name: &str| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    let base = absolute("XDG_RUNTIME_DIR").or_else(|| absolute("HOME").map(|h| h.join(".cache")))?;
     let dir = base.join("hactl/ssh");
     std::fs::create_dir_all(&dir).ok()?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).ok()?;

@@ -1,7 +1,9 @@
 //! `rabbitmq_user`: a RabbitMQ user with a password, tags and permissions per vhost, or no such
-//! user (`state: absent`; like Ansible's rabbitmq_user). The password reaches rabbitmqctl on
-//! stdin, never as an argument. The plan says `would create rabbitmq user airflow, grant … on
-//! vhost airflow`, `would delete rabbitmq user guest`, or which part differs.
+//! user (`state: absent`; like Ansible's rabbitmq_user). The probe reads the user, its salted
+//! SHA-256 password hash and its permissions from the management API that is already up, else
+//! from rabbitmqctl; the password reaches rabbitmqctl on stdin, never as an argument. The plan
+//! says `would create rabbitmq user airflow, grant … on vhost airflow`, `would delete rabbitmq
+//! user guest`, or which part differs.
 
 use miette::Result;
 use serde::{Deserialize, Serialize};

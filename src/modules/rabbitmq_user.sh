@@ -5,20 +5,39 @@
 
 hactl_probe() {
   hactl_rabbitmq_status
-  if ! users=$(hactl_once list_users rabbitmqctl -q list_users --formatter json 2>/dev/null); then
+  if ! users=$(hactl_once list_users hactl_rabbitmq_users); then
     return 0
   fi
   printf 'user %s\n' "$HACTL_USER"
   printf 'users %s\n' "$(printf '%s' "$users" | tr -d '\n')"
   [ "$HACTL_STATE" = present ] || return 0
-  if printf '%s' "$HACTL_PASSWORD" | rabbitmqctl -q authenticate_user "$HACTL_USER" >/dev/null 2>&1; then
+  if hactl_rabbitmq_password_ok "$HACTL_USER"; then
     echo "password ok"
   else
     echo "password differs"
   fi
-  if perms=$(rabbitmqctl -q list_user_permissions --formatter json "$HACTL_USER" 2>/dev/null); then
+  if perms=$(hactl_rabbitmq_permissions "$HACTL_USER"); then
     printf 'permissions %s\n' "$(printf '%s' "$perms" | tr -d '\n')"
   fi
+}
+
+# Every user with its tags, in list_users' shape (user, tags): the API's list, else rabbitmqctl's.
+hactl_rabbitmq_users() {
+  if users=$(hactl_rabbitmq_api 'users?columns=name,tags'); then
+    printf '%s' "$users" | jq -c 'map({user: .name, tags})'
+  else
+    rabbitmqctl -q list_users --formatter json 2>/dev/null
+  fi
+}
+
+# User $1's permissions in list_user_permissions' shape (vhost, configure, write, read).
+hactl_rabbitmq_permissions() {
+  perms=$(hactl_rabbitmq_api "users/$(hactl_uri "$1")/permissions")
+  case $? in
+    0) printf '%s' "$perms" | jq -c 'map({vhost, configure, write, read})' ;;
+    4) echo '[]' ;;
+    *) rabbitmqctl -q list_user_permissions --formatter json "$1" 2>/dev/null ;;
+  esac
 }
 
 # Whether the user exists (list_users' first column; -q prints no header).
@@ -33,7 +52,7 @@ hactl_apply() {
     rabbitmqctl -q delete_user "$HACTL_USER"
     return
   fi
-  if ! printf '%s' "$HACTL_PASSWORD" | rabbitmqctl -q authenticate_user "$HACTL_USER" >/dev/null 2>&1; then
+  if ! hactl_rabbitmq_password_ok "$HACTL_USER"; then
     if ! printf '%s' "$HACTL_PASSWORD" | rabbitmqctl -q add_user "$HACTL_USER" >/dev/null 2>&1; then
       printf '%s' "$HACTL_PASSWORD" | rabbitmqctl -q change_password "$HACTL_USER" || return 1
     fi

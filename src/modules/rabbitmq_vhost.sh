@@ -4,7 +4,7 @@
 
 hactl_probe() {
   hactl_rabbitmq_status
-  if vhosts=$(rabbitmqctl -q list_vhosts name --formatter json 2>/dev/null); then
+  if vhosts=$(hactl_rabbitmq_api 'vhosts?columns=name' || rabbitmqctl -q list_vhosts name --formatter json 2>/dev/null); then
     printf 'vhosts %s\n' "$(printf '%s' "$vhosts" | tr -d '\n')"
   fi
 }

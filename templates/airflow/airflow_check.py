@@ -100,7 +100,9 @@ def workers(args):
     app.conf.broker_connection_timeout = 2
     want = set(args.expect.split(","))
     try:
-        replies = app.control.ping(timeout=args.timeout)
+        # Done once as many replies as workers wanted came (else at the timeout): a broadcast
+        # otherwise waits the whole timeout for replies that may still come.
+        replies = app.control.ping(timeout=args.timeout, limit=len(want))
     except Exception as e:  # kombu's connection errors are many and untyped here
         fail(f"Celery workers answering a ping: none; want {','.join(sorted(want))} ({type(e).__name__}: {e})")
     answered = {
