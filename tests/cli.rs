@@ -353,6 +353,10 @@ fn input_errors_are_one_clear_line_and_exit_1() {
             "web_lb_frontend is `caddy`: it must be haproxy, nginx or apache",
         ),
         (
+            vec!["plan".into(), write("route.yml", &with_vars("{web_lb_route_name: 'R; Path=/x'}"))],
+            "web_lb_route_name is `R; Path=/x`: a cookie name of letters, digits and underscores",
+        ),
+        (
             vec!["provision".into(), write("vip.yml", &with_vars("{web_lb_vip: 192.0.2.7}"))],
             "web_lb_vip 192.0.2.7 is outside the subnet of load balancer h1 (127.0.0.0/24)",
         ),

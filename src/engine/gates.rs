@@ -23,16 +23,18 @@ impl Engine {
                 self.record(r);
                 continue;
             }
-            let rendered = self
-                .render_gate(stage, gate, ctx)
-                .and_then(|cmd| Ok((cmd, self.max_clock_skew(stage, gate, ctx)?)));
+            // A gate whose `when` is false here renders nothing, its clock limit included.
+            let rendered = self.render_gate(stage, gate, ctx).and_then(|cmd| match cmd {
+                Some(cmd) => Ok(Some((cmd, self.max_clock_skew(stage, gate, ctx)?))),
+                None => Ok(None),
+            });
             match rendered {
-                Ok((Some(cmd), max_skew)) => {
+                Ok(Some((cmd, max_skew))) => {
                     parts.push((gates.len(), gate_script(&cmd, gate.retries, gate.delay)));
                     gates.push(gate);
                     max_skews.push(max_skew);
                 }
-                Ok((None, _)) => {}
+                Ok(None) => {}
                 Err(e) => return self.fail(host, &stage.name, &format!("verify: {}", gate.name), format!("{e}")),
             }
         }
