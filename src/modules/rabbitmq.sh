@@ -22,7 +22,7 @@ hactl_rabbitmq_api() {
   esac
 }
 
-# PATH with its one dynamic part (a user's name) percent-encoded.
+# $1 percent-encoded for a URL path segment (a user's name in /api/users/NAME).
 hactl_uri() {
   printf '%s' "$1" | jq -sRr @uri
 }
