@@ -133,6 +133,7 @@ fn provision_all_output(inv: &str) -> (std::process::Output, String) {
         .output()
         .expect("hactl runs");
     let text = format!("{}{}", stdout(&o), stderr(&o));
+    log_line(&format!("$ hactl provision {inv} -> {:?}\n{text}", o.status.code()));
     (o, text)
 }
 
@@ -168,15 +169,16 @@ fn nasty_passwords_no_secret_in_any_process_list_or_output_and_plan_is_read_only
     assert_eq!(
         first.status.code(),
         Some(0),
-        "first provision with nasty passwords: {first_text}"
+        "first provision with nasty passwords: {:#?}",
+        why_it_failed(&first)
     );
     let secrets_dir = dir.path();
     let round1 = secrets(secrets_dir, 1);
     assert_clean("the first provision's output", &first_text, &forbidden(&round1));
     assert!(changed_steps(&doc).len() > 20, "a first provision changes things");
 
-    let (second, second_text) = provision_all_output(inv);
-    assert_eq!(second.status.code(), Some(0), "{second_text}");
+    let (second, _) = provision_all_output(inv);
+    assert_eq!(second.status.code(), Some(0), "{:#?}", why_it_failed(&second));
     assert_eq!(
         changed_steps(&json(&second)),
         Vec::<String>::new(),
@@ -186,7 +188,12 @@ fn nasty_passwords_no_secret_in_any_process_list_or_output_and_plan_is_read_only
     // A password change goes through (role and RabbitMQ user updated in place).
     write_inventory(&inv_path, 2);
     let (third, third_text) = provision_all_output(inv);
-    assert_eq!(third.status.code(), Some(0), "password change: {third_text}");
+    assert_eq!(
+        third.status.code(),
+        Some(0),
+        "password change: {:#?}",
+        why_it_failed(&third)
+    );
     let changes = changed_steps(&json(&third));
     assert!(
         changes.iter().any(|c| c.contains("airflow role and database"))

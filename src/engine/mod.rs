@@ -31,6 +31,7 @@ use miette::Result;
 use tokio::sync::Semaphore;
 
 pub use load::{load, Loaded};
+pub use pending::pending_path;
 
 use crate::playbook::Stage;
 use crate::report::{summarize, Reporter, Stats, Status, StepResult, Summary};

@@ -24,13 +24,18 @@ pub(super) struct PendingStore {
     state: Mutex<Pending>,
 }
 
+/// Where the handlers owed on the hosts of the inventory at `inventory` are kept.
+pub fn pending_path(inventory: &Path) -> PathBuf {
+    inventory
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(".hactl/pending-handlers.json")
+}
+
 impl PendingStore {
     /// Opens the store of the inventory at `inventory` (empty when the file does not exist yet).
     pub(super) fn open(inventory: &Path) -> Result<Self> {
-        let path = inventory
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(".hactl/pending-handlers.json");
+        let path = pending_path(inventory);
         let state = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| {
                 miette!(

@@ -314,6 +314,12 @@ impl Lab {
                 fs::remove_file(&state.inventory).map_err(|e| io_err(&state.inventory, e))?;
                 done.push(format!("removed inventory {}", state.inventory.display()));
             }
+            // Restarts owed on the nodes just removed: a new lab's nodes owe none of them.
+            let pending = crate::engine::pending_path(&state.inventory);
+            if pending.exists() {
+                fs::remove_file(&pending).map_err(|e| io_err(&pending, e))?;
+                done.push(format!("removed {}", pending.display()));
+            }
         }
         let nodes = self.root.join("nodes");
         if nodes.exists() {

@@ -73,7 +73,7 @@ pub fn run(args: &[&str]) -> Output {
     ));
     eprintln!("$ hactl {} -> {:?}", args.join(" "), out.status.code());
     if !matches!(out.status.code(), Some(0 | 2)) {
-        for line in why_it_failed(&stdout, &stderr) {
+        for line in why_it_failed(&out) {
             eprintln!("  {line}");
         }
     }
@@ -82,8 +82,9 @@ pub fn run(args: &[&str]) -> Output {
 
 /// The lines that say why a run failed, short enough for a CI report (the log has the rest):
 /// the failed and unreachable results of a JSON report, else the last lines of stderr.
-fn why_it_failed(stdout: &str, stderr: &str) -> Vec<String> {
-    let failed: Vec<String> = serde_json::from_str::<serde_json::Value>(stdout)
+pub fn why_it_failed(out: &Output) -> Vec<String> {
+    let (stdout, stderr) = (self::stdout(out), self::stderr(out));
+    let failed: Vec<String> = serde_json::from_str::<serde_json::Value>(&stdout)
         .ok()
         .and_then(|doc| doc["results"].as_array().cloned())
         .unwrap_or_default()
