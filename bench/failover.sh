@@ -66,7 +66,9 @@ leader_on() {
 }
 # Whether node N is etcd's leader.
 etcd_leader() {
-  on "$1" "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 endpoint status -w json | jq -e '.[0].Status.leader == .[0].Status.header.member_id' >/dev/null"
+  on "$1" "ETCDCTL_API=3 ETCDCTL_CACERT=/etc/hactl/tls/ca.crt ETCDCTL_CERT=/etc/hactl/tls/etcd-client.crt \
+    ETCDCTL_KEY=/etc/hactl/tls/etcd-client.key etcdctl --endpoints=https://$(addr "$1"):2379 endpoint status -w json |
+    jq -e '.[0].Status.leader == .[0].Status.header.member_id' >/dev/null"
 }
 # Waits until `verify` of STAGES passes (the cluster is whole again), at most 300 s.
 settle() {

@@ -94,6 +94,10 @@ pub struct Stage {
     /// then inventory order), e.g. printing 1 on a cluster's leader and 0 elsewhere.
     #[serde(default)]
     pub rolling_order: Option<String>,
+    /// The stage this one is a later part of: `--stages NAME` selects it too (a stage split in
+    /// parts keeps its one name), and it runs where it stands in the playbook.
+    #[serde(default)]
+    pub part_of: Option<String>,
 }
 
 /// A step: one module with its arguments (still holding templates), plus `when`, `notify` and
@@ -238,6 +242,15 @@ impl Playbook {
             if !seen.insert(stage.name.as_str()) {
                 return Err(miette!("{}: stage `{}` is defined twice", path.display(), stage.name));
             }
+            if let Some(earlier) = &stage.part_of {
+                if !seen.contains(earlier.as_str()) || earlier == &stage.name {
+                    return Err(miette!(
+                        "{}: stage `{}` is part_of `{earlier}`, which is not a stage before it",
+                        path.display(),
+                        stage.name
+                    ));
+                }
+            }
             for step in stage.steps.iter().chain(&stage.handlers) {
                 for n in &step.notify {
                     if !stage.handlers.iter().any(|h| &h.name == n) {
@@ -254,7 +267,8 @@ impl Playbook {
         Ok(playbook)
     }
 
-    /// The stages selected by `--stages` (all when `None`), in playbook order; unknown names are errors.
+    /// The stages selected by `--stages` (all when `None`), in playbook order: a name selects its
+    /// stage and the stage's later parts; unknown names are errors.
     pub fn select_stages(&self, wanted: Option<&[String]>) -> Result<Vec<&Stage>> {
         let Some(wanted) = wanted else {
             return Ok(self.stages.iter().collect());
@@ -265,7 +279,8 @@ impl Playbook {
                 return Err(miette!("unknown stage `{w}` (this playbook has: {})", known.join(", ")));
             }
         }
-        Ok(self.stages.iter().filter(|s| wanted.contains(&s.name)).collect())
+        let selected = |s: &Stage| wanted.contains(&s.name) || s.part_of.as_ref().is_some_and(|p| wanted.contains(p));
+        Ok(self.stages.iter().filter(|s| selected(s)).collect())
     }
 }
 
@@ -305,13 +320,54 @@ mod tests {
     }
 
     #[test]
+    fn a_part_goes_with_its_stage() {
+        let stage = |name: &str, extra: &str| format!("  - name: {name}\n    hosts: all\n{extra}");
+        let pb = load(&format!(
+            "stages:\n{}{}{}",
+            stage("etcd", ""),
+            stage("postgres", ""),
+            stage("etcd-finish", "    part_of: etcd\n")
+        ))
+        .unwrap();
+        let names = |wanted: &[&str]| {
+            let wanted: Vec<String> = wanted.iter().map(|w| w.to_string()).collect();
+            let stages = pb.select_stages(Some(&wanted)).unwrap();
+            stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(",")
+        };
+        assert_eq!(names(&["etcd"]), "etcd,etcd-finish");
+        assert_eq!(names(&["postgres", "etcd"]), "etcd,postgres,etcd-finish");
+        assert_eq!(names(&["postgres"]), "postgres", "a part goes only with its own stage");
+        let err = load(&format!(
+            "stages:\n{}{}",
+            stage("a", "    part_of: b\n"),
+            stage("b", "")
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("not a stage before it"), "{err}");
+    }
+
+    #[test]
     fn site_playbook_loads_with_shared_haproxy_steps() {
         let pb = Playbook::built_in().unwrap();
         assert_eq!(pb.templates, TemplateSource::BuiltIn);
         let names: Vec<&str> = pb.stages.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            ["base", "etcd", "postgres", "pg-lb", "rabbitmq", "mq-lb", "airflow", "web-lb", "guard"]
+            [
+                "base",
+                "etcd",
+                "guard-etcd-tls",
+                "patroni-etcd-tls",
+                "patroni-resumed",
+                "etcd-peer-auth-on",
+                "postgres",
+                "pg-lb",
+                "rabbitmq",
+                "mq-lb",
+                "airflow",
+                "web-lb",
+                "guard"
+            ]
         );
         let stage = |n: &str| pb.stages.iter().find(|s| s.name == n).unwrap();
         let steps = |n: &str| stage(n).steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>();

@@ -426,7 +426,8 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         "start airflow-scheduler",
         "create /etc/systemd/system/airflow-dag-processor.service",
         "create /etc/haproxy/conf.d/30-airflow.cfg",
-        "create /usr/local/bin/hactl-guard",
+        // (the supervisor and its configuration came with stage etcd: part guard-etcd-tls)
+        "create /etc/systemd/system/hactl-guard.service",
         "start hactl-guard",
     ] {
         assert!(text.contains(want), "the plan says `{want}`:\n{text}");
@@ -502,7 +503,7 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     );
     assert_eq!((rc, code.as_str()), (0, "200"), "with it, the stats page answers");
 
-    security::lock_the_running_stack_down(&inv_path, dir.path());
+    security::lock_the_running_stack_down(&inv_path, dir.path(), DAG_PROCESSOR);
 
     // A re-run changes nothing and restarts nothing.
     let before = main_pids();
@@ -646,15 +647,17 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     // lease by its election timeout before the dag-processor's can end).
     ssh_ok(
         2,
-        "export ETCDCTL_API=3 E=http://10.213.0.11:2379,http://10.213.0.12:2379,http://10.213.0.13:2379; \
-         leader=$(etcdctl --endpoints=$E endpoint status | awk -F', ' '$5 == \"true\" {print $1}'); \
-         id=$(etcdctl --endpoints=$E member list | awk -F', ' '$3 == \"node1\" {print $1}'); \
-         [ \"$leader\" = http://10.213.0.11:2379 ] || etcdctl --endpoints=\"$leader\" move-leader \"$id\"",
+        &format!(
+            "E=https://10.213.0.11:2379,https://10.213.0.12:2379,https://10.213.0.13:2379; \
+             leader=$({ETCDCTL} --endpoints=$E endpoint status | awk -F', ' '$5 == \"true\" {{print $1}}'); \
+             id=$({ETCDCTL} --endpoints=$E member list | awk -F', ' '$3 == \"node1\" {{print $1}}'); \
+             [ \"$leader\" = https://10.213.0.11:2379 ] || {ETCDCTL} --endpoints=\"$leader\" move-leader \"$id\""
+        ),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ssh_ok(
         2,
-        "ETCDCTL_API=3 etcdctl --endpoints=http://10.213.0.11:2379 endpoint status",
+        &format!("{ETCDCTL} --endpoints=https://10.213.0.11:2379 endpoint status"),
     )
     .contains(", true, ")
     {

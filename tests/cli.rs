@@ -124,6 +124,7 @@ fn security_relaxed_warns_for_each_protection_off_and_a_bad_mode_is_an_error() {
         said,
         [
             "firewall is off",
+            "etcd_tls is off",
             "pg_tls is off",
             "rabbitmq_tls is off",
             "patroni_restapi_auth is off",

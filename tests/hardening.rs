@@ -144,13 +144,15 @@ fn provision_all_output(inv: &str) -> (std::process::Output, String) {
 fn stack_fingerprint(node: usize) -> String {
     let (rc, out) = ssh(
         node,
-        "set -e; export ETCDCTL_API=3; \
+        &format!(
+            "set -e; \
          find /etc /srv /opt /usr /home /var/lib/dpkg -xdev -printf '%p %s %T@ %m %u\\n' 2>/dev/null | sort | sha256sum; \
          ls -l --time-style=+%s /var/lib/postgresql/15/main/*.conf /var/lib/rabbitmq/.erlang.cookie; \
          sha256sum /var/lib/postgresql/15/main/*.conf /var/lib/rabbitmq/.erlang.cookie; \
-         etcdctl --endpoints=http://127.0.0.1:2379 get --prefix '' --keys-only | grep -v '^$' | sort; \
+         {ETCDCTL} --endpoints=https://10.213.0.1{node}:2379 get --prefix '' --keys-only | grep -v '^$' | sort; \
          su postgres -c \"psql -XAtc 'select rolname, rolpassword from pg_authid order by 1; select datname from pg_database order by 1'\"; \
-         rabbitmqctl -q list_users; rabbitmqctl -q list_vhosts; rabbitmqctl -q list_permissions -p air-flow-vhost",
+         rabbitmqctl -q list_users; rabbitmqctl -q list_vhosts; rabbitmqctl -q list_permissions -p air-flow-vhost"
+        ),
     );
     assert_eq!(rc, 0, "fingerprint on node{node}: {out}");
     out

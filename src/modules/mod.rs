@@ -14,11 +14,14 @@ pub mod awk_edit;
 pub mod command;
 pub mod dir_sync;
 pub mod directory;
+pub mod etcd_member;
 pub mod file;
 pub mod group;
 pub mod hosts;
 pub mod lineinfile;
 pub mod package;
+pub mod patroni;
+pub mod patroni_pause;
 pub mod patroni_restart;
 pub mod pip;
 pub mod postgres_role;
@@ -111,6 +114,8 @@ registry! {
     "rabbitmq_vhost" => rabbitmq_vhost::RabbitmqVhost,
     "postgres_role" => postgres_role::PostgresRole,
     "patroni_restart" => patroni_restart::PatroniRestart,
+    "patroni_pause" => patroni_pause::PatroniPause,
+    "etcd_member" => etcd_member::EtcdMember,
     "airflow_db" => airflow_db::AirflowDb,
     "assert" => assert::Assert,
 }

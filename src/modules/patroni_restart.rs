@@ -1,11 +1,14 @@
 //! `patroni_restart`: PostgreSQL restarted where Patroni reports a pending restart (a setting that
-//! needs one changed); a leader switches over first, so the cluster keeps a writable primary. For
-//! rolling handlers after a Patroni reload. The plan says what it would do on each member.
+//! needs one changed), a leader after switching over, so the cluster keeps a writable primary;
+//! or with `daemon: true` the Patroni daemon itself (what it reads only at start changed: its DCS
+//! connection), the cluster paused meanwhile so that PostgreSQL keeps running. For rolling
+//! handlers. The plan says what it would do on each member.
 
 use miette::{miette, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{script, Change, Fact, ProbeLines, Resource, Templated};
+use super::patroni::script;
+use super::{Change, Fact, ProbeLines, Resource, Templated};
 
 /// The module's shell functions.
 const SH: &str = include_str!("patroni_restart.sh");
@@ -28,6 +31,10 @@ pub struct PatroniRestart {
     /// Its password (to curl through its standard input, never on a command line).
     #[serde(default)]
     pub password: String,
+    /// Restart the Patroni daemon rather than PostgreSQL (a notified handler: always), with the
+    /// cluster paused meanwhile (a paused Patroni neither stops nor fails over PostgreSQL).
+    #[serde(default)]
+    pub daemon: bool,
 }
 
 fn local_api() -> String {
@@ -40,8 +47,11 @@ fn ten() -> Templated<u64> {
 /// This member as Patroni reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberFact {
-    /// Patroni does not answer.
-    Down,
+    /// Patroni does not answer; whether its unit runs.
+    Down {
+        /// Whether systemd runs the unit (starting, or cut off from its API).
+        active: bool,
+    },
     /// Patroni answered.
     Up {
         /// Whether a setting waits for a restart.
@@ -62,7 +72,9 @@ struct PatroniState {
 impl Fact for MemberFact {
     fn parse(lines: &ProbeLines) -> Result<Self> {
         match lines.require("member")? {
-            "-" => Ok(MemberFact::Down),
+            "-" => Ok(MemberFact::Down {
+                active: lines.require("active")? == "yes",
+            }),
             json => {
                 let state: PatroniState =
                     serde_json::from_str(json).map_err(|e| miette!("unexpected answer from Patroni ({e}): {json}"))?;
@@ -85,6 +97,7 @@ impl PatroniRestart {
             ("HACTL_SETTLE", &settle),
             ("HACTL_API_USER", &self.user),
             ("HACTL_API_PASSWORD", &self.password),
+            ("HACTL_DAEMON", if self.daemon { "yes" } else { "no" }),
         ];
         script(SH, &vars, call)
     }
@@ -99,6 +112,18 @@ impl Resource for PatroniRestart {
 
     fn diff(&self, fact: &MemberFact) -> Result<Option<Change>> {
         self.settle.value("settle")?;
+        let member = &self.member;
+        if self.daemon {
+            let why = match fact {
+                MemberFact::Up { .. } => "",
+                MemberFact::Down { active: true } => " (its REST API does not answer now)",
+                // It reads the new settings when it starts.
+                MemberFact::Down { active: false } => return Ok(None),
+            };
+            return Ok(Some(Change::new(format!(
+                "restart the Patroni daemon on {member}, the cluster paused meanwhile (PostgreSQL keeps running){why}"
+            ))));
+        }
         Ok(match fact {
             MemberFact::Up {
                 pending_restart: true,
@@ -127,6 +152,12 @@ impl Resource for PatroniRestart {
     fn refreshes(&self) -> Option<&str> {
         Some("patroni")
     }
+
+    /// A daemon restart finds nothing to do only where Patroni does not run, and no handler
+    /// before it starts Patroni.
+    fn idle_when_in_sync(&self) -> bool {
+        self.daemon
+    }
 }
 
 #[cfg(test)]
@@ -142,6 +173,7 @@ mod tests {
             settle: Templated::Value(1),
             user: String::new(),
             password: String::new(),
+            daemon: false,
         };
         let leader = r#"member {"state":"running","role":"master","pending_restart":true}"#;
         assert!(diff_of(&m, leader)
@@ -155,6 +187,31 @@ mod tests {
             "restart PostgreSQL on node1 (pending restart)"
         );
         assert_eq!(diff_of(&m, r#"member {"role":"primary"}"#).unwrap(), None);
-        assert_eq!(diff_of(&m, "member -\n").unwrap(), None);
+        assert_eq!(diff_of(&m, "active yes\nmember -\n").unwrap(), None);
+    }
+
+    #[test]
+    fn a_daemon_restart_is_always_planned_with_the_cluster_paused() {
+        let m = PatroniRestart {
+            member: "node1".into(),
+            api: local_api(),
+            settle: Templated::Value(1),
+            user: "patroni".into(),
+            password: "p'w".into(),
+            daemon: true,
+        };
+        let summary = |probe: &str| diff_of(&m, probe).unwrap().unwrap().summary;
+        let planned = "restart the Patroni daemon on node1, the cluster paused meanwhile (PostgreSQL keeps running)";
+        assert_eq!(summary(r#"member {"state":"running","role":"master"}"#), planned);
+        assert_eq!(summary(r#"member {"state":"running","role":"replica"}"#), planned);
+        assert!(summary("active yes\nmember -\n").ends_with("(its REST API does not answer now)"));
+        assert_eq!(
+            diff_of(&m, "active no\nmember -\n").unwrap(),
+            None,
+            "a stopped Patroni reads them at start"
+        );
+        let script = m.apply();
+        assert!(script.contains("PATCH config '{\"pause\": true}'") && script.contains("systemctl restart patroni"));
+        assert!(script.contains("hactl_unsafe() {"), "the shared helpers come first");
     }
 }

@@ -20,8 +20,9 @@ the fencing token. Python's standard library and etcd's v3 JSON gateway only.
                                     another node takes over; waits for that and says who
   hactl-guard stop-units [UNIT...]  stop the units now (SIGKILL when a normal stop hangs)
 
-Configuration: /etc/hactl/guard.json {"node", "endpoints", "ttl", "prefix", "units_file"}; the
-units file (written by the stage that installs the units) lists one unit per line. A unit taken
+Configuration: /etc/hactl/guard.json {"node", "endpoints", "ttl", "prefix", "units_file", and
+with https:// endpoints "tls": {"cacert", "cert", "key"}: the CA etcd's certificates are checked
+against and the client certificate presented}; the units file (written by the stage that installs the units) lists one unit per line. A unit taken
 off the list is given up without being stopped (it is no longer a singleton); one put on it is
 supervised from the next round.
 """
@@ -33,6 +34,7 @@ import json
 import os
 import select
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -95,13 +97,27 @@ def load_config(path):
     return config
 
 
+def tls_context(tls):
+    """The TLS context for https:// endpoints: etcd's certificates checked against the CA, the
+    client certificate presented (etcd admits only clients with one). None without `tls`."""
+    if not tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=tls["cacert"])
+        context.load_cert_chain(tls["cert"], tls["key"])
+    except (KeyError, OSError, ssl.SSLError) as e:
+        raise ConfigError(f"etcd TLS settings {sorted(tls)}: {e}")
+    return context
+
+
 class Etcd:
     """etcd's v3 JSON gateway over a list of endpoints, the last one that answered tried first."""
 
-    def __init__(self, endpoints, timeout=1.0):
+    def __init__(self, endpoints, timeout=1.0, tls=None):
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.timeout = timeout
         self.preferred = 0
+        self.context = tls_context(tls)
 
     def call(self, path, body, deadline=None):
         """POSTs `body` to /v3/PATH on each endpoint in turn; each try ends by `deadline`."""
@@ -120,7 +136,7 @@ class Etcd:
                 headers={"Content-Type": "application/json"},
             )
             try:
-                with urllib.request.urlopen(request, timeout=timeout) as response:
+                with urllib.request.urlopen(request, timeout=timeout, context=self.context) as response:
                     answer = json.load(response)
             except urllib.error.HTTPError as e:
                 answer = self.error_answer(e)
@@ -465,7 +481,7 @@ class Supervisor:
         self.config = config
         self.names = names
         self.make_unit = make_unit
-        self.etcd = Etcd(config["endpoints"])
+        self.etcd = Etcd(config["endpoints"], tls=config.get("tls"))
         self.guards = {}
         self.seen = "never"
 
@@ -537,7 +553,7 @@ def run(config, names):
 
 def status(config, names, check):
     """One line: who holds each unit, since when, its token, whether it runs here."""
-    etcd = Etcd(config["endpoints"])
+    etcd = Etcd(config["endpoints"], tls=config.get("tls"))
     ok = True
     lines = []
     units = units_of(config, names)
@@ -566,7 +582,7 @@ def status(config, names, check):
 def release(config, name, wait):
     """Asks this node's supervisor to give the unit up; waits for another holder and names it."""
     unit = SystemdUnit(name)
-    etcd = Etcd(config["endpoints"])
+    etcd = Etcd(config["endpoints"], tls=config.get("tls"))
     kv = etcd.get(key_for(config['prefix'], unit))
     if kv is None or kv["node"] != config["node"]:
         holder = kv["node"] if kv else "no node"

@@ -27,6 +27,11 @@ pub fn record_measured(line: &str) {
 /// The lab's directory (as hactl uses it).
 pub const LAB: &str = "/var/lib/hactl/lab";
 
+/// etcdctl on a lab node as root's etcd clients run it (v3, the node's client certificate:
+/// with etcd_tls, etcd admits only TLS clients that present one); endpoints https://ADDRESS:2379.
+pub const ETCDCTL: &str = "ETCDCTL_API=3 ETCDCTL_CACERT=/etc/hactl/tls/ca.crt \
+    ETCDCTL_CERT=/etc/hactl/tls/etcd-client.crt ETCDCTL_KEY=/etc/hactl/tls/etcd-client.key etcdctl";
+
 /// A `hactl` command.
 pub fn hactl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hactl"))

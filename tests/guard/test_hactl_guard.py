@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import socket
 import subprocess
 import tempfile
@@ -280,6 +281,79 @@ class GuardTest(unittest.TestCase):
         self.assertEqual(supervisor.guards, {})
         self.assertTrue(made["guarded.service"].up, "taken off the list: left running")
         self.assertIsNone(guard.Etcd([self.endpoint]).get(f"{self.prefix}/guarded.service"), "its key given up")
+
+
+class TlsTest(unittest.TestCase):
+    """etcd with client-certificate authentication (as hactl runs it with etcd_tls): the guard's
+    client with the cluster CA and a certificate from it is admitted, one without is refused."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="hactl-guard-tls-")
+        cls.tls = {name: os.path.join(cls.dir, f"{name}.pem") for name in ("cacert", "cert", "key")}
+        ca_key = os.path.join(cls.dir, "ca.key")
+
+        def openssl(*args):
+            subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+                "-subj", "/CN=test CA", "-keyout", ca_key, "-out", cls.tls["cacert"])
+        csr = os.path.join(cls.dir, "host.csr")
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=node",
+                "-keyout", cls.tls["key"], "-out", csr)
+        ext = os.path.join(cls.dir, "ext.cnf")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+        openssl("x509", "-req", "-in", csr, "-CA", cls.tls["cacert"], "-CAkey", ca_key, "-CAcreateserial",
+                "-days", "2", "-extfile", ext, "-out", cls.tls["cert"])
+        client, peer = free_port(), free_port()
+        cls.endpoint = f"https://127.0.0.1:{client}"
+        cls.etcd = subprocess.Popen(
+            [
+                os.environ["ETCD_BIN"],
+                "--name", "t", "--data-dir", os.path.join(cls.dir, "data"),
+                "--listen-client-urls", cls.endpoint, "--advertise-client-urls", cls.endpoint,
+                "--cert-file", cls.tls["cert"], "--key-file", cls.tls["key"],
+                "--trusted-ca-file", cls.tls["cacert"], "--client-cert-auth",
+                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-cluster", f"t=http://127.0.0.1:{peer}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        etcd = guard.Etcd([cls.endpoint], tls=cls.tls)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                etcd.get("/probe")
+                break
+            except guard.EtcdError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.etcd.kill()
+        cls.etcd.wait()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def test_a_client_certificate_is_admitted(self):
+        etcd = guard.Etcd([self.endpoint], tls=self.tls)
+        lease = etcd.grant(10)
+        self.assertTrue(etcd.create("/tls/key", json.dumps({"node": "a"}), lease))
+        self.assertEqual(etcd.get("/tls/key")["node"], "a")
+
+    def test_a_client_without_a_certificate_is_refused(self):
+        no_cert = guard.Etcd([self.endpoint])
+        no_cert.context = ssl.create_default_context(cafile=self.tls["cacert"])
+        with self.assertRaises(guard.EtcdError):
+            no_cert.get("/tls/key")
+
+    def test_unreadable_tls_settings_are_a_configuration_error(self):
+        with self.assertRaisesRegex(guard.ConfigError, "etcd TLS settings"):
+            guard.Etcd([self.endpoint], tls={**self.tls, "key": "/nonexistent"})
 
 
 class ConfigTest(unittest.TestCase):
