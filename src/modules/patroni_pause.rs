@@ -80,14 +80,14 @@ impl PatroniPause {
     }
 
     fn script(&self, call: &str) -> String {
+        let apis = self.apis().join("\n");
         let vars = [
-            ("HACTL_APIS", self.apis().join("\n")),
-            ("HACTL_PAUSED", if self.paused { "yes" } else { "no" }.to_string()),
-            ("HACTL_API", String::new()),
-            ("HACTL_API_USER", self.user.clone()),
-            ("HACTL_API_PASSWORD", self.password.clone()),
+            ("HACTL_APIS", apis.as_str()),
+            ("HACTL_PAUSED", if self.paused { "yes" } else { "no" }),
+            ("HACTL_API", ""),
+            ("HACTL_API_USER", &self.user),
+            ("HACTL_API_PASSWORD", &self.password),
         ];
-        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         script(SH, &vars, call)
     }
 }

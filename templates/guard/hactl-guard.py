@@ -119,6 +119,11 @@ class Etcd:
         self.preferred = 0
         self.context = tls_context(tls)
 
+    @classmethod
+    def of(cls, config):
+        """The client of guard.json's endpoints, with its `tls` settings where it has them."""
+        return cls(config["endpoints"], tls=config.get("tls"))
+
     def call(self, path, body, deadline=None):
         """POSTs `body` to /v3/PATH on each endpoint in turn; each try ends by `deadline`."""
         last = "no endpoint"
@@ -481,7 +486,7 @@ class Supervisor:
         self.config = config
         self.names = names
         self.make_unit = make_unit
-        self.etcd = Etcd(config["endpoints"], tls=config.get("tls"))
+        self.etcd = Etcd.of(config)
         self.guards = {}
         self.seen = "never"
 
@@ -553,7 +558,7 @@ def run(config, names):
 
 def status(config, names, check):
     """One line: who holds each unit, since when, its token, whether it runs here."""
-    etcd = Etcd(config["endpoints"], tls=config.get("tls"))
+    etcd = Etcd.of(config)
     ok = True
     lines = []
     units = units_of(config, names)
@@ -582,7 +587,7 @@ def status(config, names, check):
 def release(config, name, wait):
     """Asks this node's supervisor to give the unit up; waits for another holder and names it."""
     unit = SystemdUnit(name)
-    etcd = Etcd(config["endpoints"], tls=config.get("tls"))
+    etcd = Etcd.of(config)
     kv = etcd.get(key_for(config['prefix'], unit))
     if kv is None or kv["node"] != config["node"]:
         holder = kv["node"] if kv else "no node"
