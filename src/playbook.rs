@@ -94,8 +94,9 @@ pub struct Stage {
     /// then inventory order), e.g. printing 1 on a cluster's leader and 0 elsewhere.
     #[serde(default)]
     pub rolling_order: Option<String>,
-    /// The stage this one is a later part of: `--stages NAME` selects it too (a stage split in
-    /// parts keeps its one name), and it runs where it stands in the playbook.
+    /// The stage this one is a part of: `--stages NAME` selects it too (a stage split in parts
+    /// keeps its one name), and it runs where it stands in the playbook: after its stage, or
+    /// before it (what must be ready before the stage changes something another stage uses).
     #[serde(default)]
     pub part_of: Option<String>,
 }
@@ -242,10 +243,13 @@ impl Playbook {
             if !seen.insert(stage.name.as_str()) {
                 return Err(miette!("{}: stage `{}` is defined twice", path.display(), stage.name));
             }
-            if let Some(earlier) = &stage.part_of {
-                if !seen.contains(earlier.as_str()) || earlier == &stage.name {
+        }
+        for stage in &playbook.stages {
+            if let Some(whole) = &stage.part_of {
+                let is_stage = playbook.stages.iter().any(|s| &s.name == whole && s.part_of.is_none());
+                if !is_stage || whole == &stage.name {
                     return Err(miette!(
-                        "{}: stage `{}` is part_of `{earlier}`, which is not a stage before it",
+                        "{}: stage `{}` is part_of `{whole}`, which is not another stage of the playbook (a part belongs to a whole stage)",
                         path.display(),
                         stage.name
                     ));
@@ -268,7 +272,7 @@ impl Playbook {
     }
 
     /// The stages selected by `--stages` (all when `None`), in playbook order: a name selects its
-    /// stage and the stage's later parts; unknown names are errors.
+    /// stage and the stage's parts; unknown names are errors.
     pub fn select_stages(&self, wanted: Option<&[String]>) -> Result<Vec<&Stage>> {
         let Some(wanted) = wanted else {
             return Ok(self.stages.iter().collect());
@@ -337,13 +341,34 @@ mod tests {
         assert_eq!(names(&["etcd"]), "etcd,etcd-finish");
         assert_eq!(names(&["postgres", "etcd"]), "etcd,postgres,etcd-finish");
         assert_eq!(names(&["postgres"]), "postgres", "a part goes only with its own stage");
-        let err = load(&format!(
-            "stages:\n{}{}",
-            stage("a", "    part_of: b\n"),
+        let before = load(&format!(
+            "stages:\n{}{}{}",
+            stage("ready-for-b", "    part_of: b\n"),
+            stage("a", ""),
             stage("b", "")
         ))
-        .unwrap_err();
-        assert!(err.to_string().contains("not a stage before it"), "{err}");
+        .unwrap();
+        let stages = before.select_stages(Some(&["b".into()])).unwrap();
+        let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["ready-for-b", "b"],
+            "a part before its stage runs where it stands"
+        );
+        for (bad, why) in [
+            ("    part_of: c\n", "unknown"),
+            ("    part_of: a\n", "itself"),
+            ("    part_of: etcd-finish\n", "a part"),
+        ] {
+            let err = load(&format!(
+                "stages:\n{}{}{}",
+                stage("a", bad),
+                stage("etcd", ""),
+                stage("etcd-finish", "    part_of: etcd\n")
+            ))
+            .unwrap_err();
+            assert!(err.to_string().contains("not another stage"), "{why}: {err}");
+        }
     }
 
     #[test]
@@ -360,6 +385,7 @@ mod tests {
                 "patroni-etcd-tls",
                 "patroni-resumed",
                 "etcd-peer-auth-on",
+                "pg-lb-checks-both",
                 "postgres",
                 "pg-lb",
                 "rabbitmq",
@@ -381,6 +407,7 @@ mod tests {
             }
         }
         assert_eq!(handlers("mq-lb"), handlers("pg-lb"));
+        assert_eq!(handlers("pg-lb-checks-both"), handlers("pg-lb"));
         assert_eq!(handlers("mq-lb"), ["restart haproxy", "reload haproxy"]);
         assert_eq!(handlers("web-lb")[..2], handlers("pg-lb")[..]);
         // In web-lb, the shared steps (YAML merge keys) apply only with the HAProxy front end.

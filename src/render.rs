@@ -364,6 +364,16 @@ mod tests {
         assert!(err.contains("undefined"), "{err}");
     }
 
+    /// What part pg-lb-checks-both does: a template rendered with one more variable, as one
+    /// shell word, inside an inline string.
+    #[test]
+    fn an_inline_string_quotes_an_included_template_with_a_variable_of_its_own() {
+        let (_d, r) = renderer();
+        let src = "printf '%s' {% filter quote %}{% with a = \"it's\" %}{% include 't.conf.j2' %}{% endwith %}{% endfilter %}";
+        let out = r.render_str("x", src, &context! { hosts => vec!["n1"] }).unwrap();
+        assert_eq!(out, "printf '%s' \"a=it's\nn1\n\"");
+    }
+
     #[test]
     fn a_whole_expression_keeps_lists_maps_and_booleans() {
         let (_d, r) = renderer();

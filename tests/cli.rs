@@ -127,6 +127,7 @@ fn security_relaxed_warns_for_each_protection_off_and_a_bad_mode_is_an_error() {
             "etcd_tls is off",
             "pg_tls is off",
             "rabbitmq_tls is off",
+            "patroni_restapi_tls is off",
             "patroni_restapi_auth is off",
             "haproxy_stats_auth is off",
             "rabbitmq_remove_guest is off"

@@ -1,22 +1,51 @@
 # shellcheck shell=sh
-# What the `patroni_*` modules share. Inputs: HACTL_API (a member's REST API), HACTL_API_USER and
-# HACTL_API_PASSWORD (for the unsafe endpoints; empty where they need none).
+# What the `patroni_*` modules share. Inputs: HACTL_APIS (REST API URLs, one a line: of one
+# member in both schemes, or of several members; the first that answers is asked, so that an API
+# turning from plain HTTP to TLS is found either way), HACTL_API_USER and HACTL_API_PASSWORD (for
+# the unsafe endpoints; empty where they need none).
 
-# Sends $3 with method $1 to the unsafe endpoint $2, with the credentials through curl's standard
-# input (a config line, its quotes and backslashes escaped), never on its command line.
+# Prints the first of HACTL_APIS whose Patroni answers (GET /patroni, always 200 from a running
+# Patroni); fails where none does.
+hactl_api() {
+  hactl_found=$(printf '%s\n' "$HACTL_APIS" | while IFS= read -r url; do
+    [ -n "$url" ] || continue
+    if curl -sf -o /dev/null --max-time 3 "$url/patroni"; then
+      printf '%s' "$url"
+      break
+    fi
+  done)
+  [ -n "$hactl_found" ] && printf '%s\n' "$hactl_found"
+}
+
+# GET $1 from the first API that answers (fails on an HTTP error).
+hactl_get() {
+  hactl_url=$(hactl_api) || return 1
+  curl -sf --max-time 5 "$hactl_url/$1"
+}
+
+# The HTTP status of GET $1 from the first API that answers (000: none answers).
+hactl_status() {
+  hactl_url=$(hactl_api) || { echo 000; return; }
+  curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$hactl_url/$1"
+}
+
+# Sends $3 with method $1 to the unsafe endpoint $2 of the first API that answers, with the
+# credentials through curl's standard input (a config line, its quotes and backslashes escaped),
+# never on its command line.
 hactl_unsafe() {
+  hactl_url=$(hactl_api) || return 1
   if [ -z "$HACTL_API_USER" ]; then
-    curl -sf -X"$1" "$HACTL_API/$2" -d "$3"
+    curl -sf -X"$1" "$hactl_url/$2" -d "$3"
     return
   fi
   printf 'user = "%s"\n' "$(printf '%s:%s' "$HACTL_API_USER" "$HACTL_API_PASSWORD" | sed 's/[\\"]/\\&/g')" |
-    curl -sf -K - -X"$1" "$HACTL_API/$2" -d "$3"
+    curl -sf -K - -X"$1" "$hactl_url/$2" -d "$3"
 }
 
 # Waits up to $1 seconds until the member's state (GET /patroni) satisfies the jq test $2.
 hactl_wait_member() {
   i=0
-  until curl -sf --max-time 5 "$HACTL_API/patroni" | jq -en "input | $2" >/dev/null 2>&1; do
+  until hactl_get patroni | jq -en "input | $2" >/dev/null 2>&1; do
     i=$((i + 1))
     [ "$i" -lt "$1" ] || return 1
     sleep 1

@@ -19,21 +19,15 @@ const SH: &str = include_str!("patroni_pause.sh");
 pub struct PatroniPause {
     /// The pause wanted.
     pub paused: bool,
-    /// The members' addresses, asked in order (the first whose REST API answers).
-    pub members: Templated<Vec<String>>,
-    /// Their REST API's port.
-    #[serde(default = "api_port")]
-    pub port: u16,
+    /// The members' REST API URLs, asked in order (the first that answers): each member's in
+    /// both schemes, the one wanted first, where its API may still speak the other.
+    pub apis: Templated<Vec<String>>,
     /// The user of Patroni's unsafe endpoints (PATCH /config); empty where they need none.
     #[serde(default)]
     pub user: String,
     /// Its password (to curl through its standard input, never on a command line).
     #[serde(default)]
     pub password: String,
-}
-
-fn api_port() -> u16 {
-    8008
 }
 
 /// The cluster's pause as a member reports it.
@@ -73,18 +67,11 @@ impl Fact for PauseFact {
 }
 
 impl PatroniPause {
-    /// The members' REST APIs.
-    fn apis(&self) -> Vec<String> {
-        let members = self.members.or_default();
-        members.iter().map(|m| format!("http://{m}:{}", self.port)).collect()
-    }
-
     fn script(&self, call: &str) -> String {
-        let apis = self.apis().join("\n");
+        let apis = self.apis.or_default().join("\n");
         let vars = [
             ("HACTL_APIS", apis.as_str()),
             ("HACTL_PAUSED", if self.paused { "yes" } else { "no" }),
-            ("HACTL_API", ""),
             ("HACTL_API_USER", &self.user),
             ("HACTL_API_PASSWORD", &self.password),
         ];
@@ -100,10 +87,8 @@ impl Resource for PatroniPause {
     }
 
     fn diff(&self, fact: &PauseFact) -> Result<Option<Change>> {
-        if self.members.value("members")?.is_empty() {
-            return Err(miette!(
-                "patroni_pause needs at least one member's address in `members`"
-            ));
+        if self.apis.value("apis")?.is_empty() {
+            return Err(miette!("patroni_pause needs at least one member's REST API in `apis`"));
         }
         Ok(match fact {
             // Nothing runs that could fail over, or be resumed.
@@ -136,8 +121,7 @@ mod tests {
     fn pause(paused: bool) -> PatroniPause {
         PatroniPause {
             paused,
-            members: Templated::Value(vec!["10.0.0.1".into(), "10.0.0.2".into()]),
-            port: 8008,
+            apis: Templated::Value(vec!["https://10.0.0.1:8008".into(), "http://10.0.0.1:8008".into()]),
             user: "patroni".into(),
             password: "p'w\"x".into(),
         }
@@ -145,12 +129,12 @@ mod tests {
 
     #[test]
     fn pauses_or_resumes_only_what_differs() {
-        let running = "api http://10.0.0.2:8008\nmember {\"state\":\"running\",\"role\":\"replica\"}\n";
+        let running = "api https://10.0.0.2:8008\nmember {\"state\":\"running\",\"role\":\"replica\"}\n";
         let paused = "api http://10.0.0.1:8008\nmember {\"state\":\"running\",\"pause\":true}\n";
         let summary = |m: &PatroniPause, probe: &str| diff_of(m, probe).unwrap().map(|c| c.summary);
         assert_eq!(
             summary(&pause(true), running).as_deref(),
-            Some("pause the Patroni cluster (maintenance mode: no failover) through http://10.0.0.2:8008")
+            Some("pause the Patroni cluster (maintenance mode: no failover) through https://10.0.0.2:8008")
         );
         assert_eq!(summary(&pause(true), paused), None);
         assert_eq!(

@@ -19,9 +19,10 @@ const SH: &str = include_str!("patroni_restart.sh");
 pub struct PatroniRestart {
     /// This member's name in the Patroni cluster.
     pub member: String,
-    /// Patroni's REST API on this host.
+    /// Patroni's REST API on this host: URLs asked in order (the first that answers), e.g. in
+    /// both schemes, the one wanted first, where a reload may not have turned TLS on yet.
     #[serde(default = "local_api")]
-    pub api: String,
+    pub apis: Templated<Vec<String>>,
     /// Seconds Patroni may take to report a pending restart after a reload.
     #[serde(default = "ten")]
     pub settle: Templated<u64>,
@@ -37,8 +38,8 @@ pub struct PatroniRestart {
     pub daemon: bool,
 }
 
-fn local_api() -> String {
-    "http://127.0.0.1:8008".into()
+fn local_api() -> Templated<Vec<String>> {
+    Templated::Value(vec!["http://127.0.0.1:8008".into()])
 }
 fn ten() -> Templated<u64> {
     Templated::Value(10)
@@ -91,8 +92,9 @@ impl Fact for MemberFact {
 impl PatroniRestart {
     fn script(&self, call: &str) -> String {
         let settle = self.settle.or_default().to_string();
+        let apis = self.apis.or_default().join("\n");
         let vars = [
-            ("HACTL_API", self.api.as_str()),
+            ("HACTL_APIS", apis.as_str()),
             ("HACTL_MEMBER", &self.member),
             ("HACTL_SETTLE", &settle),
             ("HACTL_API_USER", &self.user),
@@ -112,6 +114,9 @@ impl Resource for PatroniRestart {
 
     fn diff(&self, fact: &MemberFact) -> Result<Option<Change>> {
         self.settle.value("settle")?;
+        if self.apis.value("apis")?.is_empty() {
+            return Err(miette!("patroni_restart needs this member's REST API in `apis`"));
+        }
         let member = &self.member;
         if self.daemon {
             let why = match fact {
@@ -169,7 +174,7 @@ mod tests {
     fn restarts_only_where_pending_and_switches_over_a_leader() {
         let m = PatroniRestart {
             member: "node1".into(),
-            api: local_api(),
+            apis: local_api(),
             settle: Templated::Value(1),
             user: String::new(),
             password: String::new(),
@@ -194,7 +199,7 @@ mod tests {
     fn a_daemon_restart_is_always_planned_with_the_cluster_paused() {
         let m = PatroniRestart {
             member: "node1".into(),
-            api: local_api(),
+            apis: local_api(),
             settle: Templated::Value(1),
             user: "patroni".into(),
             password: "p'w".into(),

@@ -1,11 +1,11 @@
 # shellcheck shell=sh
-# `patroni_restart`. Inputs: HACTL_API (Patroni's REST API), HACTL_MEMBER (this member's name),
+# `patroni_restart`. Inputs: HACTL_MEMBER (this member's name),
 # HACTL_SETTLE (seconds Patroni may take to report a pending restart after a reload),
 # HACTL_DAEMON (yes: restart the Patroni daemon itself, not PostgreSQL); and patroni.sh's.
 
 hactl_probe() {
   if systemctl is-active --quiet patroni; then echo "active yes"; else echo "active no"; fi
-  if state=$(curl -sf --max-time 5 "$HACTL_API/patroni"); then
+  if state=$(hactl_get patroni); then
     printf 'member %s\n' "$(printf '%s' "$state" | tr -d '\n')"
   else
     echo "member -"
@@ -13,11 +13,7 @@ hactl_probe() {
 }
 
 hactl_pending() {
-  curl -sf --max-time 5 "$HACTL_API/patroni" | jq -en 'input | .pending_restart == true' >/dev/null
-}
-
-hactl_status() {
-  curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$HACTL_API/$1"
+  hactl_get patroni | jq -en 'input | .pending_restart == true' >/dev/null
 }
 
 # Restarts the Patroni daemon (for what it reads only at start: its DCS connection) with the

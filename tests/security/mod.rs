@@ -361,16 +361,20 @@ pub fn lock_the_running_stack_down(inv_path: &Path, dir: &Path, guarded: &str) {
     assert!(open.is_empty(), "answered the outsider: {open:?} ({after:?})");
     assert!(closed.is_empty(), "should stay open: {closed:?} ({after:?})");
 
-    // Inside the cluster too, Patroni's unsafe endpoints need the credentials: node2 asking
-    // node1 to restart without them is refused; patronictl (which has them) still manages.
-    let (rc, code) = ssh(
+    // Inside the cluster too, Patroni's REST API speaks TLS only (a certificate from the cluster
+    // CA for node1's name; plain HTTP gets no HTTP answer), and its unsafe endpoints need the
+    // credentials: node2 asking node1 to restart without them is refused; patronictl (which has
+    // them) still manages.
+    let (rc, codes) = ssh(
         2,
-        "curl -s -o /dev/null -w '%{http_code}' --max-time 5 -XPOST -d '{}' http://10.213.0.11:8008/restart",
+        "plain=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://10.213.0.11:8008/patroni); \
+         restart=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert /etc/hactl/tls/ca.crt -XPOST -d '{}' https://node1:8008/restart); \
+         echo \"plain=$plain restart=$restart\"",
     );
     assert_eq!(
-        (rc, code.as_str()),
-        (0, "401"),
-        "an unauthenticated restart from a cluster node"
+        (rc, codes.trim()),
+        (0, "plain=000 restart=401"),
+        "Patroni's REST API from a cluster node: plain HTTP, and an unauthenticated restart over TLS"
     );
     let listed = ssh_ok(2, "patronictl -c /etc/patroni/config.yml list -f json | jq length");
     assert_eq!(listed.trim(), "3", "patronictl lists the members");
