@@ -384,7 +384,7 @@ mod tests {
                 "guard-etcd-tls",
                 "patroni-etcd-tls",
                 "patroni-resumed",
-                "etcd-peer-auth-on",
+                "etcd-tls-converted",
                 "pg-lb-checks-both",
                 "postgres",
                 "pg-lb",
