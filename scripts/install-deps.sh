@@ -7,7 +7,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 need=()
 for pair in debootstrap:debootstrap systemd-nspawn:systemd-container iptables:iptables ssh:openssh-client \
-            ssh-keygen:openssh-client setpriv:util-linux ip:iproute2 shellcheck:shellcheck jq:jq; do
+            ssh-keygen:openssh-client setpriv:util-linux ip:iproute2 shellcheck:shellcheck jq:jq curl:curl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

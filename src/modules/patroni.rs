@@ -8,3 +8,57 @@ const SH: &str = include_str!("patroni.sh");
 pub fn script(module_sh: &str, vars: &[(&str, &str)], call: &str) -> String {
     super::script(&format!("{SH}\n{module_sh}"), vars, call)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A stand-in for a Patroni REST API on loopback: answers every request with 200 and `{}`.
+    fn answering_api() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut request = [0u8; 1024];
+                let _ = conn.read(&mut request);
+                let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+            }
+        });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// A loopback port nothing listens on.
+    fn silent_api() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    fn run(apis: &str, call: &str) -> std::process::Output {
+        let script = script("", &[("HACTL_APIS", apis)], call);
+        std::process::Command::new("sh").arg("-c").arg(script).output().unwrap()
+    }
+
+    #[test]
+    fn the_first_api_that_answers_is_asked() {
+        let (silent, live) = (silent_api(), answering_api());
+        let out = run(&format!("{silent}\n{live}"), "hactl_api");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{live}\n"));
+        let out = run(&format!("{silent}\n{live}"), "hactl_get patroni");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "{}");
+    }
+
+    #[test]
+    fn no_answer_is_a_failure_and_status_000() {
+        let out = run(&silent_api(), "hactl_api");
+        assert!(!out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        let out = run(&silent_api(), "hactl_status primary");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "000\n");
+    }
+}
