@@ -73,9 +73,10 @@ etcd_leader() {
 # Waits until `verify` of STAGES passes (the cluster is whole again), at most 300 s.
 settle() {
   local deadline=$((SECONDS + 300))
-  until $hactl verify "$inv" --stages "$1" >/dev/null 2>&1; do
+  until $hactl verify "$inv" --stages "$1" >"$work/verify.log" 2>&1; do
     if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "the cluster did not settle within 300 s" >&2
+      echo "the cluster did not settle within 300 s; the last verify said:" >&2
+      grep -v '^  = ' "$work/verify.log" | tail -20 >&2
       exit 1
     fi
     sleep 2
