@@ -7,20 +7,22 @@
 # Prints the first of HACTL_APIS whose Patroni answers (GET /patroni, always 200 from a running
 # Patroni); fails where none does.
 hactl_api() {
-  hactl_found=$(printf '%s\n' "$HACTL_APIS" | while IFS= read -r url; do
-    [ -n "$url" ] || continue
-    if curl -sf -o /dev/null --max-time 3 "$url/patroni"; then
-      printf '%s' "$url"
-      break
-    fi
-  done)
-  [ -n "$hactl_found" ] && printf '%s\n' "$hactl_found"
+  printf '%s\n' "$HACTL_APIS" | {
+    while IFS= read -r url; do
+      [ -n "$url" ] && curl -sf -o /dev/null --max-time 3 "$url/patroni" && printf '%s\n' "$url" && exit 0
+    done
+    exit 1
+  }
 }
 
-# GET $1 from the first API that answers (fails on an HTTP error).
+# GET $1 from the first of HACTL_APIS that answers it (one request to the one that does).
 hactl_get() {
-  hactl_url=$(hactl_api) || return 1
-  curl -sf --max-time 5 "$hactl_url/$1"
+  printf '%s\n' "$HACTL_APIS" | {
+    while IFS= read -r url; do
+      [ -n "$url" ] && curl -sf --max-time 5 "$url/$1" && exit 0
+    done
+    exit 1
+  }
 }
 
 # The HTTP status of GET $1 from the first API that answers (000: none answers).
