@@ -297,6 +297,7 @@ impl Remote {
     /// [`Remote::run`] with the script made by `make` once a channel is free: a caller that times
     /// the round trip (a clock check's window) starts then, not while it waited for a channel.
     pub async fn run_made(&self, make: impl FnOnce() -> String) -> Result<ScriptOutput, SshError> {
+        let asked = std::time::Instant::now();
         let _permit = self
             .channels
             .acquire()
@@ -304,6 +305,7 @@ impl Remote {
             .map_err(|e| SshError::Channel(e.to_string()))?;
         let script = &make();
         let started = std::time::Instant::now();
+        let queued = started.duration_since(asked).as_millis() as u64;
         let out = retry_unstarted(|attempt| async move {
             if attempt > 0 && self.session.check().await.is_err() {
                 return Err(Attempt::Gone("the SSH connection is gone".into()));
@@ -325,6 +327,7 @@ impl Remote {
             stderr = out.stderr.len(),
             code = out.code,
             ms = started.elapsed().as_millis() as u64,
+            queued,
             "ssh: round trip"
         );
         Ok(out)

@@ -152,6 +152,9 @@ pub struct Engine {
     reporter: Arc<Reporter>,
     pending: PendingStore,
     remotes: tokio::sync::Mutex<HashMap<String, Arc<Remote>>>,
+    /// One lock per host, held while connecting to it: tasks that ask for a host at once share
+    /// one connection (two would carry twice the channels sshd allows one client).
+    connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     unreachable: Mutex<BTreeSet<String>>,
     results: Mutex<Vec<StepResult>>,
     /// The rolling orders so far.
@@ -182,6 +185,7 @@ impl Engine {
             reporter,
             pending,
             remotes: tokio::sync::Mutex::new(HashMap::new()),
+            connecting: Mutex::new(HashMap::new()),
             unreachable: Mutex::new(BTreeSet::new()),
             results: Mutex::new(Vec::new()),
             rolling: Mutex::new(Vec::new()),
@@ -416,6 +420,18 @@ impl Engine {
 
     /// The host's connection, connecting on first use; `None` (and reported) when unreachable.
     async fn remote(&self, host: &str) -> Option<Arc<Remote>> {
+        if let Some(r) = self.remotes.lock().await.get(host) {
+            return Some(Arc::clone(r));
+        }
+        let lock = Arc::clone(
+            self.connecting
+                .lock()
+                .expect("lock")
+                .entry(host.to_string())
+                .or_default(),
+        );
+        let _connecting = lock.lock().await;
+        // Another task may have connected while this one waited.
         if let Some(r) = self.remotes.lock().await.get(host) {
             return Some(Arc::clone(r));
         }

@@ -7,7 +7,6 @@ import glob
 import os
 import re
 import sysconfig
-from importlib import metadata
 
 versions = os.path.join(sysconfig.get_paths()["purelib"], "airflow", "migrations", "versions")
 revisions, parents = set(), set()
@@ -20,10 +19,7 @@ for path in glob.glob(os.path.join(versions, "*.py")):
     for line in re.findall(r"^down_revision\s*=\s*(.+)$", text, re.M):
         parents.update(re.findall(r'"(\w+)"', line))
 print("head", ",".join(sorted(revisions - parents)) or "-")
-try:
-    print("version", metadata.version("apache-airflow-core"))
-except metadata.PackageNotFoundError:
-    print("version -")
+print("version", dist_version("apache-airflow-core") or "-")  # dist_version.py, prepended
 config = configparser.ConfigParser(interpolation=None)
 config.read(os.environ["HACTL_CONFIG"])
 url = re.sub(r"^postgresql\+\w+://", "postgresql://", config.get("database", "sql_alchemy_conn"))

@@ -13,7 +13,7 @@ use super::{script, Change, Fact, ProbeLines, Resource, Templated};
 /// The module's shell functions.
 const SH: &str = include_str!("airflow_db.sh");
 /// The probe's Python (run by the venv's interpreter).
-const PROBE_PY: &str = include_str!("airflow_db.py");
+const PROBE_PY: &str = concat!(include_str!("dist_version.py"), include_str!("airflow_db.py"));
 
 /// Arguments of `airflow_db`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

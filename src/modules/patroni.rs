@@ -37,8 +37,37 @@ mod tests {
     }
 
     fn run(apis: &str, call: &str) -> std::process::Output {
-        let script = script("", &[("HACTL_APIS", apis)], call);
+        run_module("", &[("HACTL_APIS", apis)], call)
+    }
+
+    fn run_module(module_sh: &str, vars: &[(&str, &str)], call: &str) -> std::process::Output {
+        let script = script(module_sh, vars, call);
         std::process::Command::new("sh").arg("-c").arg(script).output().unwrap()
+    }
+
+    #[test]
+    fn a_ca_file_is_only_for_https_apis() {
+        let live = answering_api();
+        let vars = [("HACTL_APIS", live.as_str()), ("HACTL_CACERT", "/nonexistent/ca.crt")];
+        let out = run_module("", &vars, "hactl_get patroni");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "{}");
+    }
+
+    #[test]
+    fn the_pause_probe_names_the_first_api_that_answers_and_its_state() {
+        let (silent, live) = (silent_api(), answering_api());
+        let apis = format!("{silent}\n{live}");
+        let pause_sh = include_str!("patroni_pause.sh");
+        let out = run_module(pause_sh, &[("HACTL_APIS", apis.as_str())], "hactl_probe");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("api {live}\nmember {{}}\n")
+        );
+        let out = run_module(pause_sh, &[("HACTL_APIS", silent.as_str())], "hactl_probe");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "member -\n");
     }
 
     #[test]

@@ -2,14 +2,24 @@
 # What the `patroni_*` modules share. Inputs: HACTL_APIS (REST API URLs, one a line: of one
 # member in both schemes, or of several members; the first that answers is asked, so that an API
 # turning from plain HTTP to TLS is found either way), HACTL_API_USER and HACTL_API_PASSWORD (for
-# the unsafe endpoints; empty where they need none).
+# the unsafe endpoints; empty where they need none), HACTL_CACERT (the CA https:// APIs are
+# verified against; empty: the system's store).
+
+# curl, verifying https:// APIs against HACTL_CACERT where it is set.
+hactl_curl() {
+  if [ -n "${HACTL_CACERT:-}" ]; then
+    curl --cacert "$HACTL_CACERT" "$@"
+  else
+    curl "$@"
+  fi
+}
 
 # Prints the first of HACTL_APIS whose Patroni answers (GET /patroni, always 200 from a running
 # Patroni); fails where none does.
 hactl_api() {
   printf '%s\n' "$HACTL_APIS" | {
     while IFS= read -r url; do
-      [ -n "$url" ] && curl -sf -o /dev/null --max-time 3 "$url/patroni" && printf '%s\n' "$url" && exit 0
+      [ -n "$url" ] && hactl_curl -sf -o /dev/null --max-time 3 "$url/patroni" && printf '%s\n' "$url" && exit 0
     done
     exit 1
   }
@@ -19,7 +29,7 @@ hactl_api() {
 hactl_get() {
   printf '%s\n' "$HACTL_APIS" | {
     while IFS= read -r url; do
-      [ -n "$url" ] && curl -sf --max-time 5 "$url/$1" && exit 0
+      [ -n "$url" ] && hactl_curl -sf --max-time 5 "$url/$1" && exit 0
     done
     exit 1
   }
@@ -28,7 +38,7 @@ hactl_get() {
 # The HTTP status of GET $1 from the first API that answers (000: none answers).
 hactl_status() {
   hactl_url=$(hactl_api) || { echo 000; return; }
-  curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$hactl_url/$1"
+  hactl_curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$hactl_url/$1"
 }
 
 # Sends $3 with method $1 to the unsafe endpoint $2 of the first API that answers, with the
@@ -37,11 +47,11 @@ hactl_status() {
 hactl_unsafe() {
   hactl_url=$(hactl_api) || return 1
   if [ -z "$HACTL_API_USER" ]; then
-    curl -sf -X"$1" "$hactl_url/$2" -d "$3"
+    hactl_curl -sf -X"$1" "$hactl_url/$2" -d "$3"
     return
   fi
   printf 'user = "%s"\n' "$(printf '%s:%s' "$HACTL_API_USER" "$HACTL_API_PASSWORD" | sed 's/[\\"]/\\&/g')" |
-    curl -sf -K - -X"$1" "$hactl_url/$2" -d "$3"
+    hactl_curl -sf -K - -X"$1" "$hactl_url/$2" -d "$3"
 }
 
 # Waits up to $1 seconds until the member's state (GET /patroni) satisfies the jq test $2.

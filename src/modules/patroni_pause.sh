@@ -2,13 +2,18 @@
 # `patroni_pause`. Inputs: HACTL_PAUSED (yes|no: the pause wanted); and patroni.sh's
 # (HACTL_APIS: the members' APIs).
 
-# The first member's API that answers: `api URL` and `member JSON` (GET /patroni), or `member -`.
+# The first member's API that answers: `api URL` and `member JSON` (GET /patroni, one request to
+# each API tried), or `member -`.
 hactl_probe() {
-  if api=$(hactl_api) && state=$(curl -sf --max-time 3 "$api/patroni"); then
-    printf 'api %s\nmember %s\n' "$api" "$(printf '%s' "$state" | tr -d '\n')"
-  else
+  printf '%s\n' "$HACTL_APIS" | {
+    while IFS= read -r url; do
+      if [ -n "$url" ] && state=$(hactl_curl -sf --max-time 3 "$url/patroni"); then
+        printf 'api %s\nmember %s\n' "$url" "$(printf '%s' "$state" | tr -d '\n')"
+        exit 0
+      fi
+    done
     echo "member -"
-  fi
+  }
 }
 
 # Pauses or resumes the cluster through the first member that answers, and waits until that

@@ -52,10 +52,13 @@ fn parse_requirement(req: &str) -> (String, Option<String>) {
 const SH: &str = include_str!("pip.sh");
 
 /// Prints `dist NAME VERSION` (`-` when not installed) for each name in HACTL_NAMES.
-const PROBE_PY: &str = r#"import importlib.metadata as m, os
+const PROBE_PY: &str = concat!(
+    include_str!("dist_version.py"),
+    r#"
 for name in filter(None, os.environ["HACTL_NAMES"].split("\n")):
-    try: print("dist", name, m.version(name))
-    except m.PackageNotFoundError: print("dist", name, "-")"#;
+    print("dist", name, dist_version(name) or "-")
+"#
+);
 
 /// A virtualenv as found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -169,6 +172,50 @@ impl Resource for Pip {
 mod tests {
     use super::*;
     use crate::modules::{diff_of, local_diff};
+
+    /// The probe's output for `names` with `path` first on Python's path.
+    fn probe_versions(path: &std::path::Path, names: &str) -> String {
+        let out = std::process::Command::new("python3")
+            .args(["-c", PROBE_PY])
+            .env("PYTHONPATH", path)
+            .env("HACTL_NAMES", names)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn the_probe_finds_versions_as_importlib_metadata_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let dist = dir.path().join("Foo_Bar-1.2.dist-info");
+        std::fs::create_dir(&dist).unwrap();
+        // METADATA's Version counts, not the directory's name; the body after the headers is not read.
+        std::fs::write(
+            dist.join("METADATA"),
+            "Metadata-Version: 2.1\nName: Foo-Bar\nVersion: 1.2.post1\n\nVersion: 9\n",
+        )
+        .unwrap();
+        let egg = dir.path().join("old_thing-0.5-py3.11.egg-info");
+        std::fs::create_dir(&egg).unwrap();
+        std::fs::write(
+            egg.join("PKG-INFO"),
+            "Metadata-Version: 1.1\nName: old-thing\nVersion: 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            probe_versions(dir.path(), "foo-bar\nFOO.bar\nold-thing\nnot-there\n"),
+            "dist foo-bar 1.2.post1\ndist FOO.bar 1.2.post1\ndist old-thing 0.5\ndist not-there -\n"
+        );
+        // A real installed distribution: the same version as importlib.metadata's.
+        let real = std::process::Command::new("python3")
+            .args(["-c", "import importlib.metadata as m; print(m.version('pip'))"])
+            .output()
+            .unwrap();
+        assert!(real.status.success());
+        let want = format!("dist pip {}", String::from_utf8(real.stdout).unwrap());
+        assert_eq!(probe_versions(dir.path(), "pip"), want);
+    }
 
     #[test]
     fn requirement_names() {

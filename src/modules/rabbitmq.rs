@@ -77,6 +77,19 @@ mod tests {
         )
     }
 
+    #[test]
+    fn names_are_percent_encoded_byte_by_byte_as_python_quotes_them() {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{}\nhactl_uri \"$1\"", super::SH))
+            .args(["sh", "a b/é%~_.-Z9+'\""])
+            .env("LC_ALL", "C")
+            .output()
+            .expect("sh");
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a%20b%2F%C3%A9%25~_.-Z9%2B%27%22");
+    }
+
     /// A user as the API shows it, with RabbitMQ's salted SHA-256 of `password`.
     fn user_with(password: &str) -> String {
         let salt = [0x00u8, 0x9f, 0x27, 0x0a];
