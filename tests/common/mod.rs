@@ -183,7 +183,16 @@ pub fn ssh_ok(node: usize, cmd: &str) -> String {
 
 /// Runs a command on a lab node as `user`.
 pub fn ssh_as(user: &str, node: usize, cmd: &str) -> (i32, String) {
-    let out = Command::new("ssh")
+    let out = ssh_as_output(user, node, cmd);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Runs a command on a lab node as `user`: its whole output, stderr (SSH's own errors) included.
+pub fn ssh_as_output(user: &str, node: usize, cmd: &str) -> Output {
+    Command::new("ssh")
         .args([
             "-o",
             "BatchMode=yes",
@@ -197,11 +206,7 @@ pub fn ssh_as(user: &str, node: usize, cmd: &str) -> (i32, String) {
             cmd,
         ])
         .output()
-        .expect("ssh runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+        .expect("ssh runs")
 }
 
 /// A fingerprint of every file's path, size, mtime, mode and owner under the directories a
