@@ -13,6 +13,9 @@ scripts/install-deps.sh
 # Every module's remote script, and the project's own scripts, pass shellcheck.
 shellcheck -s sh src/modules/*.sh
 shellcheck scripts/*.sh bench/*.sh .ci/run
+# The code as formatted, and without a lint.
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
 cargo build --all-targets
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -370,7 +370,8 @@ impl Reporter {
 /// Redacts a unified diff; a removed/added line pair that is equal once redacted becomes one
 /// context line marked "(secret changed)".
 pub fn redact_diff(redactor: &Redactor, diff: &str) -> String {
-    let lines: Vec<String> = diff.lines().map(|l| redactor.redact(l)).collect();
+    let raw: Vec<&str> = diff.lines().collect();
+    let lines: Vec<String> = raw.iter().map(|l| redactor.redact(l)).collect();
     let mut out = Vec::new();
     let mut i = 0;
     while i < lines.len() {
@@ -382,7 +383,12 @@ pub fn redact_diff(redactor: &Redactor, diff: &str) -> String {
         if lines[i].starts_with('-') && !lines[i].starts_with("---") {
             let minus_end = run_end(i, '-');
             let plus_end = run_end(minus_end, '+');
-            let (minus, plus) = (&lines[i..minus_end], &lines[minus_end..plus_end]);
+            let new_lines = &raw[minus_end..plus_end];
+            let minus: Vec<String> = raw[i..minus_end]
+                .iter()
+                .map(|old| redact_old_line(redactor, old, new_lines))
+                .collect();
+            let (minus, plus) = (&minus[..], &lines[minus_end..plus_end]);
             if minus.len() == plus.len()
                 && minus
                     .iter()
@@ -393,7 +399,7 @@ pub fn redact_diff(redactor: &Redactor, diff: &str) -> String {
                 i = plus_end;
                 continue;
             }
-            out.extend(lines[i..plus_end].iter().cloned());
+            out.extend(minus.iter().chain(plus).cloned());
             i = plus_end;
             continue;
         }
@@ -403,6 +409,66 @@ pub fn redact_diff(redactor: &Redactor, diff: &str) -> String {
     let mut text = out.join("\n");
     text.push('\n');
     text
+}
+
+/// A removed diff line (`-…`), masked: the secrets the redactor knows, and, where the line's
+/// new version (the most alike of `new_lines`) holds a secret, every part of it that is not
+/// also a non-secret part of the new version. The redactor knows only the new values, and an
+/// old line around a rotated secret holds the old value (a password in a URL, a config line).
+fn redact_old_line(redactor: &Redactor, old: &str, new_lines: &[&str]) -> String {
+    let alike = |new: &&&str| similar::TextDiff::from_chars(&old[1..], &new[1..]).ratio();
+    let partner = new_lines
+        .iter()
+        .map(|new| (alike(&new), new))
+        .filter(|(ratio, _)| *ratio >= 0.5)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, new)| *new);
+    let Some(new) = partner else {
+        return redactor.redact(old);
+    };
+    let secret = redactor.secret_bytes(&new[1..]);
+    if !secret.contains(&true) {
+        return redactor.redact(old);
+    }
+    format!("-{}", redactor.redact(&shared_with(&old[1..], &new[1..], &secret)))
+}
+
+/// `old` with every character masked that is not equal to a character of `new` outside the
+/// secret bytes `secret` of `new` (runs of masked characters become one mask).
+fn shared_with(old: &str, new: &str, secret: &[bool]) -> String {
+    use similar::DiffOp;
+    let old_chars: Vec<char> = old.chars().collect();
+    let new_offsets: Vec<usize> = new.char_indices().map(|(b, _)| b).collect();
+    let mut out = String::new();
+    let mut masked = false;
+    let mut push = |c: Option<char>, out: &mut String| match c {
+        Some(c) => {
+            out.push(c);
+            masked = false;
+        }
+        None if !masked => {
+            out.push_str(MASK);
+            masked = true;
+        }
+        None => {}
+    };
+    for op in similar::TextDiff::from_chars(old, new).ops() {
+        match *op {
+            DiffOp::Equal {
+                old_index,
+                new_index,
+                len,
+            } => {
+                for k in 0..len {
+                    let hidden = secret[new_offsets[new_index + k]];
+                    push((!hidden).then_some(old_chars[old_index + k]), &mut out);
+                }
+            }
+            DiffOp::Delete { .. } | DiffOp::Replace { .. } => push(None, &mut out),
+            DiffOp::Insert { .. } => {}
+        }
+    }
+    out
 }
 
 /// Counts results into the contract's summary.
@@ -439,6 +505,36 @@ mod tests {
         assert!(out.contains("~password=******** (secret changed)"), "{out}");
         assert!(out.contains("-x=1\n+x=2"), "{out}");
         assert!(!out.contains("oldsecret1") && !out.contains("newsecret2"));
+    }
+
+    #[test]
+    fn an_old_secret_the_redactor_does_not_know_is_masked_by_its_line_s_new_version() {
+        // Only the new values are known (the old ones were rotated away); they share a prefix.
+        let r = Redactor::new(["airflow_db_password2'q", "rabbit-pass-2"]);
+        let diff = "--- a\n+++ b\n@@ -1,4 +1,4 @@\n [database]\n\
+            -sql_alchemy_conn = postgresql://air-flow:airflow_db_password1%%27q@hactl-lb:5000/db\n\
+            +sql_alchemy_conn = postgresql://air-flow:airflow_db_password2%%27q@hactl-lb:5000/db\n\
+            -broker_url = amqp://air-flow:rabbit-pass-1@node1:5672/v;amqp://air-flow:rabbit-pass-1@node2:5672/v\n\
+            -port = 5000\n\
+            +broker_url = amqp://air-flow:rabbit-pass-2@node1:5672/v;amqp://air-flow:rabbit-pass-2@node2:5672/v\n\
+            +port = 5001\n";
+        let out = redact_diff(&r, diff);
+        for old in ["password1", "pass-1", "airflow_db_password", "rabbit-pass"] {
+            assert!(!out.contains(old), "{old} shows in {out}");
+        }
+        assert!(
+            out.contains("~sql_alchemy_conn = postgresql://air-flow:********@hactl-lb:5000/db (secret changed)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("-broker_url = amqp://air-flow:********@node1:5672/v;amqp://air-flow:********@node2:5672/v\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("-port = 5000\n"),
+            "a line without a secret shows as it is: {out}"
+        );
+        assert!(out.contains("+port = 5001\n"), "{out}");
     }
 
     #[test]

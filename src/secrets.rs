@@ -245,6 +245,21 @@ impl Redactor {
         Redactor { values }
     }
 
+    /// For each byte of `text`, whether it is part of a secret (as [`Redactor::redact`] would
+    /// mask it: the longest forms first).
+    pub fn secret_bytes(&self, text: &str) -> Vec<bool> {
+        let mut secret = vec![false; text.len()];
+        for v in &self.values {
+            for (start, _) in text.match_indices(v.as_str()) {
+                let span = start..start + v.len();
+                if !secret[span.clone()].iter().any(|&b| b) {
+                    secret[span].iter_mut().for_each(|b| *b = true);
+                }
+            }
+        }
+        secret
+    }
+
     /// The text with every secret value masked.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();

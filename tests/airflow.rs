@@ -90,22 +90,6 @@ fn main_pids() -> Vec<String> {
         .collect()
 }
 
-/// The summary line a passed gate reported (`report: true`), by its name's start.
-fn gate_report(doc: &serde_json::Value, gate: &str) -> String {
-    doc["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .find(|r| {
-            r["step"]
-                .as_str()
-                .is_some_and(|s| s.starts_with(&format!("verify: {gate}")))
-        })
-        .and_then(|r| r["summary"].as_str())
-        .unwrap_or_else(|| panic!("no report from gate `{gate}`"))
-        .to_string()
-}
-
 /// Sets (or removes, with `None`) one variable under `all.vars` of the lab inventory.
 fn set_inventory_var(inv: &std::path::Path, line: Option<&str>) {
     set_inventory_vars(inv, line.as_slice());

@@ -128,7 +128,9 @@ impl Engine {
             self.reporter
                 .host_activity(host, &format!("{}: applying {} steps", stage.name, todo.len()));
             let parts: Vec<(usize, String)> = todo.iter().map(|&i| (i, steps[i].module.apply())).collect();
-            let out = match remote.run(&batch_script(&parts, BatchKind::Apply)).await {
+            let what = applying(&stage.name, &steps, &changes, &todo);
+            let script = batch_script(&parts, BatchKind::Apply);
+            let out = match self.noting_long_work(host, &what, remote.run(&script)).await {
                 Ok(o) => parse_batch(&o.stdout),
                 Err(e) => {
                     self.record_applied(host, &stage.name, &steps, &applied);
@@ -414,4 +416,25 @@ pub(super) fn read_probes<P: Borrow<Planned>>(
                 .map_err(|e| ProbeError::Step(i, format!("{e}")))
         })
         .collect()
+}
+
+/// What an apply round trip does, for a notice that it is taking long: its steps, the waits among
+/// them first (a wait is what takes long: another host's migration, a port that must answer).
+fn applying(stage: &str, steps: &[Planned], changes: &[Option<Change>], todo: &[usize]) -> String {
+    let is_wait = |i: &&usize| changes[**i].as_ref().is_some_and(|c| !c.counts);
+    let (waits, others): (Vec<&usize>, Vec<&usize>) = todo.iter().partition(is_wait);
+    let names: Vec<&str> = waits.iter().chain(&others).map(|&&i| steps[i].name.as_str()).collect();
+    let shown = names
+        .iter()
+        .take(3)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = names.len().saturating_sub(3);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!("{stage}: applying {shown}{more}")
 }

@@ -49,7 +49,8 @@ impl Engine {
             *sent.lock().expect("lock") = epoch_seconds();
             script
         };
-        let out = match remote.run_made(made).await {
+        let what = format!("{}: verifying", stage.name);
+        let out = match self.noting_long_work(host, &what, remote.run_made(made)).await {
             Ok(o) => parse_batch(&o.stdout),
             Err(e) => return self.connection_lost(host, &stage.name, "verify", &e),
         };

@@ -478,6 +478,24 @@ impl Engine {
         Verdict::Failed
     }
 
+    /// Awaits `work` (one round trip to `host` doing `what`), saying on stderr every
+    /// [`LONG_WORK_NOTICE`] that it is still under way, so that a long run names what it waits
+    /// for even where no progress bars show (a log, CI).
+    async fn noting_long_work<T>(&self, host: &str, what: &str, work: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + LONG_WORK_NOTICE, LONG_WORK_NOTICE);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = ticks.tick() => self.reporter.log(&format!(
+                    "[{host}] {what}: still under way after {} s",
+                    started.elapsed().as_secs()
+                )),
+            }
+        }
+    }
+
     /// Records that `host`'s connection failed during `step` (the script may have run in part):
     /// the step failed and the host is unreachable from now on, as when it could not be reached.
     fn connection_lost(&self, host: &str, stage: &str, step: &str, error: &ssh::SshError) -> Verdict {
@@ -493,6 +511,9 @@ impl Engine {
         Verdict::Failed
     }
 }
+
+/// How often a long round trip is said to be still under way.
+const LONG_WORK_NOTICE: Duration = Duration::from_secs(60);
 
 /// Runs each host's task concurrently; a task that panics (or is cancelled) is that host's
 /// error, never lost and never the whole run's crash.

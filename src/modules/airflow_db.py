@@ -1,8 +1,8 @@
 # `airflow_db`'s probe, run by the venv's interpreter: the head revision of the installed
 # airflow's migrations (read from the files, without importing airflow), then the revision the
-# metadata database is at (from the configuration's sql_alchemy_conn): `schema known` and
-# `current REV|-`, or `schema unknown` and `reason WHY`.
-import configparser
+# metadata database is at (through HACTL_DB_URL, the URL airflow.cfg's sql_alchemy_conn holds):
+# `schema known` and `current REV|-`, or `schema unknown` and `reason WHY` (psycopg2's first
+# line: which host and address, and what answered; never the URL).
 import glob
 import os
 import re
@@ -20,9 +20,7 @@ for path in glob.glob(os.path.join(versions, "*.py")):
         parents.update(re.findall(r'"(\w+)"', line))
 print("head", ",".join(sorted(revisions - parents)) or "-")
 print("version", dist_version("apache-airflow-core") or "-")  # dist_version.py, prepended
-config = configparser.ConfigParser(interpolation=None)
-config.read(os.environ["HACTL_CONFIG"])
-url = re.sub(r"^postgresql\+\w+://", "postgresql://", config.get("database", "sql_alchemy_conn"))
+url = re.sub(r"^postgresql\+\w+://", "postgresql://", os.environ["HACTL_DB_URL"])
 try:
     import psycopg2
 

@@ -1,9 +1,12 @@
 //! `airflow_db`: Airflow's metadata database at the schema revision of the installed airflow.
 //! One host migrates (`migrate: true`, `airflow db migrate`); the others wait for it, so that
 //! their services never start against an old schema. The probe reads the migrations' head from
-//! the installed files and the database's revision through the configured connection, without
-//! starting the airflow CLI: a no-op run costs a fraction of a second, and the plan says whether
-//! a migration would run (`would migrate the metadata database from revision X to Y`).
+//! the installed files and the database's revision through the cluster's connection URL (the
+//! one airflow.cfg holds, given through the environment), without starting the airflow CLI: a
+//! no-op run costs a fraction of a second, and the plan says whether a migration would run
+//! (`would migrate the metadata database from revision X to Y`). A database that does not answer
+//! fails the step with psycopg2's reason (which host, which address, what answered): at once
+//! before a migration, after `unreachable_grace` seconds during a wait.
 
 use miette::{miette, Result};
 use serde::{Deserialize, Serialize};
@@ -21,8 +24,9 @@ const PROBE_PY: &str = concat!(include_str!("dist_version.py"), include_str!("ai
 pub struct AirflowDb {
     /// The venv's interpreter (has airflow's migrations and psycopg2).
     pub python: String,
-    /// The airflow configuration holding `[database] sql_alchemy_conn`.
-    pub config: String,
+    /// The metadata database's URL (`[database] sql_alchemy_conn`; SQLAlchemy's driver suffix
+    /// is dropped).
+    pub url: String,
     /// The airflow CLI that migrates (runs as the airflow user with that configuration).
     pub airflow: String,
     /// Whether this host migrates; otherwise it waits for another host's migration.
@@ -30,10 +34,17 @@ pub struct AirflowDb {
     /// Seconds to wait for the database to reach the installed revision.
     #[serde(default = "fifteen_minutes")]
     pub timeout: u64,
+    /// Seconds the database may not answer during a wait before the step fails with the reason.
+    #[serde(default = "half_a_minute")]
+    pub unreachable_grace: u64,
 }
 
 fn fifteen_minutes() -> u64 {
     900
+}
+
+fn half_a_minute() -> u64 {
+    30
 }
 
 /// The schema as found.
@@ -72,7 +83,7 @@ impl Resource for AirflowDb {
     fn probe(&self) -> String {
         let vars = [
             ("HACTL_PYTHON", self.python.as_str()),
-            ("HACTL_CONFIG", &self.config),
+            ("HACTL_DB_URL", &self.url),
             ("HACTL_PROBE_PY", PROBE_PY),
         ];
         script(SH, &vars, "hactl_probe")
@@ -105,13 +116,15 @@ impl Resource for AirflowDb {
     fn apply(&self) -> String {
         let migrate = if self.migrate.or_default() { "yes" } else { "no" };
         let timeout = self.timeout.to_string();
+        let grace = self.unreachable_grace.to_string();
         let vars = [
             ("HACTL_PYTHON", self.python.as_str()),
-            ("HACTL_CONFIG", &self.config),
+            ("HACTL_DB_URL", &self.url),
             ("HACTL_PROBE_PY", PROBE_PY),
             ("HACTL_AIRFLOW", &self.airflow),
             ("HACTL_MIGRATE", migrate),
             ("HACTL_TIMEOUT", &timeout),
+            ("HACTL_UNREACHABLE_GRACE", &grace),
         ];
         script(SH, &vars, "hactl_apply")
     }
@@ -120,15 +133,16 @@ impl Resource for AirflowDb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::{diff_of, local_diff};
+    use crate::modules::{diff_of, local_apply, local_diff};
 
     fn module(migrate: bool, python: &str) -> AirflowDb {
         AirflowDb {
             python: python.into(),
-            config: "/nonexistent/airflow.cfg".into(),
+            url: "postgresql+psycopg2://u:p@127.0.0.1:1/x".into(),
             airflow: "/usr/local/bin/airflow".into(),
             migrate: Templated::Value(migrate),
             timeout: 5,
+            unreachable_grace: 3,
         }
     }
 
@@ -160,8 +174,85 @@ mod tests {
         let change = local_diff(&module(true, "/nonexistent/python")).unwrap().unwrap();
         assert_eq!(
             change.summary,
-            "migrate the metadata database (its revision is unknown: airflow is not installed and configured yet)"
+            "migrate the metadata database (its revision is unknown: airflow is not installed yet)"
         );
+    }
+
+    /// A stand-in for the venv's interpreter that prints `answers` (the probe's lines), in turn
+    /// one per call, the last one again and again.
+    fn fake_python(dir: &std::path::Path, answers: &[&str]) -> String {
+        let mut cases = String::new();
+        for (i, answer) in answers.iter().enumerate() {
+            cases.push_str(&format!("  {i}) printf '%s\\n' '{answer}' ;;\n"));
+        }
+        let last = answers.last().expect("an answer");
+        let script = format!(
+            "#!/bin/sh\nn=$(cat {d}/calls 2>/dev/null || echo 0); echo $((n + 1)) > {d}/calls\ncase $n in\n{cases}  *) printf '%s\\n' '{last}' ;;\nesac\n",
+            d = dir.display()
+        );
+        let path = dir.join("python");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    }
+
+    const NO_ROUTE: &str = "head abc\nversion 3.3.2\nschema unknown\nreason connection to server at \"hactl-lb\" (10.9.9.9), port 5000 failed: No route to host";
+
+    #[test]
+    fn a_database_that_does_not_answer_fails_at_once_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = AirflowDb {
+            python: fake_python(dir.path(), &[NO_ROUTE]),
+            ..module(true, "")
+        };
+        let started = std::time::Instant::now();
+        let out = local_apply(&m);
+        assert_ne!(out.rc, 0, "it fails");
+        assert!(
+            out.stderr.contains(
+                "does not answer: connection to server at \"hactl-lb\" (10.9.9.9), port 5000 failed: No route to host"
+            ),
+            "{}",
+            out.stderr
+        );
+        assert!(started.elapsed().as_secs() < 2, "at once, not after a wait");
+    }
+
+    #[test]
+    fn a_wait_fails_with_the_reason_once_the_database_stops_answering() {
+        let dir = tempfile::tempdir().unwrap();
+        let behind = "head abc\nversion 3.3.2\nschema known\ncurrent old";
+        let m = AirflowDb {
+            python: fake_python(dir.path(), &[behind, behind, NO_ROUTE]),
+            timeout: 60,
+            unreachable_grace: 3,
+            ..module(false, "")
+        };
+        let started = std::time::Instant::now();
+        let out = local_apply(&m);
+        assert_ne!(out.rc, 0, "it fails");
+        assert!(
+            out.stderr.contains("has not answered for 3s: connection to server at"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "within the grace, not the whole timeout"
+        );
+    }
+
+    #[test]
+    fn a_wait_ends_when_the_database_reaches_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let behind = "head abc\nversion 3.3.2\nschema known\ncurrent old";
+        let done = "head abc\nversion 3.3.2\nschema known\ncurrent abc";
+        let m = AirflowDb {
+            python: fake_python(dir.path(), &[behind, behind, done]),
+            ..module(false, "")
+        };
+        let out = local_apply(&m);
+        assert_eq!(out.rc, 0, "{}", out.stderr);
     }
 
     #[test]
@@ -174,12 +265,6 @@ mod tests {
             let text = format!("revision = \"{rev}\"\ndown_revision = {down}\n");
             std::fs::write(versions.join(format!("{rev}.py")), text).unwrap();
         }
-        let config = dir.path().join("airflow.cfg");
-        std::fs::write(
-            &config,
-            "[database]\nsql_alchemy_conn = postgresql+psycopg2://u:p@127.0.0.1:1/x\n",
-        )
-        .unwrap();
         let purelib = r#"os.path.join(sysconfig.get_paths()["purelib"], "airflow", "migrations", "versions")"#;
         assert!(PROBE_PY.contains(purelib));
         let probe = PROBE_PY
@@ -190,7 +275,7 @@ mod tests {
             );
         let out = std::process::Command::new("python3")
             .args(["-c", &probe])
-            .env("HACTL_CONFIG", &config)
+            .env("HACTL_DB_URL", "postgresql+psycopg2://u:p@127.0.0.1:1/x")
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -29,6 +29,7 @@ pub mod rabbitmq;
 pub mod rabbitmq_join;
 pub mod rabbitmq_user;
 pub mod rabbitmq_vhost;
+pub mod reach;
 pub mod service;
 pub mod user;
 pub mod wait_for;
@@ -118,6 +119,7 @@ registry! {
     "etcd_member" => etcd_member::EtcdMember,
     "airflow_db" => airflow_db::AirflowDb,
     "assert" => assert::Assert,
+    "reach" => reach::Reach,
 }
 
 /// What a script part printed.

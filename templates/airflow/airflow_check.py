@@ -41,9 +41,12 @@ def short(host):
 
 
 def read_config(path):
+    """airflow.cfg as Airflow reads it: hactl writes its values through `ini_value`, which doubles
+    every `%` for the interpolation Airflow's parser does (a URL-encoded password is full of
+    them), so it is read with that interpolation. Every gate reads airflow.cfg through this."""
     import configparser
 
-    config = configparser.ConfigParser(interpolation=None)
+    config = configparser.ConfigParser()
     if not config.read(path):
         fail(f"cannot read {path}")
     return config

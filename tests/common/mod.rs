@@ -326,3 +326,72 @@ impl Sampler {
         self.thread.take().expect("running").join().expect("the sampler")
     }
 }
+
+/// The summary line a passed gate reported (`report: true`), by its name's start.
+pub fn gate_report(doc: &serde_json::Value, gate: &str) -> String {
+    doc["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|r| {
+            r["step"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(&format!("verify: {gate}")))
+        })
+        .and_then(|r| r["summary"].as_str())
+        .unwrap_or_else(|| panic!("no report from gate `{gate}`"))
+        .to_string()
+}
+
+/// The named scenarios of one end-to-end test on a shared lab. Each runs until it ends or its
+/// first failed assertion; a failed one is reported and the later ones still run (a caller skips
+/// those that need it by what `run` returned), and [`Scenarios::finish`] fails the test naming
+/// every scenario that failed, so that one failure hides none of the others.
+#[derive(Default)]
+pub struct Scenarios {
+    failed: Vec<String>,
+}
+
+impl Scenarios {
+    /// Runs scenario `name`; whether it passed.
+    pub fn run(&mut self, name: &str, scenario: impl FnOnce()) -> bool {
+        let started = std::time::Instant::now();
+        log_line(&format!("=== scenario: {name}"));
+        eprintln!("=== scenario: {name}");
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(scenario));
+        let seconds = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(()) => {
+                eprintln!("=== scenario passed ({seconds:.1} s): {name}");
+                true
+            }
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "a panic without a message".into());
+                eprintln!("=== scenario FAILED ({seconds:.1} s): {name}");
+                self.failed.push(format!("{name}: {why}"));
+                false
+            }
+        }
+    }
+
+    /// Records that scenario `name` did not run because `needed` failed.
+    pub fn skip(&mut self, name: &str, needed: &str) {
+        eprintln!("=== scenario not run: {name} (needs: {needed})");
+        self.failed
+            .push(format!("{name}: not run, it needs `{needed}`, which failed"));
+    }
+
+    /// Fails the test when any scenario failed, naming each with its reason.
+    pub fn finish(self) {
+        assert!(
+            self.failed.is_empty(),
+            "{} scenario(s) failed:\n{}",
+            self.failed.len(),
+            self.failed.join("\n")
+        );
+    }
+}
