@@ -9,6 +9,7 @@ pub mod lab;
 pub mod modules;
 pub mod pki;
 pub mod playbook;
+pub mod quote;
 pub mod render;
 pub mod report;
 pub mod saved_plan;

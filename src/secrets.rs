@@ -198,13 +198,6 @@ pub struct Redactor {
 /// What a secret value is replaced with.
 pub const MASK: &str = "********";
 
-/// Characters a URL's user-info or query keeps as they are (the rest is percent-encoded).
-pub const URL_KEEPS: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
 /// The forms a secret can take in what templates render: itself, base64 (standard and URL-safe,
 /// padded or not), its sha256 and sha512 hex digests, URL-encoded (in a URL that embeds it),
 /// shell-quoted and JSON-escaped, and as an INI value (`%` doubled), plain or URL-encoded.
@@ -214,7 +207,7 @@ pub fn derived_forms(value: &str) -> Vec<String> {
     use sha2::Digest;
     let bytes = value.as_bytes();
     let json = serde_json::to_string(value).expect("a string serialises");
-    let url = percent_encoding::utf8_percent_encode(value, URL_KEEPS).to_string();
+    let url = crate::quote::url_part(value);
     vec![
         value.replace('%', "%%"),
         url.replace('%', "%%"),
@@ -226,7 +219,7 @@ pub fn derived_forms(value: &str) -> Vec<String> {
         hex::encode(sha2::Sha256::digest(bytes)),
         hex::encode(sha2::Sha512::digest(bytes)),
         url,
-        crate::modules::q(value),
+        crate::quote::q(value),
         json[1..json.len() - 1].to_string(),
     ]
 }
@@ -349,8 +342,8 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(secret),
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
             hex::encode(sha2::Sha256::digest(secret)),
-            percent_encoding::utf8_percent_encode(secret, URL_KEEPS).to_string(),
-            crate::modules::q(secret),
+            crate::quote::url_part(secret),
+            crate::quote::q(secret),
             serde_json::to_string(secret).unwrap(),
         ];
         for form in forms {
