@@ -6,11 +6,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::engine::{self, Mode, Options};
+use crate::inputs::{self, Inputs};
 use crate::journal::{self, Journal};
 use crate::lab::{Lab, Subnet, UpOptions, DEFAULT_SUBNET};
+use crate::outcome::{Status, StepResult, Summary};
 use crate::render::TemplateSource;
-use crate::report::{Format, Reporter, Status};
-use crate::saved_plan::{self, Inputs, PlannedStep, SavedPlan};
+use crate::report::{Format, Reporter};
+use crate::saved_plan::{PlannedStep, SavedPlan};
 use crate::secrets::{Missing, Redactor};
 use crate::ssh::HostKeyPolicy;
 
@@ -424,11 +426,11 @@ fn inputs_of(args: &RunArgs, loaded: &engine::Loaded) -> miette::Result<Inputs> 
                 TemplateSource::Dir(dir) => Some(dir.as_path()),
                 TemplateSource::BuiltIn => None,
             };
-            (path.display().to_string(), journal::disk_fingerprint(path, templates)?)
+            (path.display().to_string(), inputs::disk_fingerprint(path, templates)?)
         }
         None => (
             "built-in".to_string(),
-            journal::fingerprint(
+            inputs::fingerprint(
                 crate::stack::files()
                     .into_iter()
                     .map(|(p, b)| (p.display().to_string(), b)),
@@ -437,17 +439,17 @@ fn inputs_of(args: &RunArgs, loaded: &engine::Loaded) -> miette::Result<Inputs> 
     };
     Ok(Inputs {
         inventory: args.inventory.display().to_string(),
-        inventory_sha256: journal::inventory_fingerprint(&args.inventory)?,
+        inventory_sha256: inputs::inventory_fingerprint(&args.inventory)?,
         playbook,
         playbook_sha256,
-        secrets_sha256: saved_plan::file_sha256(&crate::secrets::secrets_path(&args.inventory)),
+        secrets_sha256: inputs::file_sha256(&crate::secrets::secrets_path(&args.inventory)),
         stages: args.stages.clone(),
         limit: args.limit.clone(),
     })
 }
 
 /// A run's results as a saved plan keeps them: masked.
-fn planned_steps(results: &[crate::report::StepResult], redactor: &Redactor) -> Vec<PlannedStep> {
+fn planned_steps(results: &[StepResult], redactor: &Redactor) -> Vec<PlannedStep> {
     results.iter().map(|r| PlannedStep::from_result(r, redactor)).collect()
 }
 
@@ -551,7 +553,7 @@ fn show_plan(file: &std::path::Path, output: Format) -> ExitCode {
             .map_or(String::new(), |s| format!(", --stages {}", s.join(","))),
         i.limit.as_ref().map_or(String::new(), |l| format!(", --limit {l}"))
     );
-    let results: Vec<crate::report::StepResult> = plan.steps.iter().map(PlannedStep::to_result).collect();
+    let results: Vec<StepResult> = plan.steps.iter().map(PlannedStep::to_result).collect();
     let reporter = Reporter::new(Format::Text, Redactor::default(), false);
     let mut stages: Vec<&str> = Vec::new();
     for r in &results {
@@ -570,7 +572,7 @@ fn show_plan(file: &std::path::Path, output: Format) -> ExitCode {
 
 /// Appends the run's record; a journal that cannot be written is said, not fatal (the run
 /// itself is over).
-fn finish_journal(reporter: &Reporter, journal: &Journal, summary: Option<&crate::report::Summary>) {
+fn finish_journal(reporter: &Reporter, journal: &Journal, summary: Option<&Summary>) {
     if let Err(e) = journal.finish(summary) {
         reporter.log(&format!("warning: {e}"));
     }

@@ -3,10 +3,12 @@
 pub mod cli;
 pub mod engine;
 pub mod fsutil;
+pub mod inputs;
 pub mod inventory;
 pub mod journal;
 pub mod lab;
 pub mod modules;
+pub mod outcome;
 pub mod pki;
 pub mod playbook;
 pub mod quote;

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Serialize;
 
+use crate::outcome::{Stats, Status, StepResult, Summary};
 use crate::secrets::{Redactor, MASK};
 
 /// Output format.
@@ -20,104 +20,6 @@ pub enum Format {
     Text,
     /// One JSON document on stdout.
     Json,
-}
-
-/// A result's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// In sync.
-    Ok,
-    /// Changed (or, in a plan, would change).
-    Changed,
-    /// Failed.
-    Failed,
-    /// Not run (`when` false, or an earlier failure).
-    Skipped,
-    /// A verification gate passed.
-    Passed,
-}
-
-impl Status {
-    fn word(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Changed => "changed",
-            Status::Failed => "failed",
-            Status::Skipped => "skipped",
-            Status::Passed => "passed",
-        }
-    }
-}
-
-/// One step (or gate, or handler) on one host.
-#[derive(Debug, Clone, Serialize)]
-pub struct StepResult {
-    /// Inventory host name.
-    pub host: String,
-    /// Stage name.
-    pub stage: String,
-    /// Step name.
-    pub step: String,
-    /// Outcome.
-    pub status: Status,
-    /// What changed or would change.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub summary: Option<String>,
-    /// File diff.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub diff: Option<String>,
-    /// Error text.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Whether this is a handler's result, run or planned (the journal and saved plans tell
-    /// handlers from steps).
-    #[serde(skip)]
-    pub handler: bool,
-    /// Whether the host's connection was lost here (the run was cut short on it).
-    #[serde(skip)]
-    pub lost: bool,
-}
-
-impl StepResult {
-    /// A result with no summary, diff or error yet.
-    pub fn new(host: &str, stage: &str, step: &str, status: Status) -> Self {
-        StepResult {
-            host: host.into(),
-            stage: stage.into(),
-            step: step.into(),
-            status,
-            summary: None,
-            diff: None,
-            error: None,
-            handler: false,
-            lost: false,
-        }
-    }
-}
-
-/// The counts of a run.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct Summary {
-    /// Hosts targeted.
-    pub hosts: usize,
-    /// Steps in sync (and gates passed).
-    pub ok: usize,
-    /// Steps changed (or that would change).
-    pub changed: usize,
-    /// Steps failed.
-    pub failed: usize,
-    /// Hosts unreachable.
-    pub unreachable: usize,
-}
-
-/// Per-run statistics.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Stats {
-    /// SSH round trips (scripts run) per host.
-    pub round_trips: BTreeMap<String, usize>,
-    /// Wall time in seconds.
-    pub seconds: f64,
 }
 
 /// The writer.
@@ -405,28 +307,6 @@ pub fn redact_diff(redactor: &Redactor, diff: &str) -> String {
     text
 }
 
-/// Counts results into the contract's summary.
-pub fn summarize(hosts: usize, unreachable: usize, results: &[StepResult]) -> Summary {
-    let count = |f: &dyn Fn(Status) -> bool| results.iter().filter(|r| f(r.status)).count();
-    Summary {
-        hosts,
-        ok: count(&|s| matches!(s, Status::Ok | Status::Passed)),
-        changed: count(&|s| s == Status::Changed),
-        failed: count(&|s| s == Status::Failed),
-        unreachable,
-    }
-}
-
-impl Summary {
-    /// The contract's closing line.
-    pub fn line(&self) -> String {
-        format!(
-            "hosts={} ok={} changed={} failed={} unreachable={}",
-            self.hosts, self.ok, self.changed, self.failed, self.unreachable
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,22 +337,5 @@ mod tests {
         let overall = r.overall.lock().unwrap();
         let bar = overall.as_ref().unwrap();
         assert_eq!((bar.position(), bar.length()), (3, Some(3)));
-    }
-
-    #[test]
-    fn summary_line_format() {
-        let r = |status| StepResult::new("h", "s", "x", status);
-        let s = summarize(
-            3,
-            1,
-            &[
-                r(Status::Ok),
-                r(Status::Changed),
-                r(Status::Passed),
-                r(Status::Failed),
-                r(Status::Skipped),
-            ],
-        );
-        assert_eq!(s.line(), "hosts=3 ok=2 changed=1 failed=1 unreachable=1");
     }
 }

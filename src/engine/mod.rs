@@ -33,8 +33,9 @@ use tokio::sync::Semaphore;
 pub use load::{load, Loaded};
 pub use pending::pending_path;
 
+use crate::outcome::{summarize, RollingOrder, Stats, Status, StepResult, Summary};
 use crate::playbook::Stage;
-use crate::report::{summarize, Reporter, Stats, Status, StepResult, Summary};
+use crate::report::Reporter;
 use crate::ssh::{self, HostKeyPolicy, Remote};
 use pending::PendingStore;
 
@@ -76,33 +77,6 @@ pub struct Reviewed {
     pub changes: BTreeSet<(String, String, String)>,
     /// The rolling restarts, in the run's order.
     pub rolling: Vec<RollingOrder>,
-}
-
-/// The order in which a rolling stage restarts one batch of hosts, one at a time.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RollingOrder {
-    /// The stage.
-    pub stage: String,
-    /// The hosts, first restarted first.
-    pub hosts: Vec<String>,
-}
-
-impl RollingOrder {
-    /// The line a run prints for it: `postgres rolling: VERB one host at a time, gates between:
-    /// node2 → node3 → node1`.
-    pub fn line(&self, verb: &str) -> String {
-        format!(
-            "{} rolling: {verb} one host at a time, gates between: {}\n",
-            self.stage,
-            self.hosts.join(" → ")
-        )
-    }
-}
-
-impl std::fmt::Display for RollingOrder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.stage, self.hosts.join(" → "))
-    }
 }
 
 /// The outcome of a run.
