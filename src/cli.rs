@@ -321,9 +321,7 @@ fn run(args: RunArgs, mode: Mode, reviewed: Reviewed) -> ExitCode {
     };
     let journal = (mode == Mode::Apply).then(|| {
         let plan = reviewed.apply.as_ref().map(|p| p.display().to_string());
-        let journal = std::sync::Arc::new(Journal::start(&inputs, plan, loaded.redactor.clone()));
-        reporter.set_journal(std::sync::Arc::clone(&journal));
-        journal
+        std::sync::Arc::new(Journal::start(&inputs, plan, loaded.redactor.clone()))
     });
     if mode != Mode::Verify {
         for warning in &loaded.warnings {
@@ -332,7 +330,7 @@ fn run(args: RunArgs, mode: Mode, reviewed: Reviewed) -> ExitCode {
     }
     let reporter = std::sync::Arc::new(reporter);
     let options = options(&args, mode, only);
-    let engine = match engine::Engine::new(loaded, options, std::sync::Arc::clone(&reporter)) {
+    let engine = match engine::Engine::new(loaded, options, std::sync::Arc::clone(&reporter), journal.clone()) {
         Ok(engine) => engine,
         Err(e) => {
             reporter.log(&format!("error: {e:?}"));
@@ -503,7 +501,7 @@ fn reviewed_changes(
     let loaded = engine::load(&args.inventory, args.playbook.as_deref(), Missing::Preview)?;
     let redactor = loaded.redactor.clone();
     let quiet = std::sync::Arc::new(Reporter::silent(redactor.clone()));
-    let engine = engine::Engine::new(loaded, options(args, Mode::Plan, None), quiet)?;
+    let engine = engine::Engine::new(loaded, options(args, Mode::Plan, None), quiet, None)?;
     let outcome = engine::block_on(engine.run())?;
     let now = SavedPlan::new(
         inputs.clone(),

@@ -86,8 +86,8 @@ pub struct RunRecord {
     pub hosts: BTreeMap<String, HostRecord>,
 }
 
-/// The journal of one run under way: it notes results as the reporter shows them and appends
-/// the record when the run ends.
+/// The journal of one run under way: it notes results as the run records them and appends the
+/// record when the run ends.
 pub struct Journal {
     path: PathBuf,
     redactor: Redactor,

@@ -31,7 +31,6 @@ pub struct Reporter {
     host_bars: Mutex<BTreeMap<String, ProgressBar>>,
     color: bool,
     verbose: bool,
-    journal: Option<std::sync::Arc<crate::journal::Journal>>,
     silent: bool,
 }
 
@@ -55,7 +54,6 @@ impl Reporter {
             host_bars: Mutex::new(BTreeMap::new()),
             color,
             verbose,
-            journal: None,
             silent: false,
         }
     }
@@ -72,11 +70,6 @@ impl Reporter {
     /// Replaces the redactor (once secrets are known).
     pub fn set_redactor(&mut self, redactor: Redactor) {
         self.redactor = redactor;
-    }
-
-    /// Notes every result in this run's journal from now on.
-    pub fn set_journal(&mut self, journal: std::sync::Arc<crate::journal::Journal>) {
-        self.journal = Some(journal);
     }
 
     /// The redactor it masks with.
@@ -163,12 +156,8 @@ impl Reporter {
     }
 
     /// A progress line for a result, `[host] stage/step status`: for changes and failures, or for
-    /// every result when verbose (the stage summaries on stdout cover the rest). The run's
-    /// journal, if any, notes it.
+    /// every result when verbose (the stage summaries on stdout cover the rest).
     pub fn progress(&self, r: &StepResult) {
-        if let Some(journal) = &self.journal {
-            journal.note(r);
-        }
         if !self.verbose && !matches!(r.status, Status::Changed | Status::Failed) {
             return;
         }

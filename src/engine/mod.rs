@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 pub use load::{load, Loaded};
 pub use pending::pending_path;
 
+use crate::journal::Journal;
 use crate::outcome::{summarize, RollingOrder, Stats, Status, StepResult, Summary};
 use crate::playbook::Stage;
 use crate::report::Reporter;
@@ -124,6 +125,8 @@ pub struct Engine {
     loaded: Loaded,
     options: Options,
     reporter: Arc<Reporter>,
+    /// The run's journal (when applying): it notes every result.
+    journal: Option<Arc<Journal>>,
     pending: PendingStore,
     remotes: tokio::sync::Mutex<HashMap<String, Arc<Remote>>>,
     /// One lock per host, held while connecting to it: tasks that ask for a host at once share
@@ -150,13 +153,20 @@ pub struct Engine {
 type Rendered = (bool, Vec<Option<converge::Planned>>);
 
 impl Engine {
-    /// A run over loaded inputs; fails when the store of owed handlers cannot be read.
-    pub fn new(loaded: Loaded, options: Options, reporter: Arc<Reporter>) -> Result<Arc<Self>> {
+    /// A run over loaded inputs, noting its results in `journal` if any; fails when the store
+    /// of owed handlers cannot be read.
+    pub fn new(
+        loaded: Loaded,
+        options: Options,
+        reporter: Arc<Reporter>,
+        journal: Option<Arc<Journal>>,
+    ) -> Result<Arc<Self>> {
         let pending = PendingStore::open(&loaded.inventory.path)?;
         Ok(Arc::new(Engine {
             loaded,
             options,
             reporter,
+            journal,
             pending,
             remotes: tokio::sync::Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashMap::new()),
@@ -437,8 +447,11 @@ impl Engine {
         }
     }
 
-    /// Records a result and shows its progress.
+    /// Records a result, notes it in the journal and shows its progress.
     fn record(&self, result: StepResult) {
+        if let Some(journal) = &self.journal {
+            journal.note(&result);
+        }
         self.reporter.progress(&result);
         self.results.lock().expect("lock").push(result);
     }
