@@ -15,6 +15,7 @@ use crate::report::{Format, Reporter};
 use crate::saved_plan::{PlannedStep, SavedPlan};
 use crate::secrets::{Missing, Redactor};
 use crate::ssh::HostKeyPolicy;
+use crate::workspace::Workspace;
 
 /// Provisions highly-available Apache Airflow clusters over SSH.
 #[derive(Debug, Parser)]
@@ -440,7 +441,7 @@ fn inputs_of(args: &RunArgs, loaded: &engine::Loaded) -> miette::Result<Inputs> 
         inventory_sha256: inputs::inventory_fingerprint(&args.inventory)?,
         playbook,
         playbook_sha256,
-        secrets_sha256: inputs::file_sha256(&crate::secrets::secrets_path(&args.inventory)),
+        secrets_sha256: inputs::file_sha256(&Workspace::of(&args.inventory).secrets()),
         stages: args.stages.clone(),
         limit: args.limit.clone(),
     })
@@ -578,7 +579,8 @@ fn finish_journal(reporter: &Reporter, journal: &Journal, summary: Option<&Summa
 
 /// `hactl log`: the runs, one line each, or the last one in detail.
 fn show_log(inventory: &std::path::Path, last: bool, output: Format) -> ExitCode {
-    let runs = match journal::read(inventory) {
+    let workspace = Workspace::of(inventory);
+    let runs = match journal::read(&workspace) {
         Ok(runs) => runs,
         Err(e) => {
             eprintln!("error: {e}");
@@ -589,7 +591,7 @@ fn show_log(inventory: &std::path::Path, last: bool, output: Format) -> ExitCode
         eprintln!(
             "error: no run recorded for {} (no {})",
             inventory.display(),
-            journal::journal_path(inventory).display()
+            workspace.journal().display()
         );
         return ExitCode::FAILURE;
     }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::inputs::{rfc3339, Inputs};
 use crate::outcome::{Status, StepResult, Summary};
 use crate::secrets::Redactor;
+use crate::workspace::Workspace;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,15 +96,6 @@ pub struct Journal {
     started: std::time::Instant,
 }
 
-/// Where an inventory's journal is.
-pub fn journal_path(inventory: &Path) -> PathBuf {
-    inventory
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join(".hactl/runs.jsonl")
-}
-
 impl Journal {
     /// A journal for a run from `inputs`, applying the saved plan `plan` if any.
     pub fn start(inputs: &Inputs, plan: Option<String>, redactor: Redactor) -> Self {
@@ -121,7 +113,7 @@ impl Journal {
             hosts: BTreeMap::new(),
         };
         Journal {
-            path: journal_path(Path::new(&inputs.inventory)),
+            path: Workspace::of(Path::new(&inputs.inventory)).journal(),
             redactor,
             record: Mutex::new(record),
             started: std::time::Instant::now(),
@@ -200,8 +192,8 @@ fn append_line(path: &Path, line: &str) -> Result<()> {
 
 /// Every record of an inventory's journal, oldest first (none when it has no journal yet); a
 /// line that is not a record is an error naming the file and line.
-pub fn read(inventory: &Path) -> Result<Vec<RunRecord>> {
-    let path = journal_path(inventory);
+pub fn read(workspace: &Workspace) -> Result<Vec<RunRecord>> {
+    let path = workspace.journal();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -338,11 +330,11 @@ mod tests {
             j.note(&result("node2", "unit", Status::Ok, false));
             j.finish(ending.as_ref()).unwrap();
         }
-        let path = journal_path(&inv);
+        let path = Workspace::of(&inv).journal();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("s3cret"), "{text}");
-        let runs = read(&inv).unwrap();
+        let runs = read(&Workspace::of(&inv)).unwrap();
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].ending, Ending::Failed, "a failed step fails the run");
         assert_eq!(runs[1].ending, Ending::Interrupted);
@@ -373,7 +365,7 @@ mod tests {
             ..Summary::default()
         };
         j.finish(Some(&summary)).unwrap();
-        let run = &read(&inv).unwrap()[0];
+        let run = &read(&Workspace::of(&inv)).unwrap()[0];
         assert_eq!(run.ending, Ending::Interrupted);
         assert_eq!(run.hosts["node3"].lost.as_deref(), Some("airflow/verify"));
         assert_eq!(run.unreachable, 1);
@@ -389,8 +381,8 @@ mod tests {
     fn a_line_that_is_not_a_record_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let inv = dir.path().join("inventory.yml");
-        append_line(&journal_path(&inv), "{\"not\": \"a record\"}").unwrap();
-        let err = read(&inv).unwrap_err().to_string();
+        append_line(&Workspace::of(&inv).journal(), "{\"not\": \"a record\"}").unwrap();
+        let err = read(&Workspace::of(&inv)).unwrap_err().to_string();
         assert!(err.contains("runs.jsonl:1: not a run record"), "{err}");
     }
 }

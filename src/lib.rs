@@ -18,3 +18,4 @@ pub mod saved_plan;
 pub mod secrets;
 pub mod ssh;
 pub mod stack;
+pub mod workspace;

@@ -5,7 +5,7 @@
 //! and every line hactl prints passes through a [`Redactor`] that masks the values.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use miette::{miette, Result};
 use serde::Deserialize;
@@ -75,12 +75,6 @@ pub enum Charset {
 pub struct Secrets {
     /// Name → value.
     pub values: BTreeMap<String, Secret>,
-}
-
-/// Where the secrets of an inventory are kept.
-pub fn secrets_path(inventory: &Path) -> PathBuf {
-    let stem = inventory.file_stem().and_then(|s| s.to_str()).unwrap_or("inventory");
-    inventory.with_file_name(format!("{stem}.secrets.yml"))
 }
 
 /// What a run does about declared secrets that neither the secrets file nor the inventory has.

@@ -31,13 +31,13 @@ use miette::Result;
 use tokio::sync::Semaphore;
 
 pub use load::{load, Loaded};
-pub use pending::pending_path;
 
 use crate::journal::Journal;
 use crate::outcome::{summarize, RollingOrder, Stats, Status, StepResult, Summary};
 use crate::playbook::Stage;
 use crate::report::Reporter;
 use crate::ssh::{self, HostKeyPolicy, Remote};
+use crate::workspace::Workspace;
 use pending::PendingStore;
 
 /// What a run does.
@@ -161,7 +161,7 @@ impl Engine {
         reporter: Arc<Reporter>,
         journal: Option<Arc<Journal>>,
     ) -> Result<Arc<Self>> {
-        let pending = PendingStore::open(&loaded.inventory.path)?;
+        let pending = PendingStore::open(&Workspace::of(&loaded.inventory.path))?;
         Ok(Arc::new(Engine {
             loaded,
             options,
