@@ -1,6 +1,7 @@
 //! hactl's library: the command line, the engine and the lab.
 
 pub mod cli;
+pub mod commands;
 pub mod engine;
 pub mod fsutil;
 pub mod inputs;
