@@ -1,5 +1,6 @@
 //! `hactl log`: the run journal kept beside an inventory.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use crate::journal;
@@ -7,7 +8,7 @@ use crate::report::Format;
 use crate::workspace::Workspace;
 
 /// `hactl log`: the runs, one line each, or the last one in detail.
-pub fn show_log(inventory: &std::path::Path, last: bool, output: Format) -> ExitCode {
+pub fn show_log(inventory: &Path, last: bool, output: Format) -> ExitCode {
     let workspace = Workspace::of(inventory);
     let runs = match journal::read(&workspace) {
         Ok(runs) => runs,

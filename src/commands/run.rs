@@ -2,13 +2,14 @@
 //! with its journal (provision), its saved plan (`plan --out`) or the reviewed plan it applies
 //! (`provision --plan`), and the contract's exit code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use crate::engine::{self, Mode, Options};
+use crate::engine::{self, Engine, Mode, Options, Outcome};
 use crate::inputs::{self, Inputs};
 use crate::journal::Journal;
-use crate::outcome::{Status, StepResult, Summary};
+use crate::outcome::{Stats, Status, StepResult, Summary};
 use crate::render::TemplateSource;
 use crate::report::{Format, Reporter};
 use crate::saved_plan::{PlannedStep, SavedPlan};
@@ -130,90 +131,114 @@ fn run(args: RunArgs, mode: Mode, reviewed: Reviewed) -> ExitCode {
     };
     let journal = (mode == Mode::Apply).then(|| {
         let plan = reviewed.apply.as_ref().map(|p| p.display().to_string());
-        std::sync::Arc::new(Journal::start(&inputs, plan, loaded.redactor.clone()))
+        Arc::new(Journal::start(&inputs, plan, loaded.redactor.clone()))
     });
     if mode != Mode::Verify {
         for warning in &loaded.warnings {
             reporter.log(&format!("warning: {warning}"));
         }
     }
-    let reporter = std::sync::Arc::new(reporter);
+    let reporter = Arc::new(reporter);
     let options = options(&args, mode, only);
-    let engine = match engine::Engine::new(loaded, options, std::sync::Arc::clone(&reporter), journal.clone()) {
+    let engine = match Engine::new(loaded, options, Arc::clone(&reporter), journal.clone()) {
         Ok(engine) => engine,
         Err(e) => {
             reporter.log(&format!("error: {e:?}"));
             return ExitCode::FAILURE;
         }
     };
-    // Ctrl-C ends the run where it is; its journal record says so and what it had applied.
+    let Some(outcome) = run_to_the_end(&engine, &reporter, journal.as_deref()) else {
+        return ExitCode::FAILURE;
+    };
+    if let Some(path) = &reviewed.save {
+        if let Err(e) = save_plan(&reporter, path, &args, &inputs, &outcome) {
+            reporter.log(&format!("error: {e}"));
+            return ExitCode::FAILURE;
+        }
+    }
+    if args.stats {
+        log_stats(&reporter, &outcome.stats);
+    }
+    match reporter.format() {
+        Format::Json => reporter.json(&outcome.summary, &outcome.results, &outcome.stats),
+        Format::Text => reporter.out(&format!("{}\n", outcome.summary.line())),
+    }
+    exit_code(mode, &outcome)
+}
+
+/// Runs the engine until it ends or Ctrl-C stops it where it is, then appends the journal's
+/// record (which says which, and what the run had applied). `None` when the run did not end with
+/// an outcome (said on stderr).
+fn run_to_the_end(engine: &Arc<Engine>, reporter: &Reporter, journal: Option<&Journal>) -> Option<Outcome> {
     let interrupted = engine::block_on(async {
         tokio::select! {
             outcome = engine.run() => Some(outcome),
             _ = tokio::signal::ctrl_c() => None,
         }
     });
-    let outcome = match interrupted {
-        Some(Ok(o)) => o,
+    match interrupted {
+        Some(Ok(outcome)) => {
+            if let Some(journal) = journal {
+                finish_journal(reporter, journal, Some(&outcome.summary));
+            }
+            Some(outcome)
+        }
         Some(Err(e)) => {
             reporter.log(&format!("error: {e:?}"));
-            return ExitCode::FAILURE;
+            None
         }
         None => {
             reporter.finish();
             reporter.log("interrupted: the run stopped where it was");
-            if let Some(journal) = &journal {
-                finish_journal(&reporter, journal, None);
+            if let Some(journal) = journal {
+                finish_journal(reporter, journal, None);
             }
-            return ExitCode::FAILURE;
+            None
         }
-    };
-    if let Some(journal) = &journal {
-        finish_journal(&reporter, journal, Some(&outcome.summary));
     }
-    if let Some(path) = &reviewed.save {
-        if outcome.summary.failed > 0 || outcome.summary.unreachable > 0 {
-            reporter.log(&format!(
-                "error: the plan failed on some host: not saved to {}",
-                path.display()
-            ));
-            return ExitCode::FAILURE;
-        }
-        let plan = SavedPlan::new(
-            inputs.clone(),
-            planned_steps(&outcome.results, reporter.redactor()),
-            outcome.rolling.clone(),
-        );
-        if let Err(e) = plan.save(path) {
-            reporter.log(&format!("error: {e}"));
-            return ExitCode::FAILURE;
-        }
-        reporter.log(&format!(
-            "plan saved to {} ({} changes): review it (`hactl show {}`), then `hactl provision {} --plan {}`",
-            path.display(),
-            plan.changes().count(),
-            path.display(),
-            args.inventory.display(),
+}
+
+/// `plan --out PATH`: saves the plan a run made, and says how to review and apply it; refused
+/// when the plan failed on some host.
+fn save_plan(
+    reporter: &Reporter,
+    path: &Path,
+    args: &RunArgs,
+    inputs: &Inputs,
+    outcome: &Outcome,
+) -> miette::Result<()> {
+    if outcome.summary.failed > 0 || outcome.summary.unreachable > 0 {
+        return Err(miette::miette!(
+            "the plan failed on some host: not saved to {}",
             path.display()
         ));
     }
-    if args.stats {
-        let trips: Vec<String> = outcome
-            .stats
-            .round_trips
-            .iter()
-            .map(|(h, n)| format!("{h}={n}"))
-            .collect();
-        reporter.log(&format!(
-            "stats: {:.3}s round_trips {}",
-            outcome.stats.seconds,
-            trips.join(" ")
-        ));
-    }
-    match reporter.format() {
-        Format::Json => reporter.json(&outcome.summary, &outcome.results, &outcome.stats),
-        Format::Text => reporter.out(&format!("{}\n", outcome.summary.line())),
-    }
+    let plan = SavedPlan::new(
+        inputs.clone(),
+        planned_steps(&outcome.results, reporter.redactor()),
+        outcome.rolling.clone(),
+    );
+    plan.save(path)?;
+    reporter.log(&format!(
+        "plan saved to {} ({} changes): review it (`hactl show {}`), then `hactl provision {} --plan {}`",
+        path.display(),
+        plan.changes().count(),
+        path.display(),
+        args.inventory.display(),
+        path.display()
+    ));
+    Ok(())
+}
+
+/// `--stats`: the run's wall time and SSH round trips per host, on stderr.
+fn log_stats(reporter: &Reporter, stats: &Stats) {
+    let trips: Vec<String> = stats.round_trips.iter().map(|(h, n)| format!("{h}={n}")).collect();
+    reporter.log(&format!("stats: {:.3}s round_trips {}", stats.seconds, trips.join(" ")));
+}
+
+/// The contract's exit code for a run's outcome: 1 on any failure or unreachable host; 2 for a
+/// plan with pending changes; else 0.
+fn exit_code(mode: Mode, outcome: &Outcome) -> ExitCode {
     let failed = outcome.summary.failed > 0 || outcome.summary.unreachable > 0;
     let pending = outcome.results.iter().any(|r| r.status == Status::Changed);
     if failed {
@@ -277,7 +302,7 @@ fn options(args: &RunArgs, mode: Mode, only: Option<engine::Reviewed>) -> Option
 /// selectors (inputs, every host's step, the rolling orders); what it allows when it holds,
 /// else every difference, and nothing changed.
 fn reviewed_changes(
-    file: &std::path::Path,
+    file: &Path,
     args: &RunArgs,
     inputs: &Inputs,
     max_age_hours: u64,
@@ -309,8 +334,8 @@ fn reviewed_changes(
     }
     let loaded = engine::load(&args.inventory, args.playbook.as_deref(), Missing::Preview)?;
     let redactor = loaded.redactor.clone();
-    let quiet = std::sync::Arc::new(Reporter::silent(redactor.clone()));
-    let engine = engine::Engine::new(loaded, options(args, Mode::Plan, None), quiet, None)?;
+    let quiet = Arc::new(Reporter::silent(redactor.clone()));
+    let engine = Engine::new(loaded, options(args, Mode::Plan, None), quiet, None)?;
     let outcome = engine::block_on(engine.run())?;
     let now = SavedPlan::new(
         inputs.clone(),

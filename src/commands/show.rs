@@ -1,5 +1,6 @@
 //! `hactl show FILE`: a saved plan, as `plan` printed it.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use crate::outcome::StepResult;
@@ -8,7 +9,7 @@ use crate::saved_plan::{PlannedStep, SavedPlan};
 use crate::secrets::Redactor;
 
 /// `hactl show FILE`: a saved plan as `plan` printed it, or its document.
-pub fn show_plan(file: &std::path::Path, output: Format) -> ExitCode {
+pub fn show_plan(file: &Path, output: Format) -> ExitCode {
     let plan = match SavedPlan::load(file) {
         Ok(plan) => plan,
         Err(e) => {
