@@ -10,7 +10,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::outcome::{Stats, Status, StepResult, Summary};
-use crate::secrets::{Redactor, MASK};
+use crate::secrets::Redactor;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -197,7 +197,7 @@ impl Reporter {
         let redacted: Vec<StepResult> = results
             .iter()
             .map(|r| StepResult {
-                diff: r.diff.as_deref().map(|d| redact_diff(&self.redactor, d)),
+                diff: r.diff.as_deref().map(|d| self.redactor.redact_diff(d)),
                 summary: r.summary.as_deref().map(|s| self.redactor.redact(s)),
                 error: r.error.as_deref().map(|s| self.redactor.redact(s)),
                 ..r.clone()
@@ -248,7 +248,7 @@ impl Reporter {
                     }
                 }
                 if let Some(d) = &r.diff {
-                    for l in redact_diff(&self.redactor, d).lines() {
+                    for l in self.redactor.redact_diff(d).lines() {
                         text.push_str(&format!("      {l}\n"));
                     }
                 }
@@ -258,57 +258,9 @@ impl Reporter {
     }
 }
 
-/// Redacts a unified diff; a removed/added line pair that is equal once redacted becomes one
-/// context line marked "(secret changed)".
-pub fn redact_diff(redactor: &Redactor, diff: &str) -> String {
-    let lines: Vec<String> = diff.lines().map(|l| redactor.redact(l)).collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let run_end = |start: usize, prefix: char| {
-            (start..lines.len())
-                .find(|&j| !lines[j].starts_with(prefix) || lines[j].starts_with("---") || lines[j].starts_with("+++"))
-                .unwrap_or(lines.len())
-        };
-        if lines[i].starts_with('-') && !lines[i].starts_with("---") {
-            let minus_end = run_end(i, '-');
-            let plus_end = run_end(minus_end, '+');
-            let (minus, plus) = (&lines[i..minus_end], &lines[minus_end..plus_end]);
-            if minus.len() == plus.len()
-                && minus
-                    .iter()
-                    .zip(plus)
-                    .all(|(m, p)| m[1..] == p[1..] && m.contains(MASK))
-            {
-                out.extend(minus.iter().map(|m| format!("~{} (secret changed)", &m[1..])));
-                i = plus_end;
-                continue;
-            }
-            out.extend(lines[i..plus_end].iter().cloned());
-            i = plus_end;
-            continue;
-        }
-        out.push(lines[i].clone());
-        i += 1;
-    }
-    let mut text = out.join("\n");
-    text.push('\n');
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_only_changes_are_marked_not_shown() {
-        let r = Redactor::new(["oldsecret1", "newsecret2"]);
-        let diff = "--- a\n+++ b\n@@ -1,2 +1,2 @@\n keep\n-password=oldsecret1\n+password=newsecret2\n-x=1\n+x=2\n";
-        let out = redact_diff(&r, diff);
-        assert!(out.contains("~password=******** (secret changed)"), "{out}");
-        assert!(out.contains("-x=1\n+x=2"), "{out}");
-        assert!(!out.contains("oldsecret1") && !out.contains("newsecret2"));
-    }
 
     #[test]
     fn the_bar_counts_stages_and_never_passes_its_total() {

@@ -15,7 +15,6 @@ use sha2::{Digest, Sha256};
 
 use crate::inputs::{file_sha256, rfc3339, Inputs};
 use crate::outcome::{RollingOrder, Status, StepResult};
-use crate::report::redact_diff;
 use crate::secrets::Redactor;
 
 /// The plan file's format version.
@@ -69,7 +68,7 @@ impl PlannedStep {
             step: r.step.clone(),
             status: r.status,
             summary: r.summary.as_deref().map(|s| redactor.redact(s)),
-            diff: r.diff.as_deref().map(|d| redact_diff(redactor, d)),
+            diff: r.diff.as_deref().map(|d| redactor.redact_diff(d)),
             handler: r.handler,
         }
     }

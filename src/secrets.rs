@@ -242,6 +242,46 @@ impl Redactor {
         }
         out
     }
+
+    /// Redacts a unified diff; a removed/added line pair that is equal once redacted becomes one
+    /// context line marked "(secret changed)".
+    pub fn redact_diff(&self, diff: &str) -> String {
+        let lines: Vec<String> = diff.lines().map(|l| self.redact(l)).collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < lines.len() {
+            let run_end = |start: usize, prefix: char| {
+                (start..lines.len())
+                    .find(|&j| {
+                        !lines[j].starts_with(prefix) || lines[j].starts_with("---") || lines[j].starts_with("+++")
+                    })
+                    .unwrap_or(lines.len())
+            };
+            if lines[i].starts_with('-') && !lines[i].starts_with("---") {
+                let minus_end = run_end(i, '-');
+                let plus_end = run_end(minus_end, '+');
+                let (minus, plus) = (&lines[i..minus_end], &lines[minus_end..plus_end]);
+                if minus.len() == plus.len()
+                    && minus
+                        .iter()
+                        .zip(plus)
+                        .all(|(m, p)| m[1..] == p[1..] && m.contains(MASK))
+                {
+                    out.extend(minus.iter().map(|m| format!("~{} (secret changed)", &m[1..])));
+                    i = plus_end;
+                    continue;
+                }
+                out.extend(lines[i..plus_end].iter().cloned());
+                i = plus_end;
+                continue;
+            }
+            out.push(lines[i].clone());
+            i += 1;
+        }
+        let mut text = out.join("\n");
+        text.push('\n');
+        text
+    }
 }
 
 #[cfg(test)]
@@ -360,5 +400,15 @@ mod tests {
         .unwrap();
         assert_eq!(key.len(), 44);
         assert!(key.ends_with('='));
+    }
+
+    #[test]
+    fn secret_only_changes_are_marked_not_shown() {
+        let r = Redactor::new(["oldsecret1", "newsecret2"]);
+        let diff = "--- a\n+++ b\n@@ -1,2 +1,2 @@\n keep\n-password=oldsecret1\n+password=newsecret2\n-x=1\n+x=2\n";
+        let out = r.redact_diff(diff);
+        assert!(out.contains("~password=******** (secret changed)"), "{out}");
+        assert!(out.contains("-x=1\n+x=2"), "{out}");
+        assert!(!out.contains("oldsecret1") && !out.contains("newsecret2"));
     }
 }
