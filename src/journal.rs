@@ -14,11 +14,11 @@ use std::sync::Mutex;
 
 use miette::{miette, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::report::{Status, StepResult, Summary};
-use crate::saved_plan::Inputs;
+use crate::inputs::{rfc3339, Inputs};
+use crate::outcome::{Status, StepResult, Summary};
 use crate::secrets::Redactor;
+use crate::workspace::Workspace;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,22 +87,13 @@ pub struct RunRecord {
     pub hosts: BTreeMap<String, HostRecord>,
 }
 
-/// The journal of one run under way: it notes results as the reporter shows them and appends
-/// the record when the run ends.
+/// The journal of one run under way: it notes results as the run records them and appends the
+/// record when the run ends.
 pub struct Journal {
     path: PathBuf,
     redactor: Redactor,
     record: Mutex<RunRecord>,
     started: std::time::Instant,
-}
-
-/// Where an inventory's journal is.
-pub fn journal_path(inventory: &Path) -> PathBuf {
-    inventory
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join(".hactl/runs.jsonl")
 }
 
 impl Journal {
@@ -122,7 +113,7 @@ impl Journal {
             hosts: BTreeMap::new(),
         };
         Journal {
-            path: journal_path(Path::new(&inputs.inventory)),
+            path: Workspace::of(Path::new(&inputs.inventory)).journal(),
             redactor,
             record: Mutex::new(record),
             started: std::time::Instant::now(),
@@ -201,8 +192,8 @@ fn append_line(path: &Path, line: &str) -> Result<()> {
 
 /// Every record of an inventory's journal, oldest first (none when it has no journal yet); a
 /// line that is not a record is an error naming the file and line.
-pub fn read(inventory: &Path) -> Result<Vec<RunRecord>> {
-    let path = journal_path(inventory);
+pub fn read(workspace: &Workspace) -> Result<Vec<RunRecord>> {
+    let path = workspace.journal();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -272,69 +263,6 @@ pub fn details(n: usize, r: &RunRecord) -> String {
     out
 }
 
-/// sha256 over the inventory file and the files of its group_vars/ and host_vars/ (name and
-/// content, in order).
-pub fn inventory_fingerprint(inventory: &Path) -> Result<String> {
-    let mut hash = Sha256::new();
-    let read = |p: &Path| std::fs::read(p).map_err(|e| miette!("cannot read {}: {e}", p.display()));
-    hash.update(read(inventory)?);
-    let dir = inventory.parent().unwrap_or(Path::new("."));
-    for sub in ["group_vars", "host_vars"] {
-        let mut files = Vec::new();
-        collect_files(&dir.join(sub), &mut files);
-        files.sort();
-        for f in files {
-            hash.update(f.display().to_string().as_bytes());
-            hash.update(read(&f)?);
-        }
-    }
-    Ok(hex::encode(hash.finalize()))
-}
-
-/// The regular files under `dir`, recursively (none when it does not exist).
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(&path, out);
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
-}
-
-/// sha256 over (path, content) pairs, in the order given.
-pub fn fingerprint<'a>(files: impl IntoIterator<Item = (String, &'a [u8])>) -> String {
-    let mut hash = Sha256::new();
-    for (path, bytes) in files {
-        hash.update(path.as_bytes());
-        hash.update([0]);
-        hash.update((bytes.len() as u64).to_le_bytes());
-        hash.update(bytes);
-    }
-    hex::encode(hash.finalize())
-}
-
-/// A playbook's fingerprint on disk: the playbook and every file under the templates/ it
-/// renders (when on disk).
-pub fn disk_fingerprint(playbook: &Path, templates: Option<&Path>) -> Result<String> {
-    let mut files = vec![playbook.to_path_buf()];
-    if let Some(dir) = templates {
-        collect_files(dir, &mut files);
-    }
-    files[1..].sort();
-    let contents: Vec<(String, Vec<u8>)> = files
-        .iter()
-        .map(|f| {
-            std::fs::read(f)
-                .map(|b| (f.display().to_string(), b))
-                .map_err(|e| miette!("cannot read {}: {e}", f.display()))
-        })
-        .collect::<Result<_>>()?;
-    Ok(fingerprint(contents.iter().map(|(p, b)| (p.clone(), b.as_slice()))))
-}
-
 /// The local user: $USER, else $LOGNAME, else the name /etc/passwd gives this process's uid,
 /// else `uid N`.
 fn local_user() -> String {
@@ -362,16 +290,10 @@ fn now_rfc3339() -> String {
     rfc3339(time::OffsetDateTime::now_utc())
 }
 
-/// A time as RFC 3339 in UTC, to the second.
-pub fn rfc3339(at: time::OffsetDateTime) -> String {
-    let at = at.replace_nanosecond(0).unwrap_or(at);
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| at.unix_timestamp().to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inputs::inventory_fingerprint;
 
     /// The inputs of a run of the built-in playbook on `inv`.
     fn inputs_of(inv: &Path) -> Inputs {
@@ -408,11 +330,11 @@ mod tests {
             j.note(&result("node2", "unit", Status::Ok, false));
             j.finish(ending.as_ref()).unwrap();
         }
-        let path = journal_path(&inv);
+        let path = Workspace::of(&inv).journal();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("s3cret"), "{text}");
-        let runs = read(&inv).unwrap();
+        let runs = read(&Workspace::of(&inv)).unwrap();
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].ending, Ending::Failed, "a failed step fails the run");
         assert_eq!(runs[1].ending, Ending::Interrupted);
@@ -443,7 +365,7 @@ mod tests {
             ..Summary::default()
         };
         j.finish(Some(&summary)).unwrap();
-        let run = &read(&inv).unwrap()[0];
+        let run = &read(&Workspace::of(&inv)).unwrap()[0];
         assert_eq!(run.ending, Ending::Interrupted);
         assert_eq!(run.hosts["node3"].lost.as_deref(), Some("airflow/verify"));
         assert_eq!(run.unreachable, 1);
@@ -459,19 +381,8 @@ mod tests {
     fn a_line_that_is_not_a_record_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let inv = dir.path().join("inventory.yml");
-        append_line(&journal_path(&inv), "{\"not\": \"a record\"}").unwrap();
-        let err = read(&inv).unwrap_err().to_string();
+        append_line(&Workspace::of(&inv).journal(), "{\"not\": \"a record\"}").unwrap();
+        let err = read(&Workspace::of(&inv)).unwrap_err().to_string();
         assert!(err.contains("runs.jsonl:1: not a run record"), "{err}");
-    }
-
-    #[test]
-    fn the_inventory_fingerprint_follows_group_vars() {
-        let dir = tempfile::tempdir().unwrap();
-        let inv = dir.path().join("inventory.yml");
-        std::fs::write(&inv, "all: {}\n").unwrap();
-        let before = inventory_fingerprint(&inv).unwrap();
-        std::fs::create_dir(dir.path().join("group_vars")).unwrap();
-        std::fs::write(dir.path().join("group_vars/all.yml"), "x: 1\n").unwrap();
-        assert_ne!(inventory_fingerprint(&inv).unwrap(), before);
     }
 }

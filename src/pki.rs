@@ -49,12 +49,6 @@ pub struct Wanted {
     pub given: Option<(PathBuf, PathBuf)>,
 }
 
-/// The directory of an inventory's CA and certificates.
-pub fn pki_dir(inventory: &Path) -> PathBuf {
-    let stem = inventory.file_stem().and_then(|s| s.to_str()).unwrap_or("inventory");
-    inventory.with_file_name(format!("{stem}.pki"))
-}
-
 /// Loads the CA and the host certificates from `dir`, making what is missing, stale or naming
 /// other names: written (keys 0600) with `Missing::Generate`, made for this run only otherwise.
 pub fn ensure(dir: &Path, wanted: &BTreeMap<String, Wanted>, missing: Missing) -> Result<Pki> {

@@ -409,7 +409,10 @@ mod tests {
         assert_eq!(handlers("pg-lb-checks-both"), handlers("mq-lb"));
         assert_eq!(handlers("mq-lb"), ["restart haproxy", "reload haproxy"]);
         // pg-lb also keeps the VIP (keepalived): hosts that are not LBs reach the database there.
-        assert_eq!(handlers("pg-lb"), ["restart haproxy", "reload haproxy", "reload keepalived"]);
+        assert_eq!(
+            handlers("pg-lb"),
+            ["restart haproxy", "reload haproxy", "reload keepalived"]
+        );
         assert_eq!(handlers("web-lb")[..2], handlers("mq-lb")[..]);
         // In web-lb, the shared steps (YAML merge keys) apply only with the HAProxy front end.
         let running = stage("web-lb")

@@ -223,7 +223,7 @@ fn yaml_string(s: String) -> Result<String, Error> {
 /// `urlencode`: a value for one part of a URL (user, password, path segment): everything but
 /// letters, digits and `-._~` percent-encoded.
 fn urlencode(s: String) -> String {
-    percent_encoding::utf8_percent_encode(&s, crate::secrets::URL_KEEPS).to_string()
+    crate::quote::url_part(&s)
 }
 
 /// `haproxy_word`: a value as one word of an HAProxy configuration line: single-quoted (no
@@ -325,9 +325,9 @@ fn hash(s: String, algorithm: Option<String>) -> Result<String, Error> {
     }
 }
 
-/// The `quote` filter: one shell word (see [`crate::modules::q`]).
+/// The `quote` filter: one shell word (see [`crate::quote::q`]).
 fn shell_quote(s: String) -> Result<String, Error> {
-    crate::modules::try_q(&s).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("quote: {e}")))
+    crate::quote::try_q(&s).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("quote: {e}")))
 }
 
 #[cfg(test)]
@@ -395,10 +395,12 @@ mod tests {
         assert_eq!(r.render_str("x", "{{ m | to_json }}", &ctx).unwrap(), r#"{"k":[1,2]}"#);
         assert!(r.render_str("x", "{{ m | to_yaml }}", &ctx).unwrap().contains("k:"));
         let quoted = r.render_str("x", "{{ \"it's $x\" | quote }}", &ctx).unwrap();
-        assert_eq!(
-            crate::modules::run_local(&format!("printf %s {quoted}")).stdout,
-            "it's $x"
-        );
+        let printed = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {quoted}"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&printed.stdout), "it's $x");
         assert!(r.render_str("x", "{{ nope | mandatory }}", &ctx).is_err());
         let refused = r
             .render_str("x", "{% if s %}{{ fail('no ' ~ s) }}{% endif %}", &ctx)

@@ -8,9 +8,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Serialize;
 
-use crate::secrets::{Redactor, MASK};
+use crate::outcome::{Stats, Status, StepResult, Summary};
+use crate::secrets::Redactor;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -22,104 +22,6 @@ pub enum Format {
     Json,
 }
 
-/// A result's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// In sync.
-    Ok,
-    /// Changed (or, in a plan, would change).
-    Changed,
-    /// Failed.
-    Failed,
-    /// Not run (`when` false, or an earlier failure).
-    Skipped,
-    /// A verification gate passed.
-    Passed,
-}
-
-impl Status {
-    fn word(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Changed => "changed",
-            Status::Failed => "failed",
-            Status::Skipped => "skipped",
-            Status::Passed => "passed",
-        }
-    }
-}
-
-/// One step (or gate, or handler) on one host.
-#[derive(Debug, Clone, Serialize)]
-pub struct StepResult {
-    /// Inventory host name.
-    pub host: String,
-    /// Stage name.
-    pub stage: String,
-    /// Step name.
-    pub step: String,
-    /// Outcome.
-    pub status: Status,
-    /// What changed or would change.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub summary: Option<String>,
-    /// File diff.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub diff: Option<String>,
-    /// Error text.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Whether this is a handler's result, run or planned (the journal and saved plans tell
-    /// handlers from steps).
-    #[serde(skip)]
-    pub handler: bool,
-    /// Whether the host's connection was lost here (the run was cut short on it).
-    #[serde(skip)]
-    pub lost: bool,
-}
-
-impl StepResult {
-    /// A result with no summary, diff or error yet.
-    pub fn new(host: &str, stage: &str, step: &str, status: Status) -> Self {
-        StepResult {
-            host: host.into(),
-            stage: stage.into(),
-            step: step.into(),
-            status,
-            summary: None,
-            diff: None,
-            error: None,
-            handler: false,
-            lost: false,
-        }
-    }
-}
-
-/// The counts of a run.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct Summary {
-    /// Hosts targeted.
-    pub hosts: usize,
-    /// Steps in sync (and gates passed).
-    pub ok: usize,
-    /// Steps changed (or that would change).
-    pub changed: usize,
-    /// Steps failed.
-    pub failed: usize,
-    /// Hosts unreachable.
-    pub unreachable: usize,
-}
-
-/// Per-run statistics.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Stats {
-    /// SSH round trips (scripts run) per host.
-    pub round_trips: BTreeMap<String, usize>,
-    /// Wall time in seconds.
-    pub seconds: f64,
-}
-
 /// The writer.
 pub struct Reporter {
     format: Format,
@@ -129,7 +31,6 @@ pub struct Reporter {
     host_bars: Mutex<BTreeMap<String, ProgressBar>>,
     color: bool,
     verbose: bool,
-    journal: Option<std::sync::Arc<crate::journal::Journal>>,
     silent: bool,
 }
 
@@ -153,7 +54,6 @@ impl Reporter {
             host_bars: Mutex::new(BTreeMap::new()),
             color,
             verbose,
-            journal: None,
             silent: false,
         }
     }
@@ -170,11 +70,6 @@ impl Reporter {
     /// Replaces the redactor (once secrets are known).
     pub fn set_redactor(&mut self, redactor: Redactor) {
         self.redactor = redactor;
-    }
-
-    /// Notes every result in this run's journal from now on.
-    pub fn set_journal(&mut self, journal: std::sync::Arc<crate::journal::Journal>) {
-        self.journal = Some(journal);
     }
 
     /// The redactor it masks with.
@@ -261,12 +156,8 @@ impl Reporter {
     }
 
     /// A progress line for a result, `[host] stage/step status`: for changes and failures, or for
-    /// every result when verbose (the stage summaries on stdout cover the rest). The run's
-    /// journal, if any, notes it.
+    /// every result when verbose (the stage summaries on stdout cover the rest).
     pub fn progress(&self, r: &StepResult) {
-        if let Some(journal) = &self.journal {
-            journal.note(r);
-        }
         if !self.verbose && !matches!(r.status, Status::Changed | Status::Failed) {
             return;
         }
@@ -306,7 +197,7 @@ impl Reporter {
         let redacted: Vec<StepResult> = results
             .iter()
             .map(|r| StepResult {
-                diff: r.diff.as_deref().map(|d| redact_diff(&self.redactor, d)),
+                diff: r.diff.as_deref().map(|d| self.redactor.redact_diff(d)),
                 summary: r.summary.as_deref().map(|s| self.redactor.redact(s)),
                 error: r.error.as_deref().map(|s| self.redactor.redact(s)),
                 ..r.clone()
@@ -357,7 +248,7 @@ impl Reporter {
                     }
                 }
                 if let Some(d) = &r.diff {
-                    for l in redact_diff(&self.redactor, d).lines() {
+                    for l in self.redactor.redact_diff(d).lines() {
                         text.push_str(&format!("      {l}\n"));
                     }
                 }
@@ -367,175 +258,9 @@ impl Reporter {
     }
 }
 
-/// Redacts a unified diff; a removed/added line pair that is equal once redacted becomes one
-/// context line marked "(secret changed)".
-pub fn redact_diff(redactor: &Redactor, diff: &str) -> String {
-    let raw: Vec<&str> = diff.lines().collect();
-    let lines: Vec<String> = raw.iter().map(|l| redactor.redact(l)).collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let run_end = |start: usize, prefix: char| {
-            (start..lines.len())
-                .find(|&j| !lines[j].starts_with(prefix) || lines[j].starts_with("---") || lines[j].starts_with("+++"))
-                .unwrap_or(lines.len())
-        };
-        if lines[i].starts_with('-') && !lines[i].starts_with("---") {
-            let minus_end = run_end(i, '-');
-            let plus_end = run_end(minus_end, '+');
-            let new_lines = &raw[minus_end..plus_end];
-            let minus: Vec<String> = raw[i..minus_end]
-                .iter()
-                .map(|old| redact_old_line(redactor, old, new_lines))
-                .collect();
-            let (minus, plus) = (&minus[..], &lines[minus_end..plus_end]);
-            if minus.len() == plus.len()
-                && minus
-                    .iter()
-                    .zip(plus)
-                    .all(|(m, p)| m[1..] == p[1..] && m.contains(MASK))
-            {
-                out.extend(minus.iter().map(|m| format!("~{} (secret changed)", &m[1..])));
-                i = plus_end;
-                continue;
-            }
-            out.extend(minus.iter().chain(plus).cloned());
-            i = plus_end;
-            continue;
-        }
-        out.push(lines[i].clone());
-        i += 1;
-    }
-    let mut text = out.join("\n");
-    text.push('\n');
-    text
-}
-
-/// A removed diff line (`-…`), masked: the secrets the redactor knows, and, where the line's
-/// new version (the most alike of `new_lines`) holds a secret, every part of it that is not
-/// also a non-secret part of the new version. The redactor knows only the new values, and an
-/// old line around a rotated secret holds the old value (a password in a URL, a config line).
-fn redact_old_line(redactor: &Redactor, old: &str, new_lines: &[&str]) -> String {
-    let alike = |new: &&&str| similar::TextDiff::from_chars(&old[1..], &new[1..]).ratio();
-    let partner = new_lines
-        .iter()
-        .map(|new| (alike(&new), new))
-        .filter(|(ratio, _)| *ratio >= 0.5)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, new)| *new);
-    let Some(new) = partner else {
-        return redactor.redact(old);
-    };
-    let secret = redactor.secret_bytes(&new[1..]);
-    if !secret.contains(&true) {
-        return redactor.redact(old);
-    }
-    format!("-{}", redactor.redact(&shared_with(&old[1..], &new[1..], &secret)))
-}
-
-/// `old` with every character masked that is not equal to a character of `new` outside the
-/// secret bytes `secret` of `new` (runs of masked characters become one mask).
-fn shared_with(old: &str, new: &str, secret: &[bool]) -> String {
-    use similar::DiffOp;
-    let old_chars: Vec<char> = old.chars().collect();
-    let new_offsets: Vec<usize> = new.char_indices().map(|(b, _)| b).collect();
-    let mut out = String::new();
-    let mut masked = false;
-    let mut push = |c: Option<char>, out: &mut String| match c {
-        Some(c) => {
-            out.push(c);
-            masked = false;
-        }
-        None if !masked => {
-            out.push_str(MASK);
-            masked = true;
-        }
-        None => {}
-    };
-    for op in similar::TextDiff::from_chars(old, new).ops() {
-        match *op {
-            DiffOp::Equal {
-                old_index,
-                new_index,
-                len,
-            } => {
-                for k in 0..len {
-                    let hidden = secret[new_offsets[new_index + k]];
-                    push((!hidden).then_some(old_chars[old_index + k]), &mut out);
-                }
-            }
-            DiffOp::Delete { .. } | DiffOp::Replace { .. } => push(None, &mut out),
-            DiffOp::Insert { .. } => {}
-        }
-    }
-    out
-}
-
-/// Counts results into the contract's summary.
-pub fn summarize(hosts: usize, unreachable: usize, results: &[StepResult]) -> Summary {
-    let count = |f: &dyn Fn(Status) -> bool| results.iter().filter(|r| f(r.status)).count();
-    Summary {
-        hosts,
-        ok: count(&|s| matches!(s, Status::Ok | Status::Passed)),
-        changed: count(&|s| s == Status::Changed),
-        failed: count(&|s| s == Status::Failed),
-        unreachable,
-    }
-}
-
-impl Summary {
-    /// The contract's closing line.
-    pub fn line(&self) -> String {
-        format!(
-            "hosts={} ok={} changed={} failed={} unreachable={}",
-            self.hosts, self.ok, self.changed, self.failed, self.unreachable
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_only_changes_are_marked_not_shown() {
-        let r = Redactor::new(["oldsecret1", "newsecret2"]);
-        let diff = "--- a\n+++ b\n@@ -1,2 +1,2 @@\n keep\n-password=oldsecret1\n+password=newsecret2\n-x=1\n+x=2\n";
-        let out = redact_diff(&r, diff);
-        assert!(out.contains("~password=******** (secret changed)"), "{out}");
-        assert!(out.contains("-x=1\n+x=2"), "{out}");
-        assert!(!out.contains("oldsecret1") && !out.contains("newsecret2"));
-    }
-
-    #[test]
-    fn an_old_secret_the_redactor_does_not_know_is_masked_by_its_line_s_new_version() {
-        // Only the new values are known (the old ones were rotated away); they share a prefix.
-        let r = Redactor::new(["airflow_db_password2'q", "rabbit-pass-2"]);
-        let diff = "--- a\n+++ b\n@@ -1,4 +1,4 @@\n [database]\n\
-            -sql_alchemy_conn = postgresql://air-flow:airflow_db_password1%%27q@hactl-lb:5000/db\n\
-            +sql_alchemy_conn = postgresql://air-flow:airflow_db_password2%%27q@hactl-lb:5000/db\n\
-            -broker_url = amqp://air-flow:rabbit-pass-1@node1:5672/v;amqp://air-flow:rabbit-pass-1@node2:5672/v\n\
-            -port = 5000\n\
-            +broker_url = amqp://air-flow:rabbit-pass-2@node1:5672/v;amqp://air-flow:rabbit-pass-2@node2:5672/v\n\
-            +port = 5001\n";
-        let out = redact_diff(&r, diff);
-        for old in ["password1", "pass-1", "airflow_db_password", "rabbit-pass"] {
-            assert!(!out.contains(old), "{old} shows in {out}");
-        }
-        assert!(
-            out.contains("~sql_alchemy_conn = postgresql://air-flow:********@hactl-lb:5000/db (secret changed)"),
-            "{out}"
-        );
-        assert!(
-            out.contains("-broker_url = amqp://air-flow:********@node1:5672/v;amqp://air-flow:********@node2:5672/v\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("-port = 5000\n"),
-            "a line without a secret shows as it is: {out}"
-        );
-        assert!(out.contains("+port = 5001\n"), "{out}");
-    }
 
     #[test]
     fn the_bar_counts_stages_and_never_passes_its_total() {
@@ -553,22 +278,5 @@ mod tests {
         let overall = r.overall.lock().unwrap();
         let bar = overall.as_ref().unwrap();
         assert_eq!((bar.position(), bar.length()), (3, Some(3)));
-    }
-
-    #[test]
-    fn summary_line_format() {
-        let r = |status| StepResult::new("h", "s", "x", status);
-        let s = summarize(
-            3,
-            1,
-            &[
-                r(Status::Ok),
-                r(Status::Changed),
-                r(Status::Passed),
-                r(Status::Failed),
-                r(Status::Skipped),
-            ],
-        );
-        assert_eq!(s.line(), "hosts=3 ok=2 changed=1 failed=1 unreachable=1");
     }
 }

@@ -13,31 +13,12 @@ use miette::{miette, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::engine::RollingOrder;
-use crate::report::{redact_diff, Status, StepResult};
+use crate::inputs::{file_sha256, rfc3339, Inputs};
+use crate::outcome::{RollingOrder, Status, StepResult};
 use crate::secrets::Redactor;
 
 /// The plan file's format version.
 const VERSION: u32 = 1;
-
-/// The inputs a plan was computed from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Inputs {
-    /// The inventory file (as given).
-    pub inventory: String,
-    /// sha256 of the inventory with its group_vars/ and host_vars/.
-    pub inventory_sha256: String,
-    /// The playbook (`built-in` or its path).
-    pub playbook: String,
-    /// sha256 of the playbook and its templates.
-    pub playbook_sha256: String,
-    /// sha256 of the secrets file (its values never leave it).
-    pub secrets_sha256: String,
-    /// `--stages`, when given.
-    pub stages: Option<Vec<String>>,
-    /// `--limit`, when given.
-    pub limit: Option<String>,
-}
 
 /// One planned result, as shown (secrets masked).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,17 +38,6 @@ pub struct PlannedStep {
     /// A handler rather than a step.
     #[serde(default)]
     pub handler: bool,
-}
-
-impl Inputs {
-    /// The selectors, as `--stages … --limit …` (`(all)` where not given).
-    pub fn selectors(&self) -> String {
-        format!(
-            "--stages {} --limit {}",
-            self.stages.as_ref().map_or("(all)".into(), |s| s.join(",")),
-            self.limit.as_deref().unwrap_or("(all)")
-        )
-    }
 }
 
 /// A saved plan.
@@ -98,7 +68,7 @@ impl PlannedStep {
             step: r.step.clone(),
             status: r.status,
             summary: r.summary.as_deref().map(|s| redactor.redact(s)),
-            diff: r.diff.as_deref().map(|d| redact_diff(redactor, d)),
+            diff: r.diff.as_deref().map(|d| redactor.redact_diff(d)),
             handler: r.handler,
         }
     }
@@ -134,7 +104,7 @@ impl SavedPlan {
     ) -> Self {
         let mut plan = SavedPlan {
             hactl_plan: VERSION,
-            created: crate::journal::rfc3339(now),
+            created: rfc3339(now),
             created_unix: now.unix_timestamp(),
             inputs,
             steps,
@@ -301,11 +271,6 @@ fn describe(s: &PlannedStep) -> String {
         ),
         Status::Failed => "failing".to_string(),
     }
-}
-
-/// sha256 of a file's bytes (absent: of nothing).
-pub fn file_sha256(path: &Path) -> String {
-    hex::encode(Sha256::digest(std::fs::read(path).unwrap_or_default()))
 }
 
 #[cfg(test)]

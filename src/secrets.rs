@@ -5,7 +5,7 @@
 //! and every line hactl prints passes through a [`Redactor`] that masks the values.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use miette::{miette, Result};
 use serde::Deserialize;
@@ -75,12 +75,6 @@ pub enum Charset {
 pub struct Secrets {
     /// Name → value.
     pub values: BTreeMap<String, Secret>,
-}
-
-/// Where the secrets of an inventory are kept.
-pub fn secrets_path(inventory: &Path) -> PathBuf {
-    let stem = inventory.file_stem().and_then(|s| s.to_str()).unwrap_or("inventory");
-    inventory.with_file_name(format!("{stem}.secrets.yml"))
 }
 
 /// What a run does about declared secrets that neither the secrets file nor the inventory has.
@@ -198,13 +192,6 @@ pub struct Redactor {
 /// What a secret value is replaced with.
 pub const MASK: &str = "********";
 
-/// Characters a URL's user-info or query keeps as they are (the rest is percent-encoded).
-pub const URL_KEEPS: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
 /// The forms a secret can take in what templates render: itself, base64 (standard and URL-safe,
 /// padded or not), its sha256 and sha512 hex digests, URL-encoded (in a URL that embeds it),
 /// shell-quoted and JSON-escaped, and as an INI value (`%` doubled), plain or URL-encoded.
@@ -214,7 +201,7 @@ pub fn derived_forms(value: &str) -> Vec<String> {
     use sha2::Digest;
     let bytes = value.as_bytes();
     let json = serde_json::to_string(value).expect("a string serialises");
-    let url = percent_encoding::utf8_percent_encode(value, URL_KEEPS).to_string();
+    let url = crate::quote::url_part(value);
     vec![
         value.replace('%', "%%"),
         url.replace('%', "%%"),
@@ -226,7 +213,7 @@ pub fn derived_forms(value: &str) -> Vec<String> {
         hex::encode(sha2::Sha256::digest(bytes)),
         hex::encode(sha2::Sha512::digest(bytes)),
         url,
-        crate::modules::q(value),
+        crate::quote::q(value),
         json[1..json.len() - 1].to_string(),
     ]
 }
@@ -270,6 +257,112 @@ impl Redactor {
         }
         out
     }
+
+    /// Redacts a unified diff; a removed/added line pair that is equal once redacted becomes one
+    /// context line marked "(secret changed)".
+    pub fn redact_diff(&self, diff: &str) -> String {
+        let raw: Vec<&str> = diff.lines().collect();
+        let lines: Vec<String> = raw.iter().map(|l| self.redact(l)).collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < lines.len() {
+            let run_end = |start: usize, prefix: char| {
+                (start..lines.len())
+                    .find(|&j| {
+                        !lines[j].starts_with(prefix) || lines[j].starts_with("---") || lines[j].starts_with("+++")
+                    })
+                    .unwrap_or(lines.len())
+            };
+            if lines[i].starts_with('-') && !lines[i].starts_with("---") {
+                let minus_end = run_end(i, '-');
+                let plus_end = run_end(minus_end, '+');
+                let new_lines = &raw[minus_end..plus_end];
+                let minus: Vec<String> = raw[i..minus_end]
+                    .iter()
+                    .map(|old| self.redact_old_line(old, new_lines))
+                    .collect();
+                let (minus, plus) = (&minus[..], &lines[minus_end..plus_end]);
+                if minus.len() == plus.len()
+                    && minus
+                        .iter()
+                        .zip(plus)
+                        .all(|(m, p)| m[1..] == p[1..] && m.contains(MASK))
+                {
+                    out.extend(minus.iter().map(|m| format!("~{} (secret changed)", &m[1..])));
+                    i = plus_end;
+                    continue;
+                }
+                out.extend(minus.iter().chain(plus).cloned());
+                i = plus_end;
+                continue;
+            }
+            out.push(lines[i].clone());
+            i += 1;
+        }
+        let mut text = out.join("\n");
+        text.push('\n');
+        text
+    }
+
+    /// A removed diff line (`-…`), masked: the secrets this redactor knows, and, where the
+    /// line's new version (the most alike of `new_lines`) holds a secret, every part of it that
+    /// is not also a non-secret part of the new version. A redactor knows only the new values,
+    /// and an old line around a rotated secret holds the old value (a password in a URL).
+    fn redact_old_line(&self, old: &str, new_lines: &[&str]) -> String {
+        let alike = |new: &str| similar::TextDiff::from_chars(&old[1..], &new[1..]).ratio();
+        let partner = new_lines
+            .iter()
+            .map(|new| (alike(new), *new))
+            .filter(|(ratio, _)| *ratio >= 0.5)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, new)| new);
+        let Some(new) = partner else {
+            return self.redact(old);
+        };
+        let secret = self.secret_bytes(&new[1..]);
+        if !secret.contains(&true) {
+            return self.redact(old);
+        }
+        format!("-{}", self.redact(&shared_with(&old[1..], &new[1..], &secret)))
+    }
+}
+
+/// `old` with every character masked that is not equal to a character of `new` outside the
+/// secret bytes `secret` of `new` (a run of masked characters becomes one mask).
+fn shared_with(old: &str, new: &str, secret: &[bool]) -> String {
+    use similar::DiffOp;
+    let old_chars: Vec<char> = old.chars().collect();
+    let new_offsets: Vec<usize> = new.char_indices().map(|(b, _)| b).collect();
+    let mut out = String::new();
+    let mut masked = false;
+    let mut push = |c: Option<char>, out: &mut String| match c {
+        Some(c) => {
+            out.push(c);
+            masked = false;
+        }
+        None if !masked => {
+            out.push_str(MASK);
+            masked = true;
+        }
+        None => {}
+    };
+    for op in similar::TextDiff::from_chars(old, new).ops() {
+        match *op {
+            DiffOp::Equal {
+                old_index,
+                new_index,
+                len,
+            } => {
+                for k in 0..len {
+                    let hidden = secret[new_offsets[new_index + k]];
+                    push((!hidden).then_some(old_chars[old_index + k]), &mut out);
+                }
+            }
+            DiffOp::Delete { .. } | DiffOp::Replace { .. } => push(None, &mut out),
+            DiffOp::Insert { .. } => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -277,6 +370,35 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    #[test]
+    fn an_old_secret_the_redactor_does_not_know_is_masked_by_its_line_s_new_version() {
+        // Only the new values are known (the old ones were rotated away); they share a prefix.
+        let r = Redactor::new(["airflow_db_password2'q", "rabbit-pass-2"]);
+        let diff = "--- a\n+++ b\n@@ -1,4 +1,4 @@\n [database]\n\
+            -sql_alchemy_conn = postgresql://air-flow:airflow_db_password1%%27q@hactl-lb:5000/db\n\
+            +sql_alchemy_conn = postgresql://air-flow:airflow_db_password2%%27q@hactl-lb:5000/db\n\
+            -broker_url = amqp://air-flow:rabbit-pass-1@node1:5672/v;amqp://air-flow:rabbit-pass-1@node2:5672/v\n\
+            -port = 5000\n\
+            +broker_url = amqp://air-flow:rabbit-pass-2@node1:5672/v;amqp://air-flow:rabbit-pass-2@node2:5672/v\n\
+            +port = 5001\n";
+        let out = r.redact_diff(diff);
+        for old in ["password1", "pass-1", "airflow_db_password", "rabbit-pass"] {
+            assert!(!out.contains(old), "{old} shows in {out}");
+        }
+        assert!(
+            out.contains("~sql_alchemy_conn = postgresql://air-flow:********@hactl-lb:5000/db (secret changed)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("-broker_url = amqp://air-flow:********@node1:5672/v;amqp://air-flow:********@node2:5672/v\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("-port = 5000\n"),
+            "a line without a secret shows as it is: {out}"
+        );
+        assert!(out.contains("+port = 5001\n"), "{out}");
+    }
     #[test]
     fn generated_secrets_persist_0600_and_respect_given() {
         let dir = tempfile::tempdir().unwrap();
@@ -364,8 +486,8 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(secret),
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
             hex::encode(sha2::Sha256::digest(secret)),
-            percent_encoding::utf8_percent_encode(secret, URL_KEEPS).to_string(),
-            crate::modules::q(secret),
+            crate::quote::url_part(secret),
+            crate::quote::q(secret),
             serde_json::to_string(secret).unwrap(),
         ];
         for form in forms {
@@ -388,5 +510,15 @@ mod tests {
         .unwrap();
         assert_eq!(key.len(), 44);
         assert!(key.ends_with('='));
+    }
+
+    #[test]
+    fn secret_only_changes_are_marked_not_shown() {
+        let r = Redactor::new(["oldsecret1", "newsecret2"]);
+        let diff = "--- a\n+++ b\n@@ -1,2 +1,2 @@\n keep\n-password=oldsecret1\n+password=newsecret2\n-x=1\n+x=2\n";
+        let out = r.redact_diff(diff);
+        assert!(out.contains("~password=******** (secret changed)"), "{out}");
+        assert!(out.contains("-x=1\n+x=2"), "{out}");
+        assert!(!out.contains("oldsecret1") && !out.contains("newsecret2"));
     }
 }

@@ -485,7 +485,7 @@ fn a_saved_plan_that_is_not_one_was_edited_or_names_another_inventory_is_refused
     }
 
     // A real plan (as `plan --out` writes it) for another inventory, then edited by hand.
-    let inputs = hactl::saved_plan::Inputs {
+    let inputs = hactl::inputs::Inputs {
         inventory: "/elsewhere/inventory.yml".into(),
         inventory_sha256: "a".repeat(64),
         playbook: "built-in".into(),
@@ -498,7 +498,7 @@ fn a_saved_plan_that_is_not_one_was_edited_or_names_another_inventory_is_refused
         host: "nowhere".into(),
         stage: "base".into(),
         step: "hosts file".into(),
-        status: hactl::report::Status::Changed,
+        status: hactl::outcome::Status::Changed,
         summary: Some("update /etc/hosts".into()),
         diff: None,
         handler: false,

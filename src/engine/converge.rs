@@ -12,8 +12,8 @@ use super::batch::{batch_script, parse_batch, part_failure, tail, BatchKind};
 use super::load::render_json;
 use super::{Engine, Mode, Verdict};
 use crate::modules::{self, BuildCx, Change, Module};
+use crate::outcome::{Status, StepResult};
 use crate::playbook::{Stage, Step};
-use crate::report::{Status, StepResult};
 use crate::ssh::{Remote, ScriptOutput};
 
 /// One step of a host's stage, rendered.

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 
 use super::batch::{batch_script, parse_batch, part_failure, tail, BatchKind};
 use super::{Engine, Mode, Verdict};
+use crate::outcome::{Status, StepResult};
 use crate::playbook::{Gate, Stage};
-use crate::report::{Status, StepResult};
 use crate::ssh::Remote;
 
 impl Engine {

@@ -8,8 +8,8 @@ use minijinja::value::Value;
 use super::batch::{batch_script, parse_batch, part_failure, BatchKind};
 use super::converge::{Planned, ProbeError};
 use super::{Engine, Verdict};
+use crate::outcome::{Status, StepResult};
 use crate::playbook::Stage;
-use crate::report::{Status, StepResult};
 use crate::ssh::Remote;
 
 impl Engine {

@@ -9,10 +9,11 @@ use minijinja::value::Value;
 use serde_json::Value as Json;
 
 use crate::inventory::{Inventory, Vars};
-use crate::pki::{pki_dir, Wanted};
+use crate::pki::Wanted;
 use crate::playbook::{Condition, Playbook};
 use crate::render::Renderer;
-use crate::secrets::{secrets_path, Missing, Redactor, Secrets};
+use crate::secrets::{Missing, Redactor, Secrets};
+use crate::workspace::Workspace;
 
 /// Everything loaded before connecting: inventory, playbook, secrets, per-host contexts.
 pub struct Loaded {
@@ -37,8 +38,9 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
         None => Playbook::built_in()?,
     };
     check_required_groups(&inventory, &playbook)?;
+    let workspace = Workspace::of(&inventory.path);
     let given = |name: &str| inventory.hosts.values().any(|h| h.vars.contains_key(name));
-    let secrets = Secrets::load_or_generate(&secrets_path(&inventory.path), &playbook.secrets, &given, missing)?;
+    let secrets = Secrets::load_or_generate(&workspace.secrets(), &playbook.secrets, &given, missing)?;
     // Secrets: generated ones, the declared ones the inventory sets, and any variable whose name
     // says it is one (every password's key contains `password`), wherever it is set.
     let mut values: Vec<String> = secrets.values.values().map(|s| s.expose().to_string()).collect();
@@ -70,11 +72,7 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
     let renderer = Renderer::new(&playbook.templates);
     let mut hostvars = render_templated_vars(&renderer, hostvars, &inventory.groups)?;
     if playbook.pki {
-        let pki = crate::pki::ensure(
-            &pki_dir(&inventory.path),
-            &pki_wanted(&inventory.path, &hostvars)?,
-            missing,
-        )?;
+        let pki = crate::pki::ensure(&workspace.pki_dir(), &pki_wanted(&inventory.path, &hostvars)?, missing)?;
         for (host, vars) in hostvars.iter_mut() {
             let cert = &pki.hosts[host];
             values.push(cert.key.expose().to_string());

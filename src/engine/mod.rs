@@ -31,11 +31,13 @@ use miette::Result;
 use tokio::sync::Semaphore;
 
 pub use load::{load, Loaded};
-pub use pending::pending_path;
 
+use crate::journal::Journal;
+use crate::outcome::{summarize, RollingOrder, Stats, Status, StepResult, Summary};
 use crate::playbook::Stage;
-use crate::report::{summarize, Reporter, Stats, Status, StepResult, Summary};
+use crate::report::Reporter;
 use crate::ssh::{self, HostKeyPolicy, Remote};
+use crate::workspace::Workspace;
 use pending::PendingStore;
 
 /// What a run does.
@@ -76,33 +78,6 @@ pub struct Reviewed {
     pub changes: BTreeSet<(String, String, String)>,
     /// The rolling restarts, in the run's order.
     pub rolling: Vec<RollingOrder>,
-}
-
-/// The order in which a rolling stage restarts one batch of hosts, one at a time.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RollingOrder {
-    /// The stage.
-    pub stage: String,
-    /// The hosts, first restarted first.
-    pub hosts: Vec<String>,
-}
-
-impl RollingOrder {
-    /// The line a run prints for it: `postgres rolling: VERB one host at a time, gates between:
-    /// node2 → node3 → node1`.
-    pub fn line(&self, verb: &str) -> String {
-        format!(
-            "{} rolling: {verb} one host at a time, gates between: {}\n",
-            self.stage,
-            self.hosts.join(" → ")
-        )
-    }
-}
-
-impl std::fmt::Display for RollingOrder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.stage, self.hosts.join(" → "))
-    }
 }
 
 /// The outcome of a run.
@@ -150,6 +125,8 @@ pub struct Engine {
     loaded: Loaded,
     options: Options,
     reporter: Arc<Reporter>,
+    /// The run's journal (when applying): it notes every result.
+    journal: Option<Arc<Journal>>,
     pending: PendingStore,
     remotes: tokio::sync::Mutex<HashMap<String, Arc<Remote>>>,
     /// One lock per host, held while connecting to it: tasks that ask for a host at once share
@@ -176,13 +153,20 @@ pub struct Engine {
 type Rendered = (bool, Vec<Option<converge::Planned>>);
 
 impl Engine {
-    /// A run over loaded inputs; fails when the store of owed handlers cannot be read.
-    pub fn new(loaded: Loaded, options: Options, reporter: Arc<Reporter>) -> Result<Arc<Self>> {
-        let pending = PendingStore::open(&loaded.inventory.path)?;
+    /// A run over loaded inputs, noting its results in `journal` if any; fails when the store
+    /// of owed handlers cannot be read.
+    pub fn new(
+        loaded: Loaded,
+        options: Options,
+        reporter: Arc<Reporter>,
+        journal: Option<Arc<Journal>>,
+    ) -> Result<Arc<Self>> {
+        let pending = PendingStore::open(&Workspace::of(&loaded.inventory.path))?;
         Ok(Arc::new(Engine {
             loaded,
             options,
             reporter,
+            journal,
             pending,
             remotes: tokio::sync::Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashMap::new()),
@@ -463,8 +447,11 @@ impl Engine {
         }
     }
 
-    /// Records a result and shows its progress.
+    /// Records a result, notes it in the journal and shows its progress.
     fn record(&self, result: StepResult) {
+        if let Some(journal) = &self.journal {
+            journal.note(&result);
+        }
         self.reporter.progress(&result);
         self.results.lock().expect("lock").push(result);
     }

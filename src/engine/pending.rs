@@ -4,12 +4,13 @@
 //! (that would forget owed restarts).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use miette::{miette, Result};
 
 use crate::fsutil::write_atomic;
+use crate::workspace::Workspace;
 
 /// Host → stage → handler names.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -24,18 +25,10 @@ pub(super) struct PendingStore {
     state: Mutex<Pending>,
 }
 
-/// Where the handlers owed on the hosts of the inventory at `inventory` are kept.
-pub fn pending_path(inventory: &Path) -> PathBuf {
-    inventory
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(".hactl/pending-handlers.json")
-}
-
 impl PendingStore {
-    /// Opens the store of the inventory at `inventory` (empty when the file does not exist yet).
-    pub(super) fn open(inventory: &Path) -> Result<Self> {
-        let path = pending_path(inventory);
+    /// Opens the store of `workspace`'s inventory (empty when the file does not exist yet).
+    pub(super) fn open(workspace: &Workspace) -> Result<Self> {
+        let path = workspace.pending_handlers();
         let state = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| {
                 miette!(
@@ -86,15 +79,15 @@ mod tests {
     fn round_trip_and_corrupt_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let inventory = dir.path().join("inventory.yml");
-        let store = PendingStore::open(&inventory).unwrap();
+        let store = PendingStore::open(&Workspace::of(&inventory)).unwrap();
         store
             .set("node1", "etcd", BTreeSet::from(["restart etcd".to_string()]))
             .unwrap();
-        let again = PendingStore::open(&inventory).unwrap();
+        let again = PendingStore::open(&Workspace::of(&inventory)).unwrap();
         assert_eq!(again.get("node1", "etcd"), BTreeSet::from(["restart etcd".to_string()]));
         let file = dir.path().join(".hactl/pending-handlers.json");
         std::fs::write(&file, "{not json").unwrap();
-        let err = PendingStore::open(&inventory)
+        let err = PendingStore::open(&Workspace::of(&inventory))
             .err()
             .expect("a corrupt file is an error");
         assert!(err.to_string().contains("corrupt"), "{err}");

@@ -5,9 +5,9 @@
 //! still speaks plain HTTP there). A plan prints the order and records it (a saved plan keeps
 //! it); a run applying a reviewed plan restarts in the reviewed order or not at all.
 
-use super::{Engine, Mode, RollingOrder, Verdict, Work};
+use super::{Engine, Mode, Verdict, Work};
+use crate::outcome::{RollingOrder, Status};
 use crate::playbook::Stage;
-use crate::report::Status;
 use std::sync::Arc;
 
 impl Engine {

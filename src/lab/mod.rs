@@ -315,7 +315,7 @@ impl Lab {
                 done.push(format!("removed inventory {}", state.inventory.display()));
             }
             // Restarts owed on the nodes just removed: a new lab's nodes owe none of them.
-            let pending = crate::engine::pending_path(&state.inventory);
+            let pending = crate::workspace::Workspace::of(&state.inventory).pending_handlers();
             if pending.exists() {
                 fs::remove_file(&pending).map_err(|e| io_err(&pending, e))?;
                 done.push(format!("removed {}", pending.display()));

@@ -40,6 +40,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use crate::quote::q;
 use crate::render::Renderer;
 
 /// What building a module for one host may need besides its rendered arguments.
@@ -416,17 +417,6 @@ pub enum Presence {
     Absent,
 }
 
-/// A value as one POSIX shell word (shlex's quoting), or why it cannot be one (a NUL byte).
-pub fn try_q(s: &str) -> std::result::Result<String, String> {
-    shlex::try_quote(s).map(|w| w.into_owned()).map_err(|e| e.to_string())
-}
-
-/// A value as one POSIX shell word, for module scripts. A NUL byte cannot be passed through a
-/// shell at all: it is dropped (a path or name never has one).
-pub fn q(s: &str) -> String {
-    try_q(s).unwrap_or_else(|_| try_q(&s.replace('\0', "")).expect("no NUL left"))
-}
-
 /// Parses an octal mode string like "0644" or "755".
 pub fn parse_mode(mode: &str) -> Result<u32> {
     u32::from_str_radix(mode.trim_start_matches("0o"), 8)
@@ -597,27 +587,5 @@ pub fn run_local(script: &str) -> Observed {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         rc: out.status.code().unwrap_or(-1),
-    }
-}
-
-#[cfg(test)]
-mod quoting_tests {
-    use super::*;
-
-    #[test]
-    fn quoted_values_come_back_whole_from_a_real_shell() {
-        for value in [
-            "plain",
-            "",
-            "it's",
-            "a b",
-            "$HOME `id` \\ \"x\" ; & | * ?",
-            "line\nbreak",
-            "-dash",
-        ] {
-            let out = run_local(&format!("printf '%s' {}", q(value)));
-            assert_eq!(out.stdout, value, "{}", q(value));
-        }
-        assert_eq!(q("a\0b"), "ab");
     }
 }

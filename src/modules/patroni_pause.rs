@@ -159,6 +159,6 @@ mod tests {
     fn the_script_has_the_shared_helpers_and_each_value_in_one_shell_word() {
         let script = pause(true).apply();
         assert!(script.contains("hactl_unsafe() {") && script.ends_with("hactl_apply\n"));
-        assert!(script.contains(&format!("HACTL_API_PASSWORD={}; export", crate::modules::q("p'w\"x"))));
+        assert!(script.contains(&format!("HACTL_API_PASSWORD={}; export", crate::quote::q("p'w\"x"))));
     }
 }
