@@ -89,12 +89,14 @@ pub enum LabError {
         detail: String,
     },
     /// A node did not come up in time.
-    #[error("node {node} did not answer SSH within {secs} s (console log: {log})")]
+    #[error("node {node} did not finish booting within {secs} s (last: {last}; console log: {log})")]
     BootTimeout {
         /// The node name.
         node: String,
         /// Seconds waited.
         secs: u64,
+        /// What it was still waiting for at the end.
+        last: String,
         /// Path of its console log.
         log: String,
     },
@@ -220,6 +222,9 @@ impl Lab {
         self.write_known_hosts(&state)?;
         for node in &state.nodes {
             self.wait_for_boot(node)?;
+        }
+        for node in &state.nodes {
+            self.check_sudo_user(node)?;
         }
         if write_if_changed(&opts.inventory, inventory_yaml(self, &state).as_bytes(), 0o644)? {
             changes.push(format!("wrote inventory {}", opts.inventory.display()));
