@@ -4,13 +4,14 @@
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::cgroup::node_cgroup_dirs;
 use super::image::APT_POOL;
 use super::state::{LabState, NodeState};
 use super::subnet::Subnet;
@@ -18,8 +19,15 @@ use super::sys::{io_err, path_str, run, write_file, write_if_changed};
 use super::{Lab, LabError, Result, BRIDGE, SUDO_USER};
 
 impl Lab {
-    /// Mounts the node's overlay and boots it with systemd-nspawn; returns the nspawn PID.
-    pub(super) fn start_node(&self, image: &Path, name: &str, address: Ipv4Addr, subnet: &Subnet) -> Result<u32> {
+    /// Mounts the node's overlay and boots it with systemd-nspawn in the node's own cgroup (see
+    /// [`super::cgroup`]); returns the nspawn PID and that cgroup's directories.
+    pub(super) fn start_node(
+        &self,
+        image: &Path,
+        name: &str,
+        address: Ipv4Addr,
+        subnet: &Subnet,
+    ) -> Result<(u32, Vec<PathBuf>)> {
         let dir = self.node_dir(name);
         let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("root"));
         for d in [&upper, &work, &merged] {
@@ -45,7 +53,19 @@ impl Lab {
         let log_path = dir.join("console.log");
         let log = fs::File::create(&log_path).map_err(|e| io_err(&log_path, e))?;
         let log_err = log.try_clone().map_err(|e| io_err(&log_path, e))?;
-        let child = Command::new("systemd-nspawn")
+        let cgroups = node_cgroup_dirs(name);
+        for dir in &cgroups {
+            fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        }
+        // A shell that moves itself into the node's cgroup, then becomes nspawn (same PID).
+        let child = Command::new("sh")
+            .args([
+                "-c",
+                "while [ \"$1\" != -- ]; do echo $$ > \"$1\" || exit 1; shift; done; shift; exec \"$@\"",
+                "sh",
+            ])
+            .args(cgroups.iter().map(|d| d.join("cgroup.procs")))
+            .args(["--", "systemd-nspawn"])
             .args(["--quiet", "--register=no", "--keep-unit", "--boot", "--console=passive"])
             .arg(format!("--directory={}", merged.display()))
             .arg(format!("--machine={name}"))
@@ -62,7 +82,7 @@ impl Lab {
                 cmd: "systemd-nspawn".into(),
                 detail: e.to_string(),
             })?;
-        Ok(child.id())
+        Ok((child.id(), cgroups))
     }
 
     /// The node's own files: address, resolver, hostname, authorized keys, host key.
