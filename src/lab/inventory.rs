@@ -85,6 +85,7 @@ mod tests {
                     name: format!("node{i}"),
                     address: subnet.node(i),
                     pid: None,
+                    cgroups: Vec::new(),
                 })
                 .collect(),
             ip_forward_before: "0".into(),

@@ -2,14 +2,16 @@
 //!
 //! The lab owns exactly these things, all recorded in its state file so that `down` removes them
 //! and nothing else: one bridge, the NAT/forward rules tagged with [`RULE_COMMENT`], one overlay
-//! mount and one `systemd-nspawn` process per node, and the per-node directories. The base image
-//! and the shared apt/pip caches are kept between labs (they are caches, rebuilt when the recipe
-//! changes).
+//! mount, one `systemd-nspawn` process and one cgroup per node, and the per-node directories. The
+//! base image and the shared apt/pip caches are kept between labs (they are caches, rebuilt when
+//! the recipe changes).
 //!
 //! Where things are: [`image`] (the base image and key), [`network`] (bridge, forwarding, NAT),
 //! [`node`] (booting, finding and stopping nodes), [`state`], [`subnet`], [`inventory`] (the file
-//! `up` writes), [`sys`] (host tools and files). This file has the commands.
+//! `up` writes), [`cgroup`] (each node's own cgroup), [`sys`] (host tools and files). This file
+//! has the commands.
 
+mod cgroup;
 mod image;
 mod inventory;
 mod network;
@@ -89,12 +91,14 @@ pub enum LabError {
         detail: String,
     },
     /// A node did not come up in time.
-    #[error("node {node} did not answer SSH within {secs} s (console log: {log})")]
+    #[error("node {node} did not finish booting within {secs} s (last: {last}; console log: {log})")]
     BootTimeout {
         /// The node name.
         node: String,
         /// Seconds waited.
         secs: u64,
+        /// What it was still waiting for at the end.
+        last: String,
         /// Path of its console log.
         log: String,
     },
@@ -206,6 +210,7 @@ impl Lab {
                     name: name.clone(),
                     address,
                     pid: None,
+                    cgroups: Vec::new(),
                 });
             }
             let node = state.nodes.iter_mut().find(|n| n.name == name).expect("just added");
@@ -213,13 +218,18 @@ impl Lab {
                 continue;
             }
             log(&format!("starting {name} at {address}"));
-            node.pid = Some(self.start_node(&image, &name, address, &opts.subnet)?);
+            let (pid, cgroups) = self.start_node(&image, &name, address, &opts.subnet)?;
+            node.pid = Some(pid);
+            node.cgroups = cgroups;
             changes.push(format!("started {name} ({address})"));
             self.save_state(&state)?;
         }
         self.write_known_hosts(&state)?;
         for node in &state.nodes {
             self.wait_for_boot(node)?;
+        }
+        for node in &state.nodes {
+            self.check_sudo_user(node)?;
         }
         if write_if_changed(&opts.inventory, inventory_yaml(self, &state).as_bytes(), 0o644)? {
             changes.push(format!("wrote inventory {}", opts.inventory.display()));
@@ -272,6 +282,7 @@ impl Lab {
             _ => false,
         };
         self.unmount_node(name)?;
+        node.cgroups.retain(|dir| !cgroup::remove_cgroup_tree(dir));
         self.save_state(&state)?;
         Ok(ended)
     }
@@ -293,6 +304,11 @@ impl Lab {
             }
             run("umount", &["-l", &mount])?;
             done.push(format!("unmounted {mount}"));
+        }
+        for dir in state.iter().flat_map(|s| &s.nodes).flat_map(|n| &n.cgroups) {
+            if dir.exists() && cgroup::remove_cgroup_tree(dir) {
+                done.push(format!("removed cgroup {}", dir.display()));
+            }
         }
         if link_exists(BRIDGE) {
             run("ip", &["link", "del", BRIDGE])?;

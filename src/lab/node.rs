@@ -4,13 +4,14 @@
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::cgroup::node_cgroup_dirs;
 use super::image::APT_POOL;
 use super::state::{LabState, NodeState};
 use super::subnet::Subnet;
@@ -18,8 +19,15 @@ use super::sys::{io_err, path_str, run, write_file, write_if_changed};
 use super::{Lab, LabError, Result, BRIDGE, SUDO_USER};
 
 impl Lab {
-    /// Mounts the node's overlay and boots it with systemd-nspawn; returns the nspawn PID.
-    pub(super) fn start_node(&self, image: &Path, name: &str, address: Ipv4Addr, subnet: &Subnet) -> Result<u32> {
+    /// Mounts the node's overlay and boots it with systemd-nspawn in the node's own cgroup (see
+    /// [`super::cgroup`]); returns the nspawn PID and that cgroup's directories.
+    pub(super) fn start_node(
+        &self,
+        image: &Path,
+        name: &str,
+        address: Ipv4Addr,
+        subnet: &Subnet,
+    ) -> Result<(u32, Vec<PathBuf>)> {
         let dir = self.node_dir(name);
         let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("root"));
         for d in [&upper, &work, &merged] {
@@ -45,7 +53,19 @@ impl Lab {
         let log_path = dir.join("console.log");
         let log = fs::File::create(&log_path).map_err(|e| io_err(&log_path, e))?;
         let log_err = log.try_clone().map_err(|e| io_err(&log_path, e))?;
-        let child = Command::new("systemd-nspawn")
+        let cgroups = node_cgroup_dirs(name);
+        for dir in &cgroups {
+            fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        }
+        // A shell that moves itself into the node's cgroup, then becomes nspawn (same PID).
+        let child = Command::new("sh")
+            .args([
+                "-c",
+                "while [ \"$1\" != -- ]; do echo $$ > \"$1\" || exit 1; shift; done; shift; exec \"$@\"",
+                "sh",
+            ])
+            .args(cgroups.iter().map(|d| d.join("cgroup.procs")))
+            .args(["--", "systemd-nspawn"])
             .args(["--quiet", "--register=no", "--keep-unit", "--boot", "--console=passive"])
             .arg(format!("--directory={}", merged.display()))
             .arg(format!("--machine={name}"))
@@ -62,7 +82,7 @@ impl Lab {
                 cmd: "systemd-nspawn".into(),
                 detail: e.to_string(),
             })?;
-        Ok(child.id())
+        Ok((child.id(), cgroups))
     }
 
     /// The node's own files: address, resolver, hostname, authorized keys, host key.
@@ -126,47 +146,93 @@ impl Lab {
         write_if_changed(&self.known_hosts_path(), text.as_bytes(), 0o644).map(|_| ())
     }
 
-    /// Waits until the node answers SSH and systemd reports its boot finished (running or
-    /// degraded): a booting Debian refuses non-root logins until then (/run/nologin).
+    /// Waits until the node answers SSH, systemd reports its boot finished (running or degraded)
+    /// and non-root logins are open (see [`LOGINS_OPEN`]).
     pub(super) fn wait_for_boot(&self, node: &NodeState) -> Result<()> {
         let secs = 120;
         let deadline = Instant::now() + Duration::from_secs(secs);
         let mut ssh_up = false;
+        let mut last = "no SSH on port 22".to_string();
         while Instant::now() < deadline {
             ssh_up = ssh_up || port_open(node.address, 22, Duration::from_millis(500));
-            if ssh_up && self.boot_finished(node) {
-                return Ok(());
+            if ssh_up {
+                match self.logins_open(node) {
+                    Ok(()) => return Ok(()),
+                    Err(why) => last = why,
+                }
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         Err(LabError::BootTimeout {
             node: node.name.clone(),
             secs,
+            last,
             log: self.node_dir(&node.name).join("console.log").display().to_string(),
         })
     }
 
-    /// Whether systemd on the node says its boot is over (`is-system-running --wait`).
-    fn boot_finished(&self, node: &NodeState) -> bool {
-        let out = Command::new("ssh")
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "ConnectTimeout=5",
-            ])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.known_hosts_path().display()))
-            .arg("-i")
-            .arg(self.key_path())
-            .arg(format!("root@{}", node.address))
-            .args(["timeout", "60", "systemctl", "is-system-running", "--wait"])
+    /// Whether the node's boot is over and it lets non-root users in ([`LOGINS_OPEN`] as root);
+    /// else what it is still waiting for.
+    fn logins_open(&self, node: &NodeState) -> std::result::Result<(), String> {
+        let out = self
+            .ssh("root", node)
+            .arg(LOGINS_OPEN)
             .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output();
-        out.is_ok_and(|o| matches!(String::from_utf8_lossy(&o.stdout).trim(), "running" | "degraded"))
+            .output()
+            .map_err(|e| format!("ssh: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && stdout.trim() == "ready" {
+            return Ok(());
+        }
+        let said = format!("{} {}", stdout.trim(), String::from_utf8_lossy(&out.stderr).trim());
+        Err(format!("{}: {}", out.status, said.trim()))
+    }
+
+    /// Checks what `up` promises of the sudo user (its login and passwordless sudo) on a node
+    /// whose logins are open: one attempt, whose failure carries SSH's own message (a refusal
+    /// by PAM prints /run/nologin's text as a banner, at SSH's default log level).
+    pub(super) fn check_sudo_user(&self, node: &NodeState) -> Result<()> {
+        let cmd = format!("ssh {SUDO_USER}@{} sudo -n true", node.address);
+        let out = self
+            .ssh(SUDO_USER, node)
+            .args(["sudo", "-n", "true"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| LabError::Command {
+                cmd: cmd.clone(),
+                detail: e.to_string(),
+            })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(LabError::Command {
+            cmd,
+            detail: format!(
+                "{} on {}: {}",
+                out.status,
+                node.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+
+    /// `ssh` to `user` on the node with the lab's key and known hosts, never prompting.
+    fn ssh(&self, user: &str, node: &NodeState) -> Command {
+        let mut ssh = Command::new("ssh");
+        ssh.args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=5",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", self.known_hosts_path().display()))
+        .arg("-i")
+        .arg(self.key_path())
+        .arg(format!("{user}@{}", node.address));
+        ssh
     }
 
     /// Whether `pid` is the nspawn process of node `name`.
@@ -217,6 +283,21 @@ impl Lab {
         run("umount", &["-l", path_str(&root)]).map(|_| ())
     }
 }
+
+/// Run as root on a node: prints `ready` once its boot is over (`systemctl is-system-running
+/// --wait` says running or degraded) and non-root users may log in, else what is missing. A
+/// booting Debian refuses them: systemd-tmpfiles creates /run/nologin at boot
+/// (tmpfiles.d/systemd-nologin.conf), pam_nologin (account, /etc/pam.d/sshd) refuses every user
+/// but root while it or /etc/nologin exists, and only systemd-user-sessions.service removes it.
+/// Degraded is a finished boot too, but one in which that unit may have failed: it is checked
+/// itself, and the files too.
+const LOGINS_OPEN: &str = "state=$(timeout 60 systemctl is-system-running --wait)
+case $state in running|degraded) ;; *) echo \"booting ($state)\"; exit 1 ;; esac
+systemctl -q is-active systemd-user-sessions.service || { echo 'systemd-user-sessions.service is not active'; exit 1; }
+for f in /run/nologin /etc/nologin; do
+  [ ! -e $f ] || { echo \"$f exists (pam_nologin refuses non-root logins)\"; exit 1; }
+done
+echo ready";
 
 /// The NUL-separated command line of `pid` when it is a systemd-nspawn process.
 fn nspawn_cmdline(pid: u32) -> Option<String> {

@@ -20,6 +20,9 @@ pub struct NodeState {
     pub address: Ipv4Addr,
     /// PID of its systemd-nspawn process, when started.
     pub pid: Option<u32>,
+    /// Its own cgroup's directories (one per hierarchy), removed when it stops.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<PathBuf>,
 }
 
 /// What `up` made, so that `down` removes exactly that.

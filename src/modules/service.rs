@@ -195,6 +195,70 @@ mod tests {
         assert_eq!(diff_of(&svc(None, Some(true)), static_stopped).unwrap(), None);
     }
 
+    /// A unit that fails to start: the apply's output (what hactl reports) carries, after
+    /// systemctl's message, how the unit's process ended and its own last journal lines. Real
+    /// scripts against stand-ins for systemctl and journalctl (first on PATH).
+    #[test]
+    fn a_failed_start_reports_the_units_own_journal_lines() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let stub = |name: &str, body: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        stub(
+            "systemctl",
+            r#"case "$1" in
+  show) case "$*" in
+      *Result*) printf 'Result=exit-code\nExecMainCode=1\nExecMainStatus=1\n' ;;
+      *) printf 'NeedDaemonReload=no\nDropInPaths=\n' ;;
+    esac ;;
+  is-active) exit 3 ;;
+  start) echo "Job for hactl-firewall.service failed because the control process exited with error code." >&2; exit 1 ;;
+  *) exit 0 ;;
+esac
+"#,
+        );
+        stub(
+            "journalctl",
+            r#"[ "$1" = --sync ] && exit 0
+echo "journalctl $*"
+echo "/etc/hactl/firewall.nft:9:1-2: Error: Could not process rule: Cannot allocate memory"
+"#,
+        );
+        let start = Service {
+            name: "hactl-firewall".into(),
+            state: Some(RunState::Started),
+            enabled: None,
+            no_block: false,
+        };
+        let script = format!(
+            "PATH={}:$PATH; export PATH\n{}",
+            crate::modules::q(&dir.path().display().to_string()),
+            start.apply()
+        );
+        let out = crate::modules::run_local(&script);
+        assert_eq!(out.rc, 1, "{out:?}");
+        let report = format!("{}{}", out.stdout, out.stderr);
+        for wanted in [
+            "the control process exited with error code",
+            "hactl-firewall: Result=exit-code ExecMainCode=1 ExecMainStatus=1",
+            "hactl-firewall's last journal lines:",
+            "journalctl -u hactl-firewall -n 15 --no-pager -o cat",
+            "Error: Could not process rule: Cannot allocate memory",
+        ] {
+            assert!(report.contains(wanted), "no {wanted:?} in {report}");
+        }
+        // A start that works prints nothing more.
+        stub(
+            "systemctl",
+            "[ \"$1\" = show ] && printf 'NeedDaemonReload=no\\n'; [ \"$1\" != is-active ]\n",
+        );
+        let out = crate::modules::run_local(&script);
+        assert_eq!((out.rc, out.stdout.as_str(), out.stderr.as_str()), (0, "", ""));
+    }
+
     #[test]
     fn empty_probe_output_is_an_error_not_a_stopped_unit() {
         let err = diff_of(&svc(Some(RunState::Started), None), "")

@@ -32,12 +32,27 @@ hactl_stale_unit() {
 }
 
 # systemctl VERB on the unit, without waiting for it when asked (Type=notify units that need a quorum).
+# When it fails, what the unit itself said follows systemctl's message (see hactl_unit_log).
 hactl_systemctl() {
   if [ "$HACTL_NO_BLOCK" = yes ]; then
-    systemctl "$1" --no-block -- "$HACTL_UNIT"
+    systemctl "$1" --no-block -- "$HACTL_UNIT" || { hactl_unit_log; return 1; }
   else
-    systemctl "$1" -- "$HACTL_UNIT"
+    systemctl "$1" -- "$HACTL_UNIT" || { hactl_unit_log; return 1; }
   fi
+}
+
+# Why the unit failed, after systemctl's own message (which says only "the control process exited
+# with error code" and points at journalctl): how its process ended (Result, ExecMainCode: 1
+# exited, 2 killed; ExecMainStatus: its exit code or signal, e.g. 219 when systemd could not even
+# put it in its cgroup), then its last journal lines (the process's own stderr, such as nft's
+# error, and systemd's lines about the unit). journalctl --sync first (5 s at most): the
+# process's last lines may still be on their way to journald. Printed whatever fails here; never
+# changes the exit code.
+hactl_unit_log() {
+  echo "$HACTL_UNIT: $(systemctl show -p Result -p ExecMainCode -p ExecMainStatus -- "$HACTL_UNIT" 2>&1 | tr '\n' ' ')"
+  timeout 5 journalctl --sync >/dev/null 2>&1
+  echo "$HACTL_UNIT's last journal lines:"
+  journalctl -u "$HACTL_UNIT" -n 15 --no-pager -o cat 2>&1
 }
 
 hactl_apply() {
@@ -50,7 +65,7 @@ hactl_apply() {
   esac
   case "$HACTL_STATE" in
     started) systemctl is-active --quiet -- "$HACTL_UNIT" || hactl_systemctl start || return 1 ;;
-    stopped) systemctl stop -- "$HACTL_UNIT" || return 1 ;;
+    stopped) systemctl stop -- "$HACTL_UNIT" || { hactl_unit_log; return 1; } ;;
     restarted) hactl_systemctl restart || return 1 ;;
     reloaded) hactl_systemctl reload-or-restart || return 1 ;;
     try-restarted) hactl_systemctl try-restart || return 1 ;;
