@@ -110,13 +110,20 @@ impl<'de> Deserialize<'de> for Step {
 }
 
 /// An item of a stage's `steps` or `handlers` as written: a step, a block of items sharing a
-/// `when` (AND-ed with each one's own), or the items of a shared file (`include: FILE#LIST`,
+/// `when` and/or `hosts` (group or host names, `!` exclusions; AND-ed with each one's own `when`), or the items of a shared file (`include: FILE#LIST`,
 /// FILE under templates/, optionally with a `when` too). Loading expands blocks and includes.
 #[derive(Debug, Clone)]
 pub(crate) enum StepItem {
     Step(Step),
-    Block { when: Option<String>, items: Vec<StepItem> },
-    Include { include: String, when: Option<String> },
+    Block {
+        when: Option<String>,
+        hosts: Option<String>,
+        items: Vec<StepItem>,
+    },
+    Include {
+        include: String,
+        when: Option<String>,
+    },
 }
 
 impl<'de> Deserialize<'de> for StepItem {
@@ -140,6 +147,7 @@ impl<'de> serde::de::Visitor<'de> for StepVisitor {
         use serde::de::Error;
         let (mut name, mut when, mut notify, mut run_once) = (None, None, Vec::new(), false);
         let (mut block, mut include): (Option<Vec<StepItem>>, Option<String>) = (None, None);
+        let mut block_hosts: Option<String> = None;
         let mut module: Option<(String, serde_json::Value)> = None;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
@@ -149,6 +157,18 @@ impl<'de> serde::de::Visitor<'de> for StepVisitor {
                 "run_once" => run_once = map.next_value()?,
                 "block" => block = Some(map.next_value()?),
                 "include" => include = Some(map.next_value()?),
+                // A block's host pattern (a string), or the `hosts` module's arguments (a map).
+                "hosts" => match map.next_value::<HostsKey>()? {
+                    HostsKey::Pattern(p) => block_hosts = Some(p),
+                    HostsKey::Module(args) => {
+                        if let Some((first, _)) = &module {
+                            return Err(A::Error::custom(format!(
+                                "a step names one module; this one names `{first}` and `hosts`"
+                            )));
+                        }
+                        module = Some(("hosts".to_string(), args));
+                    }
+                },
                 other => {
                     let args = modules::parse_args(other, &mut map).ok_or_else(|| {
                         A::Error::custom(format!(
@@ -171,11 +191,23 @@ impl<'de> serde::de::Visitor<'de> for StepVisitor {
                     "a `block` has its steps and a `when` (and a `name` as a title); an `include` its `FILE#LIST` and a `when`",
                 ));
             }
+            if block_hosts.is_some() && block.is_none() {
+                return Err(A::Error::custom("`hosts: PATTERN` belongs to a `block`"));
+            }
             return Ok(match (block, include) {
-                (Some(items), _) => StepItem::Block { when, items },
+                (Some(items), _) => StepItem::Block {
+                    when,
+                    hosts: block_hosts,
+                    items,
+                },
                 (_, Some(include)) => StepItem::Include { include, when },
                 _ => unreachable!(),
             });
+        }
+        if block_hosts.is_some() {
+            return Err(A::Error::custom(
+                "`hosts: PATTERN` belongs to a `block`; the `hosts` module takes `entries`",
+            ));
         }
         let name: String = name.ok_or_else(|| A::Error::missing_field("name"))?;
         let (module, args) = module.ok_or_else(|| {
@@ -189,6 +221,34 @@ impl<'de> serde::de::Visitor<'de> for StepVisitor {
             module,
             args,
         }))
+    }
+}
+
+/// The value of a step's `hosts` key: a block's host pattern, or the `hosts` module's arguments.
+enum HostsKey {
+    Pattern(String),
+    Module(serde_json::Value),
+}
+
+impl<'de> Deserialize<'de> for HostsKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HostsKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a host pattern (a block's) or the `hosts` module's arguments")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<HostsKey, E> {
+                Ok(HostsKey::Pattern(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<HostsKey, A::Error> {
+                let args = modules::hosts::Hosts::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                serde_json::to_value(args)
+                    .map(HostsKey::Module)
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

@@ -303,6 +303,38 @@ fn and(a: Option<&str>, b: Option<String>) -> Option<String> {
     }
 }
 
+/// A block's host pattern as a `when`: group or host names separated by `,` or `:`, each
+/// `!`-prefixed one excluded (globs and `&` belong to a stage's `hosts`).
+fn hosts_when(pattern: &str, origin: &str) -> Result<String> {
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for term in pattern.split([',', ':']).map(str::trim).filter(|t| !t.is_empty()) {
+        let (out, name) = match term.strip_prefix('!') {
+            Some(name) => (&mut without, name),
+            None => (&mut with, term),
+        };
+        if name.is_empty() || name.contains(['*', '?', '[', '&', '\'', '"', ' ']) {
+            return Err(miette!(
+                "{origin}: a block's hosts `{pattern}`: group or host names, `!` to exclude one (globs and `&` belong to a stage's hosts)"
+            ));
+        }
+        out.push(format!("(groups['{name}'] if '{name}' in groups else ['{name}'])"));
+    }
+    let mut parts = Vec::new();
+    if !with.is_empty() {
+        let any: Vec<String> = with.iter().map(|g| format!("inventory_hostname in {g}")).collect();
+        parts.push(if any.len() > 1 {
+            format!("({})", any.join(" or "))
+        } else {
+            any.join(" or ")
+        });
+    }
+    parts.extend(without.iter().map(|g| format!("inventory_hostname not in {g}")));
+    if parts.is_empty() {
+        return Err(miette!("{origin}: a block's hosts `{pattern}` name no host"));
+    }
+    Ok(parts.join(" and "))
+}
+
 /// The shared files included, each read once.
 #[derive(Default)]
 struct Includes {
@@ -351,8 +383,13 @@ impl Includes {
                     step.when = and(when, step.when.take());
                     out.push(step);
                 }
-                StepItem::Block { when: own, items } => {
-                    let when = and(when, own);
+                StepItem::Block {
+                    when: own,
+                    hosts,
+                    items,
+                } => {
+                    let hosts = hosts.map(|p| hosts_when(&p, origin)).transpose()?;
+                    let when = and(and(when, hosts).as_deref(), own);
                     self.expand(items, when.as_deref(), templates, origin, out, depth + 1)?;
                 }
                 StepItem::Include { include, when: own } => {
@@ -470,7 +507,7 @@ mod tests {
         write(
             d,
             "templates/a/stage.yml",
-            "vars: {a_port: 10}\nsecrets: {a_password: {length: 8}}\nrequired_groups: [a]\nfirewall_cluster_tcp_ports: [22, a_port]\nwarnings:\n  - {when: 'not a_port', msg: off}\nname: a\nhosts: a\nsteps:\n  - include: shared/steps.yml#common\n    when: x\n  - block:\n      - name: one\n        when: y\n        directory: {path: /one}\n      - name: two\n        directory: {path: /two}\n    when: z\nverify:\n  - include: shared/gates.yml#up\n    after_change: true\n",
+            "vars: {a_port: 10}\nsecrets: {a_password: {length: 8}}\nrequired_groups: [a]\nfirewall_cluster_tcp_ports: [22, a_port]\nwarnings:\n  - {when: 'not a_port', msg: off}\nname: a\nhosts: a\nsteps:\n  - include: shared/steps.yml#common\n    when: x\n  - block:\n      - name: one\n        when: y\n        directory: {path: /one}\n      - name: two\n        directory: {path: /two}\n    when: z\n  - block:\n      - name: three\n        directory: {path: /three}\n    hosts: web:db:!node1\nverify:\n  - include: shared/gates.yml#up\n    after_change: true\n",
         );
         write(
             d,
@@ -489,8 +526,26 @@ mod tests {
             [
                 ("shared dir", Some("x")),
                 ("one", Some("(z) and (y)")),
-                ("two", Some("z"))
+                ("two", Some("z")),
+                (
+                    "three",
+                    Some("(inventory_hostname in (groups['web'] if 'web' in groups else ['web']) or inventory_hostname in (groups['db'] if 'db' in groups else ['db'])) and inventory_hostname not in (groups['node1'] if 'node1' in groups else ['node1'])")
+                )
             ]
+        );
+        let renderer = crate::render::Renderer::new(&TemplateSource::BuiltIn);
+        let on = |host: &str| {
+            let ctx = minijinja::Value::from(minijinja::value::Serde(serde_json::json!({
+                "inventory_hostname": host,
+                "groups": {"web": ["node1", "node2"], "db": ["node3"]},
+            })));
+            renderer
+                .eval_bool("test", a.steps[3].when.as_deref().unwrap(), &ctx)
+                .unwrap()
+        };
+        assert_eq!(
+            (on("node1"), on("node2"), on("node3"), on("node4")),
+            (false, true, true, false)
         );
         assert!(a.verify[0].after_change && a.verify[0].retries == 3);
         assert_eq!(pb.required_groups, ["a", "b"]);
