@@ -80,6 +80,8 @@ pub struct Stage {
     /// keeps its one name), and it runs where it stands in the playbook: after its stage, or
     /// before it (what must be ready before the stage changes something another stage uses).
     pub part_of: Option<String>,
+    /// The file it is written in (its stage file, or the playbook), for messages.
+    pub file: PathBuf,
 }
 
 /// A step: one module with its arguments (still holding templates), plus `when`, `notify` and
@@ -316,7 +318,11 @@ impl Playbook {
         let mut seen = std::collections::BTreeSet::new();
         for stage in &playbook.stages {
             if !seen.insert(stage.name.as_str()) {
-                return Err(miette!("{}: stage `{}` is defined twice", path.display(), stage.name));
+                return Err(miette!(
+                    "{}: stage `{}` is defined twice",
+                    stage.file.display(),
+                    stage.name
+                ));
             }
         }
         for stage in &playbook.stages {
@@ -325,7 +331,7 @@ impl Playbook {
                 if !is_stage || whole == &stage.name {
                     return Err(miette!(
                         "{}: stage `{}` is part_of `{whole}`, which is not another stage of the playbook (a part belongs to a whole stage)",
-                        path.display(),
+                        stage.file.display(),
                         stage.name
                     ));
                 }
@@ -335,7 +341,7 @@ impl Playbook {
                     if !stage.handlers.iter().any(|h| &h.name == n) {
                         return Err(miette!(
                             "{}: stage `{}` step `{}` notifies `{n}`, which is not a handler of the stage",
-                            path.display(),
+                            stage.file.display(),
                             stage.name,
                             step.name
                         ));

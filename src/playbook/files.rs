@@ -195,8 +195,8 @@ pub(super) fn assemble(text: &str, path: &Path, templates: TemplateSource) -> Re
     let (mut cluster_ports, mut db_ports): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     let mut includes = Includes::default();
     for entry in raw.stages {
-        let (file, origin) = match entry {
-            Entry::Inline(file) => (*file, site.clone()),
+        let (file, origin, file_path) = match entry {
+            Entry::Inline(file) => (*file, site.clone(), path.to_path_buf()),
             Entry::File(name) => {
                 let rel = if name.contains('/') || name.ends_with(".yml") {
                     name.clone()
@@ -206,7 +206,7 @@ pub(super) fn assemble(text: &str, path: &Path, templates: TemplateSource) -> Re
                 let (text, file_path) =
                     read(&pb.templates, &rel).map_err(|e| miette!("{site}: stage `{name}`: {e}"))?;
                 let file: StageFile = parse_yaml(&text, &file_path)?;
-                (file, file_path.display().to_string())
+                (file, file_path.display().to_string(), file_path)
             }
         };
         for (k, v) in file.vars {
@@ -263,7 +263,7 @@ pub(super) fn assemble(text: &str, path: &Path, templates: TemplateSource) -> Re
             (false, true) => return Err(miette!("{origin}: no stage (`name`, `hosts`, …) and no `stages:`")),
         };
         for stage in stages {
-            pb.stages.push(includes.stage(stage, &pb.templates, &origin)?);
+            pb.stages.push(includes.stage(stage, &pb.templates, &file_path)?);
         }
     }
     for (var, ports) in [
@@ -343,7 +343,8 @@ struct Includes {
 }
 
 impl Includes {
-    fn stage(&mut self, raw: RawStage, templates: &TemplateSource, origin: &str) -> Result<Stage> {
+    fn stage(&mut self, raw: RawStage, templates: &TemplateSource, file: &Path) -> Result<Stage> {
+        let origin = &file.display().to_string();
         let mut steps = Vec::new();
         self.expand(raw.steps, None, templates, origin, &mut steps, 0)?;
         let mut handlers = Vec::new();
@@ -360,6 +361,7 @@ impl Includes {
             rolling: raw.rolling,
             rolling_order: raw.rolling_order,
             part_of: raw.part_of,
+            file: file.to_path_buf(),
         })
     }
 
@@ -569,5 +571,12 @@ mod tests {
         );
         let err = format!("{:?}", Playbook::load(&d.join("playbooks/site.yml")).unwrap_err());
         assert!(err.contains("b/parts.yml:4:"), "{err}");
+        write(
+            d,
+            "templates/b/parts.yml",
+            "name: b\nhosts: b\nsteps:\n  - name: x\n    directory: {path: /x}\n    notify: [nope]\n",
+        );
+        let err = Playbook::load(&d.join("playbooks/site.yml")).unwrap_err().to_string();
+        assert!(err.contains("b/parts.yml: stage `b` step `x` notifies `nope`"), "{err}");
     }
 }
