@@ -7,53 +7,42 @@ use std::path::{Path, PathBuf};
 use miette::{miette, Result};
 use serde::Deserialize;
 
-use crate::inventory::{parse_yaml, Vars};
+use crate::inventory::Vars;
 use crate::modules;
 use crate::render::TemplateSource;
 use crate::secrets::SecretSpec;
 
-/// A playbook file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+mod files;
+
+/// A playbook: its cluster-wide settings merged with what each stage declares (see
+/// [`Playbook::load`] and `docs/architecture.md`).
+#[derive(Debug, Clone)]
 pub struct Playbook {
     /// A title.
-    #[serde(default)]
     pub name: Option<String>,
     /// Defaults for variables (the inventory overrides them).
-    #[serde(default)]
     pub vars: Vars,
     /// Secrets the playbook needs, generated when the inventory does not give them.
-    #[serde(default)]
     pub secrets: BTreeMap<String, SecretSpec>,
     /// Inventory groups that must each have at least one host (the stack's role groups):
     /// checked before anything renders, so a missing one is one clear error.
-    #[serde(default)]
     pub required_groups: Vec<String>,
     /// The playbook uses the cluster CA: hactl makes it and a certificate per host (for the
     /// host's name, its address and its variable `tls_extra_names`), and gives each host the
     /// variables `tls_ca_cert`, `tls_cert` and `tls_key` (see [`crate::pki`]).
-    #[serde(default)]
     pub pki: bool,
     /// Conditions on each host's variables, checked before anything connects: a bad setting
     /// is one clear error before anything changes.
-    #[serde(default)]
     pub checks: Vec<Condition>,
     /// Settings that weaken the stack (an opt-out of a default protection): `plan` and
     /// `provision` print each one that holds as a warning.
-    #[serde(default)]
     pub warnings: Vec<Condition>,
     /// The stages, in order.
     pub stages: Vec<Stage>,
     /// The file it was loaded from (for the built-in playbook, its path in a checkout).
-    #[serde(skip)]
     pub path: PathBuf,
     /// Where its templates come from.
-    #[serde(skip, default = "built_in")]
     pub templates: TemplateSource,
-}
-
-fn built_in() -> TemplateSource {
-    TemplateSource::BuiltIn
 }
 
 /// A condition on a host's variables and what to say when it holds.
@@ -67,38 +56,32 @@ pub struct Condition {
 }
 
 /// A stage: steps applied to a set of hosts, then verified.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Stage {
     /// Name, used by `--stages`.
     pub name: String,
     /// Host pattern (groups, names, `!`exclusions).
     pub hosts: String,
     /// Hosts per batch; batches run one after another, each verified before the next.
-    #[serde(default)]
     pub serial: Option<usize>,
     /// The steps.
-    #[serde(default)]
     pub steps: Vec<Step>,
     /// Steps run once at the end of the stage on a host when a step notified them.
-    #[serde(default)]
     pub handlers: Vec<Step>,
     /// Gates: commands that must succeed after the stage (and alone, with `hactl verify`).
-    #[serde(default)]
     pub verify: Vec<Gate>,
     /// Run handlers one host at a time, with the gates between hosts (rolling restarts that keep
     /// a cluster's quorum and a writable primary).
-    #[serde(default)]
     pub rolling: bool,
     /// A read-only command run on each host whose output orders the rolling handlers (ascending,
     /// then inventory order), e.g. printing 1 on a cluster's leader and 0 elsewhere.
-    #[serde(default)]
     pub rolling_order: Option<String>,
     /// The stage this one is a part of: `--stages NAME` selects it too (a stage split in parts
     /// keeps its one name), and it runs where it stands in the playbook: after its stage, or
     /// before it (what must be ready before the stage changes something another stage uses).
-    #[serde(default)]
     pub part_of: Option<String>,
+    /// The file it is written in (its stage file, or the playbook), for messages.
+    pub file: PathBuf,
 }
 
 /// A step: one module with its arguments (still holding templates), plus `when`, `notify` and
@@ -121,6 +104,32 @@ pub struct Step {
 
 impl<'de> Deserialize<'de> for Step {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match d.deserialize_map(StepVisitor)? {
+            StepItem::Step(step) => Ok(step),
+            _ => Err(serde::de::Error::custom("a step here, not a block or an include")),
+        }
+    }
+}
+
+/// An item of a stage's `steps` or `handlers` as written: a step, a block of items sharing a
+/// `when` and/or `hosts` (group or host names, `!` exclusions; AND-ed with each one's own `when`), or the items of a shared file (`include: FILE#LIST`,
+/// FILE under templates/, optionally with a `when` too). Loading expands blocks and includes.
+#[derive(Debug, Clone)]
+pub(crate) enum StepItem {
+    Step(Step),
+    Block {
+        when: Option<String>,
+        hosts: Option<String>,
+        items: Vec<StepItem>,
+    },
+    Include {
+        include: String,
+        when: Option<String>,
+    },
+}
+
+impl<'de> Deserialize<'de> for StepItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         d.deserialize_map(StepVisitor)
     }
 }
@@ -128,15 +137,19 @@ impl<'de> Deserialize<'de> for Step {
 struct StepVisitor;
 
 impl<'de> serde::de::Visitor<'de> for StepVisitor {
-    type Value = Step;
+    type Value = StepItem;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a step: `name`, one module and optionally `when`, `notify`, `run_once`")
+        f.write_str(
+            "a step (`name`, one module and optionally `when`, `notify`, `run_once`), a `block` or an `include`",
+        )
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Step, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<StepItem, A::Error> {
         use serde::de::Error;
         let (mut name, mut when, mut notify, mut run_once) = (None, None, Vec::new(), false);
+        let (mut block, mut include): (Option<Vec<StepItem>>, Option<String>) = (None, None);
+        let mut block_hosts: Option<String> = None;
         let mut module: Option<(String, serde_json::Value)> = None;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
@@ -144,10 +157,24 @@ impl<'de> serde::de::Visitor<'de> for StepVisitor {
                 "when" => when = Some(map.next_value()?),
                 "notify" => notify = map.next_value()?,
                 "run_once" => run_once = map.next_value()?,
+                "block" => block = Some(map.next_value()?),
+                "include" => include = Some(map.next_value()?),
+                // A block's host pattern (a string), or the `hosts` module's arguments (a map).
+                "hosts" => match map.next_value::<HostsKey>()? {
+                    HostsKey::Pattern(p) => block_hosts = Some(p),
+                    HostsKey::Module(args) => {
+                        if let Some((first, _)) = &module {
+                            return Err(A::Error::custom(format!(
+                                "a step names one module; this one names `{first}` and `hosts`"
+                            )));
+                        }
+                        module = Some(("hosts".to_string(), args));
+                    }
+                },
                 other => {
                     let args = modules::parse_args(other, &mut map).ok_or_else(|| {
                         A::Error::custom(format!(
-                            "unknown key `{other}`: a step has `name`, `when`, `notify`, `run_once` and one module ({})",
+                            "unknown key `{other}`: a step has `name`, `when`, `notify`, `run_once` and one module ({}); a block `block` and `when`; an include `include` and `when`",
                             modules::NAMES.join(", ")
                         ))
                     })??;
@@ -160,18 +187,70 @@ impl<'de> serde::de::Visitor<'de> for StepVisitor {
                 }
             }
         }
+        if block.is_some() || include.is_some() {
+            if block.is_some() && include.is_some() || module.is_some() || !notify.is_empty() || run_once {
+                return Err(A::Error::custom(
+                    "a `block` has its steps and a `when` (and a `name` as a title); an `include` its `FILE#LIST` and a `when`",
+                ));
+            }
+            if block_hosts.is_some() && block.is_none() {
+                return Err(A::Error::custom("`hosts: PATTERN` belongs to a `block`"));
+            }
+            return Ok(match (block, include) {
+                (Some(items), _) => StepItem::Block {
+                    when,
+                    hosts: block_hosts,
+                    items,
+                },
+                (_, Some(include)) => StepItem::Include { include, when },
+                _ => unreachable!(),
+            });
+        }
+        if block_hosts.is_some() {
+            return Err(A::Error::custom(
+                "`hosts: PATTERN` belongs to a `block`; the `hosts` module takes `entries`",
+            ));
+        }
         let name: String = name.ok_or_else(|| A::Error::missing_field("name"))?;
         let (module, args) = module.ok_or_else(|| {
             A::Error::custom(format!("step `{name}` names no module ({})", modules::NAMES.join(", ")))
         })?;
-        Ok(Step {
+        Ok(StepItem::Step(Step {
             name,
             when,
             notify,
             run_once,
             module,
             args,
-        })
+        }))
+    }
+}
+
+/// The value of a step's `hosts` key: a block's host pattern, or the `hosts` module's arguments.
+enum HostsKey {
+    Pattern(String),
+    Module(serde_json::Value),
+}
+
+impl<'de> Deserialize<'de> for HostsKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HostsKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a host pattern (a block's) or the `hosts` module's arguments")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<HostsKey, E> {
+                Ok(HostsKey::Pattern(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<HostsKey, A::Error> {
+                let args = modules::hosts::Hosts::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                serde_json::to_value(args)
+                    .map(HostsKey::Module)
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -235,13 +314,15 @@ impl Playbook {
     }
 
     fn parse(text: &str, path: &Path, templates: TemplateSource) -> Result<Self> {
-        let mut playbook: Playbook = parse_yaml(text, path)?;
-        playbook.path = path.to_path_buf();
-        playbook.templates = templates;
+        let playbook = files::assemble(text, path, templates)?;
         let mut seen = std::collections::BTreeSet::new();
         for stage in &playbook.stages {
             if !seen.insert(stage.name.as_str()) {
-                return Err(miette!("{}: stage `{}` is defined twice", path.display(), stage.name));
+                return Err(miette!(
+                    "{}: stage `{}` is defined twice",
+                    stage.file.display(),
+                    stage.name
+                ));
             }
         }
         for stage in &playbook.stages {
@@ -250,7 +331,7 @@ impl Playbook {
                 if !is_stage || whole == &stage.name {
                     return Err(miette!(
                         "{}: stage `{}` is part_of `{whole}`, which is not another stage of the playbook (a part belongs to a whole stage)",
-                        path.display(),
+                        stage.file.display(),
                         stage.name
                     ));
                 }
@@ -260,7 +341,7 @@ impl Playbook {
                     if !stage.handlers.iter().any(|h| &h.name == n) {
                         return Err(miette!(
                             "{}: stage `{}` step `{}` notifies `{n}`, which is not a handler of the stage",
-                            path.display(),
+                            stage.file.display(),
                             stage.name,
                             step.name
                         ));

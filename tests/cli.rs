@@ -126,13 +126,13 @@ fn security_relaxed_warns_for_each_protection_off_and_a_bad_mode_is_an_error() {
             "firewall is off",
             "etcd_tls is off",
             "pg_tls is off",
-            "rabbitmq_tls is off",
             "patroni_restapi_tls is off",
             "patroni_restapi_auth is off",
             "haproxy_stats_auth is off",
+            "rabbitmq_tls is off",
             "rabbitmq_remove_guest is off"
         ],
-        "one warning per protection, in the playbook's order: {relaxed:?}"
+        "one warning per protection, in the playbook's order (its stages', each stage's own): {relaxed:?}"
     );
     let (one, _) = warnings_with("{firewall: false}");
     assert_eq!(one.len(), 1, "{one:?}");
@@ -200,11 +200,13 @@ fn init_writes_the_stack_and_its_copy_is_used_with_p() {
         "a second init is a no-op"
     );
 
-    // The copy is what -p runs: a stage renamed in it is what --stages now knows.
-    let edited = std::fs::read_to_string(&site)
+    // The copy is what -p runs: a stage renamed in its stage file (templates/mq-lb/stage.yml,
+    // beside site.yml's templates) is what --stages now knows.
+    let stage = dir.path().join("mystack/templates/mq-lb/stage.yml");
+    let edited = std::fs::read_to_string(&stage)
         .unwrap()
-        .replace("- name: mq-lb", "- name: amqp-lb");
-    std::fs::write(&site, edited).unwrap();
+        .replace("\nname: mq-lb\n", "\nname: amqp-lb\n");
+    std::fs::write(&stage, edited).unwrap();
     let inv = unreachable_inventory(dir.path());
     let out = run(
         dir.path(),
@@ -222,7 +224,7 @@ fn init_writes_the_stack_and_its_copy_is_used_with_p() {
 
     let out = run(dir.path(), &["init", "mystack"]);
     assert_eq!(out.status.code(), Some(1), "init refuses to overwrite an edited file");
-    assert!(text(&out.stderr).contains("playbooks/site.yml"));
+    assert!(text(&out.stderr).contains("templates/mq-lb/stage.yml"));
 }
 
 #[test]

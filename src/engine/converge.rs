@@ -214,13 +214,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Where a step, handler or gate is, for errors: "site.yml stage `etcd` step `x`".
+    /// Where a step, handler or gate is, for errors: "templates/etcd/stage.yml stage `etcd` step `x`".
     pub(super) fn origin(&self, stage: &Stage, kind: &str, name: &str) -> String {
-        format!(
-            "{} stage `{}` {kind} `{name}`",
-            self.loaded.playbook.path.display(),
-            stage.name
-        )
+        format!("{} stage `{}` {kind} `{name}`", stage.file.display(), stage.name)
     }
 
     /// Whether a `when` expression (none: always) is true for a host.

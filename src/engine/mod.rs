@@ -16,6 +16,8 @@
 pub mod batch;
 mod converge;
 mod gates;
+#[cfg(test)]
+mod golden;
 mod handlers;
 pub mod load;
 mod pending;

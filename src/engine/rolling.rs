@@ -112,11 +112,7 @@ impl Engine {
         let Some(cmd) = &stage.rolling_order else {
             return Ok(hosts.to_vec());
         };
-        let origin = format!(
-            "{} stage `{}` rolling_order",
-            self.loaded.playbook.path.display(),
-            stage.name
-        );
+        let origin = format!("{} stage `{}` rolling_order", stage.file.display(), stage.name);
         let mut keyed = Vec::new();
         for (index, host) in hosts.iter().enumerate() {
             let script = self

@@ -45,7 +45,7 @@ use crate::render::Renderer;
 
 /// What building a module for one host may need besides its rendered arguments.
 pub struct BuildCx<'a> {
-    /// Where the step is, for errors ("site.yml stage `etcd` step `x`").
+    /// Where the step is, for errors ("templates/etcd/stage.yml stage `etcd` step `x`").
     pub origin: &'a str,
     /// The template renderer (for modules that render files).
     pub renderer: &'a Renderer,
