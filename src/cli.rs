@@ -1,4 +1,4 @@
-//! The command line: argument parsing and dispatch (see ../shared/CONTRACT.md). What each
+//! The command line: argument parsing and dispatch (docs/cli.md is its reference). What each
 //! command does is in [`crate::commands`].
 
 use std::path::PathBuf;
