@@ -1,5 +1,5 @@
-//! The HA stack shipped inside the binary: `playbooks/`, `templates/` and the example
-//! `inventories/`, as they are in the repository. An installed `hactl` provisions the stack from
+//! The HA stack shipped inside the binary: `playbooks/`, `templates/`, the example
+//! `inventories/` and a `.gitignore`, as they are in the repository. An installed `hactl` provisions the stack from
 //! any directory; `hactl init DIR` writes these files out for a user who wants to change them
 //! (then `-p DIR/playbooks/site.yml` uses that copy and the templates beside it).
 
@@ -16,6 +16,11 @@ pub static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates
 pub static DAGS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/dags");
 /// Example inventories.
 pub static INVENTORIES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/inventories");
+
+/// What must never reach git beside an inventory (plaintext secrets, the cluster CA's and the
+/// hosts' private keys, the run journal): the repository's own `.gitignore`, which `hactl init`
+/// writes too.
+pub static GITIGNORE: &[u8] = include_bytes!("../.gitignore");
 
 /// The built-in playbook's name in messages: where `hactl init` writes it.
 pub const SITE: &str = "playbooks/site.yml";
@@ -61,6 +66,7 @@ pub fn files() -> Vec<(PathBuf, &'static [u8])> {
     ] {
         collect(Path::new(root), dir, &mut out);
     }
+    out.push((PathBuf::from(".gitignore"), GITIGNORE));
     out.sort();
     out
 }
@@ -113,6 +119,10 @@ mod tests {
         let written = init(dir.path(), false).unwrap();
         assert!(written.contains(&PathBuf::from(SITE)), "{written:?}");
         assert!(dir.path().join("templates/etcd/etcd.default.j2").is_file());
+        let ignored = std::fs::read_to_string(dir.path().join(".gitignore")).unwrap();
+        for kept_out in ["*.secrets.yml", "*.pki/", ".hactl/"] {
+            assert!(ignored.lines().any(|l| l == kept_out), "{kept_out} in {ignored}");
+        }
         assert!(
             init(dir.path(), false).unwrap().is_empty(),
             "a second init writes nothing"
