@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use indexmap::IndexMap;
 use miette::{miette, Result};
 use serde::Deserialize;
 
@@ -260,8 +261,16 @@ impl<'de> Deserialize<'de> for HostsKey {
 pub struct Gate {
     /// What it checks.
     pub name: String,
-    /// Shell command (templated).
+    /// Shell command (templated), one line; empty for a gate with a `script`.
     pub command: String,
+    /// Or a script beside its stage (`STAGE/gates/NAME.sh` under templates/, not templated: plain
+    /// POSIX sh), read at load time; its inputs arrive as the `env` variables.
+    #[serde(skip)]
+    pub script: Option<GateScript>,
+    /// A script gate's inputs: `HACTL_*` names and their values (templated, per host), exported
+    /// before the script runs, so that values never become script text.
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
     /// Run on the stage's first host only.
     #[serde(default)]
     pub run_once: bool,
@@ -288,6 +297,32 @@ pub struct Gate {
     /// gate's transit on a busy machine is not taken for skew).
     #[serde(default)]
     pub max_clock_skew: Option<String>,
+}
+
+/// A gate's script: its path under templates/ and its text.
+#[derive(Debug, Clone)]
+pub struct GateScript {
+    /// Its path under templates/ (`STAGE/gates/NAME.sh`).
+    pub path: String,
+    /// Its text, run as it is.
+    pub text: String,
+}
+
+impl Gate {
+    /// The gate's command for one host: its `command` rendered, or its `env` values rendered and
+    /// exported (each one shell word) ahead of its script's text.
+    pub fn render(&self, renderer: &crate::render::Renderer, origin: &str, ctx: &minijinja::Value) -> Result<String> {
+        let Some(script) = &self.script else {
+            return renderer.render_str(origin, &self.command, ctx);
+        };
+        let mut values = Vec::new();
+        for (name, template) in &self.env {
+            let value = renderer.render_str(&format!("{origin} env `{name}`"), template, ctx)?;
+            values.push((name.as_str(), value));
+        }
+        let vars: Vec<(&str, &str)> = values.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        Ok(crate::modules::script(&script.text, &vars, ""))
+    }
 }
 
 fn one() -> u32 {

@@ -105,7 +105,7 @@ impl Engine {
         if !self.applies(&origin, gate.when.as_deref(), ctx)? {
             return Ok(None);
         }
-        self.loaded.renderer.render_str(&origin, &gate.command, ctx).map(Some)
+        gate.render(&self.loaded.renderer, &origin, ctx).map(Some)
     }
 
     /// A passed gate's status: `passed` for `verify`, `ok` within a provision (the contract's set).

@@ -191,7 +191,7 @@ fn dump(inventory: &str) -> String {
                     .as_ref()
                     .is_none_or(|w| renderer.eval_bool("golden", w, ctx).unwrap());
                 if applies {
-                    writeln!(out, "{}", renderer.render_str("golden", &gate.command, ctx).unwrap()).unwrap();
+                    writeln!(out, "{}", gate.render(renderer, "golden", ctx).unwrap()).unwrap();
                 } else {
                     writeln!(out, "    (skipped)").unwrap();
                 }

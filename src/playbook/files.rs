@@ -8,11 +8,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use indexmap::IndexMap;
 use miette::{miette, Result};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::{Condition, Gate, Playbook, Stage, Step, StepItem};
+use super::{Condition, Gate, GateScript, Playbook, Stage, Step, StepItem};
 use crate::inventory::{parse_yaml, Vars};
 use crate::render::TemplateSource;
 use crate::secrets::SecretSpec;
@@ -143,6 +144,10 @@ struct RawGate {
     name: Option<String>,
     #[serde(default)]
     command: Option<String>,
+    #[serde(default)]
+    script: Option<String>,
+    #[serde(default)]
+    env: IndexMap<String, String>,
     #[serde(default)]
     run_once: bool,
     #[serde(default)]
@@ -453,14 +458,45 @@ impl Includes {
                 }
                 continue;
             }
-            let (Some(name), Some(command)) = (raw.name, raw.command) else {
+            let Some(name) = raw.name else {
                 return Err(miette!(
-                    "{origin}: a gate has a `name` and a `command` (or is an `include`)"
+                    "{origin}: a gate has a `name` and a `command` or a `script` (or is an `include`)"
                 ));
             };
+            let (command, script) = match (raw.command, raw.script) {
+                (Some(command), None) if raw.env.is_empty() => (command, None),
+                (Some(_), None) => {
+                    return Err(miette!(
+                        "{origin}: gate `{name}`: `env` goes with a `script`, not a `command`"
+                    ))
+                }
+                (None, Some(path)) => {
+                    let (text, _) =
+                        read(templates, &path).map_err(|e| miette!("{origin}: gate `{name}`: script `{path}`: {e}"))?;
+                    (String::new(), Some(GateScript { path, text }))
+                }
+                _ => {
+                    return Err(miette!(
+                        "{origin}: gate `{name}` has either a `command` (one line) or a `script` (a file under templates/), not both nor neither"
+                    ))
+                }
+            };
+            if let Some(bad) = raw.env.keys().find(|k| {
+                !k.starts_with("HACTL_")
+                    || k.len() == "HACTL_".len()
+                    || !k
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            }) {
+                return Err(miette!(
+                    "{origin}: gate `{name}`: env `{bad}` is not a HACTL_* name (upper-case letters, digits and _)"
+                ));
+            }
             out.push(Gate {
                 name,
                 command,
+                script,
+                env: raw.env,
                 run_once: raw.run_once,
                 when: raw.when,
                 retries: raw.retries.unwrap_or(1),
@@ -578,5 +614,73 @@ mod tests {
         );
         let err = Playbook::load(&d.join("playbooks/site.yml")).unwrap_err().to_string();
         assert!(err.contains("b/parts.yml: stage `b` step `x` notifies `nope`"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod gate_script_tests {
+    use super::*;
+
+    fn site(dir: &Path, verify: &str) -> Result<Playbook> {
+        let w = |rel: &str, text: &str| {
+            let path = dir.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        w("playbooks/site.yml", "stages:\n  - a\n");
+        w(
+            "templates/a/gates/check.sh",
+            "# shellcheck shell=sh\n[ \"$HACTL_WORD\" = 'it'\"'\"'s {{ x }}; $(false)' ] || { echo \"got $HACTL_WORD\"; exit 1; }\necho \"ok $HACTL_N\"\n",
+        );
+        w(
+            "templates/a/stage.yml",
+            &format!("name: a\nhosts: a\nverify:\n{verify}"),
+        );
+        Playbook::load(&dir.join("playbooks/site.yml"))
+    }
+
+    #[test]
+    fn a_script_gate_gets_its_env_as_exported_words_and_runs_its_file_unrendered() {
+        let dir = tempfile::tempdir().unwrap();
+        let pb = site(
+            dir.path(),
+            "  - name: check\n    script: a/gates/check.sh\n    env:\n      HACTL_WORD: \"{{ word }}\"\n      HACTL_N: \"{{ 1 + 2 }}\"\n",
+        )
+        .unwrap();
+        let gate = &pb.stages[0].verify[0];
+        assert_eq!(gate.script.as_ref().unwrap().path, "a/gates/check.sh");
+        let renderer = crate::render::Renderer::new(&TemplateSource::BuiltIn);
+        let ctx = minijinja::Value::from(minijinja::value::Serde(serde_json::json!({
+            "word": "it's {{ x }}; $(false)",
+        })));
+        let cmd = gate.render(&renderer, "test", &ctx).unwrap();
+        assert!(cmd.starts_with("HACTL_WORD="), "{cmd}");
+        assert!(cmd.contains("export HACTL_N\n# shellcheck shell=sh\n"), "{cmd}");
+        let out = crate::modules::run_local(&cmd);
+        assert_eq!((out.rc, out.stdout.trim()), (0, "ok 3"), "{out:?}");
+    }
+
+    #[test]
+    fn a_gate_has_a_command_or_a_script_and_env_names_are_hactl() {
+        let dir = tempfile::tempdir().unwrap();
+        for (verify, wanted) in [
+            (
+                "  - name: g\n    command: 'true'\n    script: a/gates/check.sh\n",
+                "not both",
+            ),
+            ("  - name: g\n    retries: 2\n", "not both nor neither"),
+            (
+                "  - name: g\n    command: 'true'\n    env: {HACTL_X: y}\n",
+                "goes with a `script`",
+            ),
+            (
+                "  - name: g\n    script: a/gates/check.sh\n    env: {PATH: y}\n",
+                "not a HACTL_* name",
+            ),
+            ("  - name: g\n    script: a/gates/none.sh\n", "a/gates/none.sh"),
+        ] {
+            let err = site(dir.path(), verify).unwrap_err().to_string();
+            assert!(err.contains(wanted) && err.contains("a/stage.yml"), "{verify}: {err}");
+        }
     }
 }
