@@ -10,8 +10,9 @@ fi
 export PATH="$HOME/.cargo/bin:$PATH"
 started=$(date +%s)
 scripts/install-deps.sh
-# Every module's remote script, and the project's own scripts, pass shellcheck.
+# Every module's remote script, every gate script, and the project's own scripts, pass shellcheck.
 shellcheck -s sh src/modules/*.sh
+shellcheck -s sh templates/*/gates/*.sh
 shellcheck scripts/*.sh bench/*.sh .ci/run
 # The code as formatted, and without a lint.
 cargo fmt --check
