@@ -1,0 +1,10 @@
+# shellcheck shell=sh
+# HAProxy's stats page refuses a client without its password and answers admin with it; its
+# socket is root's alone.
+# HACTL_URL: the stats page; HACTL_AUTH: `admin:PASSWORD` in base64.
+url=$HACTL_URL
+code=$(curl -s -o /dev/null -w '%{http_code}' "$url")
+[ "$code" = 401 ] || { echo "without the password: HTTP $code"; exit 1; }
+code=$(printf 'Authorization: Basic %s\n' "$HACTL_AUTH" | curl -s -o /dev/null -w '%{http_code}' -H @- "$url")
+[ "$code" = 200 ] || { echo "with the password: HTTP $code"; exit 1; }
+[ "$(stat -c %a:%U /run/haproxy/admin.sock)" = 600:root ] || { echo "admin.sock is $(stat -c %a:%U /run/haproxy/admin.sock)"; exit 1; }
