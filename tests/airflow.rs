@@ -9,7 +9,8 @@
 //! it and its return starts exactly one; a returning node does not take it back. Last, a hard
 //! crash of the node holding the PostgreSQL leader, the first RabbitMQ node and the
 //! dag-processor: another node runs the dag-processor within 30 s, and a DAG run triggered
-//! through a surviving node's LB succeeds.
+//! through a surviving node's LB succeeds. Each of these is a named scenario on the one lab
+//! (`common::Scenarios`): a failed one is reported and the later ones still run.
 
 #[macro_use]
 mod common;
@@ -66,17 +67,6 @@ fn dag_processor_node(limit: u64) -> String {
 /// `nodeN` → N.
 fn index(node: &str) -> usize {
     node.trim_start_matches("node").parse().expect("a lab node name")
-}
-
-/// Runs a provision (of some stages, or all), returning its exit code, JSON document and time.
-fn provision(inv: &str, stages: Option<&str>) -> (Option<i32>, serde_json::Value, f64) {
-    let mut args = vec!["provision", inv, "--output", "json"];
-    if let Some(stages) = stages {
-        args.extend(["--stages", stages]);
-    }
-    let started = Instant::now();
-    let o = run(&args);
-    (o.status.code(), json(&o), started.elapsed().as_secs_f64())
 }
 
 /// Every node's airflow units with their MainPID (0: not running).
@@ -364,337 +354,395 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     let inv = inv_path.to_str().unwrap();
     // Today's stack first (every protection off); locked down on the running cluster below.
     security::set_relaxed(&inv_path, true);
+    let mut scenarios = Scenarios::default();
 
-    // An index nobody answers (loopback): one clear error in the airflow stage, exit 1; the
-    // earlier stages converge and no airflow unit exists.
-    set_inventory_var(&inv_path, Some("pip_index_url: http://127.0.0.1:9/simple"));
-    let (code, doc, secs) = provision(inv, None);
-    measured!("first provision base..mq-lb (airflow stopped at pip): {secs:.1} s");
-    assert_eq!(code, Some(1), "{doc}");
-    let failures: Vec<&serde_json::Value> = doc["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["status"] == "failed")
-        .collect();
-    assert_eq!(failures.len(), 3, "one failure per host: {failures:?}");
-    for f in &failures {
-        assert_eq!(f["stage"], "airflow");
-        let error = f["error"].as_str().unwrap();
+    scenarios.run(
+        "an unreachable pip index is one clear error; the earlier stages converge",
+        || {
+            // An index nobody answers (loopback): one clear error in the airflow stage, exit 1; the
+            // earlier stages converge and no airflow unit exists.
+            set_inventory_var(&inv_path, Some("pip_index_url: http://127.0.0.1:9/simple"));
+            let (code, doc, secs) = provision(inv, None);
+            measured!("first provision base..mq-lb (airflow stopped at pip): {secs:.1} s");
+            assert_eq!(code, Some(1), "{doc}");
+            let failures: Vec<&serde_json::Value> = doc["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["status"] == "failed")
+                .collect();
+            assert_eq!(failures.len(), 3, "one failure per host: {failures:?}");
+            for f in &failures {
+                assert_eq!(f["stage"], "airflow");
+                let error = f["error"].as_str().unwrap();
+                assert!(
+                    error.contains("the package index http://127.0.0.1:9/simple cannot be reached"),
+                    "the error names the cause: {error}"
+                );
+            }
+            for stage in ["base", "etcd", "postgres", "pg-lb", "rabbitmq", "mq-lb"] {
+                assert!(
+                    doc["results"].as_array().unwrap().iter().any(|r| r["stage"] == stage),
+                    "stage {stage} ran"
+                );
+            }
+            for n in 1..=3 {
+                let units = ssh_ok(n, "systemctl list-unit-files 'airflow*' --no-legend | wc -l");
+                assert_eq!(units.trim(), "0", "no airflow unit on node{n}");
+            }
+            set_inventory_var(&inv_path, None);
+        },
+    );
+
+    scenarios.run(
+        "the plan names the install, the migration and the units, and no secret",
+        || {
+            // The plan names the install, the migration and the units to start; it shows no secret.
+            set_inventory_vars(&inv_path, &[]);
+            let plan = run(&["plan", inv, "--stages", "airflow,web-lb,guard"]);
+            assert_eq!(plan.status.code(), Some(2));
+            let text = stdout(&plan);
+            for want in [
+                "install apache-airflow[celery,postgres]==3.3.2",
+                "would migrate the metadata database",
+                "wait for another host to migrate",
+                "add hactl_smoke.py",
+                "start airflow-scheduler",
+                "create /etc/systemd/system/airflow-dag-processor.service",
+                "create /etc/haproxy/conf.d/30-airflow.cfg",
+                // (the supervisor and its configuration came with stage etcd: part guard-etcd-tls)
+                "create /etc/systemd/system/hactl-guard.service",
+                "start hactl-guard",
+            ] {
+                assert!(text.contains(want), "the plan says `{want}`:\n{text}");
+            }
+            for name in [
+                "airflow_admin_password",
+                "airflow_fernet_key",
+                "airflow_jwt_secret",
+                "web_lb_stats_password",
+            ] {
+                assert!(!text.contains(&secret(dir.path(), name)), "{name} in the plan");
+            }
+        },
+    );
+
+    let provisioned = scenarios.run(
+        "the whole stack: the smoke DAG through the LB on at least two workers",
+        || {
+            // The stack through guard: the smoke DAG through the LB on at least two workers.
+            set_inventory_vars(&inv_path, &[]);
+            let (code, doc, secs) = provision(inv, None);
+            measured!("first provision airflow + web-lb + guard: {secs:.1} s");
+            assert_eq!(code, Some(0), "{doc}");
+            let smoke = gate_report(&doc, "hactl_smoke triggered through the LB");
+            measured!("smoke DAG (first provision gate): {smoke}");
+            let hosts = smoke
+                .split(" ran on ")
+                .nth(1)
+                .expect("hosts listed")
+                .split(", ")
+                .count();
+            assert!(hosts >= 2, "tasks on at least two workers: {smoke}");
+            let idle: Vec<&serde_json::Value> = doc["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["step"] == "restart dag-processor")
+                .collect();
+            assert!(
+                !idle.is_empty() && idle.iter().all(|r| r["status"] == "skipped"),
+                "a try-restart of a dag-processor that does not run yet is not run: {idle:?}"
+            );
+            let jobs = gate_report(&doc, "live heartbeats of exactly one of what the guard runs");
+            let holder = dag_processor_node(30);
+            assert!(
+                jobs.contains(&format!("DagProcessorJob: {holder}"))
+                    && jobs.contains("SchedulerJob: node1,node2,node3"),
+                "{jobs}"
+            );
+            let held = gate_report(&doc, "exactly one LB host holds the VIP");
+            assert!(held.contains("the VIP 10.213.0.254"), "{held}");
+            let guard = gate_report(&doc, "each guarded unit runs here exactly when");
+            assert!(
+                guard.contains(&format!("airflow-dag-processor.service: held by {holder} since"))
+                    && guard.contains("token"),
+                "the gate names the holder, since when and the token: {guard}"
+            );
+        },
+    );
+    if !provisioned {
+        scenarios.skip("every later scenario", "the whole stack");
+        scenarios.finish();
+        return;
+    }
+
+    scenarios.run("what an operator meets on a node", || {
+        // What an operator meets on a node.
+        let holder = dag_processor_node(30);
+        let dags = ssh_ok(3, "airflow dags list -o plain");
         assert!(
-            error.contains("the package index http://127.0.0.1:9/simple cannot be reached"),
-            "the error names the cause: {error}"
+            dags.contains("hactl_smoke"),
+            "airflow on node3 lists the smoke DAG: {dags}"
         );
-    }
-    for stage in ["base", "etcd", "postgres", "pg-lb", "rabbitmq", "mq-lb"] {
+        let attrs = ssh_ok(2, "stat -c '%U %G %a' /etc/airflow/airflow.cfg");
+        assert_eq!(attrs.trim(), "root airflow 640");
+        let enabled = ssh(index(&holder), "systemctl is-enabled airflow-dag-processor").1;
+        assert_eq!(
+            enabled.trim(),
+            "static",
+            "systemd does not start the dag-processor on its own"
+        );
+        let status = ssh_ok(1, "hactl-guard status");
+        assert!(status.contains(&format!("held by {holder}")), "{status}");
+        let (_, code) = ssh(1, "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:1936/");
+        assert_eq!(code, "401", "the LB's stats page asks for a password");
+        let stats = secret(dir.path(), "web_lb_stats_password");
+        let (rc, code) = ssh(
+            1,
+            &format!("curl -s -o /dev/null -w '%{{http_code}}' -u 'admin:{stats}' http://127.0.0.1:1936/"),
+        );
+        assert_eq!((rc, code.as_str()), (0, "200"), "with it, the stats page answers");
+    });
+
+    scenarios.run("the running stack locked down in one run", || {
+        security::lock_the_running_stack_down(&inv_path, dir.path(), DAG_PROCESSOR);
+    });
+
+    scenarios.run("a re-run changes nothing and restarts nothing", || {
+        set_inventory_vars(&inv_path, &[]);
+        // A re-run changes nothing and restarts nothing.
+        let holder = dag_processor_node(30);
+        let before = main_pids();
+        let stopped: Vec<usize> = before.iter().map(|l| l.matches("MainPID=0").count()).collect();
+        let expected: Vec<usize> = (1..=3).map(|n| usize::from(n != index(&holder))).collect();
+        assert_eq!(
+            stopped, expected,
+            "every unit runs, the dag-processor on {holder} only: {before:?}"
+        );
+        let (code, doc, secs) = provision(inv, None);
+        measured!("no-op re-run of the whole stack: {secs:.1} s");
+        assert_eq!(code, Some(0));
+        assert_eq!(doc["summary"]["changed"], 0, "{:?}", changed_steps(&doc));
+        assert_eq!(main_pids(), before, "no unit restarted");
+    });
+
+    scenarios.run("drift repaired on its node only; the run journal", || {
+        set_inventory_vars(&inv_path, &[]);
+        // Drift: a hand edit of the configuration on node2 and a stray DAG file on node3.
+        let before = main_pids();
+        ssh_ok(
+            2,
+            "sed -i 's/^worker_concurrency = .*/worker_concurrency = 9/' /etc/airflow/airflow.cfg",
+        );
+        ssh_ok(3, "echo 'x = 1' > /var/lib/airflow/dags/stray.py");
+        let check = run(&["check", inv, "--stages", "airflow"]);
+        assert_eq!(check.status.code(), Some(2), "check reports the drift");
+        let text = stdout(&check);
         assert!(
-            doc["results"].as_array().unwrap().iter().any(|r| r["stage"] == stage),
-            "stage {stage} ran"
+            text.contains("update /etc/airflow/airflow.cfg") && text.contains("remove stray.py"),
+            "{text}"
         );
-    }
-    for n in 1..=3 {
-        let units = ssh_ok(n, "systemctl list-unit-files 'airflow*' --no-legend | wc -l");
-        assert_eq!(units.trim(), "0", "no airflow unit on node{n}");
-    }
-    set_inventory_var(&inv_path, None);
+        let (code, doc, _) = provision(inv, None);
+        assert_eq!(code, Some(0));
+        let mut changed = changed_steps(&doc);
+        changed.sort();
+        assert!(
+            changed
+                .iter()
+                .all(|s| s.starts_with("node2:") || s == "node3:the DAGs, identical on every node"),
+            "only node2's configuration and its units, and node3's DAGs: {changed:?}"
+        );
+        assert!(changed.contains(&"node2:restart scheduler".to_string()), "{changed:?}");
+        let after = main_pids();
+        assert_eq!(
+            (&after[0], &after[2]),
+            (&before[0], &before[2]),
+            "node1 and node3 kept every unit up"
+        );
+        assert_ne!(after[1], before[1], "node2's units restarted");
+        assert_eq!(
+            ssh(3, "test -e /var/lib/airflow/dags/stray.py").0,
+            1,
+            "the stray DAG file is gone"
+        );
+        // The run journal beside the inventory: every provision so far, the repair in detail.
+        let log = run(&["log", inv]);
+        assert_eq!(log.status.code(), Some(0));
+        let runs = stdout(&log);
+        assert!(runs.lines().count() >= 5, "{runs}");
+        assert!(
+            runs.lines().next().unwrap().contains(" failed "),
+            "the first run stopped at pip: {runs}"
+        );
+        let last = run(&["log", inv, "--last"]);
+        assert_eq!(last.status.code(), Some(0));
+        let repair = stdout(&last);
+        assert!(
+            repair.contains(" ok ")
+                && repair.contains("  * airflow/restart scheduler")
+                && repair.contains("node3: 1 changed"),
+            "{repair}"
+        );
+    });
 
-    // The plan names the install, the migration and the units to start; it shows no secret.
-    let plan = run(&["plan", inv, "--stages", "airflow,web-lb,guard"]);
-    assert_eq!(plan.status.code(), Some(2));
-    let text = stdout(&plan);
-    for want in [
-        "install apache-airflow[celery,postgres]==3.3.2",
-        "would migrate the metadata database",
-        "wait for another host to migrate",
-        "add hactl_smoke.py",
-        "start airflow-scheduler",
-        "create /etc/systemd/system/airflow-dag-processor.service",
-        "create /etc/haproxy/conf.d/30-airflow.cfg",
-        // (the supervisor and its configuration came with stage etcd: part guard-etcd-tls)
-        "create /etc/systemd/system/hactl-guard.service",
-        "start hactl-guard",
-    ] {
-        assert!(text.contains(want), "the plan says `{want}`:\n{text}");
-    }
-    for name in [
-        "airflow_admin_password",
-        "airflow_fernet_key",
-        "airflow_jwt_secret",
-        "web_lb_stats_password",
-    ] {
-        assert!(!text.contains(&secret(dir.path(), name)), "{name} in the plan");
-    }
+    scenarios.run("reviewed plans", || {
+        set_inventory_vars(&inv_path, &[]);
+        reviewed_plans(&inv_path, dir.path());
+    });
 
-    // The stack through guard: the smoke DAG through the LB on at least two workers.
-    let (code, doc, secs) = provision(inv, None);
-    measured!("first provision airflow + web-lb + guard: {secs:.1} s");
-    assert_eq!(code, Some(0), "{doc}");
-    let smoke = gate_report(&doc, "hactl_smoke triggered through the LB");
-    measured!("smoke DAG (first provision gate): {smoke}");
-    let hosts = smoke
-        .split(" ran on ")
-        .nth(1)
-        .expect("hosts listed")
-        .split(", ")
-        .count();
-    assert!(hosts >= 2, "tasks on at least two workers: {smoke}");
-    let idle: Vec<&serde_json::Value> = doc["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["step"] == "restart dag-processor")
-        .collect();
-    assert!(
-        !idle.is_empty() && idle.iter().all(|r| r["status"] == "skipped"),
-        "a try-restart of a dag-processor that does not run yet is not run: {idle:?}"
-    );
-    let jobs = gate_report(&doc, "live heartbeats of exactly one of what the guard runs");
-    let holder = dag_processor_node(30);
-    assert!(
-        jobs.contains(&format!("DagProcessorJob: {holder}")) && jobs.contains("SchedulerJob: node1,node2,node3"),
-        "{jobs}"
-    );
-    let held = gate_report(&doc, "exactly one LB host holds the VIP");
-    assert!(held.contains("the VIP 10.213.0.254"), "{held}");
-    let guard = gate_report(&doc, "each guarded unit runs here exactly when");
-    assert!(
-        guard.contains(&format!("airflow-dag-processor.service: held by {holder} since")) && guard.contains("token"),
-        "the gate names the holder, since when and the token: {guard}"
-    );
+    scenarios.run("a guarded unit that does not exist is one line in the plan", || {
+        set_inventory_vars(&inv_path, &[]);
+        // A guarded unit that does not exist: the plan says so in one line, exit 1.
+        set_inventory_var(&inv_path, Some("guard_extra_units: [airflow-dag-procesor]"));
+        let plan = run(&["plan", inv, "--stages", "guard"]);
+        assert_eq!(plan.status.code(), Some(1));
+        assert!(
+            stdout(&plan).contains("guarded unit airflow-dag-procesor does not exist on this node"),
+            "{}",
+            stdout(&plan)
+        );
+        set_inventory_var(&inv_path, None);
+    });
 
-    // What an operator meets on a node.
-    let dags = ssh_ok(3, "airflow dags list -o plain");
-    assert!(
-        dags.contains("hactl_smoke"),
-        "airflow on node3 lists the smoke DAG: {dags}"
-    );
-    let attrs = ssh_ok(2, "stat -c '%U %G %a' /etc/airflow/airflow.cfg");
-    assert_eq!(attrs.trim(), "root airflow 640");
-    let enabled = ssh(index(&holder), "systemctl is-enabled airflow-dag-processor").1;
-    assert_eq!(
-        enabled.trim(),
-        "static",
-        "systemd does not start the dag-processor on its own"
-    );
-    let status = ssh_ok(1, "hactl-guard status");
-    assert!(status.contains(&format!("held by {holder}")), "{status}");
-    let (_, code) = ssh(1, "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:1936/");
-    assert_eq!(code, "401", "the LB's stats page asks for a password");
-    let stats = secret(dir.path(), "web_lb_stats_password");
-    let (rc, code) = ssh(
-        1,
-        &format!("curl -s -o /dev/null -w '%{{http_code}}' -u 'admin:{stats}' http://127.0.0.1:1936/"),
-    );
-    assert_eq!((rc, code.as_str()), (0, "200"), "with it, the stats page answers");
+    scenarios.run("the guard hands over, fences and does not flap", || {
+        guard_hands_over_fences_and_does_not_flap();
+    });
 
-    security::lock_the_running_stack_down(&inv_path, dir.path(), DAG_PROCESSOR);
+    scenarios.run("single-active on the running cluster, and back", || {
+        set_inventory_vars(&inv_path, &[]);
+        // single-active on the running cluster: the guard keeps one scheduler too; back to
+        // all-active, every master runs one again.
+        set_inventory_var(&inv_path, Some("airflow_scheduler_mode: single-active"));
+        let (code, doc, secs) = provision(inv, Some("airflow,guard"));
+        assert_eq!(code, Some(0), "{doc}");
+        let schedulers = nodes_running("airflow scheduler");
+        let guard = gate_report(&doc, "each guarded unit runs here exactly when");
+        measured!(
+            "airflow_scheduler_mode all-active -> single-active on the running cluster: {secs:.1} s; schedulers on {schedulers:?}"
+        );
+        assert_eq!(schedulers.len(), 1, "one scheduler in the cluster");
+        assert!(guard.contains("airflow-scheduler.service: held by"), "{guard}");
+        set_inventory_var(&inv_path, None);
+        let (code, doc, _) = provision(inv, Some("airflow,guard"));
+        assert_eq!(code, Some(0), "{doc}");
+        assert_eq!(nodes_running("airflow scheduler").len(), 3, "all-active again");
+    });
 
-    // A re-run changes nothing and restarts nothing.
-    let before = main_pids();
-    let stopped: Vec<usize> = before.iter().map(|l| l.matches("MainPID=0").count()).collect();
-    let expected: Vec<usize> = (1..=3).map(|n| usize::from(n != index(&holder))).collect();
-    assert_eq!(
-        stopped, expected,
-        "every unit runs, the dag-processor on {holder} only: {before:?}"
-    );
-    let (code, doc, secs) = provision(inv, None);
-    measured!("no-op re-run of the whole stack: {secs:.1} s");
-    assert_eq!(code, Some(0));
-    assert_eq!(doc["summary"]["changed"], 0, "{:?}", changed_steps(&doc));
-    assert_eq!(main_pids(), before, "no unit restarted");
-
-    // Drift: a hand edit of the configuration on node2 and a stray DAG file on node3.
-    ssh_ok(
-        2,
-        "sed -i 's/^worker_concurrency = .*/worker_concurrency = 9/' /etc/airflow/airflow.cfg",
-    );
-    ssh_ok(3, "echo 'x = 1' > /var/lib/airflow/dags/stray.py");
-    let check = run(&["check", inv, "--stages", "airflow"]);
-    assert_eq!(check.status.code(), Some(2), "check reports the drift");
-    let text = stdout(&check);
-    assert!(
-        text.contains("update /etc/airflow/airflow.cfg") && text.contains("remove stray.py"),
-        "{text}"
-    );
-    let (code, doc, _) = provision(inv, None);
-    assert_eq!(code, Some(0));
-    let mut changed = changed_steps(&doc);
-    changed.sort();
-    assert!(
-        changed
-            .iter()
-            .all(|s| s.starts_with("node2:") || s == "node3:the DAGs, identical on every node"),
-        "only node2's configuration and its units, and node3's DAGs: {changed:?}"
-    );
-    assert!(changed.contains(&"node2:restart scheduler".to_string()), "{changed:?}");
-    let after = main_pids();
-    assert_eq!(
-        (&after[0], &after[2]),
-        (&before[0], &before[2]),
-        "node1 and node3 kept every unit up"
-    );
-    assert_ne!(after[1], before[1], "node2's units restarted");
-    assert_eq!(
-        ssh(3, "test -e /var/lib/airflow/dags/stray.py").0,
-        1,
-        "the stray DAG file is gone"
-    );
-    // The run journal beside the inventory: every provision so far, the repair in detail.
-    let log = run(&["log", inv]);
-    assert_eq!(log.status.code(), Some(0));
-    let runs = stdout(&log);
-    assert!(runs.lines().count() >= 5, "{runs}");
-    assert!(
-        runs.lines().next().unwrap().contains(" failed "),
-        "the first run stopped at pip: {runs}"
-    );
-    let last = run(&["log", inv, "--last"]);
-    assert_eq!(last.status.code(), Some(0));
-    let repair = stdout(&last);
-    assert!(
-        repair.contains(" ok ")
-            && repair.contains("  * airflow/restart scheduler")
-            && repair.contains("node3: 1 changed"),
-        "{repair}"
+    scenarios.run(
+        "the web front ends (the stack stays HAProxy with TLS for the crash)",
+        || {
+            set_inventory_vars(&inv_path, &[]);
+            web_front_ends(&inv_path);
+        },
     );
 
-    reviewed_plans(&inv_path, dir.path());
-
-    // A guarded unit that does not exist: the plan says so in one line, exit 1.
-    set_inventory_var(&inv_path, Some("guard_extra_units: [airflow-dag-procesor]"));
-    let plan = run(&["plan", inv, "--stages", "guard"]);
-    assert_eq!(plan.status.code(), Some(1));
-    assert!(
-        stdout(&plan).contains("guarded unit airflow-dag-procesor does not exist on this node"),
-        "{}",
-        stdout(&plan)
-    );
-    set_inventory_var(&inv_path, None);
-
-    guard_hands_over_fences_and_does_not_flap();
-
-    // single-active on the running cluster: the guard keeps one scheduler too; back to
-    // all-active, every master runs one again.
-    set_inventory_var(&inv_path, Some("airflow_scheduler_mode: single-active"));
-    let (code, doc, secs) = provision(inv, Some("airflow,guard"));
-    assert_eq!(code, Some(0), "{doc}");
-    let schedulers = nodes_running("airflow scheduler");
-    let guard = gate_report(&doc, "each guarded unit runs here exactly when");
-    measured!(
-        "airflow_scheduler_mode all-active -> single-active on the running cluster: {secs:.1} s; schedulers on {schedulers:?}"
-    );
-    assert_eq!(schedulers.len(), 1, "one scheduler in the cluster");
-    assert!(guard.contains("airflow-scheduler.service: held by"), "{guard}");
-    set_inventory_var(&inv_path, None);
-    let (code, doc, _) = provision(inv, Some("airflow,guard"));
-    assert_eq!(code, Some(0), "{doc}");
-    assert_eq!(nodes_running("airflow scheduler").len(), 3, "all-active again");
-
-    web_front_ends(&inv_path);
-
-    // A hard crash of node1: the PostgreSQL leader (switched there first), the etcd leader, the
-    // VIP, the first RabbitMQ node and the dag-processor (handed over there first). Another node
-    // runs the dag-processor within 30 s; a DAG triggered through node2's LB succeeds.
-    for _ in 0..8 {
-        let holder = dag_processor_node(60);
-        if holder == "node1" {
-            break;
+    scenarios.run("a hard crash of the node holding every leader", || {
+        // A hard crash of node1: the PostgreSQL leader (switched there first), the etcd leader, the
+        // VIP, the first RabbitMQ node and the dag-processor (handed over there first). Another node
+        // runs the dag-processor within 30 s; a DAG triggered through node2's LB succeeds.
+        for _ in 0..8 {
+            let holder = dag_processor_node(60);
+            if holder == "node1" {
+                break;
+            }
+            ssh_ok(index(&holder), "hactl-guard release airflow-dag-processor");
         }
-        ssh_ok(index(&holder), "hactl-guard release airflow-dag-processor");
-    }
-    assert_eq!(
-        dag_processor_node(60),
-        "node1",
-        "the dag-processor handed over to node1"
-    );
-    let leader = || {
-        ssh_ok(
-            2,
-            "patronictl -c /etc/patroni/config.yml list -f json | jq -r '.[] | select(.Role == \"Leader\") | .Member'",
-        )
-        .trim()
-        .to_string()
-    };
-    let current = leader();
-    if current != "node1" {
-        ssh_ok(
-            2,
-            &format!("patronictl -c /etc/patroni/config.yml switchover --leader {current} --candidate node1 --force"),
+        assert_eq!(
+            dag_processor_node(60),
+            "node1",
+            "the dag-processor handed over to node1"
         );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while leader() != "node1" {
-            assert!(Instant::now() < deadline, "node1 did not become the leader");
+        let leader = || {
+            ssh_ok(
+                2,
+                "patronictl -c /etc/patroni/config.yml list -f json | jq -r '.[] | select(.Role == \"Leader\") | .Member'",
+            )
+            .trim()
+            .to_string()
+        };
+        let current = leader();
+        if current != "node1" {
+            ssh_ok(
+                2,
+                &format!("patronictl -c /etc/patroni/config.yml switchover --leader {current} --candidate node1 --force"),
+            );
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while leader() != "node1" {
+                assert!(Instant::now() < deadline, "node1 did not become the leader");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        // node1 leads etcd too (the worst case for the guard: the new etcd leader extends every
+        // lease by its election timeout before the dag-processor's can end).
+        ssh_ok(
+            2,
+            &format!(
+                "E=https://10.213.0.11:2379,https://10.213.0.12:2379,https://10.213.0.13:2379; \
+                 leader=$({ETCDCTL} --endpoints=$E endpoint status | awk -F', ' '$5 == \"true\" {{print $1}}'); \
+                 id=$({ETCDCTL} --endpoints=$E member list | awk -F', ' '$3 == \"node1\" {{print $1}}'); \
+                 [ \"$leader\" = https://10.213.0.11:2379 ] || {ETCDCTL} --endpoints=\"$leader\" move-leader \"$id\""
+            ),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ssh_ok(
+            2,
+            &format!("{ETCDCTL} --endpoints=https://10.213.0.11:2379 endpoint status"),
+        )
+        .contains(", true, ")
+        {
+            assert!(Instant::now() < deadline, "node1 did not become the etcd leader");
             std::thread::sleep(Duration::from_secs(1));
         }
-    }
-    // node1 leads etcd too (the worst case for the guard: the new etcd leader extends every
-    // lease by its election timeout before the dag-processor's can end).
-    ssh_ok(
-        2,
-        &format!(
-            "E=https://10.213.0.11:2379,https://10.213.0.12:2379,https://10.213.0.13:2379; \
-             leader=$({ETCDCTL} --endpoints=$E endpoint status | awk -F', ' '$5 == \"true\" {{print $1}}'); \
-             id=$({ETCDCTL} --endpoints=$E member list | awk -F', ' '$3 == \"node1\" {{print $1}}'); \
-             [ \"$leader\" = https://10.213.0.11:2379 ] || {ETCDCTL} --endpoints=\"$leader\" move-leader \"$id\""
-        ),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ssh_ok(
-        2,
-        &format!("{ETCDCTL} --endpoints=https://10.213.0.11:2379 endpoint status"),
-    )
-    .contains(", true, ")
-    {
-        assert!(Instant::now() < deadline, "node1 did not become the etcd leader");
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    // node1 holds the VIP too: the others' keepalived stopped until it does (nopreempt keeps it).
-    ssh_ok(2, "systemctl stop keepalived");
-    ssh_ok(3, "systemctl stop keepalived");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ssh(1, &format!("ip -o addr show | grep -qF ' {VIP}/'")).0 != 0 {
-        assert!(Instant::now() < deadline, "node1 did not take the VIP");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    ssh_ok(2, "systemctl start keepalived");
-    ssh_ok(3, "systemctl start keepalived");
-    // Every stage's gates at once, each host's SSH master already up: more gate batches than a
-    // host's channels (a race once opened a second connection and sshd refused its sessions).
-    let verify = run(&["verify", inv]);
-    assert_eq!(
-        verify.status.code(),
-        Some(0),
-        "the cluster is whole before the crash: {}",
-        stdout(&verify)
-    );
-    let (stop_vip, vip_watch) = watch_vip(inv_path.with_file_name("inventory.pki").join("ca.crt"));
-    std::thread::sleep(Duration::from_secs(2));
-    let crash = Instant::now();
-    assert!(stdout(&run(&["lab", "kill", "node1"])).contains("crashed"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ssh(2, &format!("ip -o addr show | grep -qF ' {VIP}/'")).0 != 0
-        && ssh(3, &format!("ip -o addr show | grep -qF ' {VIP}/'")).0 != 0
-    {
-        assert!(Instant::now() < deadline, "no LB took the VIP over");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    std::thread::sleep(Duration::from_secs(2));
-    stop_vip.store(true, std::sync::atomic::Ordering::Relaxed);
-    let gap = vip_watch.join().unwrap();
-    measured!("VIP holder node1 crashed hard -> the VIP answered from another LB; longest gap seen by a client polling every 100 ms: {gap:.1} s (limit 5 s)");
-    assert!(gap <= 5.0, "the VIP was silent for {gap:.1} s");
-    let (took, nodes) = watch_until(crash, 30, "another node runs the dag-processor", |n| n.len() == 1);
-    measured!(
-        "guard: holder node1 crashed hard -> {} runs the dag-processor after {took:.1} s (TTL {GUARD_TTL} s; limit 30 s)",
-        nodes.iter().next().unwrap()
-    );
-    let line = smoke_through(2, 2);
-    measured!(
-        "node1 crashed (PG leader, first RabbitMQ node, dag-processor) -> hactl_smoke through node2's LB succeeded: {:.1} s ({})",
-        crash.elapsed().as_secs_f64(),
-        line.trim()
-    );
-    assert!(line.contains("succeeded") && !line.contains("node1"), "{line}");
+        // node1 holds the VIP too: the others' keepalived stopped until it does (nopreempt keeps it).
+        ssh_ok(2, "systemctl stop keepalived");
+        ssh_ok(3, "systemctl stop keepalived");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ssh(1, &format!("ip -o addr show | grep -qF ' {VIP}/'")).0 != 0 {
+            assert!(Instant::now() < deadline, "node1 did not take the VIP");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        ssh_ok(2, "systemctl start keepalived");
+        ssh_ok(3, "systemctl start keepalived");
+        // Every stage's gates at once, each host's SSH master already up: more gate batches than a
+        // host's channels (a race once opened a second connection and sshd refused its sessions).
+        let verify = run(&["verify", inv]);
+        assert_eq!(
+            verify.status.code(),
+            Some(0),
+            "the cluster is whole before the crash: {}",
+            stdout(&verify)
+        );
+        let (stop_vip, vip_watch) = watch_vip(inv_path.with_file_name("inventory.pki").join("ca.crt"));
+        std::thread::sleep(Duration::from_secs(2));
+        let crash = Instant::now();
+        assert!(stdout(&run(&["lab", "kill", "node1"])).contains("crashed"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ssh(2, &format!("ip -o addr show | grep -qF ' {VIP}/'")).0 != 0
+            && ssh(3, &format!("ip -o addr show | grep -qF ' {VIP}/'")).0 != 0
+        {
+            assert!(Instant::now() < deadline, "no LB took the VIP over");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        stop_vip.store(true, std::sync::atomic::Ordering::Relaxed);
+        let gap = vip_watch.join().unwrap();
+        measured!("VIP holder node1 crashed hard -> the VIP answered from another LB; longest gap seen by a client polling every 100 ms: {gap:.1} s (limit 5 s)");
+        assert!(gap <= 5.0, "the VIP was silent for {gap:.1} s");
+        let (took, nodes) = watch_until(crash, 30, "another node runs the dag-processor", |n| n.len() == 1);
+        measured!(
+            "guard: holder node1 crashed hard -> {} runs the dag-processor after {took:.1} s (TTL {GUARD_TTL} s; limit 30 s)",
+            nodes.iter().next().unwrap()
+        );
+        let line = smoke_through(2, 2);
+        measured!(
+            "node1 crashed (PG leader, first RabbitMQ node, dag-processor) -> hactl_smoke through node2's LB succeeded: {:.1} s ({})",
+            crash.elapsed().as_secs_f64(),
+            line.trim()
+        );
+        assert!(line.contains("succeeded") && !line.contains("node1"), "{line}");
+    });
+    scenarios.finish();
 }
 
 /// Sets node `n`'s worker_concurrency by hand (drift in airflow.cfg).

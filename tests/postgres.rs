@@ -11,24 +11,6 @@ use common::*;
 
 const STAGES: &str = "base,etcd,postgres,pg-lb";
 
-fn provision(inv: &str) -> serde_json::Value {
-    let o = run(&["provision", inv, "--stages", STAGES, "--output", "json"]);
-    assert_eq!(o.status.code(), Some(0), "provision failed");
-    let doc = json(&o);
-    for r in doc["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["status"] == "changed")
-    {
-        log_line(&format!(
-            "CHANGED {} {}/{}: {}",
-            r["host"], r["stage"], r["step"], r["summary"]
-        ));
-    }
-    doc["summary"].clone()
-}
-
 /// The Patroni members as (name, role, state) from a node that answers.
 fn members(from: usize) -> Vec<(String, String, String)> {
     let (rc, out) = ssh(from, "patronictl -c /etc/patroni/config.yml list -f json");
@@ -84,14 +66,18 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     let inv = inv_path.to_str().unwrap();
 
     let started = Instant::now();
-    let first = provision(inv);
+    let first = provision_ok(inv, Some(STAGES))["summary"].clone();
     measured!("first provision: {:.1} s", started.elapsed().as_secs_f64());
     assert!(
         first["changed"].as_u64().unwrap() > 0 && first["failed"] == 0,
         "{first}"
     );
     let started = Instant::now();
-    assert_eq!(provision(inv)["changed"], 0, "second run changed something");
+    assert_eq!(
+        provision_ok(inv, Some(STAGES))["summary"]["changed"],
+        0,
+        "second run changed something"
+    );
     measured!("no-op re-run: {:.2} s", started.elapsed().as_secs_f64());
     let verify = run(&["verify", inv, "--stages", "etcd,postgres,pg-lb"]);
     assert_eq!(verify.status.code(), Some(0), "verify alone passes");
@@ -142,7 +128,11 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
         .find(|m| m.0 == leader)
         .expect("old leader listed");
     assert_eq!(old.1, "Replica", "old leader rejoined as {old:?}");
-    assert_eq!(provision(inv)["changed"], 0, "provision after rejoin changed something");
+    assert_eq!(
+        provision_ok(inv, Some(STAGES))["summary"]["changed"],
+        0,
+        "provision after rejoin changed something"
+    );
 
     // Drift: hand edits on one node, repaired with reloads only while a writer keeps writing.
     let edited = survivor;
@@ -255,7 +245,11 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
         run(&["verify", inv, "--stages", "etcd,postgres,pg-lb"]).status.code(),
         Some(0)
     );
-    assert_eq!(provision(inv)["changed"], 0, "after the rolling change");
+    assert_eq!(
+        provision_ok(inv, Some(STAGES))["summary"]["changed"],
+        0,
+        "after the rolling change"
+    );
     let _ = ssh(1, "systemctl stop hactl-writer2 2>/dev/null; true");
     let log = ssh_ok(1, "cat /root/hactl-writer2.log");
     let failures = log.lines().filter(|l| l.starts_with("fail")).count();

@@ -395,3 +395,46 @@ impl Scenarios {
         );
     }
 }
+
+/// One `hactl provision INVENTORY [--stages STAGES] --output json`: its exit code, its JSON
+/// document and its time in seconds. Each changed step goes to this test's log.
+pub fn provision(inv: &str, stages: Option<&str>) -> (Option<i32>, serde_json::Value, f64) {
+    let mut args = vec!["provision", inv, "--output", "json"];
+    if let Some(stages) = stages {
+        args.extend(["--stages", stages]);
+    }
+    let started = std::time::Instant::now();
+    let o = run(&args);
+    let seconds = started.elapsed().as_secs_f64();
+    let doc = json(&o);
+    for r in doc["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["status"] == "changed")
+    {
+        log_line(&format!(
+            "CHANGED {} {}/{}: {}",
+            r["host"], r["stage"], r["step"], r["summary"]
+        ));
+    }
+    (o.status.code(), doc, seconds)
+}
+
+/// A [`provision`] that must succeed: its JSON document.
+pub fn provision_ok(inv: &str, stages: Option<&str>) -> serde_json::Value {
+    let (code, doc, _) = provision(inv, stages);
+    assert_eq!(code, Some(0), "provision failed: {:?}", failures(&doc));
+    doc
+}
+
+/// The failed and unreachable results of a run document, for an assertion's message.
+fn failures(doc: &serde_json::Value) -> Vec<String> {
+    doc["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["status"] == "failed" || r["status"] == "unreachable")
+        .map(|r| format!("{} {}/{}: {}", r["host"], r["stage"], r["step"], r["error"]))
+        .collect()
+}
