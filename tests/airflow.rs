@@ -527,6 +527,11 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         assert_eq!(main_pids(), before, "no unit restarted");
     });
 
+    scenarios.run("every host certificate made again on the running stack", || {
+        set_inventory_vars(&inv_path, &[]);
+        security::renew_every_certificate(&inv_path, dir.path(), DAG_PROCESSOR);
+    });
+
     scenarios.run("drift repaired on its node only; the run journal", || {
         set_inventory_vars(&inv_path, &[]);
         // Drift: a hand edit of the configuration on node2 and a stray DAG file on node3.
