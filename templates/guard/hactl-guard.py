@@ -898,7 +898,7 @@ def main(argv=None):
         if args.command == "release":
             return release(config, args.unit, args.wait)
         return stop_units(config, args.units)
-    except (ConfigError, EtcdError) as e:
+    except (ConfigError, EtcdError, subprocess.TimeoutExpired) as e:
         print(f"hactl-guard: {e}", file=sys.stderr)
         return 1
 
