@@ -6,7 +6,9 @@
 //! repaired with restarts on that node only. The guard, sampled on every node once a second
 //! (never two dag-processors): a release hands the dag-processor over; a holder cut off the
 //! network stops it before its lease ends and another node takes over; etcd losing quorum stops
-//! it and its return starts exactly one; a returning node does not take it back. Last, a hard
+//! it and its return starts exactly one; a returning node does not take it back. In
+//! `single-active` mode, the node holding both the scheduler and the dag-processor cut off: never
+//! two of either, both on another node within the takeover limit. Last, a hard
 //! crash of the node holding the PostgreSQL leader, the first RabbitMQ node and the
 //! dag-processor: another node runs the dag-processor within 30 s, and a DAG run triggered
 //! through a surviving node's LB succeeds. Each of these is a named scenario on the one lab
@@ -35,6 +37,14 @@ const DAG_PROCESSOR: &str = "airflow dag-processor";
 
 /// The guard's lease TTL (site.yml's default).
 const GUARD_TTL: f64 = 15.0;
+
+/// What a running scheduler's command line contains.
+const SCHEDULER: &str = "airflow scheduler";
+
+/// The longest takeover after a holder's link is cut: its lease's TTL, up to 2 s for etcd to
+/// elect a leader when the cut node led it (the new leader renews every lease in full: a TTL
+/// more at worst, measured 21.2 s), the unit's start and a second of sampling.
+const TAKEOVER_LIMIT: f64 = GUARD_TTL + 10.0;
 
 /// Samples the nodes running the dag-processor once a second until `done` holds, checking at
 /// every sample that at most one node runs it; returns the seconds since `since` and the nodes.
@@ -635,6 +645,25 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     });
 
     scenarios.run(
+        "a partition in single-active mode: never two schedulers or dag-processors",
+        || {
+            set_inventory_vars(&inv_path, &[]);
+            set_inventory_var(&inv_path, Some("airflow_scheduler_mode: single-active"));
+            let (code, doc, _) = provision(inv, Some("airflow,guard"));
+            assert_eq!(code, Some(0), "{doc}");
+            let outcome = std::panic::catch_unwind(guard_partition_in_single_active_mode);
+            // Back to all-active whatever happened: the later scenarios expect it.
+            set_inventory_var(&inv_path, None);
+            let (code, doc, _) = provision(inv, Some("airflow,guard"));
+            if let Err(e) = outcome {
+                std::panic::resume_unwind(e);
+            }
+            assert_eq!(code, Some(0), "{doc}");
+            assert_eq!(nodes_running(SCHEDULER).len(), 3, "all-active again");
+        },
+    );
+
+    scenarios.run(
         "the web front ends (the stack stays HAProxy with TLS for the crash)",
         || {
             set_inventory_vars(&inv_path, &[]);
@@ -1032,4 +1061,102 @@ fn guard_hands_over_fences_and_does_not_flap() {
     );
     assert!(samples.len() > 60, "the sampler ran the whole time");
     assert_eq!(most, 1, "never two dag-processors at once");
+}
+
+/// The one node running a process whose command line contains `needle`, waiting up to `limit`
+/// s for there to be one; asserts at every look (once a second) that no two nodes run it.
+fn one_node_running(needle: &str, limit: u64) -> String {
+    let since = Instant::now();
+    loop {
+        let nodes = nodes_running(needle);
+        assert!(nodes.len() <= 1, "two nodes run `{needle}` at once: {nodes:?}");
+        if let Some(node) = nodes.into_iter().next() {
+            return node;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(limit),
+            "no node runs `{needle}` within {limit} s"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Seconds from `cut` until both the scheduler and the dag-processor run on one node each, not
+/// `holder`; asserts at every look (once a second) that never two of either run.
+fn takeover_after(cut: Instant, holder: &str) -> f64 {
+    loop {
+        let (schedulers, processors) = (nodes_running(SCHEDULER), nodes_running(DAG_PROCESSOR));
+        assert!(
+            schedulers.len() <= 1 && processors.len() <= 1,
+            "two at once: schedulers on {schedulers:?}, dag-processors on {processors:?}"
+        );
+        let elsewhere = |n: &BTreeSet<String>| n.len() == 1 && !n.contains(holder);
+        if elsewhere(&schedulers) && elsewhere(&processors) {
+            return cut.elapsed().as_secs_f64();
+        }
+        assert!(
+            cut.elapsed().as_secs_f64() < 2.0 * TAKEOVER_LIMIT,
+            "no takeover: schedulers on {schedulers:?}, dag-processors on {processors:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The guard in `single-active` mode (the scheduler and the dag-processor guarded), both held
+/// by one node whose link is then cut. Sampling every node once a second: never two schedulers
+/// and never two dag-processors; the cut node stops both before their leases can end; both run
+/// on another node within [`TAKEOVER_LIMIT`]; the returning node takes neither back.
+fn guard_partition_in_single_active_mode() {
+    // Both units on one node: the scheduler released until it lands where the dag-processor runs.
+    let holder = settled(10);
+    for _ in 0..8 {
+        let scheduler = one_node_running(SCHEDULER, 60);
+        if scheduler == holder {
+            break;
+        }
+        ssh_ok(index(&scheduler), "hactl-guard release airflow-scheduler");
+    }
+    assert_eq!(one_node_running(SCHEDULER, 60), holder, "the scheduler handed over");
+    assert_eq!(dag_processor_node(60), holder, "the dag-processor stayed");
+
+    let schedulers = Sampler::start(SCHEDULER);
+    let processors = Sampler::start(DAG_PROCESSOR);
+    let cut = Instant::now();
+    assert_eq!(run(&["lab", "link", &holder, "down"]).status.code(), Some(0));
+    let outcome = std::panic::catch_unwind(|| takeover_after(cut, &holder));
+    assert_eq!(run(&["lab", "link", &holder, "up"]).status.code(), Some(0));
+    let took = outcome.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    std::thread::sleep(Duration::from_secs(15)); // the link back: watched for the samplers
+    for (what, samples) in [
+        ("scheduler", schedulers.finish()),
+        ("dag-processor", processors.finish()),
+    ] {
+        let most = samples.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
+        let gone = samples
+            .iter()
+            .filter(|(t, n)| *t >= cut && n.contains(&holder))
+            .map(|(t, _)| t.duration_since(cut).as_secs_f64() + 1.0)
+            .fold(0.0, f64::max);
+        measured!(
+            "guard single-active: {holder}'s link cut -> its {what} gone by {gone:.1} s; {} samples, at most {most} ran it",
+            samples.len()
+        );
+        assert_eq!(most, 1, "never two {what}s at once: {samples:?}");
+        assert!(
+            gone < GUARD_TTL,
+            "{holder}'s {what} gone before its lease could end: {gone:.1} s"
+        );
+        let last = samples.last().map(|(_, n)| n.clone()).unwrap_or_default();
+        assert!(
+            last.len() == 1 && !last.contains(&holder),
+            "the returning node did not take the {what} back: {last:?}"
+        );
+    }
+    measured!(
+        "guard single-active: the scheduler and the dag-processor both on another node {took:.1} s after the cut"
+    );
+    assert!(
+        took < TAKEOVER_LIMIT,
+        "both on another node within {TAKEOVER_LIMIT} s: {took:.1} s"
+    );
 }

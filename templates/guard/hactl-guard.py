@@ -8,7 +8,11 @@ the unit and renews the lease; every other node keeps the unit stopped and campa
 is gone. A holder that cannot prove within 60% of the TTL (on the monotonic clock) that its lease
 is alive and the key still its own stops the unit, killing it if a normal stop hangs, before etcd
 can expire the lease and let another node start one (self-fencing). The key's create revision is
-the fencing token. Python's standard library and etcd's v3 JSON gateway only.
+the fencing token. Each unit has its own thread, so any number of units are fenced at once;
+every etcd and systemctl call has a deadline inside the TTL's budget (see Guard). Anything
+unexpected stops every guarded unit and ends the supervisor with status 1 (systemd restarts it).
+The TLS files are read again when they change: a renewed certificate needs no restart. Python's
+standard library and etcd's v3 JSON gateway only.
 
   hactl-guard run [UNIT...]         supervise the units (default: those listed in the units
                                     file, re-read when it changes); the hactl-guard service
@@ -22,22 +26,26 @@ the fencing token. Python's standard library and etcd's v3 JSON gateway only.
 
 Configuration: /etc/hactl/guard.json {"node", "endpoints", "ttl", "prefix", "units_file", and
 with https:// endpoints "tls": {"cacert", "cert", "key"}: the CA etcd's certificates are checked
-against and the client certificate presented}; the units file (written by the stage that installs the units) lists one unit per line. A unit taken
-off the list is given up without being stopped (it is no longer a singleton); one put on it is
+against and the client certificate presented}; the units file (written by the stage that
+installs the units) lists one unit per line. A unit taken off the list is given up without being stopped (it is no longer a singleton); one put on it is
 supervised from the next round.
 """
 
 import argparse
 import base64
 import datetime
+import http.client
 import json
 import os
+import queue
 import select
 import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 
@@ -48,6 +56,13 @@ POLL = 1.0
 # After a release, the releasing node waits this long before it campaigns again.
 HOLD_OFF = 5.0
 RUNNING = ("active", "activating", "reloading", "deactivating")
+# The command that drives systemd (tests put a fake in its place).
+SYSTEMCTL = ("systemctl",)
+# Deadlines. Every systemctl call is killed after SYSTEMCTL_TIMEOUT s, or sooner where its caller
+# must be done (a stop's phase, the fencing moment); every etcd HTTP try ends after
+# HTTP_TIMEOUT s, or sooner where its caller must be done (see Guard for the TTL's budget).
+SYSTEMCTL_TIMEOUT = 2.0
+HTTP_TIMEOUT = 1.0
 
 
 class ConfigError(Exception):
@@ -56,6 +71,10 @@ class ConfigError(Exception):
 
 class EtcdError(Exception):
     """etcd could not be asked (unreachable, no quorum, an error answer)."""
+
+
+class GuardFailure(Exception):
+    """A guard's thread failed or is stuck: the supervisor fences everything and exits."""
 
 
 def log(message):
@@ -87,6 +106,8 @@ def load_config(path):
             config = json.load(f)
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: {e}")
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: not a JSON object")
     if not config.get("endpoints"):
         raise ConfigError(f"{path}: the etcd endpoint list is empty")
     if not isinstance(config.get("ttl"), (int, float)) or config["ttl"] < MIN_TTL:
@@ -97,71 +118,138 @@ def load_config(path):
     return config
 
 
+def tls_version(tls):
+    """The TLS files' identity (inode, mtime, size of each): a renewed file changes it."""
+    version = []
+    for name in ("cacert", "cert", "key"):
+        st = os.stat(tls[name])
+        version.append((st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(version)
+
+
 def tls_context(tls):
-    """The TLS context for https:// endpoints: etcd's certificates checked against the CA, the
-    client certificate presented (etcd admits only clients with one). None without `tls`."""
-    if not tls:
-        return None
+    """The TLS context for https:// endpoints and the files' version it was made from: etcd's
+    certificates checked against the CA, the client certificate presented (etcd admits only
+    clients with one)."""
     try:
+        version = tls_version(tls)  # before reading: a file replaced meanwhile is read again
         context = ssl.create_default_context(cafile=tls["cacert"])
         context.load_cert_chain(tls["cert"], tls["key"])
     except (KeyError, OSError, ssl.SSLError) as e:
         raise ConfigError(f"etcd TLS settings {sorted(tls)}: {e}")
-    return context
+    return context, version
 
 
 class Etcd:
-    """etcd's v3 JSON gateway over a list of endpoints, the last one that answered tried first."""
+    """etcd's v3 JSON gateway over a list of endpoints, the last one that answered tried first.
+    Thread-safe: each guard's thread shares the one client."""
 
-    def __init__(self, endpoints, timeout=1.0, tls=None):
+    def __init__(self, endpoints, timeout=HTTP_TIMEOUT, tls=None):
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.timeout = timeout
         self.preferred = 0
-        self.context = tls_context(tls)
+        self.tls = tls
+        self.lock = threading.Lock()
+        self.context, self.tls_seen, self.tls_bad = None, None, None
+        if tls:
+            self.context, self.tls_seen = tls_context(tls)
 
     @classmethod
     def of(cls, config):
         """The client of guard.json's endpoints, with its `tls` settings where it has them."""
         return cls(config["endpoints"], tls=config.get("tls"))
 
+    def current_context(self):
+        """The TLS context, made afresh when a TLS file changed, so a renewed certificate is used
+        from the next call on without a restart. While the new files do not load together (a
+        certificate and its key are renamed into place one after the other), the last good one."""
+        if not self.tls:
+            return self.context
+        with self.lock:
+            try:
+                version = tls_version(self.tls)
+            except OSError:
+                return self.context
+            if version in (self.tls_seen, self.tls_bad):
+                return self.context
+            try:
+                self.context, self.tls_seen = tls_context(self.tls)
+                log("etcd TLS files changed: the new certificate is used")
+            except ConfigError as e:
+                self.tls_bad = version
+                log(f"etcd TLS files changed but do not load ({e}): the previous ones are used")
+            return self.context
+
     def call(self, path, body, deadline=None):
-        """POSTs `body` to /v3/PATH on each endpoint in turn; each try ends by `deadline`."""
+        """POSTs `body` to /v3/PATH on each endpoint in turn; each try ends after self.timeout s
+        and by `deadline` (monotonic) whatever the endpoint does."""
         last = "no endpoint"
         count = len(self.endpoints)
+        data = json.dumps(body).encode()
         for i in range(count):
             index = (self.preferred + i) % count
             timeout = self.timeout
             if deadline is not None:
                 timeout = min(timeout, deadline - time.monotonic())
-                if timeout <= 0:
-                    raise EtcdError(f"out of time ({last})")
-            request = urllib.request.Request(
-                f"{self.endpoints[index]}/v3/{path}",
-                data=json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"},
-            )
+            if timeout <= 0:
+                raise EtcdError(f"out of time ({last})")
             try:
-                with urllib.request.urlopen(request, timeout=timeout, context=self.context) as response:
-                    answer = json.load(response)
-            except urllib.error.HTTPError as e:
-                answer = self.error_answer(e)
-                if answer is None:
-                    last = f"{self.endpoints[index]}: HTTP {e.code}"
-                    continue
-            except (OSError, ValueError) as e:
+                answer = self.post(f"{self.endpoints[index]}/v3/{path}", data, timeout)
+            except EtcdError as e:
                 last = f"{self.endpoints[index]}: {e}"
                 continue
             if isinstance(answer.get("error"), dict):
                 answer = answer["error"]  # a stream's error: {"error": {"message", "code"…}}
             if "message" in answer and "header" not in answer and "result" not in answer:
-                if "lease not found" in answer["message"]:
+                if "lease not found" in str(answer["message"]):
                     self.preferred = index
                     return {"TTL": "0"}
                 last = f"{self.endpoints[index]}: {answer['message']}"
                 continue
             self.preferred = index
-            return answer.get("result", answer)
+            answer = answer.get("result", answer)
+            if not isinstance(answer, dict):
+                raise EtcdError(f"{self.endpoints[index]}: an answer that is not a JSON object")
+            return answer
         raise EtcdError(last)
+
+    def post(self, url, data, timeout):
+        """One POST's JSON object, over within `timeout` s: urllib's timeout bounds each socket
+        operation, not the call (a slow TLS handshake, a server that trickles bytes), so the
+        request runs in a thread that is given up at the deadline (it ends at its socket
+        timeout). An unexpected exception is raised as it is."""
+        outcome = {}
+
+        def fetch():
+            try:
+                outcome["answer"] = self.fetch(url, data, timeout)
+            except BaseException as e:  # handed to the caller
+                outcome["error"] = e
+
+        thread = threading.Thread(target=fetch, name="etcd-call", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            raise EtcdError(f"no answer within {timeout:.2f} s")
+        error = outcome.get("error")
+        if isinstance(error, (OSError, ValueError, http.client.HTTPException)):
+            raise EtcdError(f"{type(error).__name__}: {error}")
+        if error is not None:
+            raise error
+        return outcome["answer"]
+
+    def fetch(self, url, data, timeout):
+        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=self.current_context()) as response:
+                answer = json.load(response)
+        except urllib.error.HTTPError as e:
+            answer = self.error_answer(e)
+            if answer is None:
+                raise EtcdError(f"HTTP {e.code}")
+        if not isinstance(answer, dict):
+            raise EtcdError("an answer that is not a JSON object")
+        return answer
 
     @staticmethod
     def error_answer(e):
@@ -190,6 +278,8 @@ class Etcd:
             value = json.loads(base64.b64decode(kv.get("value", "")).decode() or "{}")
         except ValueError:
             value = {}
+        if not isinstance(value, dict):
+            value = {}
         return {
             "node": value.get("node", ""),
             "since": value.get("since", ""),
@@ -212,50 +302,87 @@ class Etcd:
 
 
 class SystemdUnit:
-    """A systemd unit, started and stopped through systemctl."""
+    """A systemd unit, started and stopped through systemctl; every call has a deadline."""
 
     def __init__(self, name):
         self.name = name if "." in name else name + ".service"
 
-    def systemctl(self, *args, timeout=5):
-        return subprocess.run(
-            ["systemctl", *args, "--", self.name], capture_output=True, text=True, timeout=timeout
-        )
-
-    def state(self):
-        """ActiveState: active, inactive, failed, activating, deactivating…"""
+    def systemctl(self, *args, deadline=None):
+        """The output of `systemctl ARGS -- UNIT`, killed after SYSTEMCTL_TIMEOUT s or at
+        `deadline` (monotonic); None when it did not end in time."""
+        timeout = SYSTEMCTL_TIMEOUT
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+        if timeout < 0.05:
+            return None
         try:
-            return self.systemctl("show", "-p", "ActiveState", "--value").stdout.strip() or "unknown"
+            done = subprocess.run(
+                [*SYSTEMCTL, *args, "--", self.name], capture_output=True, text=True, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
-            return "unknown"
+            log(f"{self.name}: `systemctl {args[0]}` gave no answer within {timeout:.2f} s")
+            return None
+        return done.stdout
+
+    def state(self, deadline=None):
+        """ActiveState (active, inactive, failed, activating, deactivating…), `unknown` when
+        systemctl does not say in time."""
+        return (self.systemctl("show", "-p", "ActiveState", "--value", deadline=deadline) or "").strip() or "unknown"
 
     def exists(self):
-        out = self.systemctl("show", "-p", "LoadState", "--value").stdout.strip()
-        return out not in ("", "not-found")
+        """False only when systemd says the unit is not found (unsure: supervised)."""
+        out = self.systemctl("show", "-p", "LoadState", "--value")
+        return out is None or out.strip() not in ("", "not-found")
 
-    def running(self):
-        return self.state() in RUNNING
+    def running(self, deadline=None):
+        return self.state(deadline) in RUNNING
 
-    def start(self):
-        self.systemctl("start", "--no-block")
+    def stopped(self, deadline=None):
+        """Known to run no process (`unknown` is not stopped)."""
+        return self.state(deadline) not in RUNNING + ("unknown",)
+
+    def start(self, deadline=None):
+        self.systemctl("start", "--no-block", deadline=deadline)
 
     def stop(self, grace):
-        """Stops the unit; after `grace` s its processes get SIGKILL, and are gone `grace` s
-        later at most. True when none is left."""
-        self.systemctl("stop", "--no-block")
-        if self.wait_stopped(grace):
+        """Stops the unit; what is left after `grace` s gets SIGKILL, and is waited for `grace` s
+        more. Every systemctl call ends with its phase: this returns within 2 x grace. True when
+        nothing is left."""
+        end = time.monotonic() + grace
+        self.systemctl("stop", "--no-block", deadline=end)
+        if self.wait_stopped(end):
             return True
-        self.systemctl("kill", "--signal=SIGKILL")
-        return self.wait_stopped(grace)
+        end += grace
+        self.systemctl("kill", "--signal=SIGKILL", deadline=end)
+        return self.wait_stopped(end)
 
-    def wait_stopped(self, seconds):
-        end = time.monotonic() + seconds
+    def wait_stopped(self, end):
         while True:
-            if not self.running():
+            if self.stopped(deadline=end):
                 return True
             if time.monotonic() >= end:
                 return False
-            time.sleep(0.1)
+            time.sleep(max(0.0, min(0.1, end - time.monotonic())))
+
+
+def stop_all(units, grace):
+    """Stops every unit at once, one thread each: all are stopped (or SIGKILLed and waited for)
+    within 2 x grace however many there are. True when none is left."""
+    stopped = {}
+
+    def stop(unit):
+        try:
+            stopped[unit.name] = unit.stop(grace)
+        except Exception as e:
+            log(f"{unit.name}: the stop failed: {e!r}")
+
+    threads = [threading.Thread(target=stop, args=(u,), name=f"stop {u.name}", daemon=True) for u in units]
+    for thread in threads:
+        thread.start()
+    end = time.monotonic() + 2 * grace + 0.5
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+    return len(stopped) == len(units) and all(stopped.values())
 
 
 class Guard:
@@ -272,9 +399,19 @@ class Guard:
         self.key = key_for(prefix, unit)
         self.renew_failing = False
         self.renew_every = max(1.0, ttl / 10)
-        # The lease lives on etcd at least TTL s after the last renewal that was sent. Fencing
-        # starts at 60% of that and stops the unit within 2 x TTL/8 (SIGKILL after TTL/8), so
-        # the unit is gone by 85% of the TTL.
+        # The TTL's budget, counted from the moment the last successful renewal was sent (t=0;
+        # the lease lives on etcd at least TTL s after etcd received it, later than t=0):
+        # - every etcd call of a renewal (keepalive, then the key's read) ends by the fencing
+        #   moment F = 0.6 x TTL: each HTTP try by min(HTTP_TIMEOUT, F - now), enforced on a
+        #   thread (Etcd.post), so a hanging endpoint cannot hold the round past F;
+        # - the holder's systemctl calls between renewals (state, start) end by F as well;
+        # - at F the unit is stopped: `systemctl stop` and state polls all end by F + TTL/8,
+        #   then `systemctl kill -s KILL` and polls by F + 2 x TTL/8 = 0.85 x TTL;
+        # - each unit has its own thread (Worker): N units fence at once, each on its own
+        #   lease's clock, never one after another;
+        # - a thread that fails or is late (holder past F + TTL/20) makes the supervisor stop
+        #   every unit at once (stop_all, 2 x TTL/8) and exit: done by 0.9 x TTL.
+        # The 10-15% left covers clock rates, scheduling and reaping a killed systemctl.
         self.fence_after = ttl * 0.6
         self.stop_grace = stop_grace(ttl)
         self.role = "standby"
@@ -338,11 +475,11 @@ class Guard:
         return True
 
     def become_holder(self, lease, token, renewed, since):
-        self.role = "holder"
         self.lease, self.token, self.since = lease, token, since
         self.renewed = renewed
         self.next_renewal = renewed + self.renew_every
         self.failing_since = None
+        self.role = "holder"  # last: the supervisor's watchdog reads `renewed` of a holder
 
     def hold(self):
         if time.monotonic() - self.renewed >= self.fence_after:
@@ -352,7 +489,7 @@ class Guard:
             self.renew()
             if self.role != "holder":
                 return 0
-        self.keep_running()
+        self.keep_running(self.renewed + self.fence_after)
         until_renewal = self.next_renewal - time.monotonic()
         until_fence = self.renewed + self.fence_after - time.monotonic()
         return max(0.05, min(POLL, until_renewal, until_fence))
@@ -379,8 +516,9 @@ class Guard:
             self.renewed = sent
             self.next_renewal = sent + self.renew_every
 
-    def keep_running(self):
-        state = self.unit.state()
+    def keep_running(self, deadline):
+        """Starts the unit where it is down; every systemctl call over by `deadline`."""
+        state = self.unit.state(deadline)
         if state == "active":
             self.failing_since = None
             return
@@ -390,17 +528,18 @@ class Guard:
             elif time.monotonic() - self.failing_since > self.ttl:
                 self.release(f"{self.unit.name} does not stay up here")
                 return
-            self.unit.start()
+            self.unit.start(deadline)
 
     def fence(self, why):
         log(f"{self.unit.name}: fencing ({why}): stopping it before the lease can expire")
+        self.role = "fencing"
         stopped = self.unit.stop(self.stop_grace)
         log(f"{self.unit.name}: {'stopped' if stopped else 'STILL RUNNING after SIGKILL'} (token {self.token})")
         self.role = "fenced"
 
     def recover(self):
         """After fencing: resume if the lease turns out alive and the key ours, else stand by."""
-        if self.unit.running():
+        if not self.unit.stopped():
             self.unit.stop(self.stop_grace)
         sent = time.monotonic()
         try:
@@ -422,6 +561,7 @@ class Guard:
             log(f"{self.unit.name}: release asked, but this node does not hold it")
             return
         log(f"{self.unit.name}: releasing ({why})")
+        self.role = "fencing"
         self.unit.stop(self.stop_grace)
         self.revoke(self.lease)
         self.stand_down()
@@ -440,7 +580,7 @@ class Guard:
 
     def shut_down(self, revoke):
         """The supervisor stops: the unit stops with it; the key is given up when `revoke`."""
-        if self.role != "standby" or self.unit.running():
+        if self.role != "standby" or not self.unit.stopped():
             self.unit.stop(self.stop_grace)
         if revoke and self.lease is not None:
             self.revoke(self.lease)
@@ -479,15 +619,61 @@ def units_of(config, names, make_unit=SystemdUnit):
     return [make_unit(n) for n in (names or listed_units(config)[0])]
 
 
-class Supervisor:
-    """Every guarded unit of this node, kept in step with the units file."""
+class Worker:
+    """One guard's own thread: its rounds never wait for another unit's etcd calls or stops, so
+    every held unit is fenced on its own lease's clock, all at once when etcd goes away."""
 
-    def __init__(self, config, names, make_unit=SystemdUnit):
+    def __init__(self, guard, failed=lambda: None):
+        self.guard = guard
+        self.failed = failed  # called from the thread when a round raised
+        self.error = None
+        self.requests = queue.SimpleQueue()
+        self.wake = threading.Event()
+        self.halted = threading.Event()
+        self.thread = threading.Thread(target=self.loop, name=guard.unit.name, daemon=True)
+        self.thread.start()
+
+    def ask(self, what, arg=None):
+        """After its round, the thread does `release` (arg: why), or `abandon` or `shut_down`
+        (arg: revoke) and ends."""
+        self.requests.put((what, arg))
+        self.wake.set()
+
+    def halt(self):
+        """No more rounds (the supervisor fences everything itself)."""
+        self.halted.set()
+        self.wake.set()
+
+    def loop(self):
+        try:
+            while not self.halted.is_set():
+                self.wake.clear()
+                while not self.requests.empty():
+                    what, arg = self.requests.get()
+                    if what == "release":
+                        self.guard.release(arg)
+                        continue
+                    if what == "abandon":
+                        self.guard.abandon()
+                    else:
+                        self.guard.shut_down(arg)
+                    return
+                self.wake.wait(self.guard.step())
+        except BaseException:  # anything: the supervisor fences and exits
+            self.error = traceback.format_exc()
+            self.failed()
+
+
+class Supervisor:
+    """Every guarded unit of this node, kept in step with the units file, each in its thread."""
+
+    def __init__(self, config, names, make_unit=SystemdUnit, wake=lambda: None):
         self.config = config
         self.names = names
         self.make_unit = make_unit
+        self.wake = wake  # wakes the main loop (a thread failed)
         self.etcd = Etcd.of(config)
-        self.guards = {}
+        self.workers = {}
         self.seen = "never"
 
     def refresh(self):
@@ -501,39 +687,100 @@ class Supervisor:
             return
         self.seen = version
         wanted = {u.name for u in units_of(self.config, names, self.make_unit)}
-        for name in [n for n in self.guards if n not in wanted]:
-            self.guards.pop(name).abandon()
-        for name in sorted(wanted - set(self.guards)):
+        for name in [n for n in self.workers if n not in wanted]:
+            self.workers.pop(name).ask("abandon")
+        for name in sorted(wanted - set(self.workers)):
             unit = self.make_unit(name)
             if not unit.exists():
                 log(f"guarded unit {unit.name} does not exist on this node: not supervised")
                 continue
             c = self.config
-            self.guards[name] = Guard(
-                self.etcd, unit, c["node"], c["ttl"], c["prefix"], lambda name=name: self.listed(name)
-            )
+            guard = Guard(self.etcd, unit, c["node"], c["ttl"], c["prefix"], lambda name=name: self.listed(name))
+            self.workers[name] = Worker(guard, self.wake)
         node, ttl = self.config["node"], self.config["ttl"]
-        log(f"supervising {', '.join(sorted(self.guards)) or 'nothing'} as {node} (ttl {ttl} s)")
+        log(f"supervising {', '.join(sorted(self.workers)) or 'nothing'} as {node} (ttl {ttl} s)")
 
     def listed(self, name):
         """Whether the unit is guarded now (the units file read afresh)."""
         return name in {u.name for u in units_of(self.config, self.names, self.make_unit)}
 
     def round(self):
-        """One round of every guard; the seconds until the next."""
+        """Follows the units file, hands release requests to the threads and checks them; the
+        seconds until the next round. GuardFailure when a thread failed or is stuck."""
         self.refresh()
+        for worker in self.workers.values():
+            if os.path.exists(release_request(worker.guard.unit)):
+                os.unlink(release_request(worker.guard.unit))
+                worker.ask("release", "asked to")
+        return self.check()
+
+    def check(self):
+        """The watchdog: raises GuardFailure for a failed thread, or a holder not fenced by
+        F + TTL/20 (its thread is stuck); else the seconds until the next such moment."""
         pause = POLL
-        for g in self.guards.values():
-            if os.path.exists(release_request(g.unit)):
-                os.unlink(release_request(g.unit))
-                g.release("asked to")
-            pause = min(pause, g.step())
-        return pause
+        now = time.monotonic()
+        for name, worker in self.workers.items():
+            if worker.error:
+                raise GuardFailure(f"{name}: its thread failed: {worker.error}")
+            guard = worker.guard
+            if guard.role == "holder":
+                late = guard.renewed + guard.fence_after + guard.ttl / 20
+                if now > late:
+                    raise GuardFailure(f"{name}: not renewed for {now - guard.renewed:.1f} s and not fenced")
+                pause = min(pause, late - now)
+        return max(0.05, pause)
+
+    def fence_all(self):
+        """Every guarded unit stopped at once, the threads halted first; True when none is left."""
+        for worker in self.workers.values():
+            worker.halt()
+        return stop_all([w.guard.unit for w in self.workers.values()], stop_grace(self.config["ttl"]))
+
+    def shut_down(self, revoke):
+        """Each thread stops its unit (and gives the key up when `revoke`), all at once; a unit
+        whose thread does not end within the TTL is stopped here."""
+        for worker in self.workers.values():
+            worker.ask("shut_down", revoke)
+        end = time.monotonic() + self.config["ttl"]
+        for worker in self.workers.values():
+            worker.thread.join(max(0.0, end - time.monotonic()))
+        late = [w.guard.unit for w in self.workers.values() if w.thread.is_alive()]
+        if late:
+            stop_all(late, stop_grace(self.config["ttl"]))
+
+
+def supervise(supervisor, stopping, sleep):
+    """The supervisor's loop until `stopping()`, sleeping with `sleep(seconds)`; its exit status.
+    Anything unexpected (a thread failed or is stuck, an error in the loop) stops every guarded
+    unit at once and ends with status 1: systemd starts the supervisor again (Restart=always),
+    which adopts the leases still alive."""
+    try:
+        while not stopping():
+            sleep(supervisor.round())
+    except BaseException as e:
+        log(f"supervisor failed: {e!r}\n{traceback.format_exc()}fencing every guarded unit")
+        stopped = supervisor.fence_all()
+        log("every guarded unit stopped" if stopped else "a guarded unit is STILL RUNNING after SIGKILL")
+        return 1
+    shutting_down = system_stopping()
+    supervisor.shut_down(revoke=shutting_down)
+    log("supervisor stopped, its units with it" + ("; the node shuts down: keys given up" if shutting_down else ""))
+    return 0
+
+
+def system_stopping():
+    """Whether the node shuts down (systemctl's answer within its deadline)."""
+    try:
+        state = subprocess.run(
+            [*SYSTEMCTL, "is-system-running"], capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT
+        ).stdout
+    except subprocess.TimeoutExpired:
+        return False
+    return state.strip() == "stopping"
 
 
 def run(config, names):
     """Supervises the units until SIGTERM."""
-    supervisor = Supervisor(config, names)
     os.makedirs(RUN_DIR, exist_ok=True)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -542,18 +789,20 @@ def run(config, names):
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     signal.signal(signal.SIGUSR1, lambda *_: None)  # `release` asks; the wake-up pipe wakes us
-    while not stopping:
-        pause = supervisor.round()
+
+    def wake():
+        try:
+            os.write(wake_w, b"\0")
+        except BlockingIOError:
+            pass  # a wake-up is pending already
+
+    def sleep(pause):
         if pause > 0 and not stopping:
             ready, _, _ = select.select([wake_r], [], [], pause)
             if ready:
                 os.read(wake_r, 64)
-    state = subprocess.run(["systemctl", "is-system-running"], capture_output=True, text=True).stdout
-    shutting_down = state.strip() == "stopping"
-    for g in supervisor.guards.values():
-        g.shut_down(revoke=shutting_down)
-    log("supervisor stopped, its units with it" + ("; the node shuts down: keys given up" if shutting_down else ""))
-    return 0
+
+    return supervise(Supervisor(config, names, wake=wake), lambda: bool(stopping), sleep)
 
 
 def status(config, names, check):
@@ -597,9 +846,10 @@ def release(config, name, wait):
     with open(release_request(unit), "w"):
         pass
     asked = subprocess.run(
-        ["systemctl", "kill", "--kill-who=main", "--signal=SIGUSR1", "hactl-guard.service"],
+        [*SYSTEMCTL, "kill", "--kill-who=main", "--signal=SIGUSR1", "hactl-guard.service"],
         capture_output=True,
         text=True,
+        timeout=SYSTEMCTL_TIMEOUT,
     )
     if asked.returncode != 0:
         os.unlink(release_request(unit))
@@ -623,8 +873,7 @@ def release(config, name, wait):
 
 def stop_units(config, names):
     """Stops the units now (the supervisor's ExecStopPost: none may run unsupervised)."""
-    stopped = [unit.stop(stop_grace(config["ttl"])) for unit in units_of(config, names)]
-    return 0 if all(stopped) else 1
+    return 0 if stop_all(units_of(config, names), stop_grace(config["ttl"])) else 1
 
 
 def main(argv=None):
@@ -649,7 +898,7 @@ def main(argv=None):
         if args.command == "release":
             return release(config, args.unit, args.wait)
         return stop_units(config, args.units)
-    except (ConfigError, EtcdError) as e:
+    except (ConfigError, EtcdError, subprocess.TimeoutExpired) as e:
         print(f"hactl-guard: {e}", file=sys.stderr)
         return 1
 
