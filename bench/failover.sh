@@ -244,12 +244,12 @@ rabbitmq_part() {
   crash_series "RabbitMQ queue leader" rabbitmq_victim rabbitmq_publisher "a confirmed publish through the mq LB" rabbitmq,mq-lb
 }
 
-# The web LB: the client on node N asks the VIP.
+# The web LB: the client on node N asks the VIP over HTTPS, trusting the cluster CA.
 web_client() {
   start_client "$1" <<EOF
 #!/bin/sh
 while :; do
-  if curl -sf -o /dev/null --max-time 2 http://$vip:8080/api/v2/monitor/health
+  if curl -sf -o /dev/null --max-time 2 --cacert /etc/hactl/tls/ca.crt https://$vip:8080/api/v2/monitor/health
   then echo "\$(date +%s.%N) ok"
   else echo "\$(date +%s.%N) fail"
   fi

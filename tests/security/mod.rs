@@ -146,7 +146,9 @@ fn everything(node: usize, dir: &Path) -> Vec<serde_json::Value> {
         ),
         attempt("AMQP LB as guest", node, 5673, serde_json::json!({"kind": "amqp", "user": "guest", "password": "guest"})),
         attempt("AMQP over TLS", node, 5671, serde_json::json!({"kind": "tcp"})),
-        attempt("RabbitMQ management LB", node, 15673, serde_json::json!({"kind": "http", "path": "/api/overview"})),
+        attempt("RabbitMQ management LB", node, 15673, serde_json::json!({"kind": "tcp"})),
+        attempt("AMQP LB over TLS", node, 5674, serde_json::json!({"kind": "tcp"})),
+        attempt("RabbitMQ management over TLS", node, 15671, serde_json::json!({"kind": "tcp"})),
         attempt("epmd", node, 4369, serde_json::json!({"kind": "tcp"})),
         attempt("Erlang distribution", node, 25672, serde_json::json!({"kind": "tcp"})),
         attempt("web LB stats", node, 1936, serde_json::json!({"kind": "http", "path": "/"})),
@@ -204,15 +206,16 @@ fn stop_writer() -> (usize, Vec<String>, f64) {
 }
 
 /// Publishes one persistent message to a durable quorum queue `hactl-conversion` on the airflow
-/// vhost (kombu, from Airflow's venv, with the broker URL from airflow.cfg).
+/// vhost (kombu, from Airflow's venv, with the broker URL and its TLS options from airflow.cfg).
 fn publish_a_message() {
     ssh_ok(
         1,
         r#"/opt/airflow/venv/bin/python - <<'EOF'
-import configparser, kombu
+import configparser, json, kombu
 c = configparser.ConfigParser()
 c.read("/etc/airflow/airflow.cfg")
-with kombu.Connection(c.get("celery", "broker_url").split(";")[0]) as conn:
+tls = json.loads(c.get("celery", "extra_celery_config")).get("broker_use_ssl", False)
+with kombu.Connection(c.get("celery", "broker_url").split(";")[0], ssl=tls) as conn:
     q = kombu.Queue("hactl-conversion", routing_key="hactl-conversion", durable=True,
                     queue_arguments={"x-queue-type": "quorum"})
     conn.Producer().publish({"kept": True}, routing_key="hactl-conversion", declare=[q], delivery_mode=2)
