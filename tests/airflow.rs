@@ -246,6 +246,31 @@ fn web_front_ends(inv_path: &std::path::Path) {
     }
     let reached = backends_through(&format!("https://{VIP}:8080/api/v2/monitor/health"), &ca, 3);
     assert!(!reached.is_empty(), "through the VIP");
+    airflow_holds_no_key_that_opens_etcd();
+}
+
+/// The airflow user reads no host key (etcd's, PostgreSQL's, RabbitMQ's, the web LB's, root's
+/// etcd client key), the old copy in /etc/airflow is gone, and the api-server's own key (server
+/// authentication only) does not open etcd, which admits only client certificates.
+fn airflow_holds_no_key_that_opens_etcd() {
+    let (_, readable) = ssh(
+        1,
+        "runuser -u airflow -- sh -c 'for f in /etc/hactl/tls/*.key /etc/hactl/tls/web-lb.pem /etc/etcd/tls/server.key \
+         /var/lib/postgresql/tls/server.key /etc/rabbitmq/tls/server.key /etc/airflow/api.key; do \
+         cat \"$f\" >/dev/null 2>&1 && echo \"$f\"; done; true'",
+    );
+    assert_eq!(readable.trim(), "", "keys the airflow user reads");
+    let (code, out) = ssh(
+        1,
+        "ETCDCTL_API=3 etcdctl --dial-timeout 3s --command-timeout 5s --cacert /etc/hactl/tls/ca.crt \
+         --cert /etc/airflow/tls/api.crt --key /etc/airflow/tls/api.key \
+         --endpoints https://10.213.0.11:2379 get --prefix '' --keys-only 2>&1",
+    );
+    assert_ne!(code, 0, "etcd answered the api-server's key: {out}");
+    measured!(
+        "the api-server's own key and etcd: refused ({})",
+        out.lines().last().unwrap_or("")
+    );
 }
 
 /// Plain HTTP on the web LB's port gets no page: nginx redirects it to the same URL over https,
