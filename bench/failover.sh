@@ -7,9 +7,9 @@
 #   must not change (no spurious failover), and the writer's failures are counted.
 # - rabbitmq (the whole stack: the publisher is kombu from Airflow's venv): a publisher on a
 #   surviving node publishes a persistent message with publisher confirms, each on a new
-#   connection through the mq LB (127.0.0.1:5673), into a quorum queue every 0.2 s; the machine of
+#   connection through the mq LB over TLS (127.0.0.1:5674), into a quorum queue every 0.2 s; the machine of
 #   the node that leads the queue is crashed.
-# - web (the whole stack): a client on a surviving node asks the web LB's VIP for the API's health
+# - web (the whole stack): a client on a surviving node asks the web LB's VIP (HTTPS, the CA) for the API's health
 #   every 0.2 s; the machine holding the VIP (keepalived's master, with its api-server) is crashed.
 # Each figure is the time from the crash to the first success after the first failure (0 when
 # nothing failed), with the last failure's time after the crash; the machine is started again and
@@ -207,21 +207,23 @@ postgres_part() {
   [ "$changes" -eq 0 ]
 }
 
-# RabbitMQ: the publisher on node N through the mq LB (the password in a 0600 file, not argv).
+# RabbitMQ: the publisher on node N through the mq LB over TLS (5674, the node verified against
+# the cluster CA by the name hactl-lb, as Celery does; the password in a 0600 file, not argv).
 rabbitmq_publisher() {
   on "$1" 'umask 077; cat > /root/.bench-amqp' <<<"$(secret rabbitmq_airflow_password)"
   start_client "$1" <<'EOF'
 #!/opt/airflow/venv/bin/python
-import time, urllib.parse
+import ssl, time, urllib.parse
 import kombu
 
 password = open("/root/.bench-amqp").read().strip()
-url = f"amqp://airflow:{urllib.parse.quote(password, safe='')}@127.0.0.1:5673/airflow"
+url = f"amqps://airflow:{urllib.parse.quote(password, safe='')}@127.0.0.1:5674/airflow"
+tls = {"ca_certs": "/etc/hactl/tls/ca.crt", "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": "hactl-lb"}
 queue = kombu.Queue("bench-failover", routing_key="bench-failover", durable=True,
                     queue_arguments={"x-queue-type": "quorum", "x-max-length": 1000})
 while True:
     try:
-        with kombu.Connection(url, connect_timeout=2, transport_options={"confirm_publish": True}) as conn:
+        with kombu.Connection(url, ssl=tls, connect_timeout=2, transport_options={"confirm_publish": True}) as conn:
             conn.Producer().publish({"at": time.time()}, routing_key="bench-failover", declare=[queue],
                                     delivery_mode=2, timeout=2)
         print(f"{time.time():.3f} ok", flush=True)
@@ -244,12 +246,12 @@ rabbitmq_part() {
   crash_series "RabbitMQ queue leader" rabbitmq_victim rabbitmq_publisher "a confirmed publish through the mq LB" rabbitmq,mq-lb
 }
 
-# The web LB: the client on node N asks the VIP.
+# The web LB: the client on node N asks the VIP over HTTPS, trusting the cluster CA.
 web_client() {
   start_client "$1" <<EOF
 #!/bin/sh
 while :; do
-  if curl -sf -o /dev/null --max-time 2 http://$vip:8080/api/v2/monitor/health
+  if curl -sf -o /dev/null --max-time 2 --cacert /etc/hactl/tls/ca.crt https://$vip:8080/api/v2/monitor/health
   then echo "\$(date +%s.%N) ok"
   else echo "\$(date +%s.%N) fail"
   fi

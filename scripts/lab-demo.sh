@@ -29,7 +29,8 @@ lab_ssh=(ssh -i /var/lib/hactl/lab/ssh/id_ed25519 -o UserKnownHostsFile=/var/lib
 guard=$("${lab_ssh[@]}" "root@$lb" hactl-guard status)
 cat <<EOF
 
-The Airflow UI, through the web LB: http://${vip:-$lb}:8080/ (the VIP; every node of the lab answers on 8080 too)
+The Airflow UI, through the web LB: https://${vip:-$lb}:8080/ (the VIP; every node of the lab answers on 8080 too)
+Its certificate, from the lab's CA: trust ${inventory%.yml}.pki/ca.crt (curl --cacert ${inventory%.yml}.pki/ca.crt https://${vip:-$lb}:8080/)
 Log in as:                          admin
 Its password:                       airflow_admin_password in ${inventory%.yml}.secrets.yml
 The guard (hactl-guard status):     $guard

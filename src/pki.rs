@@ -3,6 +3,11 @@
 //! (`INVENTORY.pki/`, private keys 0600, never printed). A host certificate is made again when
 //! its names change or it ends within [`RENEW_DAYS`]; an inventory may give a host its own
 //! certificate and key instead (`tls_cert_file`, `tls_key_file`), checked to match.
+//!
+//! A host may also get role certificates (`ROLE-HOST.crt`, `ROLE-HOST.key`) for the same names,
+//! always from the cluster CA: server authentication only, so that a service running as a less
+//! trusted user (the api-servers, as airflow) holds a key that no client-authenticating service
+//! (etcd, PostgreSQL) admits.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +43,8 @@ pub struct Pki {
     pub ca_cert: String,
     /// Each host's certificate, by inventory name.
     pub hosts: BTreeMap<String, HostCert>,
+    /// Each host's role certificates (server authentication only), by inventory name, then role.
+    pub roles: BTreeMap<String, BTreeMap<String, HostCert>>,
 }
 
 /// What a host's certificate must name, and the files the inventory gives instead, if any.
@@ -47,6 +54,17 @@ pub struct Wanted {
     pub names: Vec<String>,
     /// The inventory's own certificate and key files for this host.
     pub given: Option<(PathBuf, PathBuf)>,
+    /// The roles this host gets a certificate of its own for (letters, digits, underscores).
+    pub roles: Vec<String>,
+}
+
+/// What a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Usage {
+    /// A host's: server and client authentication.
+    Host,
+    /// A role's: server authentication only.
+    Role,
 }
 
 /// Loads the CA and the host certificates from `dir`, making what is missing, stale or naming
@@ -56,15 +74,28 @@ pub fn ensure(dir: &Path, wanted: &BTreeMap<String, Wanted>, missing: Missing) -
     let (ca_cert, ca_key, ca_new) = ca(dir, write)?;
     let issuer = Issuer::from_ca_cert_pem(&ca_cert, &ca_key)
         .map_err(|e| miette!("{}: the CA certificate cannot sign: {e}", dir.join("ca.crt").display()))?;
+    let signer = Signer {
+        dir,
+        issuer: &issuer,
+        ca_new,
+        write,
+    };
     let mut hosts = BTreeMap::new();
+    let mut roles = BTreeMap::new();
     for (host, want) in wanted {
         let cert = match &want.given {
             Some((cert, key)) => given(cert, key)?,
-            None => host_cert(dir, host, &want.names, &issuer, ca_new, write)?,
+            None => signer.issue(&format!("host-{host}"), host, &want.names, Usage::Host)?,
         };
         hosts.insert(host.clone(), cert);
+        let mut mine = BTreeMap::new();
+        for role in &want.roles {
+            let cert = signer.issue(&format!("{role}-{host}"), host, &want.names, Usage::Role)?;
+            mine.insert(role.clone(), cert);
+        }
+        roles.insert(host.clone(), mine);
     }
-    Ok(Pki { ca_cert, hosts })
+    Ok(Pki { ca_cert, hosts, roles })
 }
 
 /// The CA's certificate and key, made when absent; whether it was made now.
@@ -89,49 +120,54 @@ fn ca(dir: &Path, write: bool) -> Result<(String, KeyPair, bool)> {
     Ok((cert, key, true))
 }
 
-/// A host's certificate from `dir`, or a new one when absent, made by another CA, naming
-/// other names or ending soon.
-fn host_cert(
-    dir: &Path,
-    host: &str,
-    names: &[String],
-    issuer: &Issuer<'_, &KeyPair>,
+/// Where certificates are kept and who signs them: the CA, whether it was made in this run
+/// (every certificate is then made again), whether new ones are written.
+struct Signer<'a> {
+    dir: &'a Path,
+    issuer: &'a Issuer<'a, &'a KeyPair>,
     ca_new: bool,
     write: bool,
-) -> Result<HostCert> {
-    let (cert_path, key_path) = (
-        dir.join(format!("host-{host}.crt")),
-        dir.join(format!("host-{host}.key")),
-    );
-    if !ca_new && cert_path.exists() && key_path.exists() {
-        let cert = read(&cert_path)?;
-        if current(&cert, names)? {
-            return Ok(HostCert {
-                cert,
-                key: Secret::from(read(&key_path)?),
-            });
+}
+
+impl Signer<'_> {
+    /// A certificate for `host` from the directory (`STEM.crt`, `STEM.key`), or a new one when
+    /// absent, made by another CA, naming other names or ending soon.
+    fn issue(&self, stem: &str, host: &str, names: &[String], usage: Usage) -> Result<HostCert> {
+        let (dir, issuer, ca_new, write) = (self.dir, self.issuer, self.ca_new, self.write);
+        let (cert_path, key_path) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
+        if !ca_new && cert_path.exists() && key_path.exists() {
+            let cert = read(&cert_path)?;
+            if current(&cert, names)? {
+                return Ok(HostCert {
+                    cert,
+                    key: Secret::from(read(&key_path)?),
+                });
+            }
         }
+        let key = KeyPair::generate().map_err(|e| miette!("cannot make a key for {stem}: {e}"))?;
+        let mut params = params(host, HOST_DAYS);
+        params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_>>()?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = match usage {
+            Usage::Host => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::Role => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        };
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&key, issuer)
+            .map_err(|e| miette!("cannot sign {stem}'s certificate: {e}"))?
+            .pem();
+        let key = key.serialize_pem();
+        if write {
+            save(dir, &format!("{stem}.key"), &key, 0o600)?;
+            save(dir, &format!("{stem}.crt"), &cert, 0o644)?;
+        }
+        Ok(HostCert {
+            cert,
+            key: Secret::from(key),
+        })
     }
-    let key = KeyPair::generate().map_err(|e| miette!("cannot make a key for {host}: {e}"))?;
-    let mut params = params(host, HOST_DAYS);
-    params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_>>()?;
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-    params.use_authority_key_identifier_extension = true;
-    let cert = params
-        .signed_by(&key, issuer)
-        .map_err(|e| miette!("cannot sign {host}'s certificate: {e}"))?
-        .pem();
-    let key = key.serialize_pem();
-    if write {
-        save(dir, &format!("host-{host}.key"), &key, 0o600)?;
-        save(dir, &format!("host-{host}.crt"), &cert, 0o644)?;
-    }
-    Ok(HostCert {
-        cert,
-        key: Secret::from(key),
-    })
 }
 
 /// A certificate's parameters for this subject, valid from an hour ago (clock skew) for `days`.
@@ -267,8 +303,41 @@ mod tests {
             Wanted {
                 names: names.iter().map(|n| n.to_string()).collect(),
                 given: None,
+                roles: Vec::new(),
             },
         )])
+    }
+
+    /// Whether a certificate allows (server, client) authentication.
+    fn usages(pem: &str) -> (bool, bool) {
+        with_certificate(pem, "test", |cert| {
+            let eku = cert.extended_key_usage().unwrap().unwrap().value;
+            (eku.server_auth, eku.client_auth)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_role_gets_its_own_key_for_server_authentication_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("inv.pki");
+        let mut want = wanted(&["node1", "10.0.0.1"]);
+        want.get_mut("node1").unwrap().roles = vec!["api".into()];
+        let pki = ensure(&pki_dir, &want, Missing::Generate).unwrap();
+        let api = &pki.roles["node1"]["api"];
+        assert_ne!(api.key.expose(), pki.hosts["node1"].key.expose());
+        assert_eq!(usages(&api.cert), (true, false), "server authentication only");
+        assert_eq!(usages(&pki.hosts["node1"].cert), (true, true));
+        assert!(current(&api.cert, &["10.0.0.1".into(), "node1".into()]).unwrap());
+        let mode = std::fs::metadata(pki_dir.join("api-node1.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        let again = ensure(&pki_dir, &want, Missing::Generate).unwrap();
+        assert_eq!(again.roles["node1"]["api"].cert, api.cert, "kept while current");
     }
 
     #[test]

@@ -199,44 +199,39 @@ fn backends_through(url: &str, ca: &std::path::Path, n: usize) -> BTreeMap<Strin
     reached
 }
 
-/// Each front end with sticky sessions and TLS to the api-servers (nginx; Apache and HAProxy
-/// terminating TLS too): the web-lb gates pass (health, sticky, a client that trusts only the
-/// cluster CA), a re-run changes nothing, and an Airflow master leaving and coming back under
-/// load fails no request. Apache refuses an api-server whose certificate the CA did not sign.
-/// The lab's VIP answers throughout (keepalived; the first provision's gate checked that exactly
-/// one LB holds it). The stack stays so (TLS everywhere, HAProxy) for the crash that follows.
+/// Each front end with sticky sessions, TLS to the clients and to the api-servers (the
+/// defaults): the web-lb gates pass (health, sticky, a client that trusts only the cluster CA),
+/// plain HTTP on the web port is never served (nginx redirects it to https), a re-run changes
+/// nothing, and an Airflow master leaving and coming back under load fails no request. Apache
+/// refuses an api-server whose certificate the CA did not sign. The lab's VIP answers throughout
+/// (keepalived; the first provision's gate checked that exactly one LB holds it). The stack stays
+/// so (TLS everywhere, HAProxy) for the crash that follows.
 fn web_front_ends(inv_path: &std::path::Path) {
     let inv = inv_path.to_str().unwrap();
     let ca = inv_path.with_file_name("inventory.pki").join("ca.crt");
-    for (frontend, tls, stages) in [
-        ("nginx", false, "airflow,web-lb"),
-        ("apache", true, "airflow,web-lb"),
-        ("haproxy", true, "web-lb"),
+    for (frontend, stages) in [
+        ("nginx", "airflow,web-lb"),
+        ("apache", "airflow,web-lb"),
+        ("haproxy", "web-lb"),
     ] {
         let frontend_var = format!("web_lb_frontend: {frontend}");
-        let mut vars = vec![frontend_var.as_str(), "web_lb_sticky: true", "airflow_api_tls: true"];
-        if tls {
-            vars.push("web_lb_tls: true");
-        }
-        set_inventory_vars(inv_path, &vars);
+        set_inventory_vars(inv_path, &[frontend_var.as_str(), "web_lb_sticky: true"]);
         let (code, doc, secs) = provision(inv, Some(stages));
         assert_eq!(code, Some(0), "{doc}");
         let sticky = gate_report(&doc, "with sticky sessions, 20 requests");
-        measured!("front end {frontend} (TLS to the api-servers; TLS to clients {tls}; sticky), {stages}: {secs:.1} s; {sticky}");
-        assert!(sticky.contains("all reached"), "{sticky}");
-        let url = format!(
-            "{}://10.213.0.11:8080/api/v2/monitor/health",
-            if tls { "https" } else { "http" }
+        measured!(
+            "front end {frontend} (TLS to the clients and the api-servers; sticky), {stages}: {secs:.1} s; {sticky}"
         );
-        if tls {
-            let reached = backends_through(&url, &ca, 3);
-            assert!(!reached.is_empty(), "a client that trusts only the CA: {reached:?}");
-        }
+        assert!(sticky.contains("all reached"), "{sticky}");
+        let url = "https://10.213.0.11:8080/api/v2/monitor/health".to_string();
+        let reached = backends_through(&url, &ca, 3);
+        assert!(!reached.is_empty(), "a client that trusts only the CA: {reached:?}");
+        plain_http_never_served(frontend);
         let (code, doc, _) = provision(inv, Some("web-lb"));
         assert_eq!(code, Some(0));
         assert_eq!(doc["summary"]["changed"], 0, "{frontend}: {:?}", changed_steps(&doc));
 
-        let load = Load::start(url.clone(), tls.then(|| ca.clone()));
+        let load = Load::start(url.clone(), Some(ca.clone()));
         std::thread::sleep(Duration::from_secs(2));
         set_master3(inv_path, false);
         let (code, doc, _) = provision(inv, Some("web-lb"));
@@ -261,6 +256,57 @@ fn web_front_ends(inv_path: &std::path::Path) {
     }
     let reached = backends_through(&format!("https://{VIP}:8080/api/v2/monitor/health"), &ca, 3);
     assert!(!reached.is_empty(), "through the VIP");
+    airflow_holds_no_key_that_opens_etcd();
+}
+
+/// The airflow user reads no host key (etcd's, PostgreSQL's, RabbitMQ's, the web LB's, root's
+/// etcd client key), the old copy in /etc/airflow is gone, and the api-server's own key (server
+/// authentication only) does not open etcd, which admits only client certificates.
+fn airflow_holds_no_key_that_opens_etcd() {
+    let (_, readable) = ssh(
+        1,
+        "runuser -u airflow -- sh -c 'for f in /etc/hactl/tls/*.key /etc/hactl/tls/web-lb.pem /etc/etcd/tls/server.key \
+         /var/lib/postgresql/tls/server.key /etc/rabbitmq/tls/server.key /etc/airflow/api.key; do \
+         cat \"$f\" >/dev/null 2>&1 && echo \"$f\"; done; true'",
+    );
+    assert_eq!(readable.trim(), "", "keys the airflow user reads");
+    let (code, out) = ssh(
+        1,
+        "ETCDCTL_API=3 etcdctl --dial-timeout 3s --command-timeout 5s --cacert /etc/hactl/tls/ca.crt \
+         --cert /etc/airflow/tls/api.crt --key /etc/airflow/tls/api.key \
+         --endpoints https://10.213.0.11:2379 get --prefix '' --keys-only 2>&1",
+    );
+    assert_ne!(code, 0, "etcd answered the api-server's key: {out}");
+    measured!(
+        "the api-server's own key and etcd: refused ({})",
+        out.lines().last().unwrap_or("")
+    );
+}
+
+/// Plain HTTP on the web LB's port gets no page: nginx redirects it to the same URL over https,
+/// HAProxy closes the connection (no TLS handshake), Apache answers 400.
+fn plain_http_never_served(frontend: &str) {
+    let plain = "http://10.213.0.11:8080/api/v2/monitor/health";
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            "--max-time",
+            "10",
+            plain,
+        ])
+        .output()
+        .expect("curl runs");
+    let answer = String::from_utf8_lossy(&out.stdout).to_string();
+    let want = match frontend {
+        "nginx" => "301 https://10.213.0.11:8080/api/v2/monitor/health",
+        "apache" => "400 ",
+        _ => "000 ",
+    };
+    assert_eq!(answer, want, "{frontend}: plain HTTP on the web port");
 }
 
 /// node3's api-server given a certificate the cluster CA did not sign (with the right names):
@@ -270,7 +316,7 @@ fn apache_refuses_a_foreign_certificate(inv: &str, url: &str, ca: &std::path::Pa
         3,
         "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=node3 \
          -addext 'subjectAltName=DNS:node3,DNS:hactl-api' -days 2 \
-         -keyout /etc/airflow/api.key -out /etc/airflow/api.crt 2>/dev/null \
+         -keyout /etc/airflow/tls/api.key -out /etc/airflow/tls/api.crt 2>/dev/null \
          && systemctl restart airflow-api-server \
          && for i in $(seq 120); do curl -skf -o /dev/null https://node3:8090/api/v2/monitor/health && exit 0; sleep 1; done; exit 1",
     );
@@ -290,7 +336,9 @@ fn apache_refuses_a_foreign_certificate(inv: &str, url: &str, ca: &std::path::Pa
     assert_eq!(code, Some(0), "{doc}");
     let changed = changed_steps(&doc);
     assert!(
-        changed.iter().any(|s| s.starts_with("node3:this node's certificate")),
+        changed
+            .iter()
+            .any(|s| s.starts_with("node3:the api-server's certificate")),
         "{changed:?}"
     );
     let deadline = Instant::now() + Duration::from_secs(60);

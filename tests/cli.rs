@@ -67,11 +67,8 @@ fn one_host_inventory(host: &str) -> String {
 fn a_weakened_default_is_a_warning_and_a_plan_writes_no_key() {
     let dir = tempfile::tempdir().unwrap();
     let inv = dir.path().join("inventory.yml");
-    let weakened = one_host_inventory("nowhere").replacen(
-        "all:\n",
-        "all:\n  vars: {airflow_api_tls: true, web_lb_backend_verify_name: false}\n",
-        1,
-    );
+    let weakened =
+        one_host_inventory("nowhere").replacen("all:\n", "all:\n  vars: {web_lb_backend_verify_name: false}\n", 1);
     std::fs::write(&inv, weakened).unwrap();
     // An unknown stage: the run stops before connecting, after the warnings.
     let out = run(dir.path(), &["plan", inv.to_str().unwrap(), "--stages", "nope"]);
@@ -130,7 +127,9 @@ fn security_relaxed_warns_for_each_protection_off_and_a_bad_mode_is_an_error() {
             "patroni_restapi_auth is off",
             "haproxy_stats_auth is off",
             "rabbitmq_tls is off",
-            "rabbitmq_remove_guest is off"
+            "rabbitmq_remove_guest is off",
+            "airflow_api_tls is off",
+            "web_lb_tls is off"
         ],
         "one warning per protection, in the playbook's order (its stages', each stage's own): {relaxed:?}"
     );

@@ -59,8 +59,14 @@ fn loaded(dir: &Path, inventory: &str) -> Loaded {
     let mut fixed: Vec<(String, String)> = Vec::new();
     for (host, ctx) in &loaded.contexts {
         let json: Json = serde_json::to_value(ctx).unwrap();
-        for key in ["tls_ca_cert", "tls_cert", "tls_key"] {
-            let value = json[key].as_str().unwrap().to_string();
+        // The CA, the host's certificate and key, and each role's (`tls_ROLE_cert`, `tls_ROLE_key`).
+        let pem_keys = json.as_object().unwrap().iter().filter(|(k, v)| {
+            k.starts_with("tls_")
+                && (k.ends_with("_cert") || k.ends_with("_key"))
+                && v.as_str().is_some_and(|s| s.starts_with("-----BEGIN"))
+        });
+        for (key, value) in pem_keys {
+            let value = value.as_str().unwrap().to_string();
             let placeholder = if key == "tls_ca_cert" {
                 "FIXED CA CERTIFICATE\n".to_string()
             } else {
@@ -252,14 +258,15 @@ fn the_split_shape_renders_as_its_golden_file() {
 
 #[test]
 fn the_split_shape_with_each_web_front_end_renders_as_its_golden_file() {
-    for (frontend, extra) in [
-        ("nginx", "    hactl_security: relaxed\n"),
-        ("apache", "    airflow_api_tls: true\n    web_lb_sticky: true\n"),
+    for (name, frontend, extra) in [
+        ("nginx", "nginx", "    web_lb_sticky: true\n"),
+        ("nginx-relaxed", "nginx", "    hactl_security: relaxed\n"),
+        ("apache", "apache", "    web_lb_tls: false\n    web_lb_sticky: true\n"),
     ] {
         let inventory = SPLIT.replace(
             "    web_lb_vip: 10.213.0.100\n",
             &format!("    web_lb_vip: 10.213.0.100\n    web_lb_frontend: {frontend}\n{extra}"),
         );
-        check(&format!("render-split-{frontend}.txt"), &inventory);
+        check(&format!("render-split-{name}.txt"), &inventory);
     }
 }

@@ -79,6 +79,11 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
             vars.insert("tls_ca_cert".into(), Json::String(pki.ca_cert.clone()));
             vars.insert("tls_cert".into(), Json::String(cert.cert.clone()));
             vars.insert("tls_key".into(), Json::String(cert.key.expose().to_string()));
+            for (role, cert) in &pki.roles[host] {
+                values.push(cert.key.expose().to_string());
+                vars.insert(format!("tls_{role}_cert"), Json::String(cert.cert.clone()));
+                vars.insert(format!("tls_{role}_key"), Json::String(cert.key.expose().to_string()));
+            }
         }
     }
     let redactor = Redactor::new(values.iter().map(String::as_str));
@@ -102,9 +107,32 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
     })
 }
 
+/// A host's `tls_roles`: the roles it gets a certificate of its own for (`tls_ROLE_cert`,
+/// `tls_ROLE_key`), each a name of lower-case letters, digits and underscores.
+fn tls_roles(host: &str, vars: &Vars) -> Result<Vec<String>> {
+    let valid = |r: &str| {
+        !r.is_empty()
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    match vars.get("tls_roles") {
+        None | Some(Json::Null) => Ok(Vec::new()),
+        Some(Json::Array(roles)) => roles
+            .iter()
+            .map(|r| match r.as_str() {
+                Some(r) if valid(r) => Ok(r.to_string()),
+                _ => Err(miette!(
+                    "host {host}: `tls_roles` holds {r}: a role is a name of lower-case letters, digits and underscores"
+                )),
+            })
+            .collect(),
+        Some(other) => Err(miette!("host {host}: `tls_roles` must be a list of roles, not {other}")),
+    }
+}
+
 /// What each host's certificate must name: its inventory name, its address and its
 /// `tls_extra_names`; or the certificate and key files its `tls_cert_file` and `tls_key_file`
-/// give (relative to the inventory).
+/// give (relative to the inventory); and the roles it gets certificates for (`tls_roles`).
 fn pki_wanted(inventory: &Path, hostvars: &BTreeMap<String, Vars>) -> Result<BTreeMap<String, Wanted>> {
     let base = inventory.parent().unwrap_or(Path::new("."));
     let text = |vars: &Vars, key: &str| {
@@ -144,7 +172,8 @@ fn pki_wanted(inventory: &Path, hostvars: &BTreeMap<String, Vars>) -> Result<BTr
                     ))
                 }
             };
-            Ok((host.clone(), Wanted { names, given }))
+            let roles = tls_roles(host, vars)?;
+            Ok((host.clone(), Wanted { names, given, roles }))
         })
         .collect()
 }

@@ -99,8 +99,13 @@ def workers(args):
     """Celery's broadcast ping through the cluster's broker (the workers' control mailbox)."""
     from celery import Celery  # the venv's
 
-    app = Celery(broker=read_config(args.config).get("celery", "broker_url"))
+    config = read_config(args.config)
+    app = Celery(broker=config.get("celery", "broker_url"))
     app.conf.broker_connection_timeout = 2
+    # AMQP over TLS: the same verification as Airflow's (extra_celery_config's broker_use_ssl).
+    extra = json.loads(config.get("celery", "extra_celery_config", fallback="{}") or "{}")
+    if extra.get("broker_use_ssl"):
+        app.conf.broker_use_ssl = extra["broker_use_ssl"]
     want = set(args.expect.split(","))
     try:
         # Done once as many replies as workers wanted came (else at the timeout): a broadcast

@@ -146,7 +146,9 @@ fn everything(node: usize, dir: &Path) -> Vec<serde_json::Value> {
         ),
         attempt("AMQP LB as guest", node, 5673, serde_json::json!({"kind": "amqp", "user": "guest", "password": "guest"})),
         attempt("AMQP over TLS", node, 5671, serde_json::json!({"kind": "tcp"})),
-        attempt("RabbitMQ management LB", node, 15673, serde_json::json!({"kind": "http", "path": "/api/overview"})),
+        attempt("RabbitMQ management LB", node, 15673, serde_json::json!({"kind": "tcp"})),
+        attempt("AMQP LB over TLS", node, 5674, serde_json::json!({"kind": "tcp"})),
+        attempt("RabbitMQ management over TLS", node, 15671, serde_json::json!({"kind": "tcp"})),
         attempt("epmd", node, 4369, serde_json::json!({"kind": "tcp"})),
         attempt("Erlang distribution", node, 25672, serde_json::json!({"kind": "tcp"})),
         attempt("web LB stats", node, 1936, serde_json::json!({"kind": "http", "path": "/"})),
@@ -204,15 +206,16 @@ fn stop_writer() -> (usize, Vec<String>, f64) {
 }
 
 /// Publishes one persistent message to a durable quorum queue `hactl-conversion` on the airflow
-/// vhost (kombu, from Airflow's venv, with the broker URL from airflow.cfg).
+/// vhost (kombu, from Airflow's venv, with the broker URL and its TLS options from airflow.cfg).
 fn publish_a_message() {
     ssh_ok(
         1,
         r#"/opt/airflow/venv/bin/python - <<'EOF'
-import configparser, kombu
+import configparser, json, kombu
 c = configparser.ConfigParser()
 c.read("/etc/airflow/airflow.cfg")
-with kombu.Connection(c.get("celery", "broker_url").split(";")[0]) as conn:
+tls = json.loads(c.get("celery", "extra_celery_config")).get("broker_use_ssl", False)
+with kombu.Connection(c.get("celery", "broker_url").split(";")[0], ssl=tls) as conn:
     q = kombu.Queue("hactl-conversion", routing_key="hactl-conversion", durable=True,
                     queue_arguments={"x-queue-type": "quorum"})
     conn.Producer().publish({"kept": True}, routing_key="hactl-conversion", declare=[q], delivery_mode=2)
@@ -445,20 +448,20 @@ fn file_fingerprint(path: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// The TLS ports of node1 that serve its host certificate on the locked-down stack, with
-/// openssl's STARTTLS protocol where the port starts plain.
-const SERVED: [(&str, u16, &str); 7] = [
-    ("etcd clients", 2379, ""),
-    ("etcd peers", 2380, ""),
-    ("Patroni's REST API", 8008, ""),
-    ("PostgreSQL", 5432, "postgres"),
-    ("AMQP over TLS", 5671, ""),
-    ("the web LB", 8080, ""),
-    ("the api-server", 8090, ""),
+/// The TLS ports of node1 on the locked-down stack, with openssl's STARTTLS protocol where the
+/// port starts plain, and the certificate beside the inventory that each serves.
+const SERVED: [(&str, u16, &str, &str); 7] = [
+    ("etcd clients", 2379, "", "host-node1.crt"),
+    ("etcd peers", 2380, "", "host-node1.crt"),
+    ("Patroni's REST API", 8008, "", "host-node1.crt"),
+    ("PostgreSQL", 5432, "postgres", "host-node1.crt"),
+    ("AMQP over TLS", 5671, "", "host-node1.crt"),
+    ("the web LB", 8080, "", "host-node1.crt"),
+    ("the api-server", 8090, "", "api-node1.crt"),
 ];
 
-/// Every host certificate made again on the running, locked-down stack (the host files beside
-/// the inventory removed: hactl makes new keys and certificates from the same CA, as at a
+/// Every certificate made again on the running, locked-down stack (the host and role files
+/// beside the inventory removed: hactl makes new keys and certificates from the same CA, as at a
 /// renewal) while a writer goes through the PostgreSQL LB and the guarded process is sampled
 /// every second: each consumer serves the new certificate after that one run, the writer loses
 /// at most a reload's blip, the guarded process runs on exactly one node throughout, and the
@@ -466,20 +469,18 @@ const SERVED: [(&str, u16, &str); 7] = [
 pub fn renew_every_certificate(inv_path: &Path, dir: &Path, guarded: &str) {
     let inv = inv_path.to_str().unwrap();
     let pki = dir.join("inventory.pki");
-    let old = file_fingerprint(&pki.join("host-node1.crt"));
-    let served: Vec<(&str, u16, &str)> = SERVED
+    let before: BTreeMap<&str, String> = SERVED
         .iter()
-        .copied()
-        .filter(|(_, port, starttls)| served_fingerprint("10.213.0.11", *port, starttls) == old)
+        .map(|(_, _, _, file)| (*file, file_fingerprint(&pki.join(file))))
         .collect();
-    assert!(
-        served.len() >= 5,
-        "node1 serves its certificate on etcd, Patroni, PostgreSQL and AMQP at least: {served:?}"
-    );
+    for (what, port, starttls, file) in SERVED {
+        let served = served_fingerprint("10.213.0.11", port, starttls);
+        assert_eq!(served, before[file], "{what} on node1:{port} serves {file}");
+    }
     for entry in std::fs::read_dir(&pki).expect("the CA's directory") {
         let path = entry.expect("an entry").path();
-        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("host-")) {
-            std::fs::remove_file(&path).expect("a host file removed");
+        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with("ca.")) {
+            std::fs::remove_file(&path).expect("a host or role file removed");
         }
     }
 
@@ -514,11 +515,11 @@ pub fn renew_every_certificate(inv_path: &Path, dir: &Path, guarded: &str) {
         "at most a reload's blip: {ok} writes, longest gap {gap:.1} s, failed: {failed:#?}"
     );
 
-    let new = file_fingerprint(&pki.join("host-node1.crt"));
-    assert_ne!(new, old, "a new certificate for node1");
-    for (what, port, starttls) in &served {
-        let now = served_fingerprint("10.213.0.11", *port, starttls);
-        assert_eq!(now, new, "{what} on node1:{port} serves the new certificate");
+    for (what, port, starttls, file) in SERVED {
+        let new = file_fingerprint(&pki.join(file));
+        assert_ne!(new, before[file], "a new {file}");
+        let served = served_fingerprint("10.213.0.11", port, starttls);
+        assert_eq!(served, new, "{what} on node1:{port} serves the new {file}");
     }
 
     // The cluster keeps passing its gates for minutes after (a consumer that kept the old key
@@ -536,9 +537,9 @@ pub fn renew_every_certificate(inv_path: &Path, dir: &Path, guarded: &str) {
         rounds += 1;
         std::thread::sleep(std::time::Duration::from_secs(20));
     }
-    let ports: Vec<String> = served.iter().map(|(what, port, _)| format!("{what} ({port})")).collect();
+    let ports: Vec<String> = SERVED.iter().map(|(what, port, _, _)| format!("{what} ({port})")).collect();
     measured!(
-        "after the renewal: node1 serves the new certificate on {}; verify passed {rounds} times over 90 s",
+        "after the renewal: node1 serves its new certificates on {}; verify passed {rounds} times over 90 s",
         ports.join(", ")
     );
 }
