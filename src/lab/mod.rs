@@ -110,6 +110,12 @@ pub enum LabError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A path inside a node is not what the lab writes through.
+    #[error("{path} in a lab node is a symlink or special file where the lab needs a plain directory or file (it could point at the host's files): run `hactl lab down` and up again")]
+    UnsafeNodePath {
+        /// The path.
+        path: String,
+    },
     /// The state file is unreadable.
     #[error("lab state {path} is corrupt: {detail}")]
     State {
