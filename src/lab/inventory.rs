@@ -88,7 +88,8 @@ mod tests {
                     cgroups: Vec::new(),
                 })
                 .collect(),
-            ip_forward_before: "0".into(),
+            ip_forward_before: None,
+            forwarding_before: Vec::new(),
             rules: vec![],
             inventory: PathBuf::from("/x/inventory.yml"),
         };

@@ -28,7 +28,7 @@ pub use state::{LabState, NodeState};
 pub use subnet::Subnet;
 
 use inventory::inventory_yaml;
-use network::{iptables_args, iptables_has, link_exists, IP_FORWARD};
+use network::{forwarding_switch, iptables_args, iptables_has, link_exists, IP_FORWARD};
 use node::{port_open, terminate};
 use subnet::check_subnet_free;
 use sys::{io_err, preflight, preflight_root, read_trimmed, run, write_if_changed, write_sysctl};
@@ -196,7 +196,8 @@ impl Lab {
                 LabState {
                     subnet: opts.subnet,
                     nodes: Vec::new(),
-                    ip_forward_before: read_trimmed(IP_FORWARD),
+                    ip_forward_before: None,
+                    forwarding_before: Vec::new(),
                     rules: Vec::new(),
                     inventory: opts.inventory.clone(),
                 }
@@ -328,9 +329,21 @@ impl Lab {
                     done.push(format!("removed iptables rule {}", rule.join(" ")));
                 }
             }
-            if read_trimmed(IP_FORWARD) != state.ip_forward_before {
-                write_sysctl(IP_FORWARD, &state.ip_forward_before)?;
-                done.push(format!("restored net.ipv4.ip_forward={}", state.ip_forward_before));
+            for (iface, before) in &state.forwarding_before {
+                let switch = forwarding_switch(iface);
+                // The bridge's went with it.
+                if Path::new(&switch).exists() && read_trimmed(&switch) != *before {
+                    write_sysctl(&switch, before)?;
+                    done.push(format!("restored net.ipv4.conf.{iface}.forwarding={before}"));
+                }
+            }
+            if let Some(before) = state
+                .ip_forward_before
+                .as_ref()
+                .filter(|b| read_trimmed(IP_FORWARD) != **b)
+            {
+                write_sysctl(IP_FORWARD, before)?;
+                done.push(format!("restored net.ipv4.ip_forward={before}"));
             }
             if state.inventory.exists() {
                 fs::remove_file(&state.inventory).map_err(|e| io_err(&state.inventory, e))?;
