@@ -27,7 +27,7 @@ use std::time::Duration;
 pub use state::{LabState, NodeState};
 pub use subnet::Subnet;
 
-use inventory::inventory_yaml;
+use inventory::{inventory_yaml, is_ours_or_missing};
 use network::{forwarding_switch, iptables_args, iptables_has, link_exists, IP_FORWARD};
 use node::{port_open, terminate};
 use subnet::check_subnet_free;
@@ -116,6 +116,9 @@ pub enum LabError {
         /// The path.
         path: String,
     },
+    /// The file given to `--inventory` is not one the lab wrote.
+    #[error("{0} exists and was not written by `hactl lab up` (its first line is not the lab's mark): pass another --inventory, or move that file away")]
+    ForeignInventory(String),
     /// The state file is unreadable.
     #[error("lab state {path} is corrupt: {detail}")]
     State {
@@ -187,6 +190,9 @@ impl Lab {
     /// Brings the lab up (idempotent), returning what changed, one line per action.
     pub fn up(&self, opts: &UpOptions, log: &mut dyn FnMut(&str)) -> Result<Vec<String>> {
         preflight()?;
+        if !is_ours_or_missing(&opts.inventory)? {
+            return Err(LabError::ForeignInventory(opts.inventory.display().to_string()));
+        }
         let mut changes = Vec::new();
         let mut state = match self.state()? {
             Some(s) if s.subnet != opts.subnet => return Err(LabError::OtherLabUp(s.subnet.to_string())),
@@ -345,13 +351,17 @@ impl Lab {
                 write_sysctl(IP_FORWARD, before)?;
                 done.push(format!("restored net.ipv4.ip_forward={before}"));
             }
-            if state.inventory.exists() {
+            // Another inventory's file (and the restarts its hosts owe) is not the lab's to remove.
+            let ours = is_ours_or_missing(&state.inventory)?;
+            if !ours {
+                done.push(format!("kept {} (not written by the lab)", state.inventory.display()));
+            } else if state.inventory.exists() {
                 fs::remove_file(&state.inventory).map_err(|e| io_err(&state.inventory, e))?;
                 done.push(format!("removed inventory {}", state.inventory.display()));
             }
             // Restarts owed on the nodes just removed: a new lab's nodes owe none of them.
             let pending = crate::workspace::Workspace::of(&state.inventory).pending_handlers();
-            if pending.exists() {
+            if ours && pending.exists() {
                 fs::remove_file(&pending).map_err(|e| io_err(&pending, e))?;
                 done.push(format!("removed {}", pending.display()));
             }
