@@ -504,6 +504,7 @@ mod tests {
                 "pg-lb-checks-both",
                 "postgres",
                 "pg-lb",
+                "rabbitmq-cookie",
                 "rabbitmq",
                 "mq-lb",
                 "airflow",
