@@ -561,6 +561,7 @@ mod tests {
                 "pg-lb-checks-both",
                 "postgres",
                 "pg-lb",
+                "rabbitmq-package",
                 "rabbitmq-cookie",
                 "rabbitmq",
                 "mq-lb",
