@@ -15,7 +15,7 @@ use super::cgroup::node_cgroup_dirs;
 use super::image::APT_POOL;
 use super::state::{LabState, NodeState};
 use super::subnet::Subnet;
-use super::sys::{io_err, node_path, path_str, run, write_file, write_if_changed};
+use super::sys::{io_err, node_dirs, node_path, path_str, run, write_file, write_if_changed};
 use super::{Lab, LabError, Result, BRIDGE, SUDO_USER};
 
 impl Lab {
@@ -133,7 +133,11 @@ impl Lab {
         let mut text = String::new();
         for node in &state.nodes {
             // Never through a link: it could show a host file's text in known_hosts.
-            let pubkey = node_path(&self.node_dir(&node.name), "upper/etc/ssh/ssh_host_ed25519_key.pub")?;
+            let pubkey = node_dirs(
+                &self.node_dir(&node.name),
+                "upper/etc/ssh/ssh_host_ed25519_key.pub",
+                false,
+            )?;
             let key = read_no_follow(&pubkey).map_err(|e| io_err(&pubkey, e))?;
             let mut fields = key.split_whitespace();
             let (Some(kind), Some(blob)) = (fields.next(), fields.next()) else {

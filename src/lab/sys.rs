@@ -68,9 +68,21 @@ pub(super) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// puts a regular file there, by a rename that never follows it). Only while the node does not
 /// run: nothing in it can then swap a path between this check and the write.
 pub(super) fn node_path(root: &Path, rel: &str) -> Result<PathBuf> {
-    let unsafe_path = |path: &Path| LabError::UnsafeNodePath {
-        path: path.display().to_string(),
-    };
+    let path = node_dirs(root, rel, true)?;
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(meta) if meta.is_dir() => return Err(unsafe_path(&path)),
+        Ok(_) => fs::remove_file(&path).map_err(|e| io_err(&path, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&path, e)),
+    }
+    Ok(path)
+}
+
+/// `rel` inside `root`, every directory on the way checked to be a real directory (none a
+/// symlink); missing ones are made when `make`, else an error. The last component is not looked
+/// at (open it with O_NOFOLLOW, or see [`node_path`]).
+pub(super) fn node_dirs(root: &Path, rel: &str, make: bool) -> Result<PathBuf> {
     let rel = Path::new(rel);
     let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
         return Err(unsafe_path(rel));
@@ -84,19 +96,20 @@ pub(super) fn node_path(root: &Path, rel: &str) -> Result<PathBuf> {
         match fs::symlink_metadata(&dir) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => return Err(unsafe_path(&dir)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(&dir).map_err(|e| io_err(&dir, e))?,
+            Err(e) if make && e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir(&dir).map_err(|e| io_err(&dir, e))?
+            }
             Err(e) => return Err(io_err(&dir, e)),
         }
     }
-    let path = dir.join(name);
-    match fs::symlink_metadata(&path) {
-        Ok(meta) if meta.is_file() => {}
-        Ok(meta) if meta.is_dir() => return Err(unsafe_path(&path)),
-        Ok(_) => fs::remove_file(&path).map_err(|e| io_err(&path, e))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err(&path, e)),
+    Ok(dir.join(name))
+}
+
+/// The error for a path inside a node that the lab does not go through.
+fn unsafe_path(path: &Path) -> LabError {
+    LabError::UnsafeNodePath {
+        path: path.display().to_string(),
     }
-    Ok(path)
 }
 
 /// Writes a kernel setting under /proc/sys (which cannot be replaced by a rename).
@@ -175,5 +188,9 @@ mod tests {
         assert!(made.parent().unwrap().is_dir());
         assert_eq!(node_path(root.path(), "root/.ssh/authorized_keys").unwrap(), keys);
         assert!(node_path(root.path(), "../x/y").is_err());
+        // Checking without making: a missing directory is an error, nothing made.
+        assert!(node_dirs(root.path(), "var/lib/x", false).is_err());
+        assert!(!root.path().join("var").exists());
+        assert!(node_dirs(root.path(), "etc/x", false).is_err());
     }
 }
