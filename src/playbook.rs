@@ -416,6 +416,63 @@ fn template_dir(playbook: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    /// Every `{{ … }}` that a stage file pastes into shell (a gate's `command`, a `command`
+    /// step's `cmd`, `unless`, `creates`, `removes`, a `rolling_order`) goes through `| quote`,
+    /// or is a list quoted word by word, or chooses between two literals. (A gate's `env` values
+    /// are exported as quoted words by the engine.)
+    #[test]
+    fn every_value_pasted_into_shell_is_quoted() {
+        fn walk(node: &serde_json::Value, at: &str, out: &mut Vec<(String, String)>) {
+            const SHELL: [&str; 6] = ["command", "cmd", "unless", "creates", "removes", "rolling_order"];
+            match node {
+                serde_json::Value::Object(map) => {
+                    for (key, value) in map {
+                        if let (true, Some(text)) = (SHELL.contains(&key.as_str()), value.as_str()) {
+                            out.push((format!("{at}.{key}"), text.to_string()));
+                        }
+                        walk(value, &format!("{at}.{key}"), out);
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        walk(item, &format!("{at}[{i}]"), out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let expression = regex::Regex::new(r"(?s)\{\{(.*?)\}\}").unwrap();
+        let safe = regex::Regex::new(
+            r"(?s)(\|\s*quote\s*$)|(map\('quote'\)\s*\|\s*join\('[^']*'\)$)|(^'[^']*' if [^']* else '[^']*'$)",
+        )
+        .unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files: Vec<std::path::PathBuf> = glob::glob(&format!("{}/templates/*/*.yml", root.display()))
+            .unwrap()
+            .flatten()
+            .collect();
+        files.push(root.join("playbooks/site.yml"));
+        let mut raw = Vec::new();
+        for file in &files {
+            let doc: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+            let mut found = Vec::new();
+            walk(&doc, "", &mut found);
+            for (at, text) in found {
+                for m in expression.captures_iter(&text) {
+                    let inner = m[1].trim();
+                    if !safe.is_match(inner) {
+                        raw.push(format!("{}{at}: {{{{ {inner} }}}}", file.display()));
+                    }
+                }
+            }
+        }
+        assert!(
+            !files.is_empty() && raw.is_empty(),
+            "unquoted in shell:\n{}",
+            raw.join("\n")
+        );
+    }
+
     use super::*;
 
     fn load(text: &str) -> Result<Playbook> {
@@ -504,6 +561,8 @@ mod tests {
                 "pg-lb-checks-both",
                 "postgres",
                 "pg-lb",
+                "rabbitmq-package",
+                "rabbitmq-cookie",
                 "rabbitmq",
                 "mq-lb",
                 "airflow",

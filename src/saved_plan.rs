@@ -157,6 +157,19 @@ impl SavedPlan {
                 path.display()
             ));
         }
+        let i = &plan.inputs;
+        for (name, sha) in [
+            ("inventory_sha256", &i.inventory_sha256),
+            ("playbook_sha256", &i.playbook_sha256),
+            ("secrets_sha256", &i.secrets_sha256),
+        ] {
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(miette!(
+                    "{} is not a hactl plan: its {name} is not 64 hex digits",
+                    path.display()
+                ));
+            }
+        }
         Ok(plan)
     }
 
@@ -167,7 +180,10 @@ impl SavedPlan {
 
     /// Its age in hours, now.
     pub fn age_hours(&self) -> f64 {
-        (time::OffsetDateTime::now_utc().unix_timestamp() - self.created_unix) as f64 / 3600.0
+        (time::OffsetDateTime::now_utc()
+            .unix_timestamp()
+            .saturating_sub(self.created_unix)) as f64
+            / 3600.0
     }
 
     /// The differences between this plan and `now` (a plan of the same selectors made just

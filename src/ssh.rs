@@ -140,6 +140,33 @@ fn control_key(host: &str, conn: &Connection, policy: HostKeyPolicy) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
+/// The port OpenSSH connects to for `conn`: its `ansible_port` (hactl passes it as `-p`, which
+/// wins over any configuration), else the one `ssh -G` resolves for its address and user from the
+/// user's and the system's configuration (`~/.ssh/config`), else OpenSSH's default, 22.
+pub fn effective_port(conn: &Connection) -> u16 {
+    if let Some(port) = conn.port {
+        return port;
+    }
+    let mut cmd = std::process::Command::new("ssh");
+    cmd.arg("-G");
+    if let Some(user) = &conn.user {
+        cmd.arg("-l").arg(user);
+    }
+    cmd.arg("--").arg(&conn.address).stdin(std::process::Stdio::null());
+    match cmd.output() {
+        Ok(out) if out.status.success() => port_in_config(&String::from_utf8_lossy(&out.stdout)).unwrap_or(22),
+        _ => 22,
+    }
+}
+
+/// The `port` line of `ssh -G`'s output (one `keyword value` per line, keywords in lower case).
+fn port_in_config(text: &str) -> Option<u16> {
+    text.lines()
+        .filter_map(|line| line.trim().split_once(char::is_whitespace))
+        .find(|(key, _)| key.eq_ignore_ascii_case("port"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+}
+
 /// A live persistent master for these settings, if one is recorded.
 async fn resume(record: &Path) -> Option<Session> {
     let ctl = PathBuf::from(std::fs::read_to_string(record).ok()?.trim());
@@ -371,6 +398,32 @@ impl Remote {
 mod tests {
     use super::*;
     use std::cell::RefCell;
+
+    #[test]
+    fn the_port_is_read_from_ssh_g() {
+        let config = "host node1\nuser root\nhostname 10.0.0.1\nport 2222\naddressfamily any\n";
+        assert_eq!(port_in_config(config), Some(2222));
+        assert_eq!(port_in_config("user root\nport 22\n"), Some(22));
+        // `proxyjump` and the like are not `port`; a missing or broken line is none.
+        assert_eq!(port_in_config("portx 1\nuser root\n"), None);
+        assert_eq!(port_in_config("port seventy\n"), None);
+        assert_eq!(port_in_config("port 70000\n"), None);
+        assert_eq!(port_in_config(""), None);
+    }
+
+    #[test]
+    fn ansible_port_wins_without_asking_ssh() {
+        let conn = Connection {
+            address: "-oProxyCommand=false".into(),
+            user: None,
+            port: Some(2022),
+            key: None,
+            become_root: false,
+            known_hosts: None,
+            connect_timeout: None,
+        };
+        assert_eq!(effective_port(&conn), 2022);
+    }
 
     fn ok() -> ScriptOutput {
         ScriptOutput {

@@ -472,6 +472,17 @@ fn a_saved_plan_that_is_not_one_was_edited_or_names_another_inventory_is_refused
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not saved"), "{}", text(&out.stderr));
     assert!(!file.exists());
+    // It made and kept the secrets and the CA it planned with (a plain plan keeps none), so that
+    // `provision --plan` finds the values the saved plan was computed with.
+    let workspace = hactl::workspace::Workspace::of(Path::new(inv));
+    assert!(
+        workspace.secrets().is_file(),
+        "plan --out keeps the secrets it planned with"
+    );
+    assert!(
+        workspace.pki_dir().join("ca.key").is_file(),
+        "plan --out keeps the CA it planned with"
+    );
 
     // Not a plan: show and provision --plan refuse, exit 1, before connecting to anything.
     std::fs::write(&file, "all: {}\n").unwrap();

@@ -440,3 +440,21 @@ fn deferred_gates_stop_the_next_change_and_probes_follow_changes() {
     assert_eq!(summary(&o)["changed"], 0);
     assert_eq!(run(&["verify", inv, "-p", playbook]).status.code(), Some(0));
 }
+
+/// `plan --out` on a fresh inventory (no secrets file, no CA yet) is applied as it is by
+/// `provision --plan`: the demo playbook's secrets and the built-in stack's certificates (stage
+/// base) are the ones the plan was computed with.
+#[test]
+fn a_plan_saved_on_a_fresh_inventory_is_applied() {
+    let _lab = lab_lock();
+    let (dir, inv) = fresh_lab_inventory();
+    let inv = inv.to_str().unwrap();
+    let file = dir.path().join("plan.json");
+    let file = file.to_str().unwrap();
+    for playbook in [&["-p", DEMO][..], &["--stages", "base"][..]] {
+        let plan = run(&[&["plan", inv, "--out", file][..], playbook].concat());
+        assert_eq!(plan.status.code(), Some(2), "plan --out: {}", stderr(&plan));
+        let apply = run(&[&["provision", inv, "--plan", file][..], playbook].concat());
+        assert_eq!(apply.status.code(), Some(0), "provision --plan: {}", stderr(&apply));
+    }
+}

@@ -100,7 +100,11 @@ struct Reviewed {
 fn run(args: RunArgs, mode: Mode, reviewed: Reviewed) -> ExitCode {
     let mut reporter = Reporter::new(args.output, Redactor::default(), args.verbose);
     let missing = match mode {
+        // `plan --out`: the secrets and certificates the saved plan was computed with (masked) are
+        // the ones `provision --plan` must find, so they are made and kept now, as provision
+        // would make them (beside the inventory; nothing changes on the nodes).
         Mode::Apply => Missing::Generate,
+        Mode::Plan if reviewed.save.is_some() => Missing::Generate,
         Mode::Plan => Missing::Preview,
         Mode::Verify => Missing::Refuse,
     };

@@ -38,9 +38,15 @@ const SPLIT: &str = "all:
 ";
 
 /// Writes `inventory` and a secrets file of fixed values beside it, loads the built-in playbook
-/// with them, and puts fixed text in place of the (generated) CA, certificates and keys.
+/// with them (SSH port 22), and puts fixed text in place of the (generated) CA, certificates and keys.
 fn loaded(dir: &Path, inventory: &str) -> Loaded {
     let path: PathBuf = dir.join("inventory.yml");
+    // A fixed SSH port: `hactl_ssh_port` must not depend on this machine's ~/.ssh/config.
+    assert!(
+        inventory.contains("\n  vars:\n"),
+        "the inventory has group vars for all"
+    );
+    let inventory = inventory.replacen("\n  vars:\n", "\n  vars:\n    ansible_port: 22\n", 1);
     std::fs::write(&path, inventory).unwrap();
     let playbook = crate::playbook::Playbook::built_in().unwrap();
     let mut secrets = String::new();

@@ -64,6 +64,8 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
             }
             vars.extend(h.vars.clone());
             vars.insert("inventory_hostname".into(), Json::String(h.name.clone()));
+            // The port hactl connects on (ansible_port, else ~/.ssh/config's): the firewall keeps it open.
+            vars.insert("hactl_ssh_port".into(), Json::from(crate::ssh::effective_port(&h.conn)));
             vars.entry("ansible_host".to_string())
                 .or_insert_with(|| Json::String(h.conn.address.clone()));
             (h.name.clone(), vars)

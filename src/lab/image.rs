@@ -61,11 +61,14 @@ impl Lab {
         Ok(image)
     }
 
+    /// Removes the images of older recipes but `keep` and those a node's overlay still stands
+    /// on (a running node keeps its image; a later rebuild removes it once unused).
     fn remove_stale_images(&self, keep: &str) -> Result<()> {
         let images = self.root.join("images");
+        let in_use = lower_dirs(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
         let entries = fs::read_dir(&images).map_err(|e| io_err(&images, e))?;
         for entry in entries.flatten() {
-            if entry.file_name() != keep {
+            if entry.file_name() != keep && !in_use.contains(&entry.path()) {
                 let path = entry.path();
                 fs::remove_dir_all(&path).map_err(|e| io_err(&path, e))?;
             }
@@ -135,6 +138,20 @@ fn customise_image(root: &Path) -> Result<()> {
     run("chroot", &[path_str(root), "/bin/sh", "-c", &setup]).map(|_| ())
 }
 
+/// Every overlay mount's lower directories (`lowerdir=A:B` in mountinfo's super options, after
+/// the ` - ` separator).
+fn lower_dirs(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split_once(" - ").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split(' ').nth(2))
+        .flat_map(|options| options.split(','))
+        .filter_map(|option| option.strip_prefix("lowerdir="))
+        .flat_map(|dirs| dirs.split(':'))
+        .map(PathBuf::from)
+        .collect()
+}
+
 /// Sha256 over everything the image is built from, first 16 hex digits.
 fn image_recipe_hash() -> Result<String> {
     let mut hash = Sha256::new();
@@ -159,4 +176,26 @@ fn host_ca_files() -> Vec<PathBuf> {
         .unwrap_or_default();
     certs.sort();
     certs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_images_under_overlays_are_found() {
+        let mountinfo = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+            301 22 0:52 / /var/lib/hactl/lab/nodes/node1/root rw,relatime shared:150 - overlay overlay \
+            rw,lowerdir=/var/lib/hactl/lab/images/0123456789abcdef,upperdir=/var/lib/hactl/lab/nodes/node1/upper,\
+            workdir=/var/lib/hactl/lab/nodes/node1/work\n\
+            302 22 0:53 / /x rw - overlay overlay rw,lowerdir=/a:/b,upperdir=/u,workdir=/w\n";
+        assert_eq!(
+            lower_dirs(mountinfo),
+            [
+                PathBuf::from("/var/lib/hactl/lab/images/0123456789abcdef"),
+                PathBuf::from("/a"),
+                PathBuf::from("/b")
+            ]
+        );
+    }
 }

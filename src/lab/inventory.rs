@@ -4,8 +4,25 @@
 use indexmap::IndexMap;
 use serde::Serialize;
 
+use std::path::Path;
+
 use super::state::LabState;
-use super::{Lab, ROLE_GROUPS, SUDO_USER};
+use super::sys::io_err;
+use super::{Lab, Result, ROLE_GROUPS, SUDO_USER};
+
+/// The first line's start of every inventory `up` writes: a file without it is not the lab's,
+/// and `up` never overwrites it nor `down` removes it.
+const MARK: &str = "# Written by `hactl lab up`";
+
+/// Whether `path` may take the lab's inventory: missing, or written by the lab (its first line
+/// starts with [`MARK`]).
+pub(super) fn is_ours_or_missing(path: &Path) -> Result<bool> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(bytes.starts_with(MARK.as_bytes())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(io_err(path, e)),
+    }
+}
 
 /// The file: `all:` with vars, hosts and one child group per role.
 #[derive(Serialize)]
@@ -60,7 +77,7 @@ pub(super) fn inventory_yaml(lab: &Lab, state: &LabState) -> String {
         all: All { vars, hosts, children },
     };
     let yaml = serde_saphyr::to_string(&doc).expect("the lab inventory serialises");
-    format!("# Written by `hactl lab up`: every lab node in every role group.\n{yaml}")
+    format!("{MARK}: every lab node in every role group.\n{yaml}")
 }
 
 #[cfg(test)]
@@ -88,7 +105,8 @@ mod tests {
                     cgroups: Vec::new(),
                 })
                 .collect(),
-            ip_forward_before: "0".into(),
+            ip_forward_before: None,
+            forwarding_before: Vec::new(),
             rules: vec![],
             inventory: PathBuf::from("/x/inventory.yml"),
         };
@@ -104,5 +122,13 @@ mod tests {
         // The built-in stack takes it as it is (its checks on the VIP pass), writing nothing.
         crate::engine::load(&path, None, crate::secrets::Missing::Preview).unwrap();
         assert!(!dir.path().join("inventory.pki").exists());
+        // The lab's own file is its to overwrite; another one, or one without the mark, is not.
+        assert!(is_ours_or_missing(&path).unwrap());
+        assert!(is_ours_or_missing(&dir.path().join("missing.yml")).unwrap());
+        let foreign = dir.path().join("prod.yml");
+        std::fs::write(&foreign, "all:\n  hosts: {}\n").unwrap();
+        assert!(!is_ours_or_missing(&foreign).unwrap());
+        std::fs::write(&foreign, "\n# Written by `hactl lab up`\n").unwrap();
+        assert!(!is_ours_or_missing(&foreign).unwrap());
     }
 }

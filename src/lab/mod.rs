@@ -27,8 +27,8 @@ use std::time::Duration;
 pub use state::{LabState, NodeState};
 pub use subnet::Subnet;
 
-use inventory::inventory_yaml;
-use network::{iptables_args, iptables_has, link_exists, IP_FORWARD};
+use inventory::{inventory_yaml, is_ours_or_missing};
+use network::{forwarding_switch, iptables_args, iptables_has, link_exists, IP_FORWARD};
 use node::{port_open, terminate};
 use subnet::check_subnet_free;
 use sys::{io_err, preflight, preflight_root, read_trimmed, run, write_if_changed, write_sysctl};
@@ -110,6 +110,15 @@ pub enum LabError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A path inside a node is not what the lab writes through.
+    #[error("{path} in a lab node is a symlink or special file where the lab needs a plain directory or file (it could point at the host's files): run `hactl lab down` and up again")]
+    UnsafeNodePath {
+        /// The path.
+        path: String,
+    },
+    /// The file given to `--inventory` is not one the lab wrote.
+    #[error("{0} exists and was not written by `hactl lab up` (its first line is not the lab's mark): pass another --inventory, or move that file away")]
+    ForeignInventory(String),
     /// The state file is unreadable.
     #[error("lab state {path} is corrupt: {detail}")]
     State {
@@ -181,6 +190,9 @@ impl Lab {
     /// Brings the lab up (idempotent), returning what changed, one line per action.
     pub fn up(&self, opts: &UpOptions, log: &mut dyn FnMut(&str)) -> Result<Vec<String>> {
         preflight()?;
+        if !is_ours_or_missing(&opts.inventory)? {
+            return Err(LabError::ForeignInventory(opts.inventory.display().to_string()));
+        }
         let mut changes = Vec::new();
         let mut state = match self.state()? {
             Some(s) if s.subnet != opts.subnet => return Err(LabError::OtherLabUp(s.subnet.to_string())),
@@ -190,7 +202,8 @@ impl Lab {
                 LabState {
                     subnet: opts.subnet,
                     nodes: Vec::new(),
-                    ip_forward_before: read_trimmed(IP_FORWARD),
+                    ip_forward_before: None,
+                    forwarding_before: Vec::new(),
                     rules: Vec::new(),
                     inventory: opts.inventory.clone(),
                 }
@@ -322,17 +335,33 @@ impl Lab {
                     done.push(format!("removed iptables rule {}", rule.join(" ")));
                 }
             }
-            if read_trimmed(IP_FORWARD) != state.ip_forward_before {
-                write_sysctl(IP_FORWARD, &state.ip_forward_before)?;
-                done.push(format!("restored net.ipv4.ip_forward={}", state.ip_forward_before));
+            for (iface, before) in &state.forwarding_before {
+                let switch = forwarding_switch(iface);
+                // The bridge's went with it.
+                if Path::new(&switch).exists() && read_trimmed(&switch) != *before {
+                    write_sysctl(&switch, before)?;
+                    done.push(format!("restored net.ipv4.conf.{iface}.forwarding={before}"));
+                }
             }
-            if state.inventory.exists() {
+            if let Some(before) = state
+                .ip_forward_before
+                .as_ref()
+                .filter(|b| read_trimmed(IP_FORWARD) != **b)
+            {
+                write_sysctl(IP_FORWARD, before)?;
+                done.push(format!("restored net.ipv4.ip_forward={before}"));
+            }
+            // Another inventory's file (and the restarts its hosts owe) is not the lab's to remove.
+            let ours = is_ours_or_missing(&state.inventory)?;
+            if !ours {
+                done.push(format!("kept {} (not written by the lab)", state.inventory.display()));
+            } else if state.inventory.exists() {
                 fs::remove_file(&state.inventory).map_err(|e| io_err(&state.inventory, e))?;
                 done.push(format!("removed inventory {}", state.inventory.display()));
             }
             // Restarts owed on the nodes just removed: a new lab's nodes owe none of them.
             let pending = crate::workspace::Workspace::of(&state.inventory).pending_handlers();
-            if pending.exists() {
+            if ours && pending.exists() {
                 fs::remove_file(&pending).map_err(|e| io_err(&pending, e))?;
                 done.push(format!("removed {}", pending.display()));
             }

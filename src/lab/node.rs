@@ -15,7 +15,7 @@ use super::cgroup::node_cgroup_dirs;
 use super::image::APT_POOL;
 use super::state::{LabState, NodeState};
 use super::subnet::Subnet;
-use super::sys::{io_err, path_str, run, write_file, write_if_changed};
+use super::sys::{io_err, node_dirs, node_path, path_str, run, write_file, write_if_changed};
 use super::{Lab, LabError, Result, BRIDGE, SUDO_USER};
 
 impl Lab {
@@ -85,7 +85,9 @@ impl Lab {
         Ok((child.id(), cgroups))
     }
 
-    /// The node's own files: address, resolver, hostname, authorized keys, host key.
+    /// The node's own files: address, resolver, hostname, authorized keys, host key. Each written
+    /// through [`node_path`] (the node is not running; its root may have made any of them a
+    /// symlink to the host's files).
     fn write_node_files(&self, root: &Path, name: &str, address: Ipv4Addr, subnet: &Subnet) -> Result<()> {
         let dns = host_nameservers();
         let network = format!(
@@ -95,35 +97,33 @@ impl Lab {
             dns.iter().map(|d| format!("DNS={d}\n")).collect::<String>()
         );
         write_file(
-            &root.join("etc/systemd/network/10-host0.network"),
+            &node_path(root, "etc/systemd/network/10-host0.network")?,
             network.as_bytes(),
             0o644,
         )?;
         let resolv: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
-        let resolv_path = root.join("etc/resolv.conf");
-        if resolv_path.is_symlink() {
-            fs::remove_file(&resolv_path).map_err(|e| io_err(&resolv_path, e))?;
-        }
-        write_file(&resolv_path, resolv.as_bytes(), 0o644)?;
-        write_file(&root.join("etc/hostname"), format!("{name}\n").as_bytes(), 0o644)?;
+        write_file(&node_path(root, "etc/resolv.conf")?, resolv.as_bytes(), 0o644)?;
+        write_file(&node_path(root, "etc/hostname")?, format!("{name}\n").as_bytes(), 0o644)?;
         let pubkey = fs::read(self.key_path().with_extension("pub")).map_err(|e| io_err(&self.key_path(), e))?;
-        write_file(&root.join("root/.ssh/authorized_keys"), &pubkey, 0o600)?;
-        let user_keys = root.join(format!("home/{SUDO_USER}/.ssh/authorized_keys"));
+        write_file(&node_path(root, "root/.ssh/authorized_keys")?, &pubkey, 0o600)?;
+        let user_keys = node_path(root, &format!("home/{SUDO_USER}/.ssh/authorized_keys"))?;
         write_file(&user_keys, &pubkey, 0o600)?;
-        // uid/gid 1000 is the sudo user created in the image.
-        std::os::unix::fs::chown(user_keys.parent().expect("has parent"), Some(1000), Some(1000))
-            .and_then(|_| std::os::unix::fs::chown(&user_keys, Some(1000), Some(1000)))
+        // uid/gid 1000 is the sudo user created in the image; lchown never follows a link (and
+        // node_path made sure neither is one).
+        std::os::unix::fs::lchown(user_keys.parent().expect("has parent"), Some(1000), Some(1000))
+            .and_then(|_| std::os::unix::fs::lchown(&user_keys, Some(1000), Some(1000)))
             .map_err(|e| io_err(&user_keys, e))?;
-        let host_key = root.join("etc/ssh/ssh_host_ed25519_key");
-        if !host_key.exists() {
+        let host_key = node_path(root, "etc/ssh/ssh_host_ed25519_key")?;
+        if !host_key.is_file() {
             // First boot only: a restarted machine keeps what was done to it.
+            node_path(root, "etc/ssh/ssh_host_ed25519_key.pub")?;
             run(
                 "ssh-keygen",
                 &["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path_str(&host_key)],
             )?;
             // As the Debian installer writes it (the `base` stage must fix the 127.0.1.1 line).
             let hosts = format!("127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-            write_file(&root.join("etc/hosts"), hosts.as_bytes(), 0o644)?;
+            write_file(&node_path(root, "etc/hosts")?, hosts.as_bytes(), 0o644)?;
         }
         Ok(())
     }
@@ -132,8 +132,13 @@ impl Lab {
     pub(super) fn write_known_hosts(&self, state: &LabState) -> Result<()> {
         let mut text = String::new();
         for node in &state.nodes {
-            let pubkey = self.node_dir(&node.name).join("upper/etc/ssh/ssh_host_ed25519_key.pub");
-            let key = fs::read_to_string(&pubkey).map_err(|e| io_err(&pubkey, e))?;
+            // Never through a link: it could show a host file's text in known_hosts.
+            let pubkey = node_dirs(
+                &self.node_dir(&node.name),
+                "upper/etc/ssh/ssh_host_ed25519_key.pub",
+                false,
+            )?;
+            let key = read_no_follow(&pubkey).map_err(|e| io_err(&pubkey, e))?;
             let mut fields = key.split_whitespace();
             let (Some(kind), Some(blob)) = (fields.next(), fields.next()) else {
                 return Err(LabError::State {
@@ -298,6 +303,19 @@ for f in /run/nologin /etc/nologin; do
   [ ! -e $f ] || { echo \"$f exists (pam_nologin refuses non-root logins)\"; exit 1; }
 done
 echo ready";
+
+/// A file's text, refusing a symlink in its last component (O_NOFOLLOW).
+fn read_no_follow(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut text = String::new();
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
 
 /// The NUL-separated command line of `pid` when it is a systemd-nspawn process.
 fn nspawn_cmdline(pid: u32) -> Option<String> {

@@ -32,8 +32,14 @@ pub struct LabState {
     pub subnet: Subnet,
     /// Nodes, in order.
     pub nodes: Vec<NodeState>,
-    /// The host's net.ipv4.ip_forward before `up` set it, restored by `down`.
-    pub ip_forward_before: String,
+    /// The host's net.ipv4.ip_forward before a lab of an older hactl set it, restored by `down`
+    /// (labs now turn forwarding on per interface, [`LabState::forwarding_before`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_forward_before: Option<String>,
+    /// Interfaces whose net.ipv4.conf.IFACE.forwarding `up` turned on, with the value before,
+    /// restored by `down`.
+    #[serde(default)]
+    pub forwarding_before: Vec<(String, String)>,
     /// iptables rules added (each as `-t TABLE` + rule spec), removed by `down`.
     pub rules: Vec<Vec<String>>,
     /// Inventory written by `up`.

@@ -28,6 +28,25 @@ mod tests {
         format!("http://127.0.0.1:{port}")
     }
 
+    /// Like [`answering_api`], keeping every request it receives.
+    fn recording_api() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut request = [0u8; 4096];
+                let n = conn.read(&mut request).unwrap_or(0);
+                kept.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&request[..n]).to_string());
+                let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+            }
+        });
+        (format!("http://127.0.0.1:{port}"), seen)
+    }
+
     /// A loopback port nothing listens on.
     fn silent_api() -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -89,5 +108,38 @@ mod tests {
         let out = run(&silent_api(), "hactl_status primary");
         assert!(out.status.success(), "{out:?}");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "000\n");
+    }
+
+    #[test]
+    fn credentials_never_fall_back_to_plain_http() {
+        let (live, seen) = recording_api();
+        // TLS configured (the first URL is https), its API silent, a plain one answering.
+        let tls = silent_api().replace("http://", "https://");
+        let apis = format!("{tls}\n{live}");
+        let vars = [
+            ("HACTL_APIS", apis.as_str()),
+            ("HACTL_API_USER", "patroni"),
+            ("HACTL_API_PASSWORD", "s3cret"),
+        ];
+        // The plain one is asked without them (it answers where it needs none: a relaxed
+        // cluster turning TLS on in this run).
+        let out = run_module("", &vars, "hactl_unsafe PATCH config '{}'");
+        assert!(out.status.success(), "{out:?}");
+        assert!(!seen.lock().unwrap().is_empty(), "the plain API was asked");
+        assert!(
+            seen.lock().unwrap().iter().all(|r| !r.contains("Authorization")),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+        // Plain HTTP configured: the credentials go there.
+        let apis = format!("{live}\n{tls}");
+        let vars = [
+            ("HACTL_APIS", apis.as_str()),
+            ("HACTL_API_USER", "patroni"),
+            ("HACTL_API_PASSWORD", "s3cret"),
+        ];
+        let out = run_module("", &vars, "hactl_unsafe PATCH config '{}'");
+        assert!(out.status.success(), "{out:?}");
+        assert!(seen.lock().unwrap().iter().any(|r| r.contains("Authorization: Basic")));
     }
 }

@@ -1,9 +1,11 @@
 # shellcheck shell=sh
 # What the `patroni_*` modules share. Inputs: HACTL_APIS (REST API URLs, one a line: of one
 # member in both schemes, or of several members; the first that answers is asked, so that an API
-# turning from plain HTTP to TLS is found either way), HACTL_API_USER and HACTL_API_PASSWORD (for
-# the unsafe endpoints; empty where they need none), HACTL_CACERT (the CA https:// APIs are
-# verified against; empty: the system's store).
+# turning from plain HTTP to TLS is found either way; the first URL's scheme is the one
+# patroni_restapi_tls asks for), HACTL_API_USER and HACTL_API_PASSWORD (for the unsafe endpoints;
+# empty where they need none: the credentials go only to URLs of the first URL's scheme, never
+# to plain HTTP after TLS), HACTL_CACERT (the CA https:// APIs are verified against; empty: the
+# system's store).
 
 # curl, verifying https:// APIs against HACTL_CACERT where it is set.
 hactl_curl() {
@@ -14,15 +16,21 @@ hactl_curl() {
   fi
 }
 
-# Prints the first of HACTL_APIS whose Patroni answers (GET /patroni, always 200 from a running
-# Patroni); fails where none does.
+# Prints the first of HACTL_APIS that starts with $1 (empty: any) whose Patroni answers (GET
+# /patroni, always 200 from a running Patroni); fails where none does.
 hactl_api() {
   printf '%s\n' "$HACTL_APIS" | {
     while IFS= read -r url; do
-      [ -n "$url" ] && hactl_curl -sf -o /dev/null --max-time 3 "$url/patroni" && printf '%s\n' "$url" && exit 0
+      case $url in "${1:-}"?*) ;; *) continue ;; esac
+      hactl_curl -sf -o /dev/null --max-time 3 "$url/patroni" && printf '%s\n' "$url" && exit 0
     done
     exit 1
   }
+}
+
+# The scheme the REST API is configured with, `http://` or `https://`: the first URL's.
+hactl_scheme() {
+  printf '%s\n' "$HACTL_APIS" | sed -n '/./{s|://.*|://|p;q;}'
 }
 
 # GET $1 from the first of HACTL_APIS that answers it (one request to the one that does).
@@ -43,15 +51,19 @@ hactl_status() {
 
 # Sends $3 with method $1 to the unsafe endpoint $2 of the first API that answers, with the
 # credentials through curl's standard input (a config line, its quotes and backslashes escaped),
-# never on its command line.
+# never on its command line, and only to an API of the configured scheme (no plain HTTP when
+# TLS is on, whatever answers there).
 hactl_unsafe() {
-  hactl_url=$(hactl_api) || return 1
-  if [ -z "$HACTL_API_USER" ]; then
-    hactl_curl -sf -X"$1" "$hactl_url/$2" -d "$3"
+  if [ -n "$HACTL_API_USER" ] && hactl_url=$(hactl_api "$(hactl_scheme)"); then
+    printf 'user = "%s"\n' "$(printf '%s:%s' "$HACTL_API_USER" "$HACTL_API_PASSWORD" | sed 's/[\\"]/\\&/g')" |
+      hactl_curl -sf -K - -X"$1" "$hactl_url/$2" -d "$3"
     return
   fi
-  printf 'user = "%s"\n' "$(printf '%s:%s' "$HACTL_API_USER" "$HACTL_API_PASSWORD" | sed 's/[\\"]/\\&/g')" |
-    hactl_curl -sf -K - -X"$1" "$hactl_url/$2" -d "$3"
+  # No API of the configured scheme answers (one turning TLS on in this run), or none needs
+  # credentials: another scheme's is asked without them. It answers only where it needs none (a
+  # relaxed cluster being locked down), and a password never crosses plain HTTP.
+  hactl_url=$(hactl_api) || return 1
+  hactl_curl -sf -X"$1" "$hactl_url/$2" -d "$3"
 }
 
 # Waits up to $1 seconds until the member's state (GET /patroni) satisfies the jq test $2.

@@ -479,7 +479,11 @@ pub fn renew_every_certificate(inv_path: &Path, dir: &Path, guarded: &str) {
     }
     for entry in std::fs::read_dir(&pki).expect("the CA's directory") {
         let path = entry.expect("an entry").path();
-        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with("ca.")) {
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| !n.starts_with("ca."))
+        {
             std::fs::remove_file(&path).expect("a host or role file removed");
         }
     }
@@ -537,7 +541,10 @@ pub fn renew_every_certificate(inv_path: &Path, dir: &Path, guarded: &str) {
         rounds += 1;
         std::thread::sleep(std::time::Duration::from_secs(20));
     }
-    let ports: Vec<String> = SERVED.iter().map(|(what, port, _, _)| format!("{what} ({port})")).collect();
+    let ports: Vec<String> = SERVED
+        .iter()
+        .map(|(what, port, _, _)| format!("{what} ({port})"))
+        .collect();
     measured!(
         "after the renewal: node1 serves its new certificates on {}; verify passed {rounds} times over 90 s",
         ports.join(", ")
