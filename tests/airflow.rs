@@ -535,7 +535,7 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
             2,
             "sed -i 's/^worker_concurrency = .*/worker_concurrency = 9/' /etc/airflow/airflow.cfg",
         );
-        ssh_ok(3, "echo 'x = 1' > /var/lib/airflow/dags/stray.py");
+        ssh_ok(3, "echo 'x = 1' > /opt/airflow/dags/stray.py");
         let check = run(&["check", inv, "--stages", "airflow"]);
         assert_eq!(check.status.code(), Some(2), "check reports the drift");
         let text = stdout(&check);
@@ -562,7 +562,7 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         );
         assert_ne!(after[1], before[1], "node2's units restarted");
         assert_eq!(
-            ssh(3, "test -e /var/lib/airflow/dags/stray.py").0,
+            ssh(3, "test -e /opt/airflow/dags/stray.py").0,
             1,
             "the stray DAG file is gone"
         );

@@ -70,13 +70,13 @@ hactl_once() {
 }
 
 # hactl_as_user USER NAME... -- COMMAND...: runs COMMAND as USER (its uid, primary group and
-# groups, its HOME, in /, no new privileges) with PATH, LANG and the variables NAME... as its only
+# groups, its HOME, in /, no new privileges) with PATH, LANG, LC_ALL and the variables NAME... as its only
 # environment: root never runs code a less privileged user can change, and values stay in the
 # environment, never on a command line. Fails when USER does not exist.
 hactl_as_user() {
   hactl_user=$1
   shift
-  hactl_keep=" PATH LANG "
+  hactl_keep=" PATH LANG LC_ALL "
   while [ "$#" -gt 0 ] && [ "$1" != -- ]; do
     hactl_keep="$hactl_keep$1 "
     shift

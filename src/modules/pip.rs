@@ -102,7 +102,7 @@ impl Fact for Venv {
             constraints,
             stamp,
             foreign: lines.get("foreign") == Some("yes"),
-            strays: lines.all("stray").into_iter().map(String::from).collect(),
+            strays: lines.all("stray").map(String::from).collect(),
         })
     }
 }

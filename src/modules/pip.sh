@@ -19,7 +19,7 @@ hactl_probe() {
   if [ -x "$HACTL_VENV/bin/python" ]; then
     echo "venv yes"
     echo "owner $(stat -c %U "$HACTL_VENV")"
-    if [ -n "$HACTL_OWNER" ] && [ -n "$(hactl_foreign | head -n 1)" ]; then
+    if [ -n "$HACTL_OWNER" ] && [ -n "$(hactl_foreign)" ]; then
       echo "foreign yes"
     fi
     hactl_strays | sed 's/^/stray /'
@@ -50,10 +50,10 @@ except Exception as e:
 PY
 }
 
-# hactl_foreign: what in the venv is not its owner's, or is writable by others than its owner
+# hactl_foreign: the first thing in the venv is not its owner's, or is writable by others than its owner
 # (never following a symbolic link).
 hactl_foreign() {
-  find -P "$HACTL_VENV" \( ! -user "$HACTL_OWNER" -o \( ! -type l -perm /022 \) \) -print
+  find -P "$HACTL_VENV" \( ! -user "$HACTL_OWNER" -o \( ! -type l -perm /022 \) \) -print -quit
 }
 
 # hactl_own: the venv made its owner's alone (links themselves, never what they point to).
