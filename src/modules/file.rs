@@ -341,7 +341,7 @@ mod tests {
     }
 
     #[test]
-    fn a_path_whose_parents_another_user_can_change_is_refused() {
+    fn a_link_another_user_owns_on_the_path_is_refused() {
         if !as_root() {
             return;
         }
@@ -349,11 +349,26 @@ mod tests {
         let theirs = root.path().join("theirs");
         std::fs::create_dir_all(theirs.join("sub")).unwrap();
         std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
-        let path = theirs.join("sub/config");
+        std::os::unix::fs::chown(theirs.join("sub"), Some(65534), Some(65534)).unwrap();
+        // Nested directories another user owns: the private directory goes above them.
+        let nested = theirs.join("sub/config");
+        let out = local_apply(&file(&nested.display().to_string(), "x\n", None));
+        assert_eq!(out.rc, 0, "{}", out.stderr);
+        assert_eq!(std::fs::read_to_string(&nested).unwrap(), "x\n");
+        let elsewhere = root.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, theirs.join("link")).unwrap();
+        std::os::unix::fs::lchown(theirs.join("link"), Some(65534), Some(65534)).unwrap();
+        let path = theirs.join("link/config");
         let out = local_apply(&file(&path.display().to_string(), "x\n", None));
         assert_ne!(out.rc, 0);
         assert!(out.stderr.contains("refusing to write"), "{}", out.stderr);
-        assert!(!path.exists());
+        assert!(!elsewhere.join("config").exists());
+        assert_eq!(
+            std::fs::read_dir(root.path()).unwrap().count(),
+            2,
+            "no temporary directory left"
+        );
     }
 
     #[test]

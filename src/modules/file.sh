@@ -6,7 +6,8 @@
 # Never through a symbolic link: a link at the path is `kind other` (refused, or removed itself for
 # `absent`). The temporary file is made where nobody but root can touch it: in the file's
 # directory when only root can change that, else (a directory a service user owns, such as
-# /etc/patroni) in a private directory made beside it, then renamed into place.
+# /etc/patroni) in a private directory made in the nearest directory above it that only root can
+# change, then renamed into place.
 
 hactl_probe() {
   if [ -L "$HACTL_PATH" ]; then
@@ -24,23 +25,30 @@ hactl_no_link() {
   fi
 }
 
-# hactl_staging DIR: prints a directory for the temporary file, on DIR's filesystem, that only
-# root can change: DIR itself, or a new private one (`private PATH`) in DIR's parent.
+# hactl_staging DIR: prints where the temporary file goes, on DIR's filesystem, where only root
+# can change anything: `shared DIR` itself, or `private PATH`, a new private directory in the
+# nearest directory above DIR that only root can change (each directory between must be no link).
+# What a service user owns between them (postgres's home above its TLS directory) could still be
+# swapped between this check and the rename: the last name is always hactl's.
 hactl_staging() {
   if hactl_trusted_dir "$1" 2>/dev/null; then
     echo "shared $1"
     return 0
   fi
-  parent=$(dirname -- "$1")
-  if [ -L "$1" ] || ! hactl_trusted_dir "$parent"; then
-    echo "refusing to write $HACTL_PATH: $1 and the directory above it can be changed by others than root" >&2
+  anchor=$1
+  while :; do
+    if [ -L "$anchor" ]; then
+      echo "refusing to write $HACTL_PATH: $anchor is a symbolic link another user can change" >&2
+      return 1
+    fi
+    anchor=$(dirname -- "$anchor")
+    hactl_trusted_dir "$anchor" 2>/dev/null && break
+  done
+  if [ "$(stat -c %d -- "$anchor")" != "$(stat -c %d -- "$1")" ]; then
+    echo "refusing to write $HACTL_PATH: $1 is another user's, on another filesystem than $anchor" >&2
     return 1
   fi
-  if [ "$(stat -c %d -- "$parent")" != "$(stat -c %d -- "$1")" ]; then
-    echo "refusing to write $HACTL_PATH: $1 is another user's and a mount point" >&2
-    return 1
-  fi
-  private=$(mktemp -d "$parent/.hactl.XXXXXX") || return 1
+  private=$(mktemp -d "$anchor/.hactl.XXXXXX") || return 1
   echo "private $private"
 }
 
