@@ -2,7 +2,8 @@
 //! an unreachable pip index is one clear error that leaves the earlier stages converged; the
 //! first provision runs the smoke DAG through the LB on at least two workers; a re-run changes
 //! nothing and restarts nothing (the stack provisioned relaxed, then locked down by one run:
-//! tests/security); a hand edit of the configuration on one node is reported and
+//! tests/security); DAG code as user airflow tries each escalation of issue 26 (the venv, the DAG
+//! folder, the CLI, the keys, Patroni's configuration) and each fails; a hand edit of the configuration on one node is reported and
 //! repaired with restarts on that node only. The guard, sampled on every node once a second
 //! (never two dag-processors): a release hands the dag-processor over; a holder cut off the
 //! network stops it before its lease ends and another node takes over; etcd losing quorum stops
@@ -590,6 +591,13 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         security::renew_every_certificate(&inv_path, dir.path(), DAG_PROCESSOR);
     });
 
+    scenarios.run(
+        "DAG code as airflow cannot become root nor read the cluster's keys",
+        || {
+            airflow_cannot_escalate(inv);
+        },
+    );
+
     scenarios.run("drift repaired on its node only; the run journal", || {
         set_inventory_vars(&inv_path, &[]);
         // Drift: a hand edit of the configuration on node2 and a stray DAG file on node3.
@@ -598,7 +606,7 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
             2,
             "sed -i 's/^worker_concurrency = .*/worker_concurrency = 9/' /etc/airflow/airflow.cfg",
         );
-        ssh_ok(3, "echo 'x = 1' > /var/lib/airflow/dags/stray.py");
+        ssh_ok(3, "echo 'x = 1' > /opt/airflow/dags/stray.py");
         let check = run(&["check", inv, "--stages", "airflow"]);
         assert_eq!(check.status.code(), Some(2), "check reports the drift");
         let text = stdout(&check);
@@ -625,7 +633,7 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         );
         assert_ne!(after[1], before[1], "node2's units restarted");
         assert_eq!(
-            ssh(3, "test -e /var/lib/airflow/dags/stray.py").0,
+            ssh(3, "test -e /opt/airflow/dags/stray.py").0,
             1,
             "the stray DAG file is gone"
         );
@@ -825,6 +833,111 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         assert!(line.contains("succeeded") && !line.contains("node1"), "{line}");
     });
     scenarios.finish();
+}
+
+/// A shell word for `runuser ... sh -c WORD` (single quotes).
+fn sh_word(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Runs `cmd` as user airflow on node3 (a worker: where DAG code runs); (exit code, stdout).
+fn as_airflow(cmd: &str) -> (i32, String) {
+    ssh(3, &format!("runuser -u airflow -- sh -c {} 2>&1", sh_word(cmd)))
+}
+
+/// DAG code (user airflow on a worker) tries each escalation of issue 26 and every one fails: a
+/// `.pth` file in the venv (root ran the venv's python), the DAG folder swapped for a link to
+/// /etc (root synced through it), the CLI wrapper root runs, the host's keys, Patroni's
+/// configuration. A DAG folder that is a link (made by root here: airflow cannot) makes the run
+/// refuse with /etc intact; a venv left airflow's (today's main) is taken back; then a re-run
+/// changes nothing.
+fn airflow_cannot_escalate(inv: &str) {
+    let site = ssh_ok(3, "ls -d /opt/airflow/venv/lib/python3*/site-packages");
+    let site = site.trim();
+    let hostname = ssh_ok(3, "cat /etc/hostname");
+    let etc_intact = "test -f /etc/hostname && test -f /etc/passwd && test -d /etc/airflow && test -d /etc/systemd";
+    let keys = ssh_ok(3, "ls /etc/hactl/tls/*.key");
+    assert!(!keys.trim().is_empty(), "the node has host keys to protect");
+    let attempts = [
+        (
+            "a .pth file in the venv",
+            format!("echo 'import os' > {site}/hactl-evil.pth"),
+        ),
+        (
+            "a module in the venv",
+            format!("echo 'x = 1' > {site}/airflow/hactl_evil.py"),
+        ),
+        (
+            "the DAG folder swapped for a link",
+            "mv /opt/airflow/dags /opt/airflow/dags.old".into(),
+        ),
+        (
+            "a link beside the DAG folder",
+            "ln -s /etc /opt/airflow/hactl-evil".into(),
+        ),
+        (
+            "the CLI wrapper root runs",
+            "echo 'id' >> /usr/local/bin/airflow".into(),
+        ),
+        (
+            "the CLI wrapper replaced",
+            "mv /usr/local/bin/airflow /usr/local/bin/airflow.old".into(),
+        ),
+        ("a unit's ExecStart", "echo x >> /opt/airflow/venv/bin/airflow".into()),
+        ("the environment file", "echo x >> /etc/airflow/airflow.env".into()),
+        ("Patroni's configuration", "cat /etc/patroni/config.yml".into()),
+        (
+            "the hactl helpers",
+            "echo x >> /usr/local/lib/hactl/airflow_check.py".into(),
+        ),
+    ];
+    let reads = keys.lines().map(|key| ("a host key", format!("cat {key}")));
+    for (what, cmd) in attempts.into_iter().chain(reads) {
+        let (rc, out) = as_airflow(&cmd);
+        assert_ne!(rc, 0, "as airflow, {what} succeeded: `{cmd}`: {out}");
+    }
+    assert_eq!(ssh(3, &format!("test -e {site}/hactl-evil.pth")).0, 1);
+    assert_eq!(ssh(3, "test -L /opt/airflow/dags").0, 1);
+    // The DAG folder's old place, in airflow's home, is airflow's to play with: nothing follows it.
+    let (rc, out) = as_airflow("rm -rf /var/lib/airflow/dags 2>/dev/null; mv /var/lib/airflow/dags /var/lib/airflow/dags.gone 2>/dev/null; ln -sfn /etc /var/lib/airflow/dags");
+    assert_eq!(rc, 0, "airflow owns its home: {out}");
+    let doc = provision_ok(inv, Some("airflow"));
+    assert_eq!(doc["summary"]["changed"], 0, "{:?}", changed_steps(&doc));
+    assert_eq!(ssh_ok(3, "cat /etc/hostname"), hostname, "/etc intact");
+    ssh_ok(3, etc_intact);
+
+    // Had the DAG folder become a link (root makes it here: airflow cannot), the run refuses and
+    // changes nothing behind it; once it is gone, the run repairs.
+    ssh_ok(
+        3,
+        "mv /opt/airflow/dags /opt/airflow/dags.moved && ln -s /etc /opt/airflow/dags",
+    );
+    let (code, doc, _) = provision(inv, Some("airflow"));
+    assert_ne!(code, Some(0), "a DAG folder that is a link is refused");
+    let why = doc.to_string();
+    assert!(why.contains("symbolic link"), "the refusal names the link: {why}");
+    assert_eq!(ssh_ok(3, "cat /etc/hostname"), hostname, "/etc intact");
+    ssh_ok(3, etc_intact);
+    ssh_ok(
+        3,
+        "rm /opt/airflow/dags && rm -rf /opt/airflow/dags.moved /opt/airflow/dags.old",
+    );
+
+    // A venv as today's main left it (airflow's) is taken back, links themselves only.
+    ssh_ok(3, "chown -R -h airflow:airflow /opt/airflow/venv");
+    let doc = provision_ok(inv, Some("airflow"));
+    assert!(doc["summary"]["changed"].as_u64().unwrap_or(0) >= 1, "{doc}");
+    let foreign = ssh_ok(
+        3,
+        "find -P /opt/airflow/venv /opt/airflow/dags ! -user root -print -quit",
+    );
+    assert_eq!(foreign.trim(), "", "the venv and the DAGs are root's again");
+    let (rc, out) = as_airflow(&format!("touch {site}/hactl-evil.pth"));
+    assert_ne!(rc, 0, "{out}");
+
+    let doc = provision_ok(inv, None);
+    assert_eq!(doc["summary"]["changed"], 0, "{:?}", changed_steps(&doc));
+    ssh_ok(3, "rm -f /var/lib/airflow/dags");
 }
 
 /// Sets node `n`'s worker_concurrency by hand (drift in airflow.cfg).

@@ -37,6 +37,9 @@ pub struct AirflowDb {
     /// Seconds the database may not answer during a wait before the step fails with the reason.
     #[serde(default = "half_a_minute")]
     pub unreachable_grace: u64,
+    /// Who runs the probe's python (`plan` included), with the URL in its environment: the
+    /// airflow user, never root.
+    pub user: Option<String>,
 }
 
 fn fifteen_minutes() -> u64 {
@@ -85,6 +88,7 @@ impl Resource for AirflowDb {
             ("HACTL_PYTHON", self.python.as_str()),
             ("HACTL_DB_URL", &self.url),
             ("HACTL_PROBE_PY", PROBE_PY),
+            ("HACTL_USER", self.user.as_deref().unwrap_or("")),
         ];
         script(SH, &vars, "hactl_probe")
     }
@@ -125,6 +129,7 @@ impl Resource for AirflowDb {
             ("HACTL_MIGRATE", migrate),
             ("HACTL_TIMEOUT", &timeout),
             ("HACTL_UNREACHABLE_GRACE", &grace),
+            ("HACTL_USER", self.user.as_deref().unwrap_or("")),
         ];
         script(SH, &vars, "hactl_apply")
     }
@@ -143,7 +148,34 @@ mod tests {
             migrate: Templated::Value(migrate),
             timeout: 5,
             unreachable_grace: 3,
+            user: None,
         }
+    }
+
+    #[test]
+    fn the_probe_runs_as_the_user_with_the_url_alone() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let python = dir.path().join("python");
+        let script = "#!/bin/sh\necho 'schema unknown'\necho \"reason $(id -un) ${HACTL_DB_URL%%:*} ${HACTL_PROBE_PY:-no-code-in-env} $HOME\"\n";
+        std::fs::write(&python, script).unwrap();
+        std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let m = AirflowDb {
+            user: Some("nobody".into()),
+            ..module(true, &python.display().to_string())
+        };
+        let change = local_diff(&m).unwrap().unwrap();
+        assert!(
+            change
+                .summary
+                .contains("nobody postgresql+psycopg2 no-code-in-env /nonexistent"),
+            "{}",
+            change.summary
+        );
     }
 
     #[test]

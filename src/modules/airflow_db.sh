@@ -3,7 +3,8 @@
 # database's URL, airflow.cfg's sql_alchemy_conn), HACTL_PROBE_PY (probe); HACTL_AIRFLOW (the
 # CLI), HACTL_MIGRATE (yes: migrate; no: wait for another host's migration), HACTL_TIMEOUT
 # (seconds: the whole wait), HACTL_UNREACHABLE_GRACE (seconds the database may not answer during
-# a wait before the step fails with the reason) (apply).
+# a wait before the step fails with the reason) (apply); HACTL_USER (who runs the probe's python,
+# with HACTL_DB_URL in its environment alone; empty: the caller).
 
 # Prints `head REV` and `version V` then `schema known` with `current REV|-`, or `schema unknown`
 # with `reason WHY` (airflow not installed yet, or the database not reachable).
@@ -13,7 +14,11 @@ hactl_probe() {
     echo "reason airflow is not installed yet"
     return 0
   fi
-  "$HACTL_PYTHON" -c "$HACTL_PROBE_PY"
+  if [ -n "$HACTL_USER" ]; then
+    hactl_as_user "$HACTL_USER" HACTL_DB_URL -- "$HACTL_PYTHON" -c "$HACTL_PROBE_PY"
+  else
+    "$HACTL_PYTHON" -c "$HACTL_PROBE_PY"
+  fi
 }
 
 # The probe's `reason` line, when the schema is unknown.

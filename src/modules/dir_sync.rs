@@ -3,6 +3,10 @@
 //! written atomically, files and directories that are not in the source removed, owner and modes
 //! set. The plan names every file added, changed and removed, with diffs of small text files.
 //! Names matching `exclude` (e.g. `__pycache__`) are neither compared nor removed.
+//!
+//! The tree stays root's: the destination and every directory above it must belong to root and
+//! be writable by root alone, with no symbolic link among them (else the probe refuses and
+//! nothing changes); a link found inside the tree is removed, never followed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,7 +33,7 @@ pub struct DirSyncArgs {
     pub src: String,
     /// The directory on the host.
     pub dest: String,
-    /// Owner of everything synced.
+    /// Owner of everything synced: root (the tree must stay root's, see the module's doc).
     pub owner: Option<String>,
     /// Group of everything synced.
     pub group: Option<String>,
@@ -84,6 +88,11 @@ impl Spec for DirSyncArgs {
 impl DirSync {
     /// The module for a tree of (relative path, content); excluded names are dropped.
     pub fn new(args: DirSyncArgs, tree: Vec<(String, Vec<u8>)>) -> Result<Self> {
+        if let Some(owner) = args.owner.as_ref().filter(|o| *o != "root") {
+            return Err(miette!(
+                "owner {owner}: a synced tree stays root's (its group may be another, to read it)"
+            ));
+        }
         let mut files = BTreeMap::new();
         for (path, content) in tree {
             if path.contains(['\n', '\\']) || path.split('/').any(|p| p.is_empty() || p == "..") {
@@ -149,6 +158,8 @@ pub struct Tree {
     pub files: BTreeMap<String, Entry>,
     /// Old contents of differing small files.
     pub old: BTreeMap<String, Vec<u8>>,
+    /// Anything else under it (symbolic links, sockets...): removed, never followed.
+    pub others: BTreeSet<String>,
 }
 
 /// Parses `MODE OWNER GROUP [SHA] PATH` (the path is the rest of the line).
@@ -187,6 +198,7 @@ impl Fact for Tree {
             let (path, e) = entry(l, true)?;
             tree.files.insert(path, e);
         }
+        tree.others = lines.all("other").map(String::from).collect();
         for l in lines.all("old") {
             let (path, b64) = l
                 .rsplit_once(' ')
@@ -245,6 +257,7 @@ impl Resource for DirSync {
                 diff.push_str(&unified_diff(path, old, b""));
             }
         }
+        removed.extend(tree.others.iter().map(String::as_str));
         let dirs = self.dirs();
         for (path, e) in &tree.dirs {
             if !dirs.contains(path) {
@@ -381,6 +394,69 @@ mod tests {
         let after = std::fs::metadata(dest.join("a.py")).unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_eq!(before.ino(), after.ino(), "same inode: not rewritten");
+    }
+
+    #[test]
+    fn a_link_in_the_tree_is_removed_never_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("dags");
+        let outside = root.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "k\n").unwrap();
+        let s = sync(&dest, &[("a.py", "a\n"), ("sub/b.py", "b\n")]);
+        assert_eq!(local_apply(&s).rc, 0);
+        std::os::unix::fs::symlink(&outside, dest.join("evil")).unwrap();
+        std::fs::remove_dir_all(dest.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
+        let change = local_diff(&s).unwrap().unwrap();
+        assert!(change.summary.contains("remove evil, sub"), "{}", change.summary);
+        let out = local_apply(&s);
+        assert_eq!(out.rc, 0, "{}", out.stderr);
+        assert_eq!(local_diff(&s).unwrap(), None);
+        assert!(outside.join("keep").exists() && !outside.join("b.py").exists());
+        assert!(dest.join("sub").is_dir() && !dest.join("sub").is_symlink());
+    }
+
+    #[test]
+    fn a_link_or_another_user_s_directory_on_the_way_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let etc = root.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        std::fs::write(etc.join("hostname"), "h\n").unwrap();
+        let home = root.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::os::unix::fs::symlink(&etc, home.join("dags")).unwrap();
+        for dest in [home.join("dags"), home.join("dags/sub")] {
+            let s = sync(&dest, &[("a.py", "a\n")]);
+            let probe = crate::modules::run_local(&Resource::probe(&s));
+            assert!(
+                probe.rc != 0 && probe.stderr.contains("symbolic link"),
+                "{}",
+                probe.stderr
+            );
+            let out = local_apply(&s);
+            assert!(out.rc != 0 && out.stderr.contains("symbolic link"), "{}", out.stderr);
+        }
+        assert_eq!(
+            std::fs::read_dir(&etc).unwrap().count(),
+            1,
+            "nothing changed behind the link"
+        );
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+            std::fs::remove_file(home.join("dags")).unwrap();
+            std::os::unix::fs::chown(&home, Some(65534), None).unwrap();
+            let out = local_apply(&sync(&home.join("dags"), &[("a.py", "a\n")]));
+            assert!(
+                out.rc != 0 && out.stderr.contains("belongs to nobody"),
+                "{}",
+                out.stderr
+            );
+            assert!(!home.join("dags").exists());
+        }
+        let mut args = sync(&home, &[]).args;
+        args.owner = Some("airflow".into());
+        assert!(DirSync::new(args, vec![]).is_err(), "a tree another user owns");
     }
 
     #[test]

@@ -3,6 +3,10 @@
 # removed); HACTL_WANT (`SHA256 PATH` lines, the files wanted); HACTL_DIFF_LIMIT (probe);
 # HACTL_FILES (`PATH BASE64` lines), HACTL_DIRS (wanted directories, one a line), HACTL_OWNER,
 # HACTL_GROUP, HACTL_MODE (files), HACTL_DIR_MODE (apply).
+#
+# Never through a symbolic link: the destination and every directory above it must be root's
+# (writable by root alone, no link among them), else probe and apply refuse and change nothing;
+# find runs with -P, and a link or any other non-file found in the tree is removed itself.
 
 # hactl_find_tree ACTION...: find's expression over $HACTL_DEST without the excluded names.
 hactl_find_tree() {
@@ -25,12 +29,13 @@ $pattern"
   fi
   IFS=$old_ifs
   set +f
-  (cd "$HACTL_DEST" && find "$@")
+  (cd "$HACTL_DEST" && find -P "$@")
 }
 
 # Prints `dest absent`, or `dest present`, `root MODE OWNER GROUP`, then `dir MODE OWNER GROUP PATH` and
 # `file MODE OWNER GROUP SHA256 PATH` lines, and `old PATH BASE64` for a differing small file.
 hactl_probe() {
+  hactl_trusted_dir "$HACTL_DEST" strict || return 1
   if [ ! -d "$HACTL_DEST" ]; then
     echo "dest absent"
     return 0
@@ -38,6 +43,7 @@ hactl_probe() {
   echo "dest present"
   stat -c 'root %a %U %G' "$HACTL_DEST" || return 1
   hactl_find_tree -type d -printf 'dir %m %u %g %P\n' || return 1
+  hactl_find_tree ! -type d ! -type f -printf 'other %P\n' || return 1
   files=$(hactl_find_tree -type f -printf '%m %u %g %s %P\n') || return 1
   [ -n "$files" ] || return 0
   # One sha256sum and one awk for the whole tree (a no-op re-run starts no process per file).
@@ -69,7 +75,11 @@ hactl_probe() {
 
 # Writes each differing file atomically, removes what is not wanted, sets owner and modes.
 hactl_apply() {
+  hactl_trusted_dir "$HACTL_DEST" strict || return 1
   mkdir -p "$HACTL_DEST" || return 1
+  hactl_find_tree ! -type d ! -type f -printf '%P\n' | while read -r path; do
+    rm -f "$HACTL_DEST/$path" || exit 1
+  done || return 1
   printf '%s\n' "$HACTL_DIRS" | while read -r dir; do
     [ -z "$dir" ] || mkdir -p "$HACTL_DEST/$dir" || exit 1
   done || return 1
@@ -81,7 +91,7 @@ hactl_apply() {
     if [ -f "$target" ] && cmp -s "$tmp" "$target"; then
       rm -f "$tmp"
     else
-      chmod "$HACTL_MODE" "$tmp" && mv -f "$tmp" "$target" || { rm -f "$tmp"; exit 1; }
+      chmod "$HACTL_MODE" "$tmp" && mv -f -T "$tmp" "$target" || { rm -f "$tmp"; exit 1; }
     fi
   done || return 1
   wanted_files=$(printf '%s\n' "$HACTL_FILES" | while read -r path _; do echo "$path"; done)
@@ -92,7 +102,7 @@ hactl_apply() {
     printf '%s\n' "$HACTL_DIRS" | grep -qxF "$dir" || rmdir "$HACTL_DEST/$dir" 2>/dev/null || rm -rf "${HACTL_DEST:?}/$dir" || exit 1
   done || return 1
   if [ -n "$HACTL_OWNER$HACTL_GROUP" ]; then
-    chown -R "$HACTL_OWNER${HACTL_GROUP:+:$HACTL_GROUP}" "$HACTL_DEST" || return 1
+    chown -R -h "$HACTL_OWNER${HACTL_GROUP:+:$HACTL_GROUP}" "$HACTL_DEST" || return 1
   fi
   chmod "$HACTL_DIR_MODE" "$HACTL_DEST" || return 1
   hactl_find_tree -type d -exec chmod "$HACTL_DIR_MODE" {} + || return 1

@@ -128,9 +128,11 @@ impl Resource for File {
 
     fn diff(&self, fact: &PathFact) -> Result<Option<Change>> {
         match (fact.kind, self.state, &self.content) {
-            (PathKind::Directory | PathKind::Other, _, _) => {
-                Err(miette::miette!("{} exists but is not a regular file", self.path))
-            }
+            (PathKind::Other, Presence::Absent, _) => Ok(Some(Change::new(format!("remove {}", self.path)))),
+            (PathKind::Directory | PathKind::Other, _, _) => Err(miette::miette!(
+                "{} exists but is not a regular file (hactl never writes through a symbolic link)",
+                self.path
+            )),
             (PathKind::Absent, Presence::Absent, _) => Ok(None),
             (PathKind::File, Presence::Absent, _) => Ok(Some(Change::new(format!("remove {}", self.path)))),
             (PathKind::Absent, Presence::Present, None) => Err(miette::miette!(
@@ -287,6 +289,86 @@ mod tests {
         assert!(local_diff(&f).unwrap().is_some());
         local_apply(&f);
         assert!(local_diff(&f).unwrap().is_none());
+    }
+
+    /// Whether the tests run as root (the cases with another user's files need it).
+    fn as_root() -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").unwrap().uid() == 0
+    }
+
+    #[test]
+    fn a_symbolic_link_at_the_path_is_refused_and_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "precious\n").unwrap();
+        let path = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let f = file(&path.display().to_string(), "x\n", Some("0600"));
+        let err = local_diff(&f).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        let out = local_apply(&f);
+        assert_ne!(out.rc, 0, "{}", out.stdout);
+        assert!(out.stderr.contains("symbolic link"), "{}", out.stderr);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o644);
+
+        let mut gone = file(&path.display().to_string(), "", None);
+        gone.state = Presence::Absent;
+        assert!(local_diff(&gone).unwrap().is_some());
+        assert_eq!(local_apply(&gone).rc, 0);
+        assert!(std::fs::symlink_metadata(&path).is_err(), "the link itself is removed");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    }
+
+    #[test]
+    fn a_directory_another_user_owns_gets_the_file_through_a_private_one() {
+        if !as_root() {
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let theirs = root.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let path = theirs.join("config");
+        let f = file(&path.display().to_string(), "x=1\n", Some("0640"));
+        let out = local_apply(&f);
+        assert_eq!(out.rc, 0, "{}", out.stderr);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "x=1\n");
+        assert_eq!(local_diff(&f).unwrap(), None);
+        let leftovers = std::fs::read_dir(root.path()).unwrap().count() + std::fs::read_dir(&theirs).unwrap().count();
+        assert_eq!(leftovers, 2, "no temporary file or directory left behind");
+    }
+
+    #[test]
+    fn a_link_another_user_owns_on_the_path_is_refused() {
+        if !as_root() {
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let theirs = root.path().join("theirs");
+        std::fs::create_dir_all(theirs.join("sub")).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        std::os::unix::fs::chown(theirs.join("sub"), Some(65534), Some(65534)).unwrap();
+        // Nested directories another user owns: the private directory goes above them.
+        let nested = theirs.join("sub/config");
+        let out = local_apply(&file(&nested.display().to_string(), "x\n", None));
+        assert_eq!(out.rc, 0, "{}", out.stderr);
+        assert_eq!(std::fs::read_to_string(&nested).unwrap(), "x\n");
+        let elsewhere = root.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, theirs.join("link")).unwrap();
+        std::os::unix::fs::lchown(theirs.join("link"), Some(65534), Some(65534)).unwrap();
+        let path = theirs.join("link/config");
+        let out = local_apply(&file(&path.display().to_string(), "x\n", None));
+        assert_ne!(out.rc, 0);
+        assert!(out.stderr.contains("refusing to write"), "{}", out.stderr);
+        assert!(!elsewhere.join("config").exists());
+        assert_eq!(
+            std::fs::read_dir(root.path()).unwrap().count(),
+            2,
+            "no temporary directory left"
+        );
     }
 
     #[test]

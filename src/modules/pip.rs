@@ -26,8 +26,12 @@ pub struct Pip {
     /// A constraints (lock) file on the host: every install resolves against it, and a change
     /// of the file re-resolves the packages (its hash is stamped into the venv).
     pub constraints: Option<String>,
-    /// The venv's owner (set recursively after installing).
+    /// The venv's owner, set recursively (links themselves, never what they point to) before any
+    /// python of the venv runs and after installing; nothing in it stays writable by others.
     pub owner: Option<String>,
+    /// Who runs the venv's python in the probe (`plan` included): a user without root's powers,
+    /// so that nothing the venv's packages run at start ever runs as root there.
+    pub probe_user: Option<String>,
 }
 
 fn no_packages() -> Templated<Vec<String>> {
@@ -73,6 +77,10 @@ pub struct Venv {
     pub constraints: Option<String>,
     /// sha256 of the constraints file the packages were last resolved against.
     pub stamp: Option<String>,
+    /// Whether something in it is not the wanted owner's, or is writable by others.
+    pub foreign: bool,
+    /// `.pth`, sitecustomize and usercustomize files no installed distribution lists.
+    pub strays: Vec<String>,
 }
 
 impl Fact for Venv {
@@ -93,6 +101,8 @@ impl Fact for Venv {
             owner,
             constraints,
             stamp,
+            foreign: lines.get("foreign") == Some("yes"),
+            strays: lines.all("stray").map(String::from).collect(),
         })
     }
 }
@@ -112,11 +122,21 @@ impl Resource for Pip {
             ("HACTL_NAMES", &names.join("\n")),
             ("HACTL_PROBE_PY", PROBE_PY),
             ("HACTL_CONSTRAINTS", self.constraints.as_deref().unwrap_or("")),
+            ("HACTL_OWNER", self.owner.as_deref().unwrap_or("")),
+            ("HACTL_PROBE_USER", self.probe_user.as_deref().unwrap_or("")),
         ];
         script(SH, &vars, "hactl_probe")
     }
 
     fn diff(&self, venv: &Venv) -> Result<Option<Change>> {
+        if !venv.strays.is_empty() {
+            return Err(miette::miette!(
+                "{} holds files no installed package lists, which every python of it runs at start: {} \
+                 (look at them and remove them; a venv another user could write is safest made again)",
+                self.venv,
+                venv.strays.join(", ")
+            ));
+        }
         let mut parts = Vec::new();
         if !venv.exists {
             parts.push(format!("create venv {}", self.venv));
@@ -137,9 +157,12 @@ impl Resource for Pip {
         if let Some(owner) = self
             .owner
             .as_ref()
-            .filter(|o| venv.exists && venv.owner.as_ref() != Some(*o))
+            .filter(|o| venv.exists && (venv.foreign || venv.owner.as_ref() != Some(*o)))
         {
-            parts.push(format!("owner {} → {owner}", venv.owner.as_deref().unwrap_or("-")));
+            parts.push(format!(
+                "owner {} → {owner} (everything in it, writable by {owner} alone)",
+                venv.owner.as_deref().unwrap_or("-")
+            ));
         }
         Ok((!parts.is_empty()).then(|| Change::new(parts.join(", "))))
     }
@@ -172,6 +195,7 @@ impl Resource for Pip {
 mod tests {
     use super::*;
     use crate::modules::{diff_of, local_diff};
+    use std::os::unix::fs::PermissionsExt;
 
     /// The probe's output for `names` with `path` first on Python's path.
     fn probe_versions(path: &std::path::Path, names: &str) -> String {
@@ -240,6 +264,7 @@ mod tests {
             index_url: None,
             constraints: None,
             owner: None,
+            probe_user: None,
         };
         let out = "venv yes\ndist six 1.15.0\ndist idna 3.4\n";
         assert_eq!(diff_of(&p, out).unwrap().unwrap().summary, "change six 1.15.0 → 1.16.0");
@@ -262,6 +287,7 @@ mod tests {
             index_url: None,
             constraints: None,
             owner: None,
+            probe_user: None,
         };
         let change = local_diff(&p).unwrap().unwrap().summary;
         assert_eq!(
@@ -281,6 +307,7 @@ mod tests {
             index_url: Some("http://127.0.0.1:9/simple".into()),
             constraints: None,
             owner: None,
+            probe_user: None,
         };
         let out = crate::modules::local_apply(&p);
         assert_ne!(out.rc, 0);
@@ -303,6 +330,7 @@ mod tests {
             index_url: None,
             constraints: Some("/c.txt".into()),
             owner: Some("airflow".into()),
+            probe_user: None,
         };
         let base = "venv yes\nowner airflow\ndist six 1.16.0\n";
         assert_eq!(diff_of(&p, &format!("{base}constraints aa\nstamp aa\n")).unwrap(), None);
@@ -316,7 +344,77 @@ mod tests {
         let root_owned = "venv yes\nowner root\ndist six 1.16.0\nconstraints aa\nstamp aa\n";
         assert_eq!(
             diff_of(&p, root_owned).unwrap().unwrap().summary,
-            "owner root → airflow"
+            "owner root → airflow (everything in it, writable by airflow alone)"
         );
+        let foreign = format!("{base}foreign yes\nconstraints aa\nstamp aa\n");
+        assert!(diff_of(&p, &foreign)
+            .unwrap()
+            .unwrap()
+            .summary
+            .starts_with("owner airflow → airflow"));
+        let stray = format!("{base}stray /v/lib/python3.11/site-packages/evil.pth\n");
+        let err = diff_of(&p, &stray).unwrap_err().to_string();
+        assert!(err.contains("evil.pth"), "{err}");
+    }
+
+    /// Whether the tests run as root (the cases with another user need it).
+    fn as_root() -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").unwrap().uid() == 0
+    }
+
+    #[test]
+    fn a_venv_is_made_root_s_and_a_planted_pth_file_is_refused() {
+        if !as_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let venv = dir.path().join("v");
+        let p = Pip {
+            venv: venv.display().to_string(),
+            packages: Templated::Value(vec![]),
+            python: "python3".into(),
+            extra_args: vec![],
+            index_url: None,
+            constraints: None,
+            owner: Some("root".into()),
+            probe_user: Some("nobody".into()),
+        };
+        let out = crate::modules::local_apply(&p);
+        assert_eq!(out.rc, 0, "{}", out.stderr);
+        assert_eq!(
+            local_diff(&p).unwrap(),
+            None,
+            "the probe runs as nobody and finds it converged"
+        );
+        // What another owner left behind is taken back, links themselves only.
+        let bin = venv.join("bin");
+        std::os::unix::fs::chown(&bin, Some(65534), None).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", bin.join("planted")).unwrap();
+        std::os::unix::fs::lchown(bin.join("planted"), Some(65534), None).unwrap();
+        assert!(local_diff(&p)
+            .unwrap()
+            .unwrap()
+            .summary
+            .starts_with("owner root → root"));
+        let out = crate::modules::local_apply(&p);
+        assert_eq!(out.rc, 0, "{}", out.stderr);
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::symlink_metadata(bin.join("planted")).unwrap().uid(), 0);
+        assert_eq!(local_diff(&p).unwrap(), None);
+        // A .pth file no package installed: the plan and the apply refuse, naming it.
+        let site = std::fs::read_dir(venv.join("lib"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join("site-packages"))
+            .find(|p| p.is_dir())
+            .unwrap();
+        std::fs::write(site.join("evil.pth"), "import os\n").unwrap();
+        let err = local_diff(&p).unwrap_err().to_string();
+        assert!(err.contains("evil.pth"), "{err}");
+        let out = crate::modules::local_apply(&p);
+        assert_ne!(out.rc, 0);
+        assert!(out.stderr.contains("evil.pth"), "{}", out.stderr);
     }
 }

@@ -15,7 +15,9 @@
                                        (password in $HACTL_AIRFLOW_PASSWORD), wait for success,
                                        count the workers that ran its tasks
 
-Exits 0 when the check passes, 1 with the reason on stdout otherwise.
+Exits 0 when the check passes, 1 with the reason on stdout otherwise. What runs the venv's
+python runs as user airflow (`hactl_as_user airflow -- ...`), never as root: the venv is root's,
+but what it loads at start or imports may read what airflow can change.
 """
 
 import argparse
