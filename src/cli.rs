@@ -36,6 +36,10 @@ pub enum Commands {
         /// Refuse a reviewed plan older than this many hours.
         #[arg(long, default_value_t = 24, value_name = "HOURS")]
         plan_max_age: u64,
+        /// Generate this secret anew and roll it out (repeatable); the nodes' record of it may
+        /// differ. `NAME_previous` drops a rotated Fernet key's previous value.
+        #[arg(long, value_name = "NAME")]
+        rotate: Vec<String>,
     },
     /// Show what provision would change; change nothing (exit 2 when changes are pending).
     Plan {
@@ -45,6 +49,9 @@ pub enum Commands {
         /// Also save the plan here (no secret in it), to review and apply with `provision --plan`.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Show what rotating this secret would change (repeatable; nothing written).
+        #[arg(long, value_name = "NAME")]
+        rotate: Vec<String>,
     },
     /// Print a saved plan as `plan` printed it.
     Show {
@@ -171,8 +178,9 @@ pub fn main() -> ExitCode {
             dry_run,
             plan,
             plan_max_age,
-        } => commands::provision(args, dry_run, plan, plan_max_age),
-        Commands::Plan { args, out } => commands::plan(args, out),
+            rotate,
+        } => commands::provision(args, dry_run, plan, plan_max_age, rotate),
+        Commands::Plan { args, out, rotate } => commands::plan(args, out, rotate),
         Commands::Check { args } => commands::check(args),
         Commands::Verify { args } => commands::verify(args),
         Commands::Show { file, output } => commands::show_plan(&file, output),

@@ -22,6 +22,7 @@ mod handlers;
 pub mod load;
 mod pending;
 mod prefetch;
+pub mod preflight;
 mod rolling;
 
 use std::collections::{BTreeSet, HashMap};
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 use miette::Result;
 use tokio::sync::Semaphore;
 
-pub use load::{load, Loaded};
+pub use load::{load, load_rotating, Loaded};
 
 use crate::journal::Journal;
 use crate::outcome::{summarize, RollingOrder, Stats, Status, StepResult, Summary};
@@ -207,6 +208,14 @@ impl Engine {
         let keeper = tokio::spawn(Arc::clone(self).keep_masters());
         if self.options.mode != Mode::Verify {
             self.prefetch_probes(&plan).await;
+        }
+        if let Err(refused) = self.preflight(&all_hosts).await {
+            for (_, probe) in self.prefetched.lock().expect("lock").drain() {
+                probe.abort();
+            }
+            keeper.abort();
+            self.reporter.finish();
+            return Err(refused);
         }
         let mut unshown: Vec<&Stage> = Vec::new();
         for (stage, hosts) in &plan {
