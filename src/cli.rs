@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::{self, lab, RunArgs};
 use crate::lab::DEFAULT_SUBNET;
 use crate::report::Format;
+use crate::ssh::HostKeyPolicy;
 
 /// Provisions highly-available Apache Airflow clusters over SSH.
 #[derive(Debug, Parser)]
@@ -98,11 +99,31 @@ pub enum Commands {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// The inventory's secrets file.
+    Secrets {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
     /// Local Debian 12 test nodes under systemd-nspawn.
     Lab {
         /// What to do with the lab.
         #[command(subcommand)]
         action: LabAction,
+    },
+}
+
+/// `hactl secrets` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SecretsAction {
+    /// Rebuild a lost secrets file from the nodes (the copy on a `postgres` host, checked against
+    /// every node's digests); never overwrites one, never prints a value.
+    Recover {
+        /// The inventory.
+        inventory: PathBuf,
+        /// How unknown host keys are treated.
+        #[arg(long, value_enum, default_value_t = HostKeyPolicy::Strict)]
+        host_key_policy: HostKeyPolicy,
     },
 }
 
@@ -173,6 +194,12 @@ pub fn main() -> ExitCode {
     commands::set_up_diagnostics();
     match cli.command {
         Commands::Lab { action } => dispatch_lab(action),
+        Commands::Secrets {
+            action: SecretsAction::Recover {
+                inventory,
+                host_key_policy,
+            },
+        } => commands::secrets::recover(&inventory, host_key_policy),
         Commands::Provision {
             args,
             dry_run,

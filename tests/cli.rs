@@ -569,3 +569,33 @@ fn a_saved_plan_that_is_not_one_was_edited_or_names_another_inventory_is_refused
         "a refused plan is not a run"
     );
 }
+
+#[test]
+fn rotate_names_a_secret_and_recover_never_overwrites_a_secrets_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = unreachable_inventory(dir.path());
+    let inv = inv.to_str().unwrap();
+    let out = run(
+        dir.path(),
+        &["provision", inv, "--rotate", "nope", "--connect-timeout", "0"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("--rotate nope: not a secret of this playbook"), "{err}");
+    assert!(!dir.path().join("inventory.secrets.yml").exists(), "{err}");
+    let out = run(
+        dir.path(),
+        &["plan", inv, "--rotate", "airflow_fernet_key", "--stages", "nope"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!dir.path().join("inventory.secrets.yml").exists());
+
+    std::fs::write(dir.path().join("inventory.secrets.yml"), "a_password: kept-v4lue\n").unwrap();
+    let out = run(dir.path(), &["secrets", "recover", inv]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("never overwrites"), "{err}");
+    assert!(!err.contains("kept-v4lue"), "{err}");
+    let kept = std::fs::read_to_string(dir.path().join("inventory.secrets.yml")).unwrap();
+    assert_eq!(kept, "a_password: kept-v4lue\n");
+}
