@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use miette::{miette, Result};
 use serde::Deserialize;
 
+pub mod sealed;
+
 /// A secret value: shown as `********` by Debug and Display.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -215,9 +217,17 @@ fn apply_rotation(
     Ok(true)
 }
 
-/// The secrets file of an inventory: `INVENTORY.secrets.yml`.
+/// The secrets file of an inventory: `INVENTORY.secrets.yml`, or sealed with age beside it,
+/// `INVENTORY.secrets.yml.age` (see [`sealed`]).
 struct SecretsFile<'a> {
     plain: &'a Path,
+}
+
+/// Where an inventory's sealed secrets file is: the plain one's path and `.age`.
+pub fn sealed_path(plain: &Path) -> PathBuf {
+    let mut name = plain.as_os_str().to_os_string();
+    name.push(".age");
+    PathBuf::from(name)
 }
 
 impl<'a> SecretsFile<'a> {
@@ -225,24 +235,58 @@ impl<'a> SecretsFile<'a> {
         SecretsFile { plain }
     }
 
-    /// Its entries (none when it does not exist).
+    /// Its entries (none when neither file exists); a sealed file is opened with the key the
+    /// environment gives. Both files at once are refused (which one holds the truth?).
     fn load(&self) -> Result<BTreeMap<String, String>> {
-        let path = self.plain;
-        let text = match std::fs::read_to_string(path) {
+        let (plain, sealed) = (self.plain, sealed_path(self.plain));
+        if plain.exists() && sealed.exists() {
+            return Err(miette!(
+                "both {} and {} exist: keep one (the sealed one to commit, the plain one never)",
+                plain.display(),
+                sealed.display()
+            ));
+        }
+        if sealed.exists() {
+            let key = sealed::Key::from_env().ok_or_else(|| {
+                miette!(
+                    "{} is sealed: set {} (an age identity file) or {} to open it",
+                    sealed.display(),
+                    sealed::IDENTITY_ENV,
+                    sealed::PASSPHRASE_ENV
+                )
+            })?;
+            let bytes = std::fs::read(&sealed).map_err(|e| miette!("cannot read secrets {}: {e}", sealed.display()))?;
+            return parse(&key.decrypt(&bytes, &sealed.display().to_string())?, &sealed);
+        }
+        let text = match std::fs::read_to_string(plain) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(e) => return Err(miette!("cannot read secrets {}: {e}", path.display())),
+            Err(e) => return Err(miette!("cannot read secrets {}: {e}", plain.display())),
         };
-        parse(&text, path)
+        parse(&text, plain)
     }
 
-    /// The file with these entries, to be written 0600.
+    /// The file with these entries, to be written 0600 (see [`pending_file`]).
     fn pending(&self, values: &BTreeMap<String, String>) -> Result<PendingWrite> {
-        Ok(PendingWrite::new(
-            self.plain.to_path_buf(),
-            to_yaml(values)?.into_bytes(),
-            0o600,
-        ))
+        pending_file(self.plain, values)
+    }
+}
+
+/// An inventory's secrets file with these entries, to be written 0600: sealed when the sealed
+/// file exists, or when neither exists and the environment gives a key; plain otherwise.
+pub fn pending_file(plain: &Path, values: &BTreeMap<String, String>) -> Result<PendingWrite> {
+    let text = to_yaml(values)?;
+    let sealed = sealed_path(plain);
+    let key = sealed::Key::from_env();
+    match key {
+        Some(key) if sealed.exists() || !plain.exists() => Ok(PendingWrite::new(sealed, key.encrypt(&text)?, 0o600)),
+        _ if sealed.exists() => Err(miette!(
+            "{} is sealed: set {} or {} to write it",
+            sealed.display(),
+            sealed::IDENTITY_ENV,
+            sealed::PASSPHRASE_ENV
+        )),
+        _ => Ok(PendingWrite::new(plain.to_path_buf(), text.into_bytes(), 0o600)),
     }
 }
 

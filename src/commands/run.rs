@@ -287,10 +287,21 @@ fn inputs_of(args: &RunArgs, loaded: &engine::Loaded) -> miette::Result<Inputs> 
         inventory_sha256: inputs::inventory_fingerprint(&args.inventory)?,
         playbook,
         playbook_sha256,
-        secrets_sha256: inputs::file_sha256(&Workspace::of(&args.inventory).secrets()),
+        secrets_sha256: inputs::file_sha256(&secrets_file(&args.inventory)),
         stages: args.stages.clone(),
         limit: args.limit.clone(),
     })
+}
+
+/// The inventory's secrets file as it is kept: sealed (`.age`) when that exists, else plain.
+fn secrets_file(inventory: &Path) -> PathBuf {
+    let plain = Workspace::of(inventory).secrets();
+    let sealed = crate::secrets::sealed_path(&plain);
+    if sealed.exists() {
+        sealed
+    } else {
+        plain
+    }
 }
 
 /// A run's results as a saved plan keeps them: masked.

@@ -2,7 +2,7 @@
 //! keeps a root-only copy of the secrets on the `postgres` hosts (`/etc/hactl/secrets.yml`) and
 //! a digest of each on every node; the copy of the first reachable `postgres` host is checked
 //! against every reachable node's digests, then written beside the inventory (0600; never over
-//! an existing file). No value is ever printed.
+//! an existing file; sealed with age when the environment gives a key). No value is ever printed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,7 +13,7 @@ use miette::{miette, Result};
 
 use crate::engine::preflight::{parse_node, read_script};
 use crate::inventory::Inventory;
-use crate::secrets::{digest, parse, to_yaml, PendingWrite};
+use crate::secrets::{digest, parse, pending_file, sealed_path};
 use crate::ssh::{self, HostKeyPolicy};
 use crate::workspace::Workspace;
 
@@ -45,11 +45,11 @@ struct Read {
 /// Rebuilds the secrets file; what it did, in one line.
 async fn recover_file(inventory: &Path, policy: HostKeyPolicy) -> Result<String> {
     let workspace = Workspace::of(inventory);
-    let target = workspace.secrets();
-    if target.exists() {
+    let plain = workspace.secrets();
+    if let Some(existing) = [plain.clone(), sealed_path(&plain)].into_iter().find(|p| p.exists()) {
         return Err(miette!(
             "{} exists: recover never overwrites a secrets file (move it away first)",
-            target.display()
+            existing.display()
         ));
     }
     let inventory = Inventory::load(inventory)?;
@@ -91,11 +91,12 @@ async fn recover_file(inventory: &Path, policy: HostKeyPolicy) -> Result<String>
     let values = parse(&text, Path::new(&format!("{source}:{NODE_COPY_PATH}")))?;
     let records: BTreeMap<String, String> = reads.into_iter().map(|(h, r)| (h, r.record)).collect();
     let checked = check_against_records(&values, &records)?;
-    PendingWrite::new(target.clone(), to_yaml(&values)?.into_bytes(), 0o600).commit()?;
+    let write = pending_file(&plain, &values)?;
+    write.commit()?;
     Ok(format!(
         "recovered {} secrets from {source} into {} (checked against the records of {checked} nodes)",
         values.len(),
-        target.display()
+        write.path.display()
     ))
 }
 
