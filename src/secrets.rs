@@ -206,10 +206,17 @@ fn apply_rotation(
     if given(name) {
         return Ok(false);
     }
+    let previous = format!("{name}{PREVIOUS_SUFFIX}");
+    if matches!(spec.charset, Charset::FernetKey) && stored.contains_key(&previous) {
+        return Err(miette!(
+            "--rotate {name}: its previous key is still kept (values encrypted with it may remain); \
+             run `airflow rotate-fernet-key`, then drop it with --rotate {previous} first"
+        ));
+    }
     let new = generate(spec)?;
     if let (Charset::FernetKey, Some(old)) = (spec.charset, stored.get(name)) {
         if !generated.contains(name) {
-            stored.insert(format!("{name}{PREVIOUS_SUFFIX}"), old.clone());
+            stored.insert(previous, old.clone());
         }
     }
     stored.insert(name.to_string(), new);
@@ -615,6 +622,12 @@ mod tests {
         );
         let kept = load(&[]);
         assert_eq!(kept.values["k_fernet_key_previous"], first.values["k_fernet_key"]);
+        let twice = BTreeSet::from(["k_fernet_key".to_string()]);
+        let err = Secrets::load_or_generate(&path, &wanted, &given, Missing::Generate, &twice).unwrap_err();
+        assert!(
+            err.to_string().contains("drop it with --rotate k_fernet_key_previous"),
+            "{err}"
+        );
         let dropped = load(&["k_fernet_key_previous"]);
         assert!(!dropped.values.contains_key("k_fernet_key_previous"));
         assert_eq!(dropped.values["k_fernet_key"], rotated.values["k_fernet_key"]);
