@@ -5,7 +5,8 @@
 //! Where things are: [`load`] (inputs and template contexts), [`converge`] (one host through one
 //! stage: probe, diff, apply, re-probe), [`handlers`], [`rolling`] (handlers one host at a time),
 //! [`gates`] (verification), [`batch`] (the one-round-trip script protocol), [`pending`] (handlers
-//! owed across runs), [`prefetch`] (every stage's probes sent at the start). This file runs the
+//! owed across runs), [`prefetch`] (every stage's probes sent at the start), [`preflight`] (the
+//! nodes' record of their secrets and CA, checked before anything changes). This file runs the
 //! stages over the hosts and records results.
 //!
 //! The gates of a stage that changed nothing (and every gate in `verify`) do not hold the run
