@@ -256,6 +256,25 @@ mod tests {
     }
 
     #[test]
+    fn every_node_records_the_digests_of_the_secrets_file_s_values_and_postgres_keeps_a_copy() {
+        use crate::engine::load::{DIGESTS_VAR, SECRETS_COPY_VAR};
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = crate::engine::golden::loaded(dir.path(), crate::engine::golden::SPLIT);
+        let file = crate::workspace::Workspace::of(&dir.path().join("inventory.yml")).secrets();
+        let values = crate::secrets::parse(&std::fs::read_to_string(&file).unwrap(), &file).unwrap();
+        let record = loaded.contexts["node4"].get_attr(DIGESTS_VAR).unwrap().to_string();
+        let parsed = parse_digest_record(&record);
+        assert_eq!(parsed.len(), values.len(), "{record}");
+        for (name, value) in &values {
+            assert_eq!(parsed[name], digest(name, value), "{name}");
+            assert!(!record.contains(value.as_str()), "{name}'s value is in the record");
+        }
+        assert_eq!(loaded.preflight.digests, parsed);
+        let copy = loaded.contexts["node1"].get_attr(SECRETS_COPY_VAR).unwrap().to_string();
+        assert_eq!(crate::secrets::parse(&copy, &file).unwrap(), values);
+    }
+
+    #[test]
     fn a_new_ca_over_a_node_that_trusts_one_is_refused() {
         let mut pre = preflight();
         pre.ca = Some(("CA\n".to_string(), true));
