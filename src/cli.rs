@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::{self, lab, RunArgs};
 use crate::lab::DEFAULT_SUBNET;
 use crate::report::Format;
+use crate::ssh::HostKeyPolicy;
 
 /// Provisions highly-available Apache Airflow clusters over SSH.
 #[derive(Debug, Parser)]
@@ -36,6 +37,10 @@ pub enum Commands {
         /// Refuse a reviewed plan older than this many hours.
         #[arg(long, default_value_t = 24, value_name = "HOURS")]
         plan_max_age: u64,
+        /// Generate this secret anew and roll it out (repeatable); the nodes' record of it may
+        /// differ. `NAME_previous` drops a rotated Fernet key's previous value.
+        #[arg(long, value_name = "NAME")]
+        rotate: Vec<String>,
     },
     /// Show what provision would change; change nothing (exit 2 when changes are pending).
     Plan {
@@ -45,6 +50,9 @@ pub enum Commands {
         /// Also save the plan here (no secret in it), to review and apply with `provision --plan`.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Show what rotating this secret would change (repeatable; nothing written).
+        #[arg(long, value_name = "NAME")]
+        rotate: Vec<String>,
     },
     /// Print a saved plan as `plan` printed it.
     Show {
@@ -91,11 +99,31 @@ pub enum Commands {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// The inventory's secrets file.
+    Secrets {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
     /// Local Debian 12 test nodes under systemd-nspawn.
     Lab {
         /// What to do with the lab.
         #[command(subcommand)]
         action: LabAction,
+    },
+}
+
+/// `hactl secrets` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SecretsAction {
+    /// Rebuild a lost secrets file from the nodes (the copy on a `postgres` host, checked against
+    /// every node's digests); never overwrites one, never prints a value.
+    Recover {
+        /// The inventory.
+        inventory: PathBuf,
+        /// How unknown host keys are treated.
+        #[arg(long, value_enum, default_value_t = HostKeyPolicy::Strict)]
+        host_key_policy: HostKeyPolicy,
     },
 }
 
@@ -166,13 +194,20 @@ pub fn main() -> ExitCode {
     commands::set_up_diagnostics();
     match cli.command {
         Commands::Lab { action } => dispatch_lab(action),
+        Commands::Secrets {
+            action: SecretsAction::Recover {
+                inventory,
+                host_key_policy,
+            },
+        } => commands::secrets::recover(&inventory, host_key_policy),
         Commands::Provision {
             args,
             dry_run,
             plan,
             plan_max_age,
-        } => commands::provision(args, dry_run, plan, plan_max_age),
-        Commands::Plan { args, out } => commands::plan(args, out),
+            rotate,
+        } => commands::provision(args, dry_run, plan, plan_max_age, rotate),
+        Commands::Plan { args, out, rotate } => commands::plan(args, out, rotate),
         Commands::Check { args } => commands::check(args),
         Commands::Verify { args } => commands::verify(args),
         Commands::Show { file, output } => commands::show_plan(&file, output),

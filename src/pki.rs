@@ -18,7 +18,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
-use crate::secrets::{Missing, Secret};
+use crate::secrets::{Missing, PendingWrite, Secret};
 
 /// A host certificate is made again when it ends within this many days.
 pub const RENEW_DAYS: i64 = 30;
@@ -45,6 +45,29 @@ pub struct Pki {
     pub hosts: BTreeMap<String, HostCert>,
     /// Each host's role certificates (server authentication only), by inventory name, then role.
     pub roles: BTreeMap<String, BTreeMap<String, HostCert>>,
+    /// Whether the CA was made by this run (there was none).
+    pub ca_new: bool,
+    /// The files made by this run, written by [`Pki::commit`] once the run's pre-flight passed.
+    pub pending: Vec<PendingWrite>,
+    dir: PathBuf,
+}
+
+impl Pki {
+    /// Writes the files this run made (the directory made 0700 first).
+    pub fn commit(&self) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if !self.dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(|e| miette!("cannot make {}: {e}", self.dir.display()))?;
+        }
+        self.pending.iter().try_for_each(PendingWrite::commit)
+    }
 }
 
 /// What a host's certificate must name, and the files the inventory gives instead, if any.
@@ -68,42 +91,79 @@ enum Usage {
 }
 
 /// Loads the CA and the host certificates from `dir`, making what is missing, stale or naming
-/// other names: written (keys 0600) with `Missing::Generate`, made for this run only otherwise.
+/// other names: to be written (keys 0600, by [`Pki::commit`]) with `Missing::Generate`, made for
+/// this run only otherwise. Half a CA (a certificate without its key, or a key alone) is a
+/// refusal, never a new CA.
 pub fn ensure(dir: &Path, wanted: &BTreeMap<String, Wanted>, missing: Missing) -> Result<Pki> {
     let write = missing == Missing::Generate;
-    let (ca_cert, ca_key, ca_new) = ca(dir, write)?;
+    let mut pending = Vec::new();
+    let (ca_cert, ca_key, ca_new) = ca(dir)?;
+    if ca_new {
+        pending.push(PendingWrite::new(
+            dir.join("ca.key"),
+            ca_key.serialize_pem().into_bytes(),
+            0o600,
+        ));
+        pending.push(PendingWrite::new(
+            dir.join("ca.crt"),
+            ca_cert.clone().into_bytes(),
+            0o644,
+        ));
+    }
     let issuer = Issuer::from_ca_cert_pem(&ca_cert, &ca_key)
         .map_err(|e| miette!("{}: the CA certificate cannot sign: {e}", dir.join("ca.crt").display()))?;
     let signer = Signer {
         dir,
         issuer: &issuer,
         ca_new,
-        write,
     };
     let mut hosts = BTreeMap::new();
     let mut roles = BTreeMap::new();
     for (host, want) in wanted {
         let cert = match &want.given {
             Some((cert, key)) => given(cert, key)?,
-            None => signer.issue(&format!("host-{host}"), host, &want.names, Usage::Host)?,
+            None => signer.issue(&format!("host-{host}"), host, &want.names, Usage::Host, &mut pending)?,
         };
         hosts.insert(host.clone(), cert);
         let mut mine = BTreeMap::new();
         for role in &want.roles {
-            let cert = signer.issue(&format!("{role}-{host}"), host, &want.names, Usage::Role)?;
+            let stem = format!("{role}-{host}");
+            let cert = signer.issue(&stem, host, &want.names, Usage::Role, &mut pending)?;
             mine.insert(role.clone(), cert);
         }
         roles.insert(host.clone(), mine);
     }
-    Ok(Pki { ca_cert, hosts, roles })
+    if !write {
+        pending.clear();
+    }
+    Ok(Pki {
+        ca_cert,
+        hosts,
+        roles,
+        ca_new,
+        pending,
+        dir: dir.to_path_buf(),
+    })
 }
 
-/// The CA's certificate and key, made when absent; whether it was made now.
-fn ca(dir: &Path, write: bool) -> Result<(String, KeyPair, bool)> {
+/// The CA's certificate and key, made when both are absent; whether it was made now. One
+/// without the other is a refusal: the nodes trust the CA, and a new one would not be theirs.
+fn ca(dir: &Path) -> Result<(String, KeyPair, bool)> {
     let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
     if cert_path.exists() && key_path.exists() {
         let (_, key) = read_key(&key_path)?;
         return Ok((read(&cert_path)?, key, false));
+    }
+    if cert_path.exists() || key_path.exists() {
+        let (have, lacks) = match cert_path.exists() {
+            true => (&cert_path, &key_path),
+            false => (&key_path, &cert_path),
+        };
+        return Err(miette!(
+            "{} exists but {} is missing: hactl never makes a new CA over one the nodes may trust; restore it from a backup (nothing changed)",
+            have.display(),
+            lacks.display()
+        ));
     }
     let key = KeyPair::generate().map_err(|e| miette!("cannot make the CA's key: {e}"))?;
     let mut params = params("hactl cluster CA", CA_DAYS);
@@ -113,29 +173,32 @@ fn ca(dir: &Path, write: bool) -> Result<(String, KeyPair, bool)> {
         .self_signed(&key)
         .map_err(|e| miette!("cannot make the CA certificate: {e}"))?
         .pem();
-    if write {
-        save(dir, "ca.key", &key.serialize_pem(), 0o600)?;
-        save(dir, "ca.crt", &cert, 0o644)?;
-    }
     Ok((cert, key, true))
 }
 
-/// Where certificates are kept and who signs them: the CA, whether it was made in this run
-/// (every certificate is then made again), whether new ones are written.
+/// Where certificates are kept and who signs them: the CA, and whether it was made in this run
+/// (every certificate is then made again).
 struct Signer<'a> {
     dir: &'a Path,
     issuer: &'a Issuer<'a, &'a KeyPair>,
     ca_new: bool,
-    write: bool,
 }
 
 impl Signer<'_> {
     /// A certificate for `host` from the directory (`STEM.crt`, `STEM.key`), or a new one when
-    /// absent, made by another CA, naming other names or ending soon.
-    fn issue(&self, stem: &str, host: &str, names: &[String], usage: Usage) -> Result<HostCert> {
-        let (dir, issuer, ca_new, write) = (self.dir, self.issuer, self.ca_new, self.write);
+    /// absent, made by another CA, naming other names or ending soon; a new one's files are
+    /// added to `pending`.
+    fn issue(
+        &self,
+        stem: &str,
+        host: &str,
+        names: &[String],
+        usage: Usage,
+        pending: &mut Vec<PendingWrite>,
+    ) -> Result<HostCert> {
+        let (dir, issuer) = (self.dir, self.issuer);
         let (cert_path, key_path) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
-        if !ca_new && cert_path.exists() && key_path.exists() {
+        if !self.ca_new && cert_path.exists() && key_path.exists() {
             let cert = read(&cert_path)?;
             if current(&cert, names)? {
                 return Ok(HostCert {
@@ -159,10 +222,8 @@ impl Signer<'_> {
             .map_err(|e| miette!("cannot sign {stem}'s certificate: {e}"))?
             .pem();
         let key = key.serialize_pem();
-        if write {
-            save(dir, &format!("{stem}.key"), &key, 0o600)?;
-            save(dir, &format!("{stem}.crt"), &cert, 0o644)?;
-        }
+        pending.push(PendingWrite::new(key_path, key.clone().into_bytes(), 0o600));
+        pending.push(PendingWrite::new(cert_path, cert.clone().into_bytes(), 0o644));
         Ok(HostCert {
             cert,
             key: Secret::from(key),
@@ -280,19 +341,6 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| miette!("cannot read {}: {e}", path.display()))
 }
 
-/// Writes a file of the PKI directory (made 0700 first) atomically with its mode from the start.
-fn save(dir: &Path, name: &str, text: &str, mode: u32) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| miette!("cannot make {}: {e}", dir.display()))?;
-    }
-    crate::fsutil::write_atomic(&dir.join(name), text.as_bytes(), mode)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +373,7 @@ mod tests {
         let mut want = wanted(&["node1", "10.0.0.1"]);
         want.get_mut("node1").unwrap().roles = vec!["api".into()];
         let pki = ensure(&pki_dir, &want, Missing::Generate).unwrap();
+        pki.commit().unwrap();
         let api = &pki.roles["node1"]["api"];
         assert_ne!(api.key.expose(), pki.hosts["node1"].key.expose());
         assert_eq!(usages(&api.cert), (true, false), "server authentication only");
@@ -340,20 +389,56 @@ mod tests {
         assert_eq!(again.roles["node1"]["api"].cert, api.cert, "kept while current");
     }
 
+    /// `ensure` with `Missing::Generate`, its files written.
+    fn generate(dir: &Path, names: &[&str]) -> Pki {
+        let pki = ensure(dir, &wanted(names), Missing::Generate).unwrap();
+        pki.commit().unwrap();
+        pki
+    }
+
+    #[test]
+    fn half_a_ca_is_a_refusal_never_a_new_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("inv.pki");
+        let first = generate(&pki_dir, &["node1"]);
+        assert!(first.ca_new);
+        assert!(!generate(&pki_dir, &["node1"]).ca_new);
+        std::fs::remove_file(pki_dir.join("ca.key")).unwrap();
+        let err = ensure(&pki_dir, &wanted(&["node1"]), Missing::Generate)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ca.key is missing") && err.contains("nothing changed"),
+            "{err}"
+        );
+        assert_eq!(read(&pki_dir.join("ca.crt")).unwrap(), first.ca_cert);
+    }
+
+    #[test]
+    fn nothing_is_written_before_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("inv.pki");
+        let pki = ensure(&pki_dir, &wanted(&["node1"]), Missing::Generate).unwrap();
+        assert!(!pki_dir.exists());
+        assert_eq!(pki.pending.len(), 4);
+        pki.commit().unwrap();
+        assert!(pki_dir.join("host-node1.key").exists());
+    }
+
     #[test]
     fn made_once_kept_then_remade_when_names_change() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let pki_dir = dir.path().join("inv.pki");
-        let first = ensure(&pki_dir, &wanted(&["node1", "10.0.0.1"]), Missing::Generate).unwrap();
+        let first = generate(&pki_dir, &["node1", "10.0.0.1"]);
         for key in ["ca.key", "host-node1.key"] {
             let mode = std::fs::metadata(pki_dir.join(key)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{key}");
         }
-        let again = ensure(&pki_dir, &wanted(&["10.0.0.1", "node1"]), Missing::Generate).unwrap();
+        let again = generate(&pki_dir, &["10.0.0.1", "node1"]);
         assert_eq!(first.hosts["node1"].cert, again.hosts["node1"].cert);
         assert_eq!(first.ca_cert, again.ca_cert);
-        let renamed = ensure(&pki_dir, &wanted(&["node1", "10.0.0.1", "vip"]), Missing::Generate).unwrap();
+        let renamed = generate(&pki_dir, &["node1", "10.0.0.1", "vip"]);
         assert_ne!(first.hosts["node1"].cert, renamed.hosts["node1"].cert);
         assert!(current(
             &renamed.hosts["node1"].cert,
@@ -366,9 +451,9 @@ mod tests {
     fn a_certificate_ending_within_the_renewal_window_is_made_again_by_the_same_ca() {
         let dir = tempfile::tempdir().unwrap();
         let pki_dir = dir.path().join("inv.pki");
-        let first = ensure(&pki_dir, &wanted(&["node1"]), Missing::Generate).unwrap();
+        let first = generate(&pki_dir, &["node1"]);
         // node1's certificate as a run would find it 369 days later: one day inside the window.
-        let (ca_cert, ca_key, _) = ca(&pki_dir, false).unwrap();
+        let (ca_cert, ca_key, _) = ca(&pki_dir).unwrap();
         let issuer = Issuer::from_ca_cert_pem(&ca_cert, &ca_key).unwrap();
         let (_, key) = read_key(&pki_dir.join("host-node1.key")).unwrap();
         let mut ending = params("node1", RENEW_DAYS - 1);
@@ -376,7 +461,7 @@ mod tests {
         let ending = ending.signed_by(&key, &issuer).unwrap().pem();
         std::fs::write(pki_dir.join("host-node1.crt"), &ending).unwrap();
         assert!(!current(&ending, &["node1".into()]).unwrap());
-        let renewed = ensure(&pki_dir, &wanted(&["node1"]), Missing::Generate).unwrap();
+        let renewed = generate(&pki_dir, &["node1"]);
         assert_ne!(renewed.hosts["node1"].cert, ending);
         assert!(current(&renewed.hosts["node1"].cert, &["node1".into()]).unwrap());
         assert_eq!(renewed.ca_cert, first.ca_cert, "the same CA signs it");
@@ -398,7 +483,7 @@ mod tests {
     fn a_given_certificate_must_match_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let pki_dir = dir.path().join("inv.pki");
-        ensure(&pki_dir, &wanted(&["node1"]), Missing::Generate).unwrap();
+        generate(&pki_dir, &["node1"]);
         let other = KeyPair::generate().unwrap();
         std::fs::write(dir.path().join("other.key"), other.serialize_pem()).unwrap();
         let err = given(&pki_dir.join("host-node1.crt"), &dir.path().join("other.key")).unwrap_err();

@@ -579,3 +579,98 @@ fn a_saved_plan_that_is_not_one_was_edited_or_names_another_inventory_is_refused
         "a refused plan is not a run"
     );
 }
+
+#[test]
+fn rotate_names_a_secret_and_recover_never_overwrites_a_secrets_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = unreachable_inventory(dir.path());
+    let inv = inv.to_str().unwrap();
+    let out = run(
+        dir.path(),
+        &["provision", inv, "--rotate", "nope", "--connect-timeout", "0"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("--rotate nope: not a secret of this playbook"), "{err}");
+    assert!(!dir.path().join("inventory.secrets.yml").exists(), "{err}");
+    let out = run(
+        dir.path(),
+        &["plan", inv, "--rotate", "airflow_fernet_key", "--stages", "nope"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!dir.path().join("inventory.secrets.yml").exists());
+
+    std::fs::write(dir.path().join("inventory.secrets.yml"), "a_password: kept-v4lue\n").unwrap();
+    let out = run(dir.path(), &["secrets", "recover", inv]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("never overwrites"), "{err}");
+    assert!(!err.contains("kept-v4lue"), "{err}");
+    let kept = std::fs::read_to_string(dir.path().join("inventory.secrets.yml")).unwrap();
+    assert_eq!(kept, "a_password: kept-v4lue\n");
+}
+
+#[test]
+fn a_sealed_secrets_file_is_written_and_opened_with_the_passphrase_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = unreachable_inventory(dir.path());
+    let inv = inv.to_str().unwrap();
+    let with_passphrase = |args: &[&str], passphrase: Option<&str>| {
+        let mut cmd = installed(dir.path());
+        cmd.env_remove("HACTL_AGE_IDENTITY")
+            .env_remove("HACTL_SECRETS_PASSPHRASE");
+        if let Some(p) = passphrase {
+            cmd.env("HACTL_SECRETS_PASSPHRASE", p);
+        }
+        let out = cmd.args(args).output().unwrap();
+        eprintln!(
+            "$ hactl {}\n-> {:?}\n{}",
+            args.join(" "),
+            out.status.code(),
+            text(&out.stderr)
+        );
+        out
+    };
+    // The only host never answers: the run fails, and the secrets it made are written, sealed.
+    let out = with_passphrase(&["provision", inv, "--connect-timeout", "0"], Some("pass phrase"));
+    assert_eq!(out.status.code(), Some(1));
+    let sealed = dir.path().join("inventory.secrets.yml.age");
+    let armored = std::fs::read_to_string(&sealed).unwrap();
+    assert!(armored.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"), "{armored}");
+    assert!(!dir.path().join("inventory.secrets.yml").exists());
+    let out = with_passphrase(&["plan", inv, "--stages", "nope"], None);
+    assert!(
+        text(&out.stderr).contains("is sealed: set HACTL_AGE_IDENTITY"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = with_passphrase(&["plan", inv, "--stages", "nope"], Some("wrong"));
+    assert!(text(&out.stderr).contains("cannot decrypt"), "{}", text(&out.stderr));
+    let out = with_passphrase(&["plan", inv, "--stages", "nope"], Some("pass phrase"));
+    assert!(
+        text(&out.stderr).contains("no stage named") || text(&out.stderr).contains("nope"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains("cannot decrypt"), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&sealed).unwrap(),
+        armored,
+        "nothing new to write"
+    );
+}
+
+#[test]
+fn init_s_gitignore_keeps_plaintext_secrets_and_every_private_key_out_of_git() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["init", "stack"]);
+    assert_eq!(out.status.code(), Some(0));
+    let ignored = std::fs::read_to_string(dir.path().join("stack/.gitignore")).unwrap();
+    for kept_out in ["*.secrets.yml", "*.pki/", "*.key"] {
+        assert!(ignored.lines().any(|l| l == kept_out), "{kept_out} in {ignored}");
+    }
+    assert!(
+        !ignored.lines().any(|l| l.ends_with(".age")),
+        "a sealed file is for git: {ignored}"
+    );
+}

@@ -7,7 +7,8 @@
 //! Scenarios, each reported on its own: the first provision (the smoke DAG through the web LB
 //! with the hostile admin password, its tasks on the worker only), a re-run that changes
 //! nothing, `verify`, where Airflow runs (never on the data nodes, one dag-processor), a
-//! password change that Airflow follows, a failed run that masks the secret it prints, and
+//! password change that Airflow follows, a provision with the secrets file moved away
+//! refusing with the nodes' files unchanged (then `hactl secrets recover`), a failed run that masks the secret it prints, and
 //! `plan` leaving the nodes exactly as they were. A sampler reads every process's command line
 //! on every node every 50 ms throughout and never sees a secret; no output, JSON or log line
 //! holds a secret or a form derived from it.
@@ -81,6 +82,60 @@ fn password(key: &str, round: u32) -> String {
     } else {
         value
     }
+}
+
+/// The files a regenerated secret would change, on a data node and an Airflow node.
+const WATCHED: [(usize, &str); 3] = [
+    (1, "/etc/patroni/config.yml"),
+    (4, "/etc/airflow/airflow.cfg"),
+    (1, "/etc/hactl/secrets.sha256"),
+];
+
+/// The sha256 of each [`WATCHED`] file.
+fn watched_digests() -> Vec<String> {
+    WATCHED
+        .iter()
+        .map(|(node, path)| ssh_ok(*node, &format!("sha256sum {path}")))
+        .collect()
+}
+
+/// A provision with the secrets file moved away refuses (exit 1), names the secrets it would
+/// have generated, writes no secrets file and leaves the nodes' files as they were; then
+/// `hactl secrets recover` rebuilds the file (the same values) and a provision changes nothing.
+fn lost_secrets_file_is_refused_then_recovered(inv: &str, dir: &Path) {
+    let file = dir.join("inventory.secrets.yml");
+    let kept = std::fs::read_to_string(&file).expect("the secrets file");
+    let before = watched_digests();
+    std::fs::rename(&file, dir.join("moved-away.yml")).unwrap();
+    let refused = run(&["provision", inv]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let err = stderr(&refused);
+    for name in GENERATED {
+        assert!(err.contains(name), "the refusal names {name}: {err}");
+    }
+    assert!(err.contains("nothing changed"), "{err}");
+    assert!(!file.exists(), "a refused run writes no secrets file");
+    assert_eq!(watched_digests(), before, "a refused run changes no node's file");
+    assert!(!stdout(&refused).contains("changed"), "{}", stdout(&refused));
+
+    let recovered = run(&["secrets", "recover", inv]);
+    assert_eq!(recovered.status.code(), Some(0), "{}", stderr(&recovered));
+    let again = std::fs::read_to_string(&file).expect("the recovered secrets file");
+    for name in GENERATED {
+        assert_eq!(
+            hactl::secrets::parse(&again, &file).unwrap().get(name),
+            hactl::secrets::parse(&kept, &file).unwrap().get(name),
+            "{name} recovered as it was"
+        );
+    }
+    assert!(!stdout(&recovered).contains(&secret(dir, "airflow_fernet_key")));
+    let doc = provision_ok(inv, None);
+    assert_eq!(
+        changed_steps(&doc),
+        Vec::<String>::new(),
+        "after recover, provision changes nothing"
+    );
+    assert_eq!(watched_digests(), before);
 }
 
 /// The split shape's inventory (from the lab's: its connection settings and the VIP) with the
@@ -330,6 +385,11 @@ fn split_shape_with_hostile_passwords_provisions_whole_and_leaks_no_secret() {
                 );
             }
         },
+    );
+
+    scenarios.run(
+        "a lost secrets file is a refusal that changes nothing; `secrets recover` rebuilds it",
+        || lost_secrets_file_is_refused_then_recovered(inv, dir.path()),
     );
 
     let rotated = scenarios.run("a password change goes through, Airflow follows", || {

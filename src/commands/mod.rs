@@ -5,6 +5,7 @@ mod init;
 pub mod lab;
 mod log;
 mod run;
+pub mod secrets;
 mod show;
 
 pub use init::init;

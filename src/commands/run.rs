@@ -2,6 +2,7 @@
 //! with its journal (provision), its saved plan (`plan --out`) or the reviewed plan it applies
 //! (`provision --plan`), and the contract's exit code.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -56,19 +57,29 @@ pub struct RunArgs {
 
 /// `provision`: applies the stages (or, `dry_run`, plans them); with `plan`, applies exactly
 /// that reviewed plan when it still holds and is at most `plan_max_age` hours old.
-pub fn provision(args: RunArgs, dry_run: bool, plan: Option<PathBuf>, plan_max_age: u64) -> ExitCode {
+/// `rotate`: the secrets generated anew (allowed to differ from the nodes' record).
+pub fn provision(
+    args: RunArgs,
+    dry_run: bool,
+    plan: Option<PathBuf>,
+    plan_max_age: u64,
+    rotate: Vec<String>,
+) -> ExitCode {
     let reviewed = Reviewed {
         apply: plan,
         max_age_hours: plan_max_age,
+        rotate: rotate.into_iter().collect(),
         ..Reviewed::default()
     };
     run(args, if dry_run { Mode::Plan } else { Mode::Apply }, reviewed)
 }
 
-/// `plan`: what provision would change; with `out`, saved there for review.
-pub fn plan(args: RunArgs, out: Option<PathBuf>) -> ExitCode {
+/// `plan`: what provision would change; with `out`, saved there for review; `rotate` as for
+/// provision (nothing written).
+pub fn plan(args: RunArgs, out: Option<PathBuf>, rotate: Vec<String>) -> ExitCode {
     let reviewed = Reviewed {
         save: out,
+        rotate: rotate.into_iter().collect(),
         ..Reviewed::default()
     };
     run(args, Mode::Plan, reviewed)
@@ -93,6 +104,8 @@ struct Reviewed {
     apply: Option<PathBuf>,
     /// The oldest reviewed plan accepted, in hours.
     max_age_hours: u64,
+    /// The secrets to rotate (`--rotate`).
+    rotate: BTreeSet<String>,
 }
 
 /// Runs the engine and maps the outcome to the contract's exit codes: 1 on any failure or
@@ -108,7 +121,7 @@ fn run(args: RunArgs, mode: Mode, reviewed: Reviewed) -> ExitCode {
         Mode::Plan => Missing::Preview,
         Mode::Verify => Missing::Refuse,
     };
-    let loaded = match engine::load(&args.inventory, args.playbook.as_deref(), missing) {
+    let loaded = match engine::load_rotating(&args.inventory, args.playbook.as_deref(), missing, &reviewed.rotate) {
         Ok(l) => l,
         Err(e) => {
             reporter.log(&format!("error: {e:?}"));
@@ -124,7 +137,7 @@ fn run(args: RunArgs, mode: Mode, reviewed: Reviewed) -> ExitCode {
         }
     };
     let only = match (&reviewed.apply, mode) {
-        (Some(file), Mode::Apply) => match reviewed_changes(file, &args, &inputs, reviewed.max_age_hours) {
+        (Some(file), Mode::Apply) => match reviewed_changes(file, &args, &inputs, &reviewed) {
             Ok(only) => Some(only),
             Err(e) => {
                 reporter.log(&format!("error: {e}"));
@@ -278,10 +291,21 @@ fn inputs_of(args: &RunArgs, loaded: &engine::Loaded) -> miette::Result<Inputs> 
         inventory_sha256: inputs::inventory_fingerprint(&args.inventory)?,
         playbook,
         playbook_sha256,
-        secrets_sha256: inputs::file_sha256(&Workspace::of(&args.inventory).secrets()),
+        secrets_sha256: inputs::file_sha256(&secrets_file(&args.inventory)),
         stages: args.stages.clone(),
         limit: args.limit.clone(),
     })
+}
+
+/// The inventory's secrets file as it is kept: sealed (`.age`) when that exists, else plain.
+fn secrets_file(inventory: &Path) -> PathBuf {
+    let plain = Workspace::of(inventory).secrets();
+    let sealed = crate::secrets::sealed_path(&plain);
+    if sealed.exists() {
+        sealed
+    } else {
+        plain
+    }
 }
 
 /// A run's results as a saved plan keeps them: masked.
@@ -309,8 +333,9 @@ fn reviewed_changes(
     file: &Path,
     args: &RunArgs,
     inputs: &Inputs,
-    max_age_hours: u64,
+    reviewed: &Reviewed,
 ) -> miette::Result<engine::Reviewed> {
+    let max_age_hours = reviewed.max_age_hours;
     let saved = SavedPlan::load(file)?;
     if saved.inputs.inventory_sha256 != inputs.inventory_sha256 && saved.inputs.inventory != inputs.inventory {
         return Err(miette::miette!(
@@ -336,7 +361,12 @@ fn reviewed_changes(
             saved.created
         ));
     }
-    let loaded = engine::load(&args.inventory, args.playbook.as_deref(), Missing::Preview)?;
+    let loaded = engine::load_rotating(
+        &args.inventory,
+        args.playbook.as_deref(),
+        Missing::Preview,
+        &reviewed.rotate,
+    )?;
     let redactor = loaded.redactor.clone();
     let quiet = Arc::new(Reporter::silent(redactor.clone()));
     let engine = Engine::new(loaded, options(args, Mode::Plan, None), quiet, None)?;

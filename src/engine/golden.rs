@@ -17,7 +17,7 @@ use crate::secrets::Missing;
 
 /// The split shape: etcd, PostgreSQL and RabbitMQ on node1-3, the load balancers node1-2, the
 /// masters node4-5, a worker node6, a web LB VIP.
-const SPLIT: &str = "all:
+pub(super) const SPLIT: &str = "all:
   vars:
     ansible_user: root
     web_lb_vip: 10.213.0.100
@@ -39,7 +39,7 @@ const SPLIT: &str = "all:
 
 /// Writes `inventory` and a secrets file of fixed values beside it, loads the built-in playbook
 /// with them (SSH port 22), and puts fixed text in place of the (generated) CA, certificates and keys.
-fn loaded(dir: &Path, inventory: &str) -> Loaded {
+pub(super) fn loaded(dir: &Path, inventory: &str) -> Loaded {
     let path: PathBuf = dir.join("inventory.yml");
     // A fixed SSH port: `hactl_ssh_port` must not depend on this machine's ~/.ssh/config.
     assert!(

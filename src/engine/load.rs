@@ -1,18 +1,19 @@
 //! Loading a run's inputs: the inventory, the playbook, the secrets, and each host's template
 //! context (variables rendered the way Ansible renders them).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use miette::{miette, Result};
 use minijinja::value::Value;
 use serde_json::Value as Json;
 
+use super::preflight::Preflight;
 use crate::inventory::{Inventory, Vars};
 use crate::pki::Wanted;
 use crate::playbook::{Condition, Playbook};
 use crate::render::Renderer;
-use crate::secrets::{Missing, Redactor, Secrets};
+use crate::secrets::{digest, digest_record, Missing, Redactor, Secrets};
 use crate::workspace::Workspace;
 
 /// Everything loaded before connecting: inventory, playbook, secrets, per-host contexts.
@@ -27,11 +28,29 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     pub(super) contexts: HashMap<String, Value>,
     pub(super) renderer: Renderer,
+    pub(super) preflight: Preflight,
 }
+
+/// The variable holding a node's secret digest record (stage base writes it).
+pub const DIGESTS_VAR: &str = "hactl_secret_digests";
+/// The variable holding the secrets file's text (stage base keeps a copy on the `postgres` hosts
+/// for `hactl secrets recover`).
+pub const SECRETS_COPY_VAR: &str = "hactl_secrets_copy";
 
 /// Loads inventory, playbook and secrets (`missing` says what to do about secrets not made yet).
 /// `playbook` `None` is the built-in site playbook.
 pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Result<Loaded> {
+    load_rotating(inventory, playbook, missing, &BTreeSet::new())
+}
+
+/// [`load`], with the secrets in `rotate` generated anew (`--rotate`). Nothing is written
+/// beside the inventory here: the run's pre-flight writes what this made once the nodes agree.
+pub fn load_rotating(
+    inventory: &Path,
+    playbook: Option<&Path>,
+    missing: Missing,
+    rotate: &BTreeSet<String>,
+) -> Result<Loaded> {
     let inventory = Inventory::load(inventory)?;
     let playbook = match playbook {
         Some(path) => Playbook::load(path)?,
@@ -40,7 +59,7 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
     check_required_groups(&inventory, &playbook)?;
     let workspace = Workspace::of(&inventory.path);
     let given = |name: &str| inventory.hosts.values().any(|h| h.vars.contains_key(name));
-    let secrets = Secrets::load_or_generate(&workspace.secrets(), &playbook.secrets, &given, missing)?;
+    let secrets = Secrets::load_or_generate(&workspace.secrets(), &playbook.secrets, &given, missing, rotate)?;
     // Secrets: generated ones, the declared ones the inventory sets, and any variable whose name
     // says it is one (every password's key contains `password`), wherever it is set.
     let mut values: Vec<String> = secrets.values.values().map(|s| s.expose().to_string()).collect();
@@ -54,6 +73,18 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
             .filter(|(k, v)| named_secret(k) && v.is_string())
             .map(|(_, v)| crate::inventory::scalar_text(v)),
     );
+    let digests: BTreeMap<String, String> = secrets
+        .recorded
+        .iter()
+        .filter_map(|n| secrets.values.get(n).map(|v| (n.clone(), digest(n, v.expose()))))
+        .collect();
+    let copy = crate::secrets::to_yaml(
+        &secrets
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect(),
+    )?;
     let hostvars: BTreeMap<String, Vars> = inventory
         .hosts
         .values()
@@ -62,6 +93,8 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
             for (k, v) in &secrets.values {
                 vars.insert(k.clone(), Json::String(v.expose().to_string()));
             }
+            vars.insert(DIGESTS_VAR.into(), Json::String(digest_record(&digests)));
+            vars.insert(SECRETS_COPY_VAR.into(), Json::String(copy.clone()));
             vars.extend(h.vars.clone());
             vars.insert("inventory_hostname".into(), Json::String(h.name.clone()));
             // The port hactl connects on (ansible_port, else ~/.ssh/config's): the firewall keeps it open.
@@ -73,8 +106,17 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
         .collect();
     let renderer = Renderer::new(&playbook.templates);
     let mut hostvars = render_templated_vars(&renderer, hostvars, &inventory.groups)?;
+    let mut preflight = Preflight {
+        secrets_file: workspace.secrets(),
+        digests,
+        generated: secrets.generated,
+        rotate: rotate.clone(),
+        secrets_write: secrets.pending,
+        ..Preflight::default()
+    };
     if playbook.pki {
         let pki = crate::pki::ensure(&workspace.pki_dir(), &pki_wanted(&inventory.path, &hostvars)?, missing)?;
+        preflight.ca = Some((pki.ca_cert.clone(), pki.ca_new));
         for (host, vars) in hostvars.iter_mut() {
             let cert = &pki.hosts[host];
             values.push(cert.key.expose().to_string());
@@ -87,6 +129,7 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
                 vars.insert(format!("tls_{role}_key"), Json::String(cert.key.expose().to_string()));
             }
         }
+        preflight.pki = Some(pki);
     }
     let redactor = Redactor::new(values.iter().map(String::as_str));
     let contexts = contexts(&hostvars, &inventory.groups);
@@ -106,6 +149,7 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
         warnings,
         contexts,
         renderer,
+        preflight,
     })
 }
 

@@ -5,7 +5,8 @@
 //! Where things are: [`load`] (inputs and template contexts), [`converge`] (one host through one
 //! stage: probe, diff, apply, re-probe), [`handlers`], [`rolling`] (handlers one host at a time),
 //! [`gates`] (verification), [`batch`] (the one-round-trip script protocol), [`pending`] (handlers
-//! owed across runs), [`prefetch`] (every stage's probes sent at the start). This file runs the
+//! owed across runs), [`prefetch`] (every stage's probes sent at the start), [`preflight`] (the
+//! nodes' record of their secrets and CA, checked before anything changes). This file runs the
 //! stages over the hosts and records results.
 //!
 //! The gates of a stage that changed nothing (and every gate in `verify`) do not hold the run
@@ -22,6 +23,7 @@ mod handlers;
 pub mod load;
 mod pending;
 mod prefetch;
+pub mod preflight;
 mod rolling;
 
 use std::collections::{BTreeSet, HashMap};
@@ -32,7 +34,7 @@ use std::time::{Duration, Instant};
 use miette::Result;
 use tokio::sync::Semaphore;
 
-pub use load::{load, Loaded};
+pub use load::{load, load_rotating, Loaded};
 
 use crate::journal::Journal;
 use crate::outcome::{summarize, RollingOrder, Stats, Status, StepResult, Summary};
@@ -207,6 +209,14 @@ impl Engine {
         let keeper = tokio::spawn(Arc::clone(self).keep_masters());
         if self.options.mode != Mode::Verify {
             self.prefetch_probes(&plan).await;
+        }
+        if let Err(refused) = self.preflight(&all_hosts).await {
+            for (_, probe) in self.prefetched.lock().expect("lock").drain() {
+                probe.abort();
+            }
+            keeper.abort();
+            self.reporter.finish();
+            return Err(refused);
         }
         let mut unshown: Vec<&Stage> = Vec::new();
         for (stage, hosts) in &plan {

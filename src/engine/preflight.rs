@@ -1,0 +1,284 @@
+//! The pre-flight: before a run changes anything (or a plan reports anything), every reachable
+//! host's record of what it was provisioned with is read in one round trip (sent with the
+//! prefetched probes): the digest of each secret (`/etc/hactl/secrets.sha256`, written by stage
+//! base) and the CA it trusts (`/etc/hactl/tls/ca.crt`). A secret that is missing here (about to
+//! be generated) or differs from a host's record, or a CA that is not the one a host trusts,
+//! refuses the run, naming them and the hosts; nothing is written, locally or on a host. Only
+//! then are the secrets and certificates this run made written beside the inventory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use miette::{miette, Result};
+
+use super::Engine;
+use crate::pki::Pki;
+use crate::secrets::{parse_digest_record, PendingWrite};
+
+/// Where stage base keeps a node's secret digests.
+pub const RECORD_PATH: &str = "/etc/hactl/secrets.sha256";
+/// Where stage base puts the cluster CA's certificate.
+pub const NODE_CA_PATH: &str = "/etc/hactl/tls/ca.crt";
+/// The marker lines of the pre-flight script's output.
+const RECORD_MARK: &str = "--hactl-record";
+const CA_MARK: &str = "--hactl-ca";
+
+/// What a run checks against the nodes before it changes anything, and what it writes locally
+/// once they agree.
+#[derive(Debug, Default)]
+pub struct Preflight {
+    /// The secrets file (named in a refusal).
+    pub secrets_file: PathBuf,
+    /// The digest of each secret this run takes from the secrets file.
+    pub digests: BTreeMap<String, String>,
+    /// The secrets this run generated (missing from the file, or rotated).
+    pub generated: BTreeSet<String>,
+    /// The secrets allowed to differ (`--rotate`).
+    pub rotate: BTreeSet<String>,
+    /// The CA certificate this run uses (PEM), and whether this run made it.
+    pub ca: Option<(String, bool)>,
+    /// The secrets file as this run changed it.
+    pub secrets_write: Option<PendingWrite>,
+    /// The certificates this run made.
+    pub pki: Option<Pki>,
+}
+
+/// What a node says it was provisioned with.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Its secret digests, when it has a record.
+    pub digests: Option<BTreeMap<String, String>>,
+    /// The CA certificate it trusts, when it has one.
+    pub ca: Option<String>,
+}
+
+/// The script that prints a node's record (read-only).
+pub fn read_script() -> String {
+    format!(
+        "if [ -f {RECORD_PATH} ]; then echo {RECORD_MARK}; cat {RECORD_PATH}; fi\n\
+         if [ -f {NODE_CA_PATH} ]; then echo {CA_MARK}; cat {NODE_CA_PATH}; fi\n\
+         exit 0\n"
+    )
+}
+
+/// A node's record from [`read_script`]'s output.
+pub fn parse_node(stdout: &str) -> NodeRecord {
+    let mut record = NodeRecord::default();
+    let mut section: Option<&str> = None;
+    let (mut digests, mut ca) = (String::new(), String::new());
+    for line in stdout.lines() {
+        if line == RECORD_MARK || line == CA_MARK {
+            section = Some(if line == RECORD_MARK { "record" } else { "ca" });
+            if line == RECORD_MARK {
+                record.digests = Some(BTreeMap::new());
+            }
+            continue;
+        }
+        match section {
+            Some("record") => digests.push_str(&format!("{line}\n")),
+            Some(_) => ca.push_str(&format!("{line}\n")),
+            None => {}
+        }
+    }
+    if record.digests.is_some() {
+        record.digests = Some(parse_digest_record(&digests));
+    }
+    if stdout.lines().any(|l| l == CA_MARK) {
+        record.ca = Some(ca);
+    }
+    record
+}
+
+impl Preflight {
+    /// What differs between this run and a node's record (each a sentence naming it), the
+    /// rotated secrets aside. A node without a record differs in nothing (a fresh node, or one
+    /// provisioned by an older hactl: this run writes its record).
+    pub fn differences(&self, node: &NodeRecord) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(recorded) = &node.digests {
+            for (name, theirs) in recorded {
+                if self.rotate.contains(name) {
+                    continue;
+                }
+                let Some(ours) = self.digests.get(name) else {
+                    continue;
+                };
+                if self.generated.contains(name) {
+                    out.push(format!(
+                        "{name} (missing from {}: it would be generated)",
+                        self.secrets_file.display()
+                    ));
+                } else if ours != theirs {
+                    out.push(format!("{name} (differs from the value the node was provisioned with)"));
+                }
+            }
+        }
+        if let (Some(theirs), Some((ours, new))) = (&node.ca, &self.ca) {
+            if *new || theirs.trim() != ours.trim() {
+                out.push("the cluster CA (not the CA the node trusts: hactl never replaces it)".to_string());
+            }
+        }
+        out
+    }
+
+    /// The refusal for these differences per host, when there is any.
+    pub fn verdict(&self, by_host: &BTreeMap<String, Vec<String>>) -> Result<()> {
+        let mut hosts_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (host, differences) in by_host {
+            for d in differences {
+                hosts_of.entry(d).or_default().push(host);
+            }
+        }
+        if hosts_of.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = hosts_of
+            .iter()
+            .map(|(d, hosts)| format!("{d} on {}", hosts.join(", ")))
+            .collect();
+        Err(miette!(
+            "refused, nothing changed: the run's secrets are not the ones the nodes were provisioned with: {}. \
+             Restore the secrets file (`hactl secrets recover INVENTORY` rebuilds it from the nodes) or the CA from a backup; \
+             to change a secret on purpose, run with --rotate NAME",
+            list.join("; ")
+        ))
+    }
+
+    /// Writes what this run made locally (the secrets file, certificates).
+    pub fn commit(&self) -> Result<()> {
+        if let Some(write) = &self.secrets_write {
+            write.commit()?;
+        }
+        match &self.pki {
+            Some(pki) => pki.commit(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Engine {
+    /// Reads every reachable host's record (concurrently, one round trip each), refuses the
+    /// run when any differs, else writes what the run made locally.
+    pub(super) async fn preflight(self: &Arc<Self>, hosts: &BTreeSet<&String>) -> Result<()> {
+        let mut reading = tokio::task::JoinSet::new();
+        for host in hosts {
+            let (me, host) = (Arc::clone(self), (*host).clone());
+            reading.spawn(async move {
+                let remote = me.remote(&host).await?;
+                Some((host, remote.run(&read_script()).await))
+            });
+        }
+        let mut by_host = BTreeMap::new();
+        while let Some(read) = reading.join_next().await {
+            let Some((host, out)) = read.ok().flatten() else {
+                continue;
+            };
+            let out = out.map_err(|e| miette!("{host}: cannot read its secrets record: {e}"))?;
+            if out.code != 0 {
+                return Err(miette!(
+                    "{host}: cannot read its secrets record (exit {}): nothing changed",
+                    out.code
+                ));
+            }
+            let differences = self.loaded.preflight.differences(&parse_node(&out.stdout));
+            by_host.insert(host, differences);
+        }
+        self.loaded.preflight.verdict(&by_host)?;
+        self.loaded.preflight.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::{digest, digest_record};
+
+    fn preflight() -> Preflight {
+        Preflight {
+            secrets_file: PathBuf::from("inv.secrets.yml"),
+            digests: BTreeMap::from([
+                ("a_password".to_string(), digest("a_password", "one")),
+                ("b_key".to_string(), digest("b_key", "two")),
+            ]),
+            ca: Some(("CA\n".to_string(), false)),
+            ..Preflight::default()
+        }
+    }
+
+    fn node(values: &[(&str, &str)], ca: Option<&str>) -> NodeRecord {
+        let digests: BTreeMap<String, String> = values.iter().map(|(n, v)| (n.to_string(), digest(n, v))).collect();
+        let mut out = format!("{RECORD_MARK}\n{}", digest_record(&digests));
+        if let Some(ca) = ca {
+            out.push_str(&format!("{CA_MARK}\n{ca}"));
+        }
+        parse_node(&out)
+    }
+
+    #[test]
+    fn a_node_without_a_record_is_fine_and_the_same_secrets_pass() {
+        let pre = preflight();
+        assert!(pre.differences(&parse_node("")).is_empty());
+        assert!(pre
+            .differences(&node(
+                &[("a_password", "one"), ("b_key", "two"), ("gone", "x")],
+                Some("CA")
+            ))
+            .is_empty());
+    }
+
+    #[test]
+    fn a_differing_or_generated_secret_and_another_ca_are_named_unless_rotated() {
+        let mut pre = preflight();
+        pre.generated.insert("b_key".into());
+        let theirs = node(&[("a_password", "old"), ("b_key", "two")], Some("OTHER CA\n"));
+        let found = pre.differences(&theirs);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].starts_with("a_password (differs"), "{found:?}");
+        assert!(found[1].contains("b_key (missing from inv.secrets.yml"), "{found:?}");
+        assert!(found[2].contains("cluster CA"), "{found:?}");
+        let err = pre
+            .verdict(&BTreeMap::from([
+                ("node1".to_string(), found.clone()),
+                ("node2".to_string(), found[..1].to_vec()),
+            ]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a_password (differs from the value the node was provisioned with) on node1, node2"),
+            "{err}"
+        );
+        assert!(err.contains("nothing changed") && err.contains("--rotate"), "{err}");
+        assert!(!err.contains(&digest("a_password", "one")), "{err}");
+        pre.rotate = BTreeSet::from(["a_password".to_string(), "b_key".to_string()]);
+        pre.ca = Some(("OTHER CA".into(), false));
+        assert!(pre.differences(&theirs).is_empty());
+    }
+
+    #[test]
+    fn every_node_records_the_digests_of_the_secrets_file_s_values_and_postgres_keeps_a_copy() {
+        use crate::engine::load::{DIGESTS_VAR, SECRETS_COPY_VAR};
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = crate::engine::golden::loaded(dir.path(), crate::engine::golden::SPLIT);
+        let file = crate::workspace::Workspace::of(&dir.path().join("inventory.yml")).secrets();
+        let values = crate::secrets::parse(&std::fs::read_to_string(&file).unwrap(), &file).unwrap();
+        let record = loaded.contexts["node4"].get_attr(DIGESTS_VAR).unwrap().to_string();
+        let parsed = parse_digest_record(&record);
+        assert_eq!(parsed.len(), values.len(), "{record}");
+        for (name, value) in &values {
+            assert_eq!(parsed[name], digest(name, value), "{name}");
+            assert!(!record.contains(value.as_str()), "{name}'s value is in the record");
+        }
+        assert_eq!(loaded.preflight.digests, parsed);
+        let copy = loaded.contexts["node1"].get_attr(SECRETS_COPY_VAR).unwrap().to_string();
+        assert_eq!(crate::secrets::parse(&copy, &file).unwrap(), values);
+    }
+
+    #[test]
+    fn a_new_ca_over_a_node_that_trusts_one_is_refused() {
+        let mut pre = preflight();
+        pre.ca = Some(("CA\n".to_string(), true));
+        assert_eq!(pre.differences(&node(&[], Some("CA\n"))).len(), 1);
+        assert!(pre.differences(&node(&[], None)).is_empty());
+    }
+}
