@@ -391,9 +391,15 @@ pub fn is_secret_name(name: &str) -> bool {
 pub const SECRET_NAME_WORDS: [&str; 7] = ["password", "passwd", "secret", "token", "cookie", "fernet", "jwt"];
 
 /// Masks secret values in text that is about to be printed.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Redactor {
     values: Vec<String>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} forms)", self.values.len())
+    }
 }
 
 /// What a secret value is replaced with.
@@ -468,6 +474,26 @@ impl Redactor {
     /// Redacts a unified diff; a removed/added line pair that is equal once redacted becomes one
     /// context line marked "(secret changed)".
     pub fn redact_diff(&self, diff: &str) -> String {
+        self.redact_diff_keeping(diff, None)
+    }
+
+    /// Whether `text` holds a secret this redactor knows (in any of its forms).
+    pub fn finds_secret(&self, text: &str) -> bool {
+        self.values.iter().any(|v| text.contains(v.as_str()))
+    }
+
+    /// Redacts the unified diff of a file whose new content `new` holds secrets: as
+    /// [`Redactor::redact_diff`], and every removed line that is neither byte-identical to a
+    /// line of `new` nor part of a "(secret changed)" pair shows only its key (see
+    /// [`mask_value`]). The node's old content may hold old secrets, which no redactor knows.
+    pub fn redact_secret_file_diff(&self, diff: &str, new: &str) -> String {
+        let kept: BTreeSet<&str> = new.lines().collect();
+        self.redact_diff_keeping(diff, Some(&kept))
+    }
+
+    /// [`Redactor::redact_diff`]; with `kept` (the lines of a new content that holds secrets),
+    /// removed lines not among them masked by [`mask_value`].
+    fn redact_diff_keeping(&self, diff: &str, kept: Option<&BTreeSet<&str>>) -> String {
         let raw: Vec<&str> = diff.lines().collect();
         let lines: Vec<String> = raw.iter().map(|l| self.redact(l)).collect();
         let mut out = Vec::new();
@@ -499,7 +525,11 @@ impl Redactor {
                     i = plus_end;
                     continue;
                 }
-                out.extend(minus.iter().chain(plus).cloned());
+                let minus = raw[i..minus_end].iter().zip(minus).map(|(old, redacted)| match kept {
+                    Some(kept) if !kept.contains(&old[1..]) => format!("-{}", self.redact(&mask_value(&old[1..]))),
+                    _ => redacted.clone(),
+                });
+                out.extend(minus.chain(plus.iter().cloned()));
                 i = plus_end;
                 continue;
             }
@@ -531,6 +561,51 @@ impl Redactor {
             return self.redact(old);
         }
         format!("-{}", self.redact(&shared_with(&old[1..], &new[1..], &secret)))
+    }
+}
+
+/// What replaces the value part of a removed line of a file that holds secrets.
+pub const FILE_MASK: &str = "(masked: this file holds secrets)";
+
+/// A line with its value part replaced by [`FILE_MASK`]: the text up to and including the first
+/// `=` or `: ` (or a final `:`), and then a URL's scheme (`postgresql+psycopg2://`), is kept; a
+/// line with no such key is masked whole (its leading blanks kept). Nothing is masked when
+/// nothing follows the key.
+pub fn mask_value(line: &str) -> String {
+    let body = line.trim_start();
+    let indent = &line[..line.len() - body.len()];
+    let key_end = [body.find('='), body.find(": ").map(|i| i + 1)]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|i| i + 1)
+        .or_else(|| body.ends_with(':').then_some(body.len()));
+    let Some(key_end) = key_end else {
+        return format!("{indent}{FILE_MASK}");
+    };
+    let (key, value) = body.split_at(key_end);
+    let value_start = value.len() - value.trim_start().len();
+    let scheme_end = value_start + url_scheme_len(&value[value_start..]);
+    let (shown, rest) = value.split_at(scheme_end);
+    match rest.is_empty() {
+        true => line.to_string(),
+        false => format!("{indent}{key}{shown}{FILE_MASK}"),
+    }
+}
+
+/// The length of the URL scheme and `://` that `text` starts with (0 when none).
+fn url_scheme_len(text: &str) -> usize {
+    let Some(at) = text.find("://") else {
+        return 0;
+    };
+    let scheme = &text[..at];
+    let valid = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    match valid {
+        true => at + 3,
+        false => 0,
     }
 }
 
@@ -804,5 +879,83 @@ mod tests {
         assert!(out.contains("~password=******** (secret changed)"), "{out}");
         assert!(out.contains("-x=1\n+x=2"), "{out}");
         assert!(!out.contains("oldsecret1") && !out.contains("newsecret2"));
+    }
+
+    /// The diff of a file from `old` to `new`, as the file module makes it.
+    fn file_diff(old: &str, new: &str) -> String {
+        similar::TextDiff::from_lines(old, new)
+            .unified_diff()
+            .header("f (on host)", "f (wanted)")
+            .to_string()
+    }
+
+    #[test]
+    fn a_file_holding_secrets_masks_the_values_of_removed_lines() {
+        let r = Redactor::new(["new-pass-2", "kept-pass-9"]);
+        let cases = [
+            // A rotated password in an INI line, with a line that changed besides.
+            (
+                "[db]\npassword = old-pass-1 ; comment\nport = 1\n",
+                "[db]\npassword = new-pass-2\nport = 2\n",
+                "-password = (masked: this file holds secrets)\n",
+            ),
+            // In a YAML line.
+            (
+                "db:\n  password: old-pass-1\n  user: a\n",
+                "db:\n  password: 'new-pass-2'\n  user: b\n",
+                "-  password: (masked: this file holds secrets)\n",
+            ),
+            // Inside a URL.
+            (
+                "[database]\nsql_alchemy_conn = postgresql+psycopg2://u:old-pass-1@h/db?x=1\n",
+                "[database]\nsql_alchemy_conn = mysql://u:new-pass-2@other/db\n",
+                "-sql_alchemy_conn = postgresql+psycopg2://(masked: this file holds secrets)\n",
+            ),
+            // A removed line with no new counterpart (an unknown old secret).
+            (
+                "a = 1\nlegacy_token = old-pass-1\ncookie = kept-pass-9\n",
+                "a = 1\ncookie = kept-pass-9\nnew_password = new-pass-2\n",
+                "-legacy_token = (masked: this file holds secrets)\n",
+            ),
+        ];
+        for (old, new, masked) in cases {
+            let out = r.redact_secret_file_diff(&file_diff(old, new), new);
+            assert!(!out.contains("old-pass") && !out.contains("new-pass-2"), "{out}");
+            assert!(out.contains(masked), "{masked} not in {out}");
+            assert!(
+                !r.redact_diff(&file_diff(old, new)).contains(masked),
+                "the plain redactor does not mask"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_holding_secrets_keeps_unchanged_lines_and_secret_only_changes() {
+        let r = Redactor::new(["oldsecret1", "newsecret2"]);
+        let old = "dup = 1\ndup = 1\nkeep\npassword=oldsecret1\nmid\nx = 1\n";
+        let new = "dup = 1\nkeep\npassword=newsecret2\nmid\nx = 2\n";
+        let out = r.redact_secret_file_diff(&file_diff(old, new), new);
+        assert!(out.contains("~password=******** (secret changed)"), "{out}");
+        assert!(
+            out.contains("-dup = 1\n"),
+            "a removed line the new content has shows: {out}"
+        );
+        assert!(out.contains("-x = (masked: this file holds secrets)\n"), "{out}");
+        assert!(!out.contains("oldsecret1") && !out.contains("newsecret2"), "{out}");
+        assert_eq!(r.redact_diff(&out), out, "redacting again changes nothing");
+    }
+
+    #[test]
+    fn a_value_is_masked_after_its_key() {
+        let m = |l: &str| mask_value(l).replace(FILE_MASK, "#");
+        assert_eq!(m("a = b"), "a = #");
+        assert_eq!(m("  a: b=c"), "  a: #");
+        assert_eq!(m("a=b: c"), "a=#");
+        assert_eq!(m("url = amqp://u:p@h"), "url = amqp://#");
+        assert_eq!(m("a = ://x"), "a = #");
+        assert_eq!(m("s3cr3t-line"), "#");
+        assert_eq!(m("  - s3cr3t"), "  #");
+        assert_eq!(m("section:"), "section:");
+        assert_eq!(m("a ="), "a =");
     }
 }
