@@ -496,17 +496,16 @@ impl Redactor {
     fn redact_diff_keeping(&self, diff: &str, kept: Option<&BTreeSet<&str>>) -> String {
         let raw: Vec<&str> = diff.lines().collect();
         let lines: Vec<String> = raw.iter().map(|l| self.redact(l)).collect();
+        let body = hunk_body(&raw);
         let mut out = Vec::new();
         let mut i = 0;
         while i < lines.len() {
             let run_end = |start: usize, prefix: char| {
                 (start..lines.len())
-                    .find(|&j| {
-                        !lines[j].starts_with(prefix) || lines[j].starts_with("---") || lines[j].starts_with("+++")
-                    })
+                    .find(|&j| !body[j] || !raw[j].starts_with(prefix))
                     .unwrap_or(lines.len())
             };
-            if lines[i].starts_with('-') && !lines[i].starts_with("---") {
+            if body[i] && raw[i].starts_with('-') {
                 let minus_end = run_end(i, '-');
                 let plus_end = run_end(minus_end, '+');
                 let new_lines = &raw[minus_end..plus_end];
@@ -562,6 +561,41 @@ impl Redactor {
         }
         format!("-{}", self.redact(&shared_with(&old[1..], &new[1..], &secret)))
     }
+}
+
+/// For each line of a unified diff, whether it is in a hunk's body (a context, removed or added
+/// line, as the `@@ -a,n +b,m @@` line before it counts them; `~` counts as context, `\` as
+/// nothing): a removed line of content that starts with `--` is still a removed line, never a
+/// header.
+fn hunk_body(lines: &[&str]) -> Vec<bool> {
+    let (mut old, mut new) = (0usize, 0usize);
+    let mut body = Vec::with_capacity(lines.len());
+    for line in lines {
+        if old == 0 && new == 0 {
+            (old, new) = hunk_counts(line).unwrap_or((0, 0));
+            body.push(false);
+            continue;
+        }
+        match line.chars().next() {
+            Some('-') => old = old.saturating_sub(1),
+            Some('+') => new = new.saturating_sub(1),
+            Some('\\') => {}
+            _ => (old, new) = (old.saturating_sub(1), new.saturating_sub(1)),
+        }
+        body.push(true);
+    }
+    body
+}
+
+/// The old and new line counts of a hunk header `@@ -a[,n] +b[,m] @@` (a missing count is 1).
+fn hunk_counts(line: &str) -> Option<(usize, usize)> {
+    let ranges = line.strip_prefix("@@ -")?.split(" @@").next()?;
+    let (old, new) = ranges.split_once(" +")?;
+    let count = |range: &str| match range.split_once(',') {
+        Some((_, n)) => n.parse().ok(),
+        None => range.parse::<usize>().ok().map(|_| 1),
+    };
+    Some((count(old)?, count(new)?))
 }
 
 /// What replaces the value part of a removed line of a file that holds secrets.
@@ -874,7 +908,7 @@ mod tests {
     #[test]
     fn secret_only_changes_are_marked_not_shown() {
         let r = Redactor::new(["oldsecret1", "newsecret2"]);
-        let diff = "--- a\n+++ b\n@@ -1,2 +1,2 @@\n keep\n-password=oldsecret1\n+password=newsecret2\n-x=1\n+x=2\n";
+        let diff = "--- a\n+++ b\n@@ -1,3 +1,3 @@\n keep\n-password=oldsecret1\n+password=newsecret2\n-x=1\n+x=2\n";
         let out = r.redact_diff(diff);
         assert!(out.contains("~password=******** (secret changed)"), "{out}");
         assert!(out.contains("-x=1\n+x=2"), "{out}");
@@ -943,6 +977,20 @@ mod tests {
         assert!(out.contains("-x = (masked: this file holds secrets)\n"), "{out}");
         assert!(!out.contains("oldsecret1") && !out.contains("newsecret2"), "{out}");
         assert_eq!(r.redact_diff(&out), out, "redacting again changes nothing");
+    }
+
+    #[test]
+    fn a_removed_line_starting_with_dashes_is_no_header() {
+        let r = Redactor::new(["new-pass-2"]);
+        let old = "--db-password=old-pass-1\n++x\n-- old-pass-1\n";
+        let new = "--db-password=new-pass-2\n++x\n";
+        let diff = format!("{}{}", file_diff(old, new), file_diff("a\n", "b\n"));
+        let out = r.redact_secret_file_diff(&diff, new);
+        assert!(!out.contains("old-pass-1"), "{out}");
+        assert!(out.contains("~--db-password=******** (secret changed)\n"), "{out}");
+        assert!(out.contains(" ++x\n-(masked: this file holds secrets)\n"), "{out}");
+        assert!(out.contains("--- f (on host)\n+++ f (wanted)\n@@ -1 +1 @@\n-"), "{out}");
+        assert_eq!(hunk_counts("@@ -3,0 +4 @@ x"), Some((0, 1)));
     }
 
     #[test]
