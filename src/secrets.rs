@@ -391,9 +391,15 @@ pub fn is_secret_name(name: &str) -> bool {
 pub const SECRET_NAME_WORDS: [&str; 7] = ["password", "passwd", "secret", "token", "cookie", "fernet", "jwt"];
 
 /// Masks secret values in text that is about to be printed.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Redactor {
     values: Vec<String>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} forms)", self.values.len())
+    }
 }
 
 /// What a secret value is replaced with.
@@ -468,19 +474,38 @@ impl Redactor {
     /// Redacts a unified diff; a removed/added line pair that is equal once redacted becomes one
     /// context line marked "(secret changed)".
     pub fn redact_diff(&self, diff: &str) -> String {
+        self.redact_diff_keeping(diff, None)
+    }
+
+    /// Whether `text` holds a secret this redactor knows (in any of its forms).
+    pub fn finds_secret(&self, text: &str) -> bool {
+        self.values.iter().any(|v| text.contains(v.as_str()))
+    }
+
+    /// Redacts the unified diff of a file whose new content `new` holds secrets: as
+    /// [`Redactor::redact_diff`], and every removed line that is neither byte-identical to a
+    /// line of `new` nor part of a "(secret changed)" pair shows only its key (see
+    /// [`mask_value`]). The node's old content may hold old secrets, which no redactor knows.
+    pub fn redact_secret_file_diff(&self, diff: &str, new: &str) -> String {
+        let kept: BTreeSet<&str> = new.lines().collect();
+        self.redact_diff_keeping(diff, Some(&kept))
+    }
+
+    /// [`Redactor::redact_diff`]; with `kept` (the lines of a new content that holds secrets),
+    /// removed lines not among them masked by [`mask_value`].
+    fn redact_diff_keeping(&self, diff: &str, kept: Option<&BTreeSet<&str>>) -> String {
         let raw: Vec<&str> = diff.lines().collect();
         let lines: Vec<String> = raw.iter().map(|l| self.redact(l)).collect();
+        let body = hunk_body(&raw);
         let mut out = Vec::new();
         let mut i = 0;
         while i < lines.len() {
             let run_end = |start: usize, prefix: char| {
                 (start..lines.len())
-                    .find(|&j| {
-                        !lines[j].starts_with(prefix) || lines[j].starts_with("---") || lines[j].starts_with("+++")
-                    })
+                    .find(|&j| !body[j] || !raw[j].starts_with(prefix))
                     .unwrap_or(lines.len())
             };
-            if lines[i].starts_with('-') && !lines[i].starts_with("---") {
+            if body[i] && raw[i].starts_with('-') {
                 let minus_end = run_end(i, '-');
                 let plus_end = run_end(minus_end, '+');
                 let new_lines = &raw[minus_end..plus_end];
@@ -499,7 +524,11 @@ impl Redactor {
                     i = plus_end;
                     continue;
                 }
-                out.extend(minus.iter().chain(plus).cloned());
+                let minus = raw[i..minus_end].iter().zip(minus).map(|(old, redacted)| match kept {
+                    Some(kept) if !kept.contains(&old[1..]) => format!("-{}", self.redact(&mask_value(&old[1..]))),
+                    _ => redacted.clone(),
+                });
+                out.extend(minus.chain(plus.iter().cloned()));
                 i = plus_end;
                 continue;
             }
@@ -531,6 +560,86 @@ impl Redactor {
             return self.redact(old);
         }
         format!("-{}", self.redact(&shared_with(&old[1..], &new[1..], &secret)))
+    }
+}
+
+/// For each line of a unified diff, whether it is in a hunk's body (a context, removed or added
+/// line, as the `@@ -a,n +b,m @@` line before it counts them; `~` counts as context, `\` as
+/// nothing): a removed line of content that starts with `--` is still a removed line, never a
+/// header.
+fn hunk_body(lines: &[&str]) -> Vec<bool> {
+    let (mut old, mut new) = (0usize, 0usize);
+    let mut body = Vec::with_capacity(lines.len());
+    for line in lines {
+        if old == 0 && new == 0 {
+            (old, new) = hunk_counts(line).unwrap_or((0, 0));
+            body.push(false);
+            continue;
+        }
+        match line.chars().next() {
+            Some('-') => old = old.saturating_sub(1),
+            Some('+') => new = new.saturating_sub(1),
+            Some('\\') => {}
+            _ => (old, new) = (old.saturating_sub(1), new.saturating_sub(1)),
+        }
+        body.push(true);
+    }
+    body
+}
+
+/// The old and new line counts of a hunk header `@@ -a[,n] +b[,m] @@` (a missing count is 1).
+fn hunk_counts(line: &str) -> Option<(usize, usize)> {
+    let ranges = line.strip_prefix("@@ -")?.split(" @@").next()?;
+    let (old, new) = ranges.split_once(" +")?;
+    let count = |range: &str| match range.split_once(',') {
+        Some((_, n)) => n.parse().ok(),
+        None => range.parse::<usize>().ok().map(|_| 1),
+    };
+    Some((count(old)?, count(new)?))
+}
+
+/// What replaces the value part of a removed line of a file that holds secrets.
+pub const FILE_MASK: &str = "(masked: this file holds secrets)";
+
+/// A line with its value part replaced by [`FILE_MASK`]: the text up to and including the first
+/// `=` or `: ` (or a final `:`), and then a URL's scheme (`postgresql+psycopg2://`), is kept; a
+/// line with no such key is masked whole (its leading blanks kept). Nothing is masked when
+/// nothing follows the key.
+pub fn mask_value(line: &str) -> String {
+    let body = line.trim_start();
+    let indent = &line[..line.len() - body.len()];
+    let key_end = [body.find('='), body.find(": ").map(|i| i + 1)]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|i| i + 1)
+        .or_else(|| body.ends_with(':').then_some(body.len()));
+    let Some(key_end) = key_end else {
+        return format!("{indent}{FILE_MASK}");
+    };
+    let (key, value) = body.split_at(key_end);
+    let value_start = value.len() - value.trim_start().len();
+    let scheme_end = value_start + url_scheme_len(&value[value_start..]);
+    let (shown, rest) = value.split_at(scheme_end);
+    match rest.is_empty() {
+        true => line.to_string(),
+        false => format!("{indent}{key}{shown}{FILE_MASK}"),
+    }
+}
+
+/// The length of the URL scheme and `://` that `text` starts with (0 when none).
+fn url_scheme_len(text: &str) -> usize {
+    let Some(at) = text.find("://") else {
+        return 0;
+    };
+    let scheme = &text[..at];
+    let valid = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    match valid {
+        true => at + 3,
+        false => 0,
     }
 }
 
@@ -799,10 +908,102 @@ mod tests {
     #[test]
     fn secret_only_changes_are_marked_not_shown() {
         let r = Redactor::new(["oldsecret1", "newsecret2"]);
-        let diff = "--- a\n+++ b\n@@ -1,2 +1,2 @@\n keep\n-password=oldsecret1\n+password=newsecret2\n-x=1\n+x=2\n";
+        let diff = "--- a\n+++ b\n@@ -1,3 +1,3 @@\n keep\n-password=oldsecret1\n+password=newsecret2\n-x=1\n+x=2\n";
         let out = r.redact_diff(diff);
         assert!(out.contains("~password=******** (secret changed)"), "{out}");
         assert!(out.contains("-x=1\n+x=2"), "{out}");
         assert!(!out.contains("oldsecret1") && !out.contains("newsecret2"));
+    }
+
+    /// The diff of a file from `old` to `new`, as the file module makes it.
+    fn file_diff(old: &str, new: &str) -> String {
+        similar::TextDiff::from_lines(old, new)
+            .unified_diff()
+            .header("f (on host)", "f (wanted)")
+            .to_string()
+    }
+
+    #[test]
+    fn a_file_holding_secrets_masks_the_values_of_removed_lines() {
+        let r = Redactor::new(["new-pass-2", "kept-pass-9"]);
+        let cases = [
+            // A rotated password in an INI line, with a line that changed besides.
+            (
+                "[db]\npassword = old-pass-1 ; comment\nport = 1\n",
+                "[db]\npassword = new-pass-2\nport = 2\n",
+                "-password = (masked: this file holds secrets)\n",
+            ),
+            // In a YAML line.
+            (
+                "db:\n  password: old-pass-1\n  user: a\n",
+                "db:\n  password: 'new-pass-2'\n  user: b\n",
+                "-  password: (masked: this file holds secrets)\n",
+            ),
+            // Inside a URL.
+            (
+                "[database]\nsql_alchemy_conn = postgresql+psycopg2://u:old-pass-1@h/db?x=1\n",
+                "[database]\nsql_alchemy_conn = mysql://u:new-pass-2@other/db\n",
+                "-sql_alchemy_conn = postgresql+psycopg2://(masked: this file holds secrets)\n",
+            ),
+            // A removed line with no new counterpart (an unknown old secret).
+            (
+                "a = 1\nlegacy_token = old-pass-1\ncookie = kept-pass-9\n",
+                "a = 1\ncookie = kept-pass-9\nnew_password = new-pass-2\n",
+                "-legacy_token = (masked: this file holds secrets)\n",
+            ),
+        ];
+        for (old, new, masked) in cases {
+            let out = r.redact_secret_file_diff(&file_diff(old, new), new);
+            assert!(!out.contains("old-pass") && !out.contains("new-pass-2"), "{out}");
+            assert!(out.contains(masked), "{masked} not in {out}");
+            assert!(
+                !r.redact_diff(&file_diff(old, new)).contains(masked),
+                "the plain redactor does not mask"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_holding_secrets_keeps_unchanged_lines_and_secret_only_changes() {
+        let r = Redactor::new(["oldsecret1", "newsecret2"]);
+        let old = "dup = 1\ndup = 1\nkeep\npassword=oldsecret1\nmid\nx = 1\n";
+        let new = "dup = 1\nkeep\npassword=newsecret2\nmid\nx = 2\n";
+        let out = r.redact_secret_file_diff(&file_diff(old, new), new);
+        assert!(out.contains("~password=******** (secret changed)"), "{out}");
+        assert!(
+            out.contains("-dup = 1\n"),
+            "a removed line the new content has shows: {out}"
+        );
+        assert!(out.contains("-x = (masked: this file holds secrets)\n"), "{out}");
+        assert!(!out.contains("oldsecret1") && !out.contains("newsecret2"), "{out}");
+        assert_eq!(r.redact_diff(&out), out, "redacting again changes nothing");
+    }
+
+    #[test]
+    fn a_removed_line_starting_with_dashes_is_no_header() {
+        let r = Redactor::new(["new-pass-2"]);
+        let old = "--db-password=old-pass-1\n++x\n-- old-pass-1\n";
+        let new = "--db-password=new-pass-2\n++x\n";
+        let diff = format!("{}{}", file_diff(old, new), file_diff("a\n", "b\n"));
+        let out = r.redact_secret_file_diff(&diff, new);
+        assert!(!out.contains("old-pass-1"), "{out}");
+        assert!(out.contains("~--db-password=******** (secret changed)\n"), "{out}");
+        assert!(out.contains(" ++x\n-(masked: this file holds secrets)\n"), "{out}");
+        assert!(out.contains("--- f (on host)\n+++ f (wanted)\n@@ -1 +1 @@\n-"), "{out}");
+        assert_eq!(hunk_counts("@@ -3,0 +4 @@ x"), Some((0, 1)));
+    }
+
+    #[test]
+    fn a_value_is_masked_after_its_key() {
+        let m = |l: &str| mask_value(l).replace(FILE_MASK, "#");
+        assert_eq!(m("a = b"), "a = #");
+        assert_eq!(m("  a: b=c"), "  a: #");
+        assert_eq!(m("a=b: c"), "a=#");
+        assert_eq!(m("url = amqp://u:p@h"), "url = amqp://#");
+        assert_eq!(m("a = ://x"), "a = #");
+        assert_eq!(m("s3cr3t-line"), "#");
+        assert_eq!(m("  - s3cr3t"), "  #");
+        assert_eq!(m("section:"), "section:");
+        assert_eq!(m("a ="), "a =");
     }
 }

@@ -242,6 +242,7 @@ impl Engine {
             origin: &origin,
             renderer,
             ctx,
+            redactor: &self.loaded.redactor,
         };
         Ok(Some(Planned {
             name: step.name.clone(),

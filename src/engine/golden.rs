@@ -154,6 +154,7 @@ fn dump(inventory: &str) -> String {
             origin: "golden",
             renderer,
             ctx,
+            redactor: &loaded.redactor,
         };
         let module = modules::build(&step.module, args, &cx).unwrap();
         writeln!(

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{script, Attrs, BuildCx, Change, Module, PathFact, PathKind, Presence, Resource, Spec};
+use crate::secrets::Redactor;
 
 /// Largest file whose old content is fetched for a diff.
 const DIFF_LIMIT: usize = 256 * 1024;
@@ -47,6 +48,9 @@ pub struct File {
     pub state: Presence,
     /// Hide content in diffs.
     pub sensitive: bool,
+    /// The run's secrets, when the content holds one: a diff then masks the value of every
+    /// removed line the content lacks (the node's old content may hold old secrets).
+    pub holds_secrets: Option<Redactor>,
 }
 
 impl Spec for FileArgs {
@@ -62,9 +66,14 @@ impl Spec for FileArgs {
         if let Some(m) = &self.mode {
             super::parse_mode(m).map_err(|e| miette::miette!("{origin}: {e}"))?;
         }
+        let holds_secrets = content
+            .as_deref()
+            .filter(|c| cx.redactor.finds_secret(&String::from_utf8_lossy(c)))
+            .map(|_| cx.redactor.clone());
         Ok(Box::new(File {
             path: self.path,
             content,
+            holds_secrets,
             attrs: Attrs {
                 owner: self.owner,
                 group: self.group,
@@ -87,6 +96,16 @@ impl File {
             .unwrap_or_default()
     }
 
+    /// The diff from a node's `old` content to the wanted `content`, masked as
+    /// [`Redactor::redact_secret_file_diff`] does when the content holds secrets.
+    fn masked_diff(&self, old: &[u8], content: &[u8]) -> String {
+        let diff = unified_diff(&self.path, old, content);
+        match &self.holds_secrets {
+            Some(redactor) => redactor.redact_secret_file_diff(&diff, &String::from_utf8_lossy(content)),
+            None => diff,
+        }
+    }
+
     /// The change to a file that exists, with content wanted.
     fn update(&self, fact: &PathFact, content: &[u8]) -> Result<Option<Change>> {
         let mut parts = self
@@ -97,7 +116,7 @@ impl File {
             parts.insert(0, "content".into());
             if !self.sensitive {
                 diff = Some(match &fact.old {
-                    Some(old) => unified_diff(&self.path, old, content),
+                    Some(old) => self.masked_diff(old, content),
                     None => "(old content too large or unreadable to diff)\n".into(),
                 });
             }
@@ -206,6 +225,7 @@ mod tests {
             },
             state: Presence::Present,
             sensitive: false,
+            holds_secrets: None,
         }
     }
 
@@ -235,6 +255,47 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(leftovers.len(), 1, "temp file left behind: {leftovers:?}");
+    }
+
+    /// A `file` step with inline `content`, built as the engine builds it with these secrets.
+    fn built(path: &str, content: &str, secrets: &[&str]) -> Box<dyn Module> {
+        let renderer = crate::render::Renderer::new(&crate::render::TemplateSource::BuiltIn);
+        let redactor = Redactor::new(secrets.iter().copied());
+        let cx = BuildCx {
+            origin: "test",
+            renderer: &renderer,
+            ctx: &minijinja::Value::UNDEFINED,
+            redactor: &redactor,
+        };
+        let args = serde_json::json!({"path": path, "content": content});
+        crate::modules::build("file", args, &cx).unwrap()
+    }
+
+    #[test]
+    fn a_removed_line_of_a_file_holding_secrets_shows_no_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.cfg").display().to_string();
+        std::fs::write(
+            &path,
+            "[db]\nold_token = gone-secret-1\npassword = old-secret-1\nport = 1\n",
+        )
+        .unwrap();
+        let new = "[db]\npassword = new-secret-2\nport = 1\n";
+        let f = built(&path, new, &["new-secret-2"]);
+        let diff = local_diff(f.as_ref()).unwrap().unwrap().diff.unwrap();
+        assert!(!diff.contains("secret-1") && !diff.contains("new-secret-2"), "{diff}");
+        assert!(
+            diff.contains("-old_token = (masked: this file holds secrets)"),
+            "{diff}"
+        );
+        assert!(diff.contains("-password = (masked: this file holds secrets)"), "{diff}");
+
+        let plain = built(&path, "[db]\nport = 2\n", &["new-secret-2"]);
+        let diff = local_diff(plain.as_ref()).unwrap().unwrap().diff.unwrap();
+        assert!(
+            diff.contains("-password = old-secret-1\n"),
+            "a file without secrets shows its removed lines as they are: {diff}"
+        );
     }
 
     #[test]

@@ -42,6 +42,7 @@ use serde_json::Value as Json;
 
 use crate::quote::q;
 use crate::render::Renderer;
+use crate::secrets::Redactor;
 
 /// What building a module for one host may need besides its rendered arguments.
 pub struct BuildCx<'a> {
@@ -51,6 +52,8 @@ pub struct BuildCx<'a> {
     pub renderer: &'a Renderer,
     /// The host's template context.
     pub ctx: &'a Value,
+    /// The run's secrets (a module whose content holds one masks its diffs harder).
+    pub redactor: &'a Redactor,
 }
 
 /// A module's arguments as a step writes them. Arguments that are the module itself need nothing
