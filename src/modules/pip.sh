@@ -101,10 +101,8 @@ hactl_trusted() {
 # python of it runs; refused when something the packages did not install would run at its start.
 # Installed with umask 022: what root writes stays readable by the services.
 hactl_apply() {
-  aside=""
   if [ -d "$HACTL_VENV" ] && [ -n "$HACTL_OWNER" ] && [ -n "$(hactl_foreign)" ]; then
-    aside=$HACTL_VENV.foreign-$(date -u +%Y%m%dT%H%M%SZ)
-    mv -T -- "$HACTL_VENV" "$aside" || return 1
+    mv -T -- "$HACTL_VENV" "$HACTL_VENV.foreign-$(date -u +%Y%m%dT%H%M%SZ)" || return 1
   fi
   umask 022
   [ -x "$HACTL_VENV/bin/python" ] || "$HACTL_PYTHON" -m venv "$HACTL_VENV" || return 1
@@ -119,7 +117,8 @@ hactl_apply() {
     hactl_pip_install || return 1
   fi
   hactl_own || return 1
-  [ -z "$aside" ] || rm -rf -- "$aside"
+  # This run's old venv, and one a failed run left aside.
+  rm -rf -- "$HACTL_VENV".foreign-*
 }
 
 # hactl_pip_install: the requirements (one a line in HACTL_REQS), resolved against the
