@@ -849,8 +849,8 @@ fn as_airflow(cmd: &str) -> (i32, String) {
 /// `.pth` file in the venv (root ran the venv's python), the DAG folder swapped for a link to
 /// /etc (root synced through it), the CLI wrapper root runs, the host's keys, Patroni's
 /// configuration. A DAG folder that is a link (made by root here: airflow cannot) makes the run
-/// refuse with /etc intact; a venv left airflow's (today's main) is taken back; then a re-run
-/// changes nothing.
+/// refuse with /etc intact; a venv left airflow's (an older hactl) is rebuilt, none of its code
+/// run; then a re-run changes nothing.
 fn airflow_cannot_escalate(inv: &str) {
     let site = ssh_ok(3, "ls -d /opt/airflow/venv/lib/python3*/site-packages");
     let site = site.trim();
@@ -923,8 +923,17 @@ fn airflow_cannot_escalate(inv: &str) {
         "rm /opt/airflow/dags && rm -rf /opt/airflow/dags.moved /opt/airflow/dags.old",
     );
 
-    // A venv as today's main left it (airflow's) is taken back, links themselves only.
+    // A venv as an older hactl left it (airflow's) is moved aside and rebuilt: what airflow
+    // planted in it never runs and is gone, and nothing of the old one is left.
     ssh_ok(3, "chown -R -h airflow:airflow /opt/airflow/venv");
+    let (rc, out) = as_airflow(&format!("echo 'import os' > {site}/hactl-evil.pth"));
+    assert_eq!(rc, 0, "the venv is airflow's here: {out}");
+    let plan = run(&["plan", inv, "--stages", "airflow"]);
+    assert!(
+        stdout(&plan).contains("rebuild the venv /opt/airflow/venv"),
+        "the plan says the venv is rebuilt: {}",
+        stdout(&plan)
+    );
     let doc = provision_ok(inv, Some("airflow"));
     assert!(doc["summary"]["changed"].as_u64().unwrap_or(0) >= 1, "{doc}");
     let foreign = ssh_ok(
@@ -932,6 +941,12 @@ fn airflow_cannot_escalate(inv: &str) {
         "find -P /opt/airflow/venv /opt/airflow/dags ! -user root -print -quit",
     );
     assert_eq!(foreign.trim(), "", "the venv and the DAGs are root's again");
+    assert_eq!(ssh(3, &format!("test -e {site}/hactl-evil.pth")).0, 1);
+    assert_eq!(
+        ssh_ok(3, "ls -d /opt/airflow/venv.foreign-* 2>/dev/null || true").trim(),
+        "",
+        "the old venv is removed"
+    );
     let (rc, out) = as_airflow(&format!("touch {site}/hactl-evil.pth"));
     assert_ne!(rc, 0, "{out}");
 

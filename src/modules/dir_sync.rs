@@ -426,17 +426,15 @@ mod tests {
         let home = root.path().join("home");
         std::fs::create_dir(&home).unwrap();
         std::os::unix::fs::symlink(&etc, home.join("dags")).unwrap();
-        for dest in [home.join("dags"), home.join("dags/sub")] {
-            let s = sync(&dest, &[("a.py", "a\n")]);
-            let probe = crate::modules::run_local(&Resource::probe(&s));
-            assert!(
-                probe.rc != 0 && probe.stderr.contains("symbolic link"),
-                "{}",
-                probe.stderr
-            );
-            let out = local_apply(&s);
-            assert!(out.rc != 0 && out.stderr.contains("symbolic link"), "{}", out.stderr);
-        }
+        let s = sync(&home.join("dags"), &[("a.py", "a\n")]);
+        let probe = crate::modules::run_local(&Resource::probe(&s));
+        assert!(
+            probe.rc != 0 && probe.stderr.contains("symbolic link"),
+            "{}",
+            probe.stderr
+        );
+        let out = local_apply(&s);
+        assert!(out.rc != 0 && out.stderr.contains("symbolic link"), "{}", out.stderr);
         assert_eq!(
             std::fs::read_dir(&etc).unwrap().count(),
             1,
@@ -457,6 +455,31 @@ mod tests {
         let mut args = sync(&home, &[]).args;
         args.owner = Some("airflow".into());
         assert!(DirSync::new(args, vec![]).is_err(), "a tree another user owns");
+    }
+
+    #[test]
+    fn a_root_s_link_above_the_destination_is_followed_another_user_s_is_not() {
+        let root = tempfile::tempdir().unwrap();
+        let srv = root.path().join("srv");
+        std::fs::create_dir(&srv).unwrap();
+        let opt = root.path().join("opt");
+        std::os::unix::fs::symlink(&srv, &opt).unwrap();
+        let s = sync(&opt.join("dags"), &[("a.py", "a\n")]);
+        let out = local_apply(&s);
+        assert_eq!(out.rc, 0, "{}", out.stderr);
+        assert_eq!(std::fs::read_to_string(srv.join("dags/a.py")).unwrap(), "a\n");
+        assert_eq!(local_diff(&s).unwrap(), None);
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+            std::os::unix::fs::lchown(&opt, Some(65534), None).unwrap();
+            let out = local_apply(&sync(&opt.join("dags"), &[("b.py", "b\n")]));
+            assert!(
+                out.rc != 0 && out.stderr.contains("belongs to nobody"),
+                "{}",
+                out.stderr
+            );
+            assert!(!srv.join("dags/b.py").exists());
+        }
     }
 
     #[test]

@@ -4,9 +4,21 @@
 # HACTL_FILES (`PATH BASE64` lines), HACTL_DIRS (wanted directories, one a line), HACTL_OWNER,
 # HACTL_GROUP, HACTL_MODE (files), HACTL_DIR_MODE (apply).
 #
-# Never through a symbolic link: the destination and every directory above it must be root's
-# (writable by root alone, no link among them), else probe and apply refuse and change nothing;
-# find runs with -P, and a link or any other non-file found in the tree is removed itself.
+# Never through a symbolic link another user controls: the destination and every directory above
+# it must be root's (writable by root alone), the destination itself no link, and a link above it
+# root's, leading to directories root's alone (/opt -> /srv/opt), else probe and apply refuse and
+# change nothing; find runs with -P, and a link or any other non-file found in the tree is removed
+# itself.
+
+# hactl_trusted_dest: the destination is no link and root's alone, and so are the directories
+# above it (hactl_trusted_dir, which accepts a root's link leading to root-only directories).
+hactl_trusted_dest() {
+  if [ -L "$HACTL_DEST" ]; then
+    echo "$HACTL_DEST is a symbolic link (refusing to follow it)" >&2
+    return 1
+  fi
+  hactl_trusted_dir "$(dirname -- "$HACTL_DEST")" && hactl_trusted_chain "$HACTL_DEST"
+}
 
 # hactl_find_tree ACTION...: find's expression over $HACTL_DEST without the excluded names.
 hactl_find_tree() {
@@ -35,7 +47,7 @@ $pattern"
 # Prints `dest absent`, or `dest present`, `root MODE OWNER GROUP`, then `dir MODE OWNER GROUP PATH` and
 # `file MODE OWNER GROUP SHA256 PATH` lines, and `old PATH BASE64` for a differing small file.
 hactl_probe() {
-  hactl_trusted_dir "$HACTL_DEST" strict || return 1
+  hactl_trusted_dest || return 1
   if [ ! -d "$HACTL_DEST" ]; then
     echo "dest absent"
     return 0
@@ -75,7 +87,7 @@ hactl_probe() {
 
 # Writes each differing file atomically, removes what is not wanted, sets owner and modes.
 hactl_apply() {
-  hactl_trusted_dir "$HACTL_DEST" strict || return 1
+  hactl_trusted_dest || return 1
   mkdir -p "$HACTL_DEST" || return 1
   hactl_find_tree ! -type d ! -type f -printf '%P\n' | while read -r path; do
     rm -f "$HACTL_DEST/$path" || exit 1

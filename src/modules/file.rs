@@ -433,6 +433,60 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_the_files_owner_owns_is_written_by_that_user() {
+        if !as_root() {
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let theirs = root.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let path = theirs.join("server.key");
+        let f = File {
+            attrs: Attrs {
+                owner: Some("nobody".into()),
+                group: None,
+                mode: Some("0600".into()),
+            },
+            ..file(&path.display().to_string(), "key\n", None)
+        };
+        for content in ["key\n", "key2\n"] {
+            let f = File {
+                content: Some(content.as_bytes().to_vec()),
+                ..f.clone()
+            };
+            let out = local_apply(&f);
+            assert_eq!(out.rc, 0, "{}", out.stderr);
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), content);
+            assert_eq!(local_diff(&f).unwrap(), None);
+        }
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (65534, 0o600));
+        assert_eq!(
+            std::fs::read_dir(root.path()).unwrap().count(),
+            1,
+            "no private directory above it"
+        );
+        assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn no_trusted_directory_up_to_the_root_is_refused_not_looped_over() {
+        let script = format!(
+            "{}\n{SH}\nhactl_trusted_dir() {{ return 1; }}\nHACTL_PATH=/var/x/y\nhactl_staging /var/x",
+            crate::modules::LIB_SH
+        );
+        let out = std::process::Command::new("timeout")
+            .args(["20", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no directory above /var/x is root's alone"));
+    }
+
+    #[test]
     fn missing_directory_fails_cleanly() {
         let f = file("/nonexistent-dir-hactl/x", "a", None);
         assert_ne!(local_apply(&f).rc, 0);

@@ -7,7 +7,8 @@
 # `absent`). The temporary file is made where nobody but root can touch it: in the file's
 # directory when only root can change that, else (a directory a service user owns, such as
 # /etc/patroni) in a private directory made in the nearest directory above it that only root can
-# change, then renamed into place.
+# change, then renamed into place. A directory the file's own owner owns (postgres's TLS directory
+# on a data volume) is written by that user alone: no root crossing, whatever filesystem it is on.
 
 hactl_probe() {
   if [ -L "$HACTL_PATH" ]; then
@@ -41,6 +42,10 @@ hactl_staging() {
       echo "refusing to write $HACTL_PATH: $anchor is a symbolic link another user can change" >&2
       return 1
     fi
+    if [ "$anchor" = / ] || [ "$anchor" = . ]; then
+      echo "refusing to write $HACTL_PATH: no directory above $1 is root's alone" >&2
+      return 1
+    fi
     anchor=$(dirname -- "$anchor")
     hactl_trusted_dir "$anchor" 2>/dev/null && break
   done
@@ -50,6 +55,33 @@ hactl_staging() {
   fi
   private=$(mktemp -d "$anchor/.hactl.XXXXXX") || return 1
   echo "private $private"
+}
+
+# hactl_owners_dir DIR: DIR belongs to $HACTL_OWNER, a user other than root.
+hactl_owners_dir() {
+  [ -n "${HACTL_OWNER:-}" ] || return 1
+  uid=$(id -u -- "$HACTL_OWNER" 2>/dev/null) || return 1
+  [ "$uid" != 0 ] && [ "$(stat -c %u -- "$1")" = "$uid" ]
+}
+
+# hactl_write_as_owner: the content, written as $HACTL_OWNER to a temporary file in its own
+# directory, given its attributes (HACTL_GROUP must be one of the owner's groups) and renamed into
+# place, all by that user: root touches nothing in a directory another user controls.
+hactl_write_as_owner() {
+  # shellcheck disable=SC2016 # expanded by the owner's shell, values from its environment
+  printf '%s' "$HACTL_CONTENT_B64" | base64 -d | hactl_as_user "$HACTL_OWNER" HACTL_PATH HACTL_GROUP HACTL_MODE -- sh -c '
+    tmp=$(mktemp "$(dirname -- "$HACTL_PATH")/.hactl.XXXXXX") || exit 1
+    fail() { rm -f "$tmp"; exit 1; }
+    cat > "$tmp" || fail
+    if [ -f "$HACTL_PATH" ] && [ ! -L "$HACTL_PATH" ]; then
+      [ -n "$HACTL_GROUP" ] || chgrp --reference="$HACTL_PATH" "$tmp" || fail
+      chmod --reference="$HACTL_PATH" "$tmp" || fail
+    else
+      chmod 0644 "$tmp" || fail
+    fi
+    [ -z "$HACTL_GROUP" ] || chgrp "$HACTL_GROUP" "$tmp" || fail
+    [ -z "$HACTL_MODE" ] || chmod "$HACTL_MODE" "$tmp" || fail
+    mv -f -T "$tmp" "$HACTL_PATH" || fail'
 }
 
 hactl_apply() {
@@ -63,6 +95,10 @@ hactl_apply() {
   if [ "$HACTL_WRITE" != yes ]; then
     hactl_trusted_dir "$dir" || return 1
     hactl_set_attrs "$HACTL_PATH" "$HACTL_PATH" 0644
+    return
+  fi
+  if ! hactl_trusted_dir "$dir" 2>/dev/null && hactl_owners_dir "$dir"; then
+    hactl_write_as_owner
     return
   fi
   staging=$(hactl_staging "$dir") || return 1

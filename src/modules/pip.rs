@@ -27,7 +27,9 @@ pub struct Pip {
     /// of the file re-resolves the packages (its hash is stamped into the venv).
     pub constraints: Option<String>,
     /// The venv's owner, set recursively (links themselves, never what they point to) before any
-    /// python of the venv runs and after installing; nothing in it stays writable by others.
+    /// python of the venv runs and after installing; nothing in it stays writable by others, all
+    /// of it readable by everyone. A venv something in which is not the owner's alone is rebuilt
+    /// (moved aside, never run, then removed).
     pub owner: Option<String>,
     /// Who runs the venv's python in the probe (`plan` included): a user without root's powers,
     /// so that nothing the venv's packages run at start ever runs as root there.
@@ -141,6 +143,13 @@ impl Resource for Pip {
         if !venv.exists {
             parts.push(format!("create venv {}", self.venv));
         }
+        if let Some(owner) = self.owner.as_ref().filter(|_| venv.exists && venv.foreign) {
+            parts.push(format!(
+                "rebuild the venv {}: something in it was not {owner}'s alone (the old one is moved aside, \
+                 never run, and removed)",
+                self.venv
+            ));
+        }
         for req in &self.packages.value("packages")? {
             let (name, version) = parse_requirement(req);
             match (venv.versions.get(&name).cloned().flatten(), version) {
@@ -157,7 +166,7 @@ impl Resource for Pip {
         if let Some(owner) = self
             .owner
             .as_ref()
-            .filter(|o| venv.exists && (venv.foreign || venv.owner.as_ref() != Some(*o)))
+            .filter(|o| venv.exists && !venv.foreign && venv.owner.as_ref() != Some(*o))
         {
             parts.push(format!(
                 "owner {} → {owner} (everything in it, writable by {owner} alone)",
@@ -346,12 +355,12 @@ mod tests {
             diff_of(&p, root_owned).unwrap().unwrap().summary,
             "owner root → airflow (everything in it, writable by airflow alone)"
         );
-        let foreign = format!("{base}foreign yes\nconstraints aa\nstamp aa\n");
-        assert!(diff_of(&p, &foreign)
-            .unwrap()
-            .unwrap()
-            .summary
-            .starts_with("owner airflow → airflow"));
+        let foreign = "venv yes\nowner airflow\nforeign yes\n";
+        assert_eq!(
+            diff_of(&p, foreign).unwrap().unwrap().summary,
+            "rebuild the venv /v: something in it was not airflow's alone (the old one is moved aside, \
+             never run, and removed), install six==1.16.0"
+        );
         let stray = format!("{base}stray /v/lib/python3.11/site-packages/evil.pth\n");
         let err = diff_of(&p, &stray).unwrap_err().to_string();
         assert!(err.contains("evil.pth"), "{err}");
@@ -388,21 +397,57 @@ mod tests {
             None,
             "the probe runs as nobody and finds it converged"
         );
-        // What another owner left behind is taken back, links themselves only.
+        // What another owner could write is rebuilt, never run nor read (a FIFO hangs nothing).
         let bin = venv.join("bin");
         std::os::unix::fs::chown(&bin, Some(65534), None).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", bin.join("planted")).unwrap();
         std::os::unix::fs::lchown(bin.join("planted"), Some(65534), None).unwrap();
-        assert!(local_diff(&p)
+        let site = std::fs::read_dir(venv.join("lib"))
             .unwrap()
+            .flatten()
+            .map(|e| e.path().join("site-packages"))
+            .find(|p| p.is_dir())
+            .unwrap();
+        let fifo = site.join("x-1.dist-info");
+        std::fs::create_dir(&fifo).unwrap();
+        assert!(std::process::Command::new("mkfifo")
+            .arg(fifo.join("RECORD"))
+            .status()
             .unwrap()
-            .summary
-            .starts_with("owner root → root"));
+            .success());
+        assert!(local_diff(&p).unwrap().unwrap().summary.starts_with("rebuild the venv"));
         let out = crate::modules::local_apply(&p);
         assert_eq!(out.rc, 0, "{}", out.stderr);
-        use std::os::unix::fs::MetadataExt;
-        assert_eq!(std::fs::symlink_metadata(bin.join("planted")).unwrap().uid(), 0);
+        assert!(std::fs::symlink_metadata(bin.join("planted")).is_err());
+        assert!(!fifo.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "the old venv is removed"
+        );
         assert_eq!(local_diff(&p).unwrap(), None);
+        // Made under a root session's umask 077: readable by the services, writable by root alone.
+        std::fs::remove_dir_all(&venv).unwrap();
+        let out = crate::modules::run_local(&format!("umask 077\n{}", Resource::apply(&p)));
+        assert_eq!(out.rc, 0, "{}", out.stderr);
+        let private = std::process::Command::new("find")
+            .args([
+                venv.to_str().unwrap(),
+                "!",
+                "-type",
+                "l",
+                "(",
+                "!",
+                "-perm",
+                "-o+r",
+                "-o",
+                "-perm",
+                "/022",
+                ")",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&private.stdout), "");
         // A .pth file no package installed: the plan and the apply refuse, naming it.
         let site = std::fs::read_dir(venv.join("lib"))
             .unwrap()

@@ -20,7 +20,9 @@ hactl_probe() {
     echo "venv yes"
     echo "owner $(stat -c %U "$HACTL_VENV")"
     if [ -n "$HACTL_OWNER" ] && [ -n "$(hactl_foreign)" ]; then
+      # Rebuilt by the apply: nothing of it is read or run here.
       echo "foreign yes"
+      return 0
     fi
     hactl_strays | sed 's/^/stray /'
     if [ -n "$HACTL_CONSTRAINTS" ]; then
@@ -56,11 +58,12 @@ hactl_foreign() {
   find -P "$HACTL_VENV" \( ! -user "$HACTL_OWNER" -o \( ! -type l -perm /022 \) \) -print -quit
 }
 
-# hactl_own: the venv made its owner's alone (links themselves, never what they point to).
+# hactl_own: the venv made its owner's alone, readable by everyone (links themselves, never what
+# they point to).
 hactl_own() {
   [ -n "$HACTL_OWNER" ] || return 0
   chown -R -h "$HACTL_OWNER:" "$HACTL_VENV" || return 1
-  find -P "$HACTL_VENV" ! -type l -perm /022 -exec chmod go-w {} + || return 1
+  find -P "$HACTL_VENV" ! -type l -exec chmod go+rX,go-w {} + || return 1
 }
 
 # hactl_strays: the `.pth`, sitecustomize and usercustomize files in the venv's site-packages that
@@ -69,7 +72,9 @@ hactl_own() {
 hactl_strays() {
   for sp in "$HACTL_VENV"/lib/python3*/site-packages; do
     [ -d "$sp" ] || continue
-    recorded=$(cat "$sp"/*.dist-info/RECORD 2>/dev/null | cut -d, -f1 | grep -v /)
+    # Regular files only: a FIFO named RECORD never blocks the read.
+    recorded=$(find -P "$sp" -mindepth 2 -maxdepth 2 -path '*.dist-info/RECORD' -type f -exec cat {} + |
+      cut -d, -f1 | grep -v /)
     find -P "$sp" -mindepth 1 -maxdepth 1 \( -name '*.pth' -o -name sitecustomize.py -o -name usercustomize.py \) \
       -printf '%f\n' | while IFS= read -r name; do
       printf '%s\n' "$recorded" | grep -qxF -e "$name" || printf '%s\n' "$sp/$name"
@@ -91,9 +96,15 @@ hactl_trusted() {
   fi
 }
 
-# Made its owner's before any python of it runs; refused when something the packages did not
-# install would run at its start.
+# A venv something in which is not its owner's alone (an older hactl left it airflow's) is moved
+# aside, never run, and removed once a fresh one is made and installed. Made its owner's before any
+# python of it runs; refused when something the packages did not install would run at its start.
+# Installed with umask 022: what root writes stays readable by the services.
 hactl_apply() {
+  if [ -d "$HACTL_VENV" ] && [ -n "$HACTL_OWNER" ] && [ -n "$(hactl_foreign)" ]; then
+    mv -T -- "$HACTL_VENV" "$HACTL_VENV.foreign-$(date -u +%Y%m%dT%H%M%SZ)" || return 1
+  fi
+  umask 022
   [ -x "$HACTL_VENV/bin/python" ] || "$HACTL_PYTHON" -m venv "$HACTL_VENV" || return 1
   hactl_own || return 1
   hactl_trusted || return 1
@@ -105,7 +116,9 @@ hactl_apply() {
   if [ -n "$HACTL_REQS" ]; then
     hactl_pip_install || return 1
   fi
-  hactl_own
+  hactl_own || return 1
+  # This run's old venv, and one a failed run left aside.
+  rm -rf -- "$HACTL_VENV".foreign-*
 }
 
 # hactl_pip_install: the requirements (one a line in HACTL_REQS), resolved against the
