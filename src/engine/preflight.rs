@@ -224,17 +224,19 @@ impl Engine {
         self.loaded.preflight.commit()
     }
 
-    /// Where `host` keeps the cluster CA's certificate: `TLS_DIR/ca.crt` from its variables.
+    /// Where `host` keeps the cluster CA's certificate (see [`ca_path`]).
     fn node_ca_path(&self, host: &str) -> String {
-        let dir = self
-            .loaded
-            .contexts
-            .get(host)
-            .and_then(|vars| vars.get_attr(TLS_DIR_VAR).ok());
-        match dir.as_ref().and_then(|d| d.as_str()).filter(|d| !d.is_empty()) {
-            Some(dir) => format!("{}/ca.crt", dir.trim_end_matches('/')),
-            None => NODE_CA_PATH.to_string(),
-        }
+        ca_path(self.loaded.contexts.get(host))
+    }
+}
+
+/// Where a host with these variables keeps the cluster CA's certificate: `TLS_DIR/ca.crt`, or
+/// [`NODE_CA_PATH`] without a `tls_dir`.
+fn ca_path(vars: Option<&minijinja::Value>) -> String {
+    let dir = vars.and_then(|vars| vars.get_attr(TLS_DIR_VAR).ok());
+    match dir.as_ref().and_then(|d| d.as_str()).filter(|d| !d.is_empty()) {
+        Some(dir) => format!("{}/ca.crt", dir.trim_end_matches('/')),
+        None => NODE_CA_PATH.to_string(),
     }
 }
 
@@ -361,6 +363,22 @@ mod tests {
             parse_node(&String::from_utf8_lossy(&out.stdout)).ca.as_deref(),
             Some("THE CA\n")
         );
+    }
+
+    #[test]
+    fn the_ca_is_read_from_the_host_s_tls_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = crate::engine::golden::loaded(dir.path(), crate::engine::golden::SPLIT);
+        assert_eq!(ca_path(loaded.contexts.get("node1")), "/etc/hactl/tls/ca.crt");
+        let tls_dir = loaded.contexts["node1"].get_attr(TLS_DIR_VAR).unwrap();
+        assert_eq!(
+            tls_dir.as_str(),
+            Some("/etc/hactl/tls"),
+            "read from the variables, not the default"
+        );
+        let moved = minijinja::context! { tls_dir => "/srv/tls/" };
+        assert_eq!(ca_path(Some(&moved)), "/srv/tls/ca.crt");
+        assert_eq!(ca_path(None), NODE_CA_PATH);
     }
 
     #[test]
