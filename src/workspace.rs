@@ -1,7 +1,8 @@
 //! The files hactl keeps beside an inventory, all named here: the secrets
 //! (`INVENTORY.secrets.yml`), the certificate authority and host certificates
-//! (`INVENTORY.pki/`), the run journal (`.hactl/runs.jsonl`) and the handlers owed across runs
-//! (`.hactl/pending-handlers.json`). A saved plan names the secrets file by its fingerprint.
+//! (`INVENTORY.pki/`), the run journal (`.hactl/runs.jsonl`), the handlers owed across runs
+//! (`.hactl/pending-handlers.json`) and the digests of rotated-away secrets
+//! (`.hactl/INVENTORY.secret-history.json`). A saved plan names the secrets file by its fingerprint.
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,19 @@ impl Workspace {
             .join(".hactl/pending-handlers.json")
     }
 
+    /// The digests of the secrets' rotated-away values: `.hactl/INVENTORY.secret-history.json`
+    /// in the inventory's directory.
+    pub fn secret_history(&self) -> PathBuf {
+        let stem = self
+            .inventory
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("inventory");
+        self.dir()
+            .unwrap_or(Path::new("."))
+            .join(format!(".hactl/{stem}.secret-history.json"))
+    }
+
     /// The inventory's directory, as given (empty for a bare file name).
     fn dir(&self) -> Option<&Path> {
         self.inventory.parent()
@@ -71,6 +85,10 @@ mod tests {
         assert_eq!(ws.pki_dir(), Path::new("lab/inventory.pki"));
         assert_eq!(ws.journal(), Path::new("lab/.hactl/runs.jsonl"));
         assert_eq!(ws.pending_handlers(), Path::new("lab/.hactl/pending-handlers.json"));
+        assert_eq!(
+            ws.secret_history(),
+            Path::new("lab/.hactl/inventory.secret-history.json")
+        );
         let bare = Workspace::of(Path::new("inv.yml"));
         assert_eq!(bare.secrets(), Path::new("inv.secrets.yml"));
         assert_eq!(bare.journal().display().to_string(), "./.hactl/runs.jsonl");

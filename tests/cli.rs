@@ -599,6 +599,29 @@ fn rotate_names_a_secret_and_recover_never_overwrites_a_secrets_file() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(!dir.path().join("inventory.secrets.yml").exists());
+    // The Erlang cookie cannot be rolled out by a run; a saved plan already holds its rotation.
+    let out = run(
+        dir.path(),
+        &[
+            "provision",
+            inv,
+            "--rotate",
+            "rabbitmq_erlang_cookie",
+            "--connect-timeout",
+            "0",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("--rotate rabbitmq_erlang_cookie: refused"), "{err}");
+    assert!(err.contains("every") && err.contains("RabbitMQ node stopped"), "{err}");
+    let out = run(
+        dir.path(),
+        &["provision", inv, "--plan", "p.json", "--rotate", "airflow_jwt_secret"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("apply it without --rotate"));
+    assert!(!dir.path().join("inventory.secrets.yml").exists());
 
     std::fs::write(dir.path().join("inventory.secrets.yml"), "a_password: kept-v4lue\n").unwrap();
     let out = run(dir.path(), &["secrets", "recover", inv]);

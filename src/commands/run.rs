@@ -57,7 +57,8 @@ pub struct RunArgs {
 
 /// `provision`: applies the stages (or, `dry_run`, plans them); with `plan`, applies exactly
 /// that reviewed plan when it still holds and is at most `plan_max_age` hours old.
-/// `rotate`: the secrets generated anew (allowed to differ from the nodes' record).
+/// `rotate`: the secrets generated anew (allowed to differ from the nodes' record); refused with
+/// `plan` (a plan saved with `--rotate` kept the rotated values when it was saved).
 pub fn provision(
     args: RunArgs,
     dry_run: bool,
@@ -65,6 +66,13 @@ pub fn provision(
     plan_max_age: u64,
     rotate: Vec<String>,
 ) -> ExitCode {
+    if plan.is_some() && !rotate.is_empty() {
+        eprintln!(
+            "error: --rotate with --plan: a plan saved with --rotate already holds the rotated values \
+             (`plan --out` saved them); apply it without --rotate. Nothing changed"
+        );
+        return ExitCode::FAILURE;
+    }
     let reviewed = Reviewed {
         apply: plan,
         max_age_hours: plan_max_age,
@@ -230,8 +238,13 @@ fn save_plan(
             path.display()
         ));
     }
+    // The secrets file as this plan left it (what it generated or rotated is kept now).
+    let inputs = Inputs {
+        secrets_sha256: inputs::file_sha256(&secrets_file(&args.inventory)),
+        ..inputs.clone()
+    };
     let plan = SavedPlan::new(
-        inputs.clone(),
+        inputs,
         planned_steps(&outcome.results, reporter.redactor()),
         outcome.rolling.clone(),
     );
@@ -361,12 +374,9 @@ fn reviewed_changes(
             saved.created
         ));
     }
-    let loaded = engine::load_rotating(
-        &args.inventory,
-        args.playbook.as_deref(),
-        Missing::Preview,
-        &reviewed.rotate,
-    )?;
+    // No rotation here: a plan saved with --rotate kept its values, and the nodes still holding
+    // the old ones are behind (the secrets' history says so).
+    let loaded = engine::load(&args.inventory, args.playbook.as_deref(), Missing::Preview)?;
     let redactor = loaded.redactor.clone();
     let quiet = Arc::new(Reporter::silent(redactor.clone()));
     let engine = Engine::new(loaded, options(args, Mode::Plan, None), quiet, None)?;

@@ -13,7 +13,7 @@ use crate::inventory::{Inventory, Vars};
 use crate::pki::Wanted;
 use crate::playbook::{Condition, Playbook};
 use crate::render::Renderer;
-use crate::secrets::{digest, digest_record, Missing, Redactor, Secrets};
+use crate::secrets::{digest, digest_record, History, Missing, Redactor, Secrets};
 use crate::workspace::Workspace;
 
 /// Everything loaded before connecting: inventory, playbook, secrets, per-host contexts.
@@ -106,11 +106,16 @@ pub fn load_rotating(
         .collect();
     let renderer = Renderer::new(&playbook.templates);
     let mut hostvars = render_templated_vars(&renderer, hostvars, &inventory.groups)?;
+    let (history, history_write) =
+        History::load(&workspace.secret_history())?.with(&secrets.replaced, &workspace.secret_history())?;
     let mut preflight = Preflight {
         secrets_file: workspace.secrets(),
         digests,
         generated: secrets.generated,
         rotate: rotate.clone(),
+        history,
+        // The history grows only with the secrets file (a plan without --out writes neither).
+        history_write: history_write.filter(|_| secrets.pending.is_some()),
         secrets_write: secrets.pending,
         ..Preflight::default()
     };

@@ -14,12 +14,15 @@ use miette::{miette, Result};
 
 use super::Engine;
 use crate::pki::Pki;
-use crate::secrets::{parse_digest_record, PendingWrite};
+use crate::secrets::{parse_digest_record, History, PendingWrite};
 
 /// Where stage base keeps a node's secret digests.
 pub const RECORD_PATH: &str = "/etc/hactl/secrets.sha256";
-/// Where stage base puts the cluster CA's certificate.
+/// Where stage base puts the cluster CA's certificate when the host has no `tls_dir`
+/// (`TLS_DIR/ca.crt` otherwise).
 pub const NODE_CA_PATH: &str = "/etc/hactl/tls/ca.crt";
+/// The playbook variable naming the directory of a host's CA certificate.
+const TLS_DIR_VAR: &str = "tls_dir";
 /// The marker lines of the pre-flight script's output.
 const RECORD_MARK: &str = "--hactl-record";
 const CA_MARK: &str = "--hactl-ca";
@@ -38,8 +41,13 @@ pub struct Preflight {
     pub rotate: BTreeSet<String>,
     /// The CA certificate this run uses (PEM), and whether this run made it.
     pub ca: Option<(String, bool)>,
+    /// The digests of the secrets' older values: a node holding one is behind (this run
+    /// updates it), not foreign.
+    pub history: History,
     /// The secrets file as this run changed it.
     pub secrets_write: Option<PendingWrite>,
+    /// The history as this run's rotation added to it.
+    pub history_write: Option<PendingWrite>,
     /// The certificates this run made.
     pub pki: Option<Pki>,
 }
@@ -53,12 +61,14 @@ pub struct NodeRecord {
     pub ca: Option<String>,
 }
 
-/// The script that prints a node's record (read-only).
-pub fn read_script() -> String {
+/// The script that prints a node's record and the CA certificate at `ca_path` (read-only).
+pub fn read_script(ca_path: &str) -> String {
     format!(
-        "if [ -f {RECORD_PATH} ]; then echo {RECORD_MARK}; cat {RECORD_PATH}; fi\n\
-         if [ -f {NODE_CA_PATH} ]; then echo {CA_MARK}; cat {NODE_CA_PATH}; fi\n\
-         exit 0\n"
+        "HACTL_CA={}\n\
+         if [ -f {RECORD_PATH} ]; then echo {RECORD_MARK}; cat {RECORD_PATH}; fi\n\
+         if [ -f \"$HACTL_CA\" ]; then echo {CA_MARK}; cat \"$HACTL_CA\"; fi\n\
+         exit 0\n",
+        crate::quote::q(ca_path)
     )
 }
 
@@ -109,7 +119,7 @@ impl Preflight {
                         "{name} (missing from {}: it would be generated)",
                         self.secrets_file.display()
                     ));
-                } else if ours != theirs {
+                } else if ours != theirs && !self.history.is_older(name, theirs) {
                     out.push(format!("{name} (differs from the value the node was provisioned with)"));
                 }
             }
@@ -120,6 +130,24 @@ impl Preflight {
             }
         }
         out
+    }
+
+    /// The secrets a node holds an older value of (it missed a rotation): this run updates
+    /// them.
+    pub fn behind(&self, node: &NodeRecord) -> Vec<String> {
+        let Some(recorded) = &node.digests else {
+            return Vec::new();
+        };
+        recorded
+            .iter()
+            .filter(|(name, theirs)| {
+                !self.rotate.contains(*name)
+                    && !self.generated.contains(*name)
+                    && self.digests.get(*name).is_some_and(|ours| ours != *theirs)
+                    && self.history.is_older(name, theirs)
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// The refusal for these differences per host, when there is any.
@@ -147,7 +175,7 @@ impl Preflight {
 
     /// Writes what this run made locally (the secrets file, certificates).
     pub fn commit(&self) -> Result<()> {
-        if let Some(write) = &self.secrets_write {
+        for write in [&self.secrets_write, &self.history_write].into_iter().flatten() {
             write.commit()?;
         }
         match &self.pki {
@@ -164,9 +192,10 @@ impl Engine {
         let mut reading = tokio::task::JoinSet::new();
         for host in hosts {
             let (me, host) = (Arc::clone(self), (*host).clone());
+            let script = read_script(&self.node_ca_path(&host));
             reading.spawn(async move {
                 let remote = me.remote(&host).await?;
-                Some((host, remote.run(&read_script()).await))
+                Some((host, remote.run(&script).await))
             });
         }
         let mut by_host = BTreeMap::new();
@@ -181,11 +210,33 @@ impl Engine {
                     out.code
                 ));
             }
-            let differences = self.loaded.preflight.differences(&parse_node(&out.stdout));
-            by_host.insert(host, differences);
+            let node = parse_node(&out.stdout);
+            let behind = self.loaded.preflight.behind(&node);
+            if !behind.is_empty() {
+                self.reporter.log(&format!(
+                    "note: {host} holds an older value of {} (it missed a rotation): this run updates it",
+                    behind.join(", ")
+                ));
+            }
+            by_host.insert(host, self.loaded.preflight.differences(&node));
         }
         self.loaded.preflight.verdict(&by_host)?;
         self.loaded.preflight.commit()
+    }
+
+    /// Where `host` keeps the cluster CA's certificate (see [`ca_path`]).
+    fn node_ca_path(&self, host: &str) -> String {
+        ca_path(self.loaded.contexts.get(host))
+    }
+}
+
+/// Where a host with these variables keeps the cluster CA's certificate: `TLS_DIR/ca.crt`, or
+/// [`NODE_CA_PATH`] without a `tls_dir`.
+fn ca_path(vars: Option<&minijinja::Value>) -> String {
+    let dir = vars.and_then(|vars| vars.get_attr(TLS_DIR_VAR).ok());
+    match dir.as_ref().and_then(|d| d.as_str()).filter(|d| !d.is_empty()) {
+        Some(dir) => format!("{}/ca.crt", dir.trim_end_matches('/')),
+        None => NODE_CA_PATH.to_string(),
     }
 }
 
@@ -193,6 +244,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::secrets::{digest, digest_record};
+    use std::path::Path;
 
     fn preflight() -> Preflight {
         Preflight {
@@ -272,6 +324,61 @@ mod tests {
         assert_eq!(loaded.preflight.digests, parsed);
         let copy = loaded.contexts["node1"].get_attr(SECRETS_COPY_VAR).unwrap().to_string();
         assert_eq!(crate::secrets::parse(&copy, &file).unwrap(), values);
+    }
+
+    #[test]
+    fn a_node_holding_an_older_value_of_a_rotated_secret_is_behind_not_foreign() {
+        let mut pre = preflight();
+        let theirs = node(&[("a_password", "old"), ("b_key", "stranger")], None);
+        assert_eq!(pre.differences(&theirs).len(), 2);
+        let (history, write) = History::default()
+            .with(
+                &BTreeMap::from([("a_password".to_string(), digest("a_password", "old"))]),
+                Path::new("h.json"),
+            )
+            .unwrap();
+        assert!(write.is_some());
+        pre.history = history;
+        let found = pre.differences(&theirs);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("b_key (differs"), "{found:?}");
+        assert_eq!(pre.behind(&theirs), vec!["a_password".to_string()]);
+        assert!(pre.behind(&node(&[("a_password", "one")], None)).is_empty());
+    }
+
+    #[test]
+    fn the_read_script_takes_the_ca_path_as_one_quoted_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("t $(x) l's");
+        std::fs::create_dir(&tls).unwrap();
+        std::fs::write(tls.join("ca.crt"), "THE CA\n").unwrap();
+        let script = read_script(&tls.join("ca.crt").display().to_string());
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}");
+        assert_eq!(
+            parse_node(&String::from_utf8_lossy(&out.stdout)).ca.as_deref(),
+            Some("THE CA\n")
+        );
+    }
+
+    #[test]
+    fn the_ca_is_read_from_the_host_s_tls_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = crate::engine::golden::loaded(dir.path(), crate::engine::golden::SPLIT);
+        assert_eq!(ca_path(loaded.contexts.get("node1")), "/etc/hactl/tls/ca.crt");
+        let tls_dir = loaded.contexts["node1"].get_attr(TLS_DIR_VAR).unwrap();
+        assert_eq!(
+            tls_dir.as_str(),
+            Some("/etc/hactl/tls"),
+            "read from the variables, not the default"
+        );
+        let moved = minijinja::context! { tls_dir => "/srv/tls/" };
+        assert_eq!(ca_path(Some(&moved)), "/srv/tls/ca.crt");
+        assert_eq!(ca_path(None), NODE_CA_PATH);
     }
 
     #[test]
