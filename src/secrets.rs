@@ -575,7 +575,9 @@ impl Redactor {
                     continue;
                 }
                 let minus = raw[i..minus_end].iter().zip(minus).map(|(old, redacted)| match kept {
-                    Some(kept) if !kept.contains(&old[1..]) => format!("-{}", self.redact(&mask_value(&old[1..]))),
+                    Some(kept) if !kept.contains(&old[1..]) && !self.keeps_a_plain_value(&old[1..], new_lines) => {
+                        format!("-{}", self.redact(&mask_value(&old[1..])))
+                    }
                     _ => redacted.clone(),
                 });
                 out.extend(minus.chain(plus.iter().cloned()));
@@ -588,6 +590,18 @@ impl Redactor {
         let mut text = out.join("\n");
         text.push('\n');
         text
+    }
+
+    /// Whether one of `new_lines` (added, `+…`) sets the same key as `old` (a removed line's text)
+    /// to a value that holds no secret: the key holds no secret, so its old value is shown.
+    fn keeps_a_plain_value(&self, old: &str, new_lines: &[&str]) -> bool {
+        let Some(key) = key_of(old) else {
+            return false;
+        };
+        new_lines.iter().any(|new| {
+            let new = &new[1..];
+            key_of(new) == Some(key) && self.redact(new) == new
+        })
     }
 
     /// A removed diff line (`-…`), masked: the secrets this redactor knows, and, where the
@@ -650,6 +664,13 @@ fn hunk_counts(line: &str) -> Option<(usize, usize)> {
 
 /// What replaces the value part of a removed line of a file that holds secrets.
 pub const FILE_MASK: &str = "(masked: this file holds secrets)";
+
+/// The key a line sets (`KEY =`, `KEY:`), its indentation included; none for a line without one.
+fn key_of(line: &str) -> Option<&str> {
+    let body = line.trim_start();
+    let at = [body.find('='), body.find(':')].into_iter().flatten().min()?;
+    Some(line[..line.len() - body.len() + at].trim_end())
+}
 
 /// A line with its value part replaced by [`FILE_MASK`]: the text up to and including the first
 /// `=` or `: ` (or a final `:`), and then a URL's scheme (`postgresql+psycopg2://`), is kept; a
@@ -1044,6 +1065,12 @@ mod tests {
                 "[database]\nsql_alchemy_conn = mysql://u:new-pass-2@other/db\n",
                 "-sql_alchemy_conn = postgresql+psycopg2://(masked: this file holds secrets)\n",
             ),
+            // A key whose new value holds a secret (no other line changed).
+            (
+                "[db]\nuser = old-user\npassword = old-pass-1\n",
+                "[db]\nuser = old-user\npassword = pre-new-pass-2-x\n",
+                "-password = (masked: this file holds secrets)\n",
+            ),
             // A removed line with no new counterpart (an unknown old secret).
             (
                 "a = 1\nlegacy_token = old-pass-1\ncookie = kept-pass-9\n",
@@ -1073,7 +1100,10 @@ mod tests {
             out.contains("-dup = 1\n"),
             "a removed line the new content has shows: {out}"
         );
-        assert!(out.contains("-x = (masked: this file holds secrets)\n"), "{out}");
+        assert!(
+            out.contains("-x = 1\n"),
+            "a key whose new value holds no secret shows its old value: {out}"
+        );
         assert!(!out.contains("oldsecret1") && !out.contains("newsecret2"), "{out}");
         assert_eq!(r.redact_diff(&out), out, "redacting again changes nothing");
     }
