@@ -203,6 +203,16 @@ impl Resource for Pip {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The venv's site-packages directory (lib/pythonX.Y/site-packages).
+    fn site_packages(venv: &std::path::Path) -> std::path::PathBuf {
+        std::fs::read_dir(venv.join("lib"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join("site-packages"))
+            .find(|p| p.is_dir())
+            .unwrap()
+    }
     use crate::modules::{diff_of, local_diff};
     use std::os::unix::fs::PermissionsExt;
 
@@ -402,12 +412,7 @@ mod tests {
         std::os::unix::fs::chown(&bin, Some(65534), None).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", bin.join("planted")).unwrap();
         std::os::unix::fs::lchown(bin.join("planted"), Some(65534), None).unwrap();
-        let site = std::fs::read_dir(venv.join("lib"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.path().join("site-packages"))
-            .find(|p| p.is_dir())
-            .unwrap();
+        let site = site_packages(&venv);
         let fifo = site.join("x-1.dist-info");
         std::fs::create_dir(&fifo).unwrap();
         assert!(std::process::Command::new("mkfifo")
@@ -449,12 +454,7 @@ mod tests {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&private.stdout), "");
         // A .pth file no package installed: the plan and the apply refuse, naming it.
-        let site = std::fs::read_dir(venv.join("lib"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.path().join("site-packages"))
-            .find(|p| p.is_dir())
-            .unwrap();
+        let site = site_packages(&venv);
         std::fs::write(site.join("evil.pth"), "import os\n").unwrap();
         let err = local_diff(&p).unwrap_err().to_string();
         assert!(err.contains("evil.pth"), "{err}");

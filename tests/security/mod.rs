@@ -262,6 +262,43 @@ fn longest_time_on_none(samples: &[Sample]) -> f64 {
     longest
 }
 
+/// A provision watched: its time and JSON, the writer's counts (see [`stop_writer`]) and the
+/// samples of the guarded process.
+struct Watched {
+    secs: f64,
+    doc: serde_json::Value,
+    ok: usize,
+    failed: Vec<String>,
+    gap: f64,
+    samples: Vec<Sample>,
+}
+
+/// One `provision INVENTORY` (after `change`, which may edit the inventory) while a writer goes
+/// through the PostgreSQL LB and `guarded` is sampled on every node each second; it must
+/// succeed.
+fn provision_watched(inv: &str, guarded: &str, change: impl FnOnce()) -> Watched {
+    start_writer();
+    let sampler = Sampler::start(guarded);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    change();
+    let started = std::time::Instant::now();
+    let out = run(&["provision", inv, "--output", "json"]);
+    let secs = started.elapsed().as_secs_f64();
+    let doc = json(&out);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (ok, failed, gap) = stop_writer();
+    let samples = sampler.finish();
+    assert_eq!(out.status.code(), Some(0), "{doc}");
+    Watched {
+        secs,
+        doc,
+        ok,
+        failed,
+        gap,
+        samples,
+    }
+}
+
 /// Today's stack (relaxed) made secure in one provision; the outsider's view before and after.
 /// `guarded` is what the guard runs on one master (the dag-processor's command line): never on
 /// two at once during the conversion, and the time it ran nowhere is measured.
@@ -279,18 +316,14 @@ pub fn lock_the_running_stack_down(inv_path: &Path, dir: &Path, guarded: &str) {
     // The conversion, while a writer goes through the PostgreSQL LB and a message waits.
     publish_a_message();
     assert_eq!(waiting_messages("1"), "1", "the message is in its queue");
-    start_writer();
-    let sampler = Sampler::start(guarded);
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    set_relaxed(inv_path, false);
-    let started = std::time::Instant::now();
-    let out = run(&["provision", inv, "--output", "json"]);
-    let secs = started.elapsed().as_secs_f64();
-    let doc = json(&out);
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let (ok, failed, gap) = stop_writer();
-    let samples = sampler.finish();
-    assert_eq!(out.status.code(), Some(0), "{doc}");
+    let Watched {
+        secs,
+        doc,
+        ok,
+        failed,
+        gap,
+        samples,
+    } = provision_watched(inv, guarded, || set_relaxed(inv_path, false));
     let most = samples.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
     measured!(
         "the guarded `{guarded}` during the lockdown: {} samples, at most on {most} node at once, on none for {:.0} s at the longest",
@@ -488,17 +521,14 @@ pub fn renew_every_certificate(inv_path: &Path, dir: &Path, guarded: &str) {
         }
     }
 
-    start_writer();
-    let sampler = Sampler::start(guarded);
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let started = std::time::Instant::now();
-    let out = run(&["provision", inv, "--output", "json"]);
-    let secs = started.elapsed().as_secs_f64();
-    let doc = json(&out);
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let (ok, failed, gap) = stop_writer();
-    let samples = sampler.finish();
-    assert_eq!(out.status.code(), Some(0), "{doc}");
+    let Watched {
+        secs,
+        doc,
+        ok,
+        failed,
+        gap,
+        samples,
+    } = provision_watched(inv, guarded, || {});
     let counts: BTreeMap<usize, usize> = samples.iter().fold(BTreeMap::new(), |mut m, (_, n)| {
         *m.entry(n.len()).or_default() += 1;
         m
