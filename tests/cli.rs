@@ -126,6 +126,7 @@ fn security_relaxed_warns_for_each_protection_off_and_a_bad_mode_is_an_error() {
             "patroni_restapi_tls is off",
             "patroni_restapi_auth is off",
             "haproxy_stats_auth is off",
+            "haproxy_stats_tls is off",
             "rabbitmq_tls is off",
             "rabbitmq_remove_guest is off",
             "airflow_api_tls is off",

@@ -415,6 +415,22 @@ pub fn lock_the_running_stack_down(inv_path: &Path, dir: &Path, guarded: &str) {
     let listed = ssh_ok(2, "patronictl -c /etc/patroni/config.yml list -f json | jq length");
     assert_eq!(listed.trim(), "3", "patronictl lists the members");
 
+    // HAProxy's stats pages (PostgreSQL's LB, the web LB) speak TLS only, with a certificate from
+    // the cluster CA for the LB's address: plain HTTP gets no HTTP answer, https asks for the
+    // password.
+    let (rc, codes) = ssh(
+        2,
+        "for p in 7000 1936; do \
+           plain=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://10.213.0.11:$p/); \
+           tls=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert /etc/hactl/tls/ca.crt https://10.213.0.11:$p/); \
+           echo \"$p plain=$plain tls=$tls\"; done",
+    );
+    assert_eq!(
+        (rc, codes.trim()),
+        (0, "7000 plain=000 tls=401\n1936 plain=000 tls=401"),
+        "HAProxy's stats pages from a cluster node: plain HTTP, and https without the password"
+    );
+
     // Inside, the same ports still serve the cluster (its gates passed above); the outsider's
     // write never reached etcd.
     let key = ssh_ok(
