@@ -260,13 +260,14 @@ fn web_front_ends(inv_path: &std::path::Path) {
     airflow_holds_no_key_that_opens_etcd();
 }
 
-/// The airflow user reads no host key (etcd's, PostgreSQL's, RabbitMQ's, the web LB's, root's
-/// etcd client key), the old copy in /etc/airflow is gone, and the api-server's own key (server
-/// authentication only) does not open etcd, which admits only client certificates.
+/// The airflow user reads no host key (etcd's, PostgreSQL's, RabbitMQ's, the web LB's and
+/// HAProxy's `.pem`, root's etcd client key), the old copy in /etc/airflow is gone, and the
+/// api-server's own key (server authentication only) does not open etcd, which admits only client
+/// certificates.
 fn airflow_holds_no_key_that_opens_etcd() {
     let (_, readable) = ssh(
         1,
-        "runuser -u airflow -- sh -c 'for f in /etc/hactl/tls/*.key /etc/hactl/tls/web-lb.pem /etc/etcd/tls/server.key \
+        "runuser -u airflow -- sh -c 'for f in /etc/hactl/tls/*.key /etc/hactl/tls/*.pem /etc/etcd/tls/server.key \
          /var/lib/postgresql/tls/server.key /etc/rabbitmq/tls/server.key /etc/airflow/api.key; do \
          cat \"$f\" >/dev/null 2>&1 && echo \"$f\"; done; true'",
     );
