@@ -313,49 +313,70 @@ mod tests {
         );
     }
 
-    /// A throwaway PostgreSQL 15 server (Debian's binaries) as user postgres, on a private socket
-    /// directory and a loopback port; stopped when dropped.
-    struct Server {
+    /// A throwaway PostgreSQL 15 primary and its streaming replica (Debian's binaries) as user
+    /// postgres, on a private socket directory and loopback ports; stopped when dropped.
+    struct Servers {
         dir: tempfile::TempDir,
-        port: u16,
+        primary: u16,
+        replica: u16,
     }
 
     const BIN: &str = "/usr/lib/postgresql/15/bin";
 
-    impl Server {
+    fn free_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    impl Servers {
         /// `None` (said on stderr) where this machine has no PostgreSQL 15 or the test is not root.
-        fn start() -> Option<Server> {
+        fn start() -> Option<Servers> {
             let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n");
             if !Path::new(BIN).join("postgres").exists() || !root {
                 eprintln!("no PostgreSQL 15 server here (or not root): the real-server test is left out");
                 return None;
             }
-            let dir = tempfile::tempdir().unwrap();
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let (dir, primary, replica) = (tempfile::tempdir().unwrap(), free_port(), free_port());
             let d = dir.path().display();
+            let start = |data: &str, port: u16| {
+                format!("{BIN}/pg_ctl -s -w -D {d}/{data} -l {d}/{data}.log -o \"-k {d} -p {port} -c listen_addresses=127.0.0.1\" start")
+            };
             let script = format!(
                 "chown postgres {d} && chmod 0755 {d} && runuser -u postgres -- sh -c '\
-                 {BIN}/initdb -A peer --auth-host=scram-sha-256 -U postgres -D {d}/data >/dev/null && \
-                 {BIN}/pg_ctl -s -w -D {d}/data -l {d}/log -o \"-k {d} -p {port} -c listen_addresses=127.0.0.1\" start && \
-                 {BIN}/psql -h {d} -p {port} -U postgres -XqAtc \"create role \\\"repl icator\\\" login replication password '\"'\"'old'\"'\"'\" postgres'"
+                 {BIN}/initdb -A peer --auth-host=scram-sha-256 -U postgres -D {d}/primary >/dev/null && {} && \
+                 {BIN}/psql -h {d} -p {primary} -U postgres -XqAtc \"create role \\\"repl icator\\\" login replication password '\"'\"'old'\"'\"'\" postgres && \
+                 {BIN}/pg_basebackup -h {d} -p {primary} -U postgres -R -D {d}/replica && {}'",
+                start("primary", primary),
+                start("replica", replica),
             );
             let out = run_local(&script);
-            assert_eq!(out.rc, 0, "the test server did not start: {}{}", out.stdout, out.stderr);
-            Some(Server { dir, port })
+            assert_eq!(
+                out.rc, 0,
+                "the test servers did not start: {}{}",
+                out.stdout, out.stderr
+            );
+            Some(Servers { dir, primary, replica })
         }
 
-        /// Whether `user` logs in over TCP with `password` (scram-sha-256).
+        /// The module for `passwords` on the server at `port`.
+        fn module(&self, port: u16, passwords: [&str; 2]) -> PostgresPassword {
+            let mut m = module(passwords);
+            m.roles[0].name = "postgres".into();
+            m.socket = self.dir.path().display().to_string();
+            m.port = port;
+            m.psql = format!("{BIN}/psql");
+            m
+        }
+
+        /// Whether `user` logs in to the primary over TCP with `password` (scram-sha-256).
         fn logs_in(&self, user: &str, password: &str) -> bool {
+            let port = self.primary.to_string();
             Command::new(format!("{BIN}/psql"))
                 .args([
                     "-h",
                     "127.0.0.1",
                     "-p",
-                    &self.port.to_string(),
+                    &port,
                     "-U",
                     user,
                     "-d",
@@ -369,40 +390,59 @@ mod tests {
         }
     }
 
-    impl Drop for Server {
+    impl Drop for Servers {
         fn drop(&mut self) {
             let d = self.dir.path().display();
-            run_local(&format!(
-                "runuser -u postgres -- {BIN}/pg_ctl -s -w -D {d}/data stop -m immediate"
-            ));
+            for data in ["replica", "primary"] {
+                run_local(&format!(
+                    "runuser -u postgres -- {BIN}/pg_ctl -s -w -D {d}/{data} stop -m immediate"
+                ));
+            }
         }
     }
 
     #[test]
-    fn a_running_primary_gets_new_passwords_once_and_takes_logins_with_them() {
-        let Some(server) = Server::start() else {
+    fn the_primary_sets_new_passwords_once_its_replica_waits_for_them_logins_take_them() {
+        let Some(servers) = Servers::start() else {
             return;
         };
-        let mut m = module(["new superuser pw ' \"", "new repl pw $x"]);
-        m.roles[0].name = "postgres".into();
-        m.socket = server.dir.path().display().to_string();
-        m.port = server.port;
-        m.psql = format!("{BIN}/psql");
-        let first = local_diff(&m).unwrap().unwrap();
+        let passwords = ["new superuser pw ' \"", "new repl pw $x"];
+        let (primary, mut replica) = (
+            servers.module(servers.primary, passwords),
+            servers.module(servers.replica, passwords),
+        );
         assert_eq!(
-            first.summary,
+            local_diff(&primary).unwrap().unwrap().summary,
             "set the password of roles postgres, repl icator on the primary"
         );
-        let applied = local_apply(&m);
+        let waits = local_diff(&replica).unwrap().unwrap();
+        assert!(
+            waits.summary.starts_with("wait for the primary") && !waits.counts,
+            "{waits:?}"
+        );
+        replica.timeout = 2;
+        let alone = local_apply(&replica);
+        assert!(
+            alone.rc != 0
+                && alone
+                    .stderr
+                    .contains("the primary did not set the new passwords within 2s"),
+            "a replica without its primary's change fails: {alone:?}"
+        );
+        let applied = local_apply(&primary);
         assert_eq!(applied.rc, 0, "apply failed: {}{}", applied.stdout, applied.stderr);
-        assert_eq!(local_diff(&m).unwrap(), None, "a second run changes nothing");
-        assert!(server.logs_in("postgres", "new superuser pw ' \"") && server.logs_in("repl icator", "new repl pw $x"));
-        assert!(!server.logs_in("repl icator", "old"));
-        let log = std::fs::read_to_string(server.dir.path().join("log")).unwrap_or_default();
+        assert_eq!(local_diff(&primary).unwrap(), None, "a second run changes nothing");
+        replica.timeout = 30;
+        let followed = local_apply(&replica);
+        assert_eq!(followed.rc, 0, "the replica waits for the change: {followed:?}");
+        assert_eq!(local_diff(&replica).unwrap(), None);
+        assert!(servers.logs_in("postgres", passwords[0]) && servers.logs_in("repl icator", passwords[1]));
+        assert!(!servers.logs_in("repl icator", "old"));
+        let log = std::fs::read_to_string(servers.dir.path().join("primary.log")).unwrap_or_default();
         assert!(!log.contains("new repl pw"), "a password reached the server's log");
         let stopped = PostgresPassword {
             socket: "/nonexistent".into(),
-            ..m
+            ..primary
         };
         assert_eq!(local_diff(&stopped).unwrap(), None, "no server here: nothing to change");
     }
