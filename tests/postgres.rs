@@ -278,8 +278,17 @@ fn streaming_replicas(node: usize) -> usize {
     }
 }
 
-/// Waits (60 s at most) until `node`'s PostgreSQL streams to `count` replicas; how long it took.
-fn await_streaming(node: usize, count: usize) -> Duration {
+/// The pid of the WAL sender streaming from `node` to Patroni member `member`, if one streams.
+fn wal_sender(node: usize, member: &str) -> Option<String> {
+    let sql =
+        format!("select pid from pg_stat_replication where state = 'streaming' and application_name = '{member}'");
+    let (rc, out) = ssh(node, &format!("su postgres -c \"psql -tAc \\\"{sql}\\\"\""));
+    let pid = out.trim();
+    (rc == 0 && !pid.is_empty()).then(|| pid.to_string())
+}
+
+/// Waits (60 s at most) until `node`'s PostgreSQL streams to `count` replicas.
+fn await_streaming(node: usize, count: usize) {
     let started = Instant::now();
     while streaming_replicas(node) != count {
         assert!(
@@ -288,7 +297,6 @@ fn await_streaming(node: usize, count: usize) -> Duration {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    started.elapsed()
 }
 
 /// Scenario "Patroni's users' passwords rotate under a writer": `--rotate` of the replication,
@@ -319,7 +327,7 @@ fn patroni_passwords_rotate_under_a_writer(dir: &std::path::Path, inv: &str, pas
     assert!(
         changed
             .iter()
-            .any(|s| s.starts_with(&leader) && s.contains("Patroni's users' passwords")),
+            .any(|s| s.starts_with(&format!("{leader}:")) && s.contains("Patroni's users' passwords")),
         "the primary {leader} set the passwords: {changed:?}"
     );
     for (name, old) in ROTATED.iter().zip(&before) {
@@ -335,13 +343,22 @@ fn patroni_passwords_rotate_under_a_writer(dir: &std::path::Path, inv: &str, pas
         "a re-run after the rotation"
     );
 
-    // A replica that reconnects logs in with the new replication password.
+    // A replica that reconnects logs in with the new replication password: the leader streams
+    // to it from a new WAL sender.
+    let replica = format!("node{replica_n}");
+    let sender = wal_sender(leader_n, &replica).expect("the leader streams to the replica");
+    let restarted = Instant::now();
     assert_eq!(ssh(replica_n, "systemctl restart patroni").0, 0);
-    std::thread::sleep(Duration::from_secs(2));
-    let back = await_streaming(leader_n, 2);
+    while wal_sender(leader_n, &replica).is_none_or(|pid| pid == sender) {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(60),
+            "{replica} does not stream again after its restart"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     measured!(
         "a restarted replica streams again (new replication password) after {:.1} s",
-        back.as_secs_f64()
+        restarted.elapsed().as_secs_f64()
     );
 
     // The leader's machine crashes: a replica takes over, the other follows it, and the old
