@@ -64,7 +64,7 @@ SQL
       return 0
     fi
     if [ "$(date +%s)" -ge "$end" ]; then
-      echo "the primary did not set the new passwords within ${HACTL_TIMEOUT}s (is its host in this run?): $(printf '%s' "$state" | tr '\n' ' ')" >&2
+      echo "the primary did not set the new passwords within ${HACTL_TIMEOUT}s (is its host in this run, and --forks at least the number of these hosts?): $(printf '%s' "$state" | tr '\n' ' ')" >&2
       return 1
     fi
     sleep 1
