@@ -61,9 +61,15 @@ const PASSWORDS: [&str; 10] = [
 /// HAProxy reads these as single-quoted words: hactl refuses a single quote in them.
 const NO_SINGLE_QUOTE: [&str; 2] = ["web_lb_stats_password", "haproxy_stats_password"];
 
-/// The passwords a password change rotates (the application's: Patroni sets its own users'
-/// passwords only when it bootstraps a cluster).
-const ROTATED: [&str; 2] = ["airflow_db_password", "rabbitmq_airflow_password"];
+/// The passwords a password change rotates: the application's, and Patroni's own users' (set on
+/// the primary by stage postgres before Patroni's configuration carries them).
+const ROTATED: [&str; 5] = [
+    "airflow_db_password",
+    "rabbitmq_airflow_password",
+    "pg_superuser_password",
+    "pg_replication_password",
+    "pg_rewind_password",
+];
 
 /// The secrets hactl generates into the secrets file.
 const GENERATED: [&str; 4] = [
@@ -407,8 +413,9 @@ fn split_shape_with_hostile_passwords_provisions_whole_and_leaks_no_secret() {
         assert!(
             changes.iter().any(|c| c.contains("airflow role and database"))
                 && changes.iter().any(|c| c.contains("airflow user"))
-                && changes.iter().any(|c| c.contains("the cluster's configuration")),
-            "the role, the user and airflow.cfg get the new passwords: {changes:?}"
+                && changes.iter().any(|c| c.contains("the cluster's configuration"))
+                && changes.iter().any(|c| c.contains("Patroni's users' passwords")),
+            "the roles, the user and airflow.cfg get the new passwords: {changes:?}"
         );
         let both = [secrets(dir.path(), 1), secrets(dir.path(), 2)].concat();
         assert_clean("the password change's output", &text, &forbidden(&both));

@@ -264,6 +264,134 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     );
 
     ssh_cut_mid_run(inv);
+    patroni_passwords_rotate_under_a_writer(dir.path(), inv, &password);
+}
+
+/// The number of streaming replicas `node`'s PostgreSQL sends WAL to.
+fn streaming_replicas(node: usize) -> usize {
+    let sql = "select count(*) from pg_stat_replication where state = 'streaming'";
+    let (rc, out) = ssh(node, &format!("su postgres -c \"psql -tAc \\\"{sql}\\\"\""));
+    if rc == 0 {
+        out.trim().parse().unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// The pid of the WAL sender streaming from `node` to Patroni member `member`, if one streams.
+fn wal_sender(node: usize, member: &str) -> Option<String> {
+    let sql =
+        format!("select pid from pg_stat_replication where state = 'streaming' and application_name = '{member}'");
+    let (rc, out) = ssh(node, &format!("su postgres -c \"psql -tAc \\\"{sql}\\\"\""));
+    let pid = out.trim();
+    (rc == 0 && !pid.is_empty()).then(|| pid.to_string())
+}
+
+/// Waits (60 s at most) until `node`'s PostgreSQL streams to `count` replicas.
+fn await_streaming(node: usize, count: usize) {
+    let started = Instant::now();
+    while streaming_replicas(node) != count {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "node{node} does not stream to {count} replicas"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Scenario "Patroni's users' passwords rotate under a writer": `--rotate` of the replication,
+/// superuser and rewind passwords on the running cluster with a writer through 5000 (no write
+/// lost to it), a re-run changes nothing; then the replicas reconnect with the new replication
+/// password (one restarted), and the leader's machine crashes: the failover, the old leader's
+/// rewind and rejoin all log in with the new passwords.
+fn patroni_passwords_rotate_under_a_writer(dir: &std::path::Path, inv: &str, password: &str) {
+    const ROTATED: [&str; 3] = ["pg_replication_password", "pg_superuser_password", "pg_rewind_password"];
+    let before: Vec<String> = ROTATED.iter().map(|n| secret(dir, n)).collect();
+    let leader = members(1).into_iter().find(|m| m.1 == "Leader").expect("a leader").0;
+    let leader_n: usize = leader.trim_start_matches("node").parse().unwrap();
+    let replica_n = (1..=3).find(|n| *n != leader_n).unwrap();
+    start_writer(replica_n, "hactl-writer-rotate", 80, password);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut args = vec!["provision", inv, "--stages", STAGES, "--output", "json"];
+    for name in ROTATED {
+        args.extend(["--rotate", name]);
+    }
+    let started = Instant::now();
+    let rotated = run(&args);
+    measured!(
+        "rotating Patroni's three passwords: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(rotated.status.code(), Some(0), "{}", stderr(&rotated));
+    let changed = changed_steps(&json(&rotated));
+    assert!(
+        changed
+            .iter()
+            .any(|s| s.starts_with(&format!("{leader}:")) && s.contains("Patroni's users' passwords")),
+        "the primary {leader} set the passwords: {changed:?}"
+    );
+    for (name, old) in ROTATED.iter().zip(&before) {
+        assert_ne!(&secret(dir, name), old, "{name} was not rotated");
+    }
+    let (failures, log) = writer_result(replica_n, "hactl-writer-rotate", 80);
+    measured!("writer during the rotation of Patroni's passwords: {failures} of 80 writes failed");
+    assert!(failures <= 2, "writes failed during the rotation:\n{log}");
+    await_streaming(leader_n, 2);
+    assert_eq!(
+        provision_ok(inv, Some(STAGES))["summary"]["changed"],
+        0,
+        "a re-run after the rotation"
+    );
+
+    // A replica that reconnects logs in with the new replication password: the leader streams
+    // to it from a new WAL sender.
+    let replica = format!("node{replica_n}");
+    let sender = wal_sender(leader_n, &replica).expect("the leader streams to the replica");
+    let restarted = Instant::now();
+    assert_eq!(ssh(replica_n, "systemctl restart patroni").0, 0);
+    while wal_sender(leader_n, &replica).is_none_or(|pid| pid == sender) {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(60),
+            "{replica} does not stream again after its restart"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    measured!(
+        "a restarted replica streams again (new replication password) after {:.1} s",
+        restarted.elapsed().as_secs_f64()
+    );
+
+    // The leader's machine crashes: a replica takes over, the other follows it, and the old
+    // leader rejoins (pg_rewind, replication) with the new passwords.
+    assert!(stdout(&run(&["lab", "kill", &leader])).contains("crashed"));
+    let stopped = Instant::now();
+    while !write_through_lb(replica_n, password) {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(60),
+            "no write through 5000 after the crash"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    measured!("failover after the rotation: {:.1} s", stopped.elapsed().as_secs_f64());
+    let new_leader = members(replica_n)
+        .into_iter()
+        .find(|m| m.1 == "Leader")
+        .expect("a new leader")
+        .0;
+    let new_leader_n: usize = new_leader.trim_start_matches("node").parse().unwrap();
+    await_streaming(new_leader_n, 1);
+    assert!(run(&["lab", "up", "--nodes", "3"]).status.success());
+    assert_eq!(
+        run(&["verify", inv, "--stages", "etcd,postgres,pg-lb"]).status.code(),
+        Some(0),
+        "verify after rejoin"
+    );
+    await_streaming(new_leader_n, 2);
+    assert_eq!(
+        provision_ok(inv, Some(STAGES))["summary"]["changed"],
+        0,
+        "a provision after the rejoin"
+    );
 }
 
 /// Hand edits a Patroni setting and the PostgreSQL LB's configuration.

@@ -24,6 +24,7 @@ pub mod patroni;
 pub mod patroni_pause;
 pub mod patroni_restart;
 pub mod pip;
+pub mod postgres_password;
 pub mod postgres_role;
 pub mod rabbitmq;
 pub mod rabbitmq_join;
@@ -118,6 +119,7 @@ registry! {
     "rabbitmq_user" => rabbitmq_user::RabbitmqUser,
     "rabbitmq_vhost" => rabbitmq_vhost::RabbitmqVhost,
     "postgres_role" => postgres_role::PostgresRole,
+    "postgres_password" => postgres_password::PostgresPassword,
     "patroni_restart" => patroni_restart::PatroniRestart,
     "patroni_pause" => patroni_pause::PatroniPause,
     "etcd_member" => etcd_member::EtcdMember,
