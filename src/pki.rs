@@ -90,7 +90,7 @@ impl Pki {
     /// the last step of a CA rotation replaced.
     pub fn commit(&self) -> Result<()> {
         use std::os::unix::fs::DirBuilderExt;
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.remove.is_empty() {
             return Ok(());
         }
         if !self.dir.exists() {
@@ -305,8 +305,11 @@ fn rotating(
             remove: Vec::new(),
         },
         _ => {
-            push_ca(dir, PREVIOUS, &current, pending);
-            push_ca(dir, "ca", &next, pending);
+            // Unless an interrupted commit of this step already made the new CA ca.*.
+            if current.cert != next.cert {
+                push_ca(dir, PREVIOUS, &current, pending);
+                push_ca(dir, "ca", &next, pending);
+            }
             CaPlan {
                 trust: next.cert.clone(),
                 signing: next,
@@ -419,10 +422,19 @@ fn load_ca(dir: &Path, stem: &str) -> Result<Option<Ca>> {
     let (cert_path, key_path) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
     if cert_path.exists() && key_path.exists() {
         let (_, key) = read_key(&key_path)?;
-        return Ok(Some(Ca {
-            cert: read(&cert_path)?,
-            key,
-        }));
+        let cert = read(&cert_path)?;
+        let origin = cert_path.display().to_string();
+        let matches = with_certificate(&cert, &origin, |x509| {
+            x509.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
+        })?;
+        if !matches {
+            return Err(miette!(
+                "{} does not match {}: restore both from a backup (nothing changed)",
+                cert_path.display(),
+                key_path.display()
+            ));
+        }
+        return Ok(Some(Ca { cert, key }));
     }
     if cert_path.exists() || key_path.exists() {
         let (have, lacks) = match cert_path.exists() {
@@ -703,6 +715,12 @@ mod tests {
         let first = generate(&pki_dir, &["node1"]);
         assert!(first.ca_new);
         assert!(!generate(&pki_dir, &["node1"]).ca_new);
+        std::fs::copy(pki_dir.join("host-node1.key"), pki_dir.join("ca.key")).unwrap();
+        let err = run(&pki_dir, false).unwrap_err().to_string();
+        assert!(
+            err.contains("does not match") && err.contains("nothing changed"),
+            "{err}"
+        );
         std::fs::remove_file(pki_dir.join("ca.key")).unwrap();
         let err = ensure(&pki_dir, &wanted(&["node1"]), Missing::Generate, false)
             .unwrap_err()
@@ -861,6 +879,13 @@ mod tests {
         for gone in ["ca-next.crt", "ca-next.key", ROTATION_FILE] {
             assert!(!pki_dir.join(gone).exists(), "{gone}");
         }
+        // A commit of step 3 interrupted before its removals: the repeat keeps ca-previous.*.
+        std::fs::write(pki_dir.join("ca-next.crt"), &new).unwrap();
+        std::fs::copy(pki_dir.join("ca.key"), pki_dir.join("ca-next.key")).unwrap();
+        std::fs::write(pki_dir.join(ROTATION_FILE), "2\n").unwrap();
+        run(&pki_dir, false).unwrap().commit().unwrap();
+        assert_eq!(read(&pki_dir.join("ca-previous.crt")).unwrap(), old);
+        assert!(!pki_dir.join("ca-next.crt").exists() && !pki_dir.join(ROTATION_FILE).exists());
         // Done: nothing moves, and a node that missed step 3 (the bundle) is behind, not foreign.
         let after = run(&pki_dir, false).unwrap();
         assert!(after.rotation.is_none() && after.pending.is_empty());
