@@ -38,7 +38,8 @@ pub enum Commands {
         #[arg(long, default_value_t = 24, value_name = "HOURS")]
         plan_max_age: u64,
         /// Generate this secret anew and roll it out (repeatable); the nodes' record of it may
-        /// differ. `NAME_previous` drops a rotated Fernet key's previous value.
+        /// differ. `NAME_previous` drops a rotated Fernet key's previous value. `ca` starts a
+        /// rotation of the cluster CA (step 1 of 3; the next provisions do steps 2 and 3).
         #[arg(long, value_name = "NAME")]
         rotate: Vec<String>,
     },
@@ -50,7 +51,8 @@ pub enum Commands {
         /// Also save the plan here (no secret in it), to review and apply with `provision --plan`.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
-        /// Show what rotating this secret would change (repeatable; nothing written).
+        /// Show what rotating this secret (or `ca`, the cluster CA) would change (repeatable;
+        /// nothing written).
         #[arg(long, value_name = "NAME")]
         rotate: Vec<String>,
     },

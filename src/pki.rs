@@ -39,24 +39,58 @@ pub struct HostCert {
 /// The CA's certificate and every host's certificate.
 #[derive(Debug, Clone)]
 pub struct Pki {
-    /// The CA certificate (PEM) that every node trusts.
+    /// The CA certificates (PEM) every node trusts: the cluster CA, or during a CA rotation the
+    /// trust bundle (old and new CA) or, at its last step, the new CA alone.
     pub ca_cert: String,
+    /// The CA files a node may hold before this run (besides `ca_cert`): an earlier step of a
+    /// CA rotation that this run finishes there.
+    pub ca_accepted: Vec<String>,
     /// Each host's certificate, by inventory name.
     pub hosts: BTreeMap<String, HostCert>,
     /// Each host's role certificates (server authentication only), by inventory name, then role.
     pub roles: BTreeMap<String, BTreeMap<String, HostCert>>,
     /// Whether the CA was made by this run (there was none).
     pub ca_new: bool,
+    /// The step of a CA rotation this run does, if one is under way.
+    pub rotation: Option<RotationStep>,
     /// The files made by this run, written by [`Pki::commit`] once the run's pre-flight passed.
     pub pending: Vec<PendingWrite>,
+    /// The files removed by [`Pki::commit`] after the writes (the last step of a CA rotation).
+    remove: Vec<PathBuf>,
     dir: PathBuf,
 }
 
+/// A step of a CA rotation, as a run does it.
+#[derive(Debug, Clone)]
+pub struct RotationStep {
+    /// 1 (every node trusts both CAs), 2 (every certificate from the new CA) or 3 (the old CA
+    /// dropped).
+    pub number: u8,
+    /// What this step does and what remains, for a `note:`.
+    pub note: String,
+    /// The record that this step is done on every node, to write once the run ended so (steps 1
+    /// and 2, and only when this run writes beside the inventory): the next provision moves on.
+    pub finish: Option<PendingWrite>,
+}
+
+/// What a node trusting another CA is told (hactl never replaces a CA by surprise).
+pub const FOREIGN_CA: &str = "the cluster CA (not the CA the node trusts: hactl never replaces it)";
+/// The name `--rotate` takes for a CA rotation.
+pub const ROTATE_CA: &str = "ca";
+/// The step of a CA rotation finished on every node (`1` or `2`), in the pki directory.
+const ROTATION_FILE: &str = "ca-rotation";
+/// The stem of the new CA's files during a rotation.
+const NEXT: &str = "ca-next";
+/// The stem of the CA's files a rotation replaced (kept: a backup, and to recognise nodes that
+/// missed the last step).
+const PREVIOUS: &str = "ca-previous";
+
 impl Pki {
-    /// Writes the files this run made (the directory made 0700 first).
+    /// Writes the files this run made (the directory made 0700 first), then removes the ones
+    /// the last step of a CA rotation replaced.
     pub fn commit(&self) -> Result<()> {
         use std::os::unix::fs::DirBuilderExt;
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.remove.is_empty() {
             return Ok(());
         }
         if !self.dir.exists() {
@@ -66,7 +100,37 @@ impl Pki {
                 .create(&self.dir)
                 .map_err(|e| miette!("cannot make {}: {e}", self.dir.display()))?;
         }
-        self.pending.iter().try_for_each(PendingWrite::commit)
+        self.pending.iter().try_for_each(PendingWrite::commit)?;
+        for path in &self.remove {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(miette!("cannot remove {}: {e}", path.display()))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Why a node holding the CA file `theirs` cannot take this run, if it cannot: it trusts
+    /// another CA, or (step 2 of a CA rotation) not yet the new one.
+    pub fn refuses_node_ca(&self, theirs: &str) -> Option<String> {
+        let theirs = theirs.trim();
+        if !self.ca_new
+            && std::iter::once(&self.ca_cert)
+                .chain(&self.ca_accepted)
+                .any(|ca| ca.trim() == theirs)
+        {
+            return None;
+        }
+        Some(match &self.rotation {
+            Some(step) if step.number == 2 => format!(
+                "the cluster CA (CA rotation step 2 gives every certificate from the new CA, but the node does not hold \
+                 the trust bundle of step 1; to repeat step 1, remove {})",
+                self.dir.join(ROTATION_FILE).display()
+            ),
+            _ => FOREIGN_CA.to_string(),
+        })
     }
 }
 
@@ -90,31 +154,60 @@ enum Usage {
     Role,
 }
 
-/// Loads the CA and the host certificates from `dir`, making what is missing, stale or naming
-/// other names: to be written (keys 0600, by [`Pki::commit`]) with `Missing::Generate`, made for
-/// this run only otherwise. Half a CA (a certificate without its key, or a key alone) is a
-/// refusal, never a new CA.
-pub fn ensure(dir: &Path, wanted: &BTreeMap<String, Wanted>, missing: Missing) -> Result<Pki> {
+/// A CA: its certificate (PEM) and key.
+struct Ca {
+    cert: String,
+    key: KeyPair,
+}
+
+/// What a run signs with and what the nodes trust.
+struct CaPlan {
+    /// The CA that signs every certificate this run makes.
+    signing: Ca,
+    /// The CA file every node gets.
+    trust: String,
+    /// The CA files a node may hold before this run, besides `trust`.
+    accepted: Vec<String>,
+    /// The step of a CA rotation, if one is under way.
+    step: Option<RotationStep>,
+    /// The files the commit removes.
+    remove: Vec<PathBuf>,
+}
+
+/// Loads the CA and the host certificates from `dir`, making what is missing, stale, made by
+/// another CA or naming other names: to be written (keys 0600, by [`Pki::commit`]) with
+/// `Missing::Generate`, made for this run only otherwise. Half a CA (a certificate without its
+/// key, or a key alone) is a refusal, never a new CA. `rotate_ca` starts a CA rotation (step 1);
+/// a rotation under way moves one step a run (see [`rotation_step`]).
+pub fn ensure(dir: &Path, wanted: &BTreeMap<String, Wanted>, missing: Missing, rotate_ca: bool) -> Result<Pki> {
     let write = missing == Missing::Generate;
     let mut pending = Vec::new();
-    let (ca_cert, ca_key, ca_new) = ca(dir)?;
-    if ca_new {
-        pending.push(PendingWrite::new(
-            dir.join("ca.key"),
-            ca_key.serialize_pem().into_bytes(),
-            0o600,
-        ));
-        pending.push(PendingWrite::new(
-            dir.join("ca.crt"),
-            ca_cert.clone().into_bytes(),
-            0o644,
+    let (current, ca_new) = match load_ca(dir, "ca")? {
+        Some(ca) => (ca, false),
+        None => {
+            let ca = make_ca("hactl cluster CA")?;
+            push_ca(dir, "ca", &ca, &mut pending);
+            (ca, true)
+        }
+    };
+    let step = rotation_step(dir, rotate_ca)?;
+    if ca_new && step.is_some() {
+        return Err(miette!(
+            "there is no cluster CA in {} (ca.crt, ca.key): a CA rotation needs one (the first provision makes it; \
+             restore a lost one from a backup); nothing changed",
+            dir.display()
         ));
     }
-    let issuer = Issuer::from_ca_cert_pem(&ca_cert, &ca_key)
-        .map_err(|e| miette!("{}: the CA certificate cannot sign: {e}", dir.join("ca.crt").display()))?;
+    let plan = match step {
+        None => settled(dir, current)?,
+        Some(number) => rotating(dir, wanted, number, current, write, &mut pending)?,
+    };
+    let issuer = Issuer::from_ca_cert_pem(&plan.signing.cert, &plan.signing.key)
+        .map_err(|e| miette!("{}: the CA certificate cannot sign: {e}", dir.display()))?;
     let signer = Signer {
         dir,
         issuer: &issuer,
+        ca_cert: &plan.signing.cert,
         ca_new,
     };
     let mut hosts = BTreeMap::new();
@@ -137,22 +230,211 @@ pub fn ensure(dir: &Path, wanted: &BTreeMap<String, Wanted>, missing: Missing) -
         pending.clear();
     }
     Ok(Pki {
-        ca_cert,
+        ca_cert: plan.trust,
+        ca_accepted: plan.accepted,
         hosts,
         roles,
         ca_new,
+        rotation: plan.step,
         pending,
+        remove: if write { plan.remove } else { Vec::new() },
         dir: dir.to_path_buf(),
     })
 }
 
-/// The CA's certificate and key, made when both are absent; whether it was made now. One
-/// without the other is a refusal: the nodes trust the CA, and a new one would not be theirs.
-fn ca(dir: &Path) -> Result<(String, KeyPair, bool)> {
-    let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+/// No rotation under way: `current` signs and is trusted; a node may still hold the trust
+/// bundle of the rotation that made it (it missed that rotation's last step).
+fn settled(dir: &Path, current: Ca) -> Result<CaPlan> {
+    let previous = dir.join(format!("{PREVIOUS}.crt"));
+    let accepted = match previous.exists() {
+        true => vec![bundle(&read(&previous)?, &current.cert)],
+        false => Vec::new(),
+    };
+    Ok(CaPlan {
+        trust: current.cert.clone(),
+        signing: current,
+        accepted,
+        step: None,
+        remove: Vec::new(),
+    })
+}
+
+/// Step `number` of a CA rotation from `current` to the new CA (`ca-next.*`, made now at step
+/// 1): 1 trusts both and signs with the old; 2 trusts both and signs with the new; 3 trusts the
+/// new alone, which becomes `ca.*` (the old kept as `ca-previous.*`).
+fn rotating(
+    dir: &Path,
+    wanted: &BTreeMap<String, Wanted>,
+    number: u8,
+    current: Ca,
+    write: bool,
+    pending: &mut Vec<PendingWrite>,
+) -> Result<CaPlan> {
+    refuse_given(wanted)?;
+    let next = match load_ca(dir, NEXT)? {
+        Some(ca) => ca,
+        None => {
+            let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+            let ca = make_ca(&format!("hactl cluster CA {stamp}"))?;
+            push_ca(dir, NEXT, &ca, pending);
+            ca
+        }
+    };
+    let both = bundle(&current.cert, &next.cert);
+    let finish = (write && number < 3)
+        .then(|| PendingWrite::new(dir.join(ROTATION_FILE), format!("{number}\n").into_bytes(), 0o644));
+    let step = Some(RotationStep {
+        number,
+        note: step_note(number, dir),
+        finish,
+    });
+    let old = current.cert.clone();
+    Ok(match number {
+        1 => CaPlan {
+            signing: current,
+            trust: both,
+            accepted: vec![old],
+            step,
+            remove: Vec::new(),
+        },
+        2 => CaPlan {
+            signing: next,
+            trust: both,
+            accepted: Vec::new(),
+            step,
+            remove: Vec::new(),
+        },
+        _ => {
+            // Unless an interrupted commit of this step already made the new CA ca.*.
+            if current.cert != next.cert {
+                push_ca(dir, PREVIOUS, &current, pending);
+                push_ca(dir, "ca", &next, pending);
+            }
+            CaPlan {
+                trust: next.cert.clone(),
+                signing: next,
+                accepted: vec![both],
+                step,
+                remove: vec![
+                    dir.join(format!("{NEXT}.crt")),
+                    dir.join(format!("{NEXT}.key")),
+                    dir.join(ROTATION_FILE),
+                ],
+            }
+        }
+    })
+}
+
+/// What step `number` of a CA rotation does and what remains.
+fn step_note(number: u8, dir: &Path) -> String {
+    match number {
+        1 => "CA rotation step 1 of 3: every node gets a trust bundle of the old and the new CA (certificates stay \
+              the old CA's); once a provision of every stage ends with every node done, the next provision does step 2 \
+              (every certificate from the new CA)"
+            .to_string(),
+        2 => "CA rotation step 2 of 3: every certificate made again by the new CA (every node trusts both); once a \
+              provision of every stage ends with every node done, the next provision does step 3 (the old CA dropped)"
+            .to_string(),
+        _ => format!(
+            "CA rotation step 3 of 3: every node trusts the new CA alone, now {}/ca.crt and ca.key (the old CA kept as \
+             ca-previous.crt and ca-previous.key); the rotation ends with this run",
+            dir.display()
+        ),
+    }
+}
+
+/// The step of a CA rotation this run does, from the pki directory: none without a rotation
+/// (and without `rotate_ca`); step 1 when `rotate_ca` starts one, or while step 1 is not done on
+/// every node (`ca-next.*` without `ca-rotation`); then the step after the one `ca-rotation`
+/// records. `rotate_ca` during a rotation whose step 1 is done is a refusal naming the step.
+fn rotation_step(dir: &Path, rotate_ca: bool) -> Result<Option<u8>> {
+    let next = dir.join(format!("{NEXT}.crt")).exists() || dir.join(format!("{NEXT}.key")).exists();
+    let record = dir.join(ROTATION_FILE);
+    let done = match record.exists() {
+        false => None,
+        true => match read(&record)?.trim() {
+            "1" => Some(1),
+            "2" => Some(2),
+            other => {
+                return Err(miette!(
+                    "{}: `{other}` is not a step of a CA rotation (1 or 2)",
+                    record.display()
+                ))
+            }
+        },
+    };
+    match (next, done, rotate_ca) {
+        (false, None, false) => Ok(None),
+        (false, Some(_), _) => Err(miette!(
+            "{} records a CA rotation but the new CA ({NEXT}.crt, {NEXT}.key) is missing: restore it from a backup (nothing changed)",
+            record.display()
+        )),
+        (_, None, _) => Ok(Some(1)),
+        (true, Some(done), false) => Ok(Some(done + 1)),
+        (true, Some(done), true) => Err(miette!(
+            "--rotate {ROTATE_CA}: refused, a CA rotation is under way (step {done} of 3 done on every node): \
+             run provision without --rotate {ROTATE_CA} to do step {}; nothing changed",
+            done + 1
+        )),
+    }
+}
+
+/// A CA rotation re-issues every certificate: one a host's `tls_cert_file` gives is not
+/// hactl's to re-issue (refused, naming the hosts).
+fn refuse_given(wanted: &BTreeMap<String, Wanted>) -> Result<()> {
+    let hosts: Vec<&str> = wanted
+        .iter()
+        .filter(|(_, w)| w.given.is_some())
+        .map(|(h, _)| h.as_str())
+        .collect();
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    Err(miette!(
+        "--rotate {ROTATE_CA}: refused, {} use certificates of their own (tls_cert_file), which hactl cannot \
+         re-issue from a new CA: rotate the CA by hand (docs/operations.md) or drop them; nothing changed",
+        hosts.join(", ")
+    ))
+}
+
+/// Two CA certificates, one PEM file (a trust bundle).
+fn bundle(first: &str, second: &str) -> String {
+    format!("{}\n{}\n", first.trim_end(), second.trim_end())
+}
+
+/// `STEM.crt` and `STEM.key` of this CA, to write.
+fn push_ca(dir: &Path, stem: &str, ca: &Ca, pending: &mut Vec<PendingWrite>) {
+    pending.push(PendingWrite::new(
+        dir.join(format!("{stem}.key")),
+        ca.key.serialize_pem().into_bytes(),
+        0o600,
+    ));
+    pending.push(PendingWrite::new(
+        dir.join(format!("{stem}.crt")),
+        ca.cert.clone().into_bytes(),
+        0o644,
+    ));
+}
+
+/// The CA in `STEM.crt` and `STEM.key`, if both are there. One without the other is a refusal:
+/// the nodes trust the CA, and a new one would not be theirs.
+fn load_ca(dir: &Path, stem: &str) -> Result<Option<Ca>> {
+    let (cert_path, key_path) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
     if cert_path.exists() && key_path.exists() {
         let (_, key) = read_key(&key_path)?;
-        return Ok((read(&cert_path)?, key, false));
+        let cert = read(&cert_path)?;
+        let origin = cert_path.display().to_string();
+        let matches = with_certificate(&cert, &origin, |x509| {
+            x509.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
+        })?;
+        if !matches {
+            return Err(miette!(
+                "{} does not match {}: restore both from a backup (nothing changed)",
+                cert_path.display(),
+                key_path.display()
+            ));
+        }
+        return Ok(Some(Ca { cert, key }));
     }
     if cert_path.exists() || key_path.exists() {
         let (have, lacks) = match cert_path.exists() {
@@ -165,15 +447,20 @@ fn ca(dir: &Path) -> Result<(String, KeyPair, bool)> {
             lacks.display()
         ));
     }
+    Ok(None)
+}
+
+/// A new CA named `common_name`.
+fn make_ca(common_name: &str) -> Result<Ca> {
     let key = KeyPair::generate().map_err(|e| miette!("cannot make the CA's key: {e}"))?;
-    let mut params = params("hactl cluster CA", CA_DAYS);
+    let mut params = params(common_name, CA_DAYS);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let cert = params
         .self_signed(&key)
         .map_err(|e| miette!("cannot make the CA certificate: {e}"))?
         .pem();
-    Ok((cert, key, true))
+    Ok(Ca { cert, key })
 }
 
 /// Where certificates are kept and who signs them: the CA, and whether it was made in this run
@@ -181,6 +468,7 @@ fn ca(dir: &Path) -> Result<(String, KeyPair, bool)> {
 struct Signer<'a> {
     dir: &'a Path,
     issuer: &'a Issuer<'a, &'a KeyPair>,
+    ca_cert: &'a str,
     ca_new: bool,
 }
 
@@ -200,7 +488,7 @@ impl Signer<'_> {
         let (cert_path, key_path) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
         if !self.ca_new && cert_path.exists() && key_path.exists() {
             let cert = read(&cert_path)?;
-            if current(&cert, names)? {
+            if current(&cert, names)? && issued_by(&cert, self.ca_cert)? {
                 return Ok(HostCert {
                     cert,
                     key: Secret::from(read(&key_path)?),
@@ -229,6 +517,30 @@ impl Signer<'_> {
             key: Secret::from(key),
         })
     }
+}
+
+/// Whether the CA `ca` made certificate `cert`: its issuer is the CA's subject and, where both
+/// name one, its authority key identifier is the CA's subject key identifier.
+fn issued_by(cert: &str, ca: &str) -> Result<bool> {
+    let (issuer, authority) = with_certificate(cert, "a host certificate", |c| {
+        (c.issuer().as_raw().to_vec(), key_id(c, true))
+    })?;
+    let (subject, own) = with_certificate(ca, "the CA certificate", |c| {
+        (c.subject().as_raw().to_vec(), key_id(c, false))
+    })?;
+    Ok(issuer == subject && (authority.is_none() || own.is_none() || authority == own))
+}
+
+/// A certificate's authority key identifier (`authority`) or subject key identifier.
+fn key_id(cert: &x509_parser::certificate::X509Certificate<'_>, authority: bool) -> Option<Vec<u8>> {
+    use x509_parser::extensions::ParsedExtension;
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match (ext.parsed_extension(), authority) {
+            (ParsedExtension::AuthorityKeyIdentifier(aki), true) => aki.key_identifier.as_ref().map(|k| k.0.to_vec()),
+            (ParsedExtension::SubjectKeyIdentifier(ski), false) => Some(ski.0.to_vec()),
+            _ => None,
+        })
 }
 
 /// A certificate's parameters for this subject, valid from an hour ago (clock skew) for `days`.
@@ -372,7 +684,7 @@ mod tests {
         let pki_dir = dir.path().join("inv.pki");
         let mut want = wanted(&["node1", "10.0.0.1"]);
         want.get_mut("node1").unwrap().roles = vec!["api".into()];
-        let pki = ensure(&pki_dir, &want, Missing::Generate).unwrap();
+        let pki = ensure(&pki_dir, &want, Missing::Generate, false).unwrap();
         pki.commit().unwrap();
         let api = &pki.roles["node1"]["api"];
         assert_ne!(api.key.expose(), pki.hosts["node1"].key.expose());
@@ -385,13 +697,13 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
-        let again = ensure(&pki_dir, &want, Missing::Generate).unwrap();
+        let again = ensure(&pki_dir, &want, Missing::Generate, false).unwrap();
         assert_eq!(again.roles["node1"]["api"].cert, api.cert, "kept while current");
     }
 
     /// `ensure` with `Missing::Generate`, its files written.
     fn generate(dir: &Path, names: &[&str]) -> Pki {
-        let pki = ensure(dir, &wanted(names), Missing::Generate).unwrap();
+        let pki = ensure(dir, &wanted(names), Missing::Generate, false).unwrap();
         pki.commit().unwrap();
         pki
     }
@@ -403,8 +715,14 @@ mod tests {
         let first = generate(&pki_dir, &["node1"]);
         assert!(first.ca_new);
         assert!(!generate(&pki_dir, &["node1"]).ca_new);
+        std::fs::copy(pki_dir.join("host-node1.key"), pki_dir.join("ca.key")).unwrap();
+        let err = run(&pki_dir, false).unwrap_err().to_string();
+        assert!(
+            err.contains("does not match") && err.contains("nothing changed"),
+            "{err}"
+        );
         std::fs::remove_file(pki_dir.join("ca.key")).unwrap();
-        let err = ensure(&pki_dir, &wanted(&["node1"]), Missing::Generate)
+        let err = ensure(&pki_dir, &wanted(&["node1"]), Missing::Generate, false)
             .unwrap_err()
             .to_string();
         assert!(
@@ -418,7 +736,7 @@ mod tests {
     fn nothing_is_written_before_commit() {
         let dir = tempfile::tempdir().unwrap();
         let pki_dir = dir.path().join("inv.pki");
-        let pki = ensure(&pki_dir, &wanted(&["node1"]), Missing::Generate).unwrap();
+        let pki = ensure(&pki_dir, &wanted(&["node1"]), Missing::Generate, false).unwrap();
         assert!(!pki_dir.exists());
         assert_eq!(pki.pending.len(), 4);
         pki.commit().unwrap();
@@ -453,8 +771,8 @@ mod tests {
         let pki_dir = dir.path().join("inv.pki");
         let first = generate(&pki_dir, &["node1"]);
         // node1's certificate as a run would find it 369 days later: one day inside the window.
-        let (ca_cert, ca_key, _) = ca(&pki_dir).unwrap();
-        let issuer = Issuer::from_ca_cert_pem(&ca_cert, &ca_key).unwrap();
+        let ca = load_ca(&pki_dir, "ca").unwrap().unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&ca.cert, &ca.key).unwrap();
         let (_, key) = read_key(&pki_dir.join("host-node1.key")).unwrap();
         let mut ending = params("node1", RENEW_DAYS - 1);
         ending.subject_alt_names = vec![san("node1").unwrap()];
@@ -475,7 +793,7 @@ mod tests {
     fn preview_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let pki_dir = dir.path().join("inv.pki");
-        ensure(&pki_dir, &wanted(&["node1"]), Missing::Preview).unwrap();
+        ensure(&pki_dir, &wanted(&["node1"]), Missing::Preview, false).unwrap();
         assert!(!pki_dir.exists());
     }
 
@@ -489,5 +807,148 @@ mod tests {
         let err = given(&pki_dir.join("host-node1.crt"), &dir.path().join("other.key")).unwrap_err();
         assert!(err.to_string().contains("does not match its key"), "{err}");
         assert!(given(&pki_dir.join("host-node1.crt"), &pki_dir.join("host-node1.key")).is_ok());
+    }
+
+    /// `ensure` for node1, rotating the CA or not, with `Missing::Generate` (not committed).
+    fn run(dir: &Path, rotate_ca: bool) -> Result<Pki> {
+        ensure(dir, &wanted(&["node1"]), Missing::Generate, rotate_ca)
+    }
+
+    /// Commits a run and records its rotation step done, as a provision that reached every node.
+    fn finish(pki: &Pki) {
+        pki.commit().unwrap();
+        pki.rotation
+            .as_ref()
+            .and_then(|s| s.finish.as_ref())
+            .unwrap()
+            .commit()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_ca_rotation_moves_one_step_a_provision_each_written_only_at_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("inv.pki");
+        let first = generate(&pki_dir, &["node1"]);
+        let old = first.ca_cert.clone();
+        // Step 1: a new CA beside the old one, both trusted, certificates still the old CA's.
+        let one = run(&pki_dir, true).unwrap();
+        assert_eq!(one.rotation.as_ref().unwrap().number, 1);
+        assert!(!pki_dir.join("ca-next.crt").exists(), "nothing written before commit");
+        let new = read_pem_after_commit(&one, &pki_dir.join("ca-next.crt"));
+        assert_eq!(one.ca_cert, bundle(&old, &new));
+        assert_eq!(one.hosts["node1"].cert, first.hosts["node1"].cert);
+        assert!(
+            !pki_dir.join(ROTATION_FILE).exists(),
+            "recorded only once every node has it"
+        );
+        // Step 1 again until it is done on every node, with --rotate ca or without: no change.
+        for rotate in [false, true] {
+            let again = run(&pki_dir, rotate).unwrap();
+            assert_eq!(again.rotation.as_ref().unwrap().number, 1);
+            assert!(again.pending.is_empty() && again.ca_cert == one.ca_cert);
+        }
+        finish(&one);
+        let err = run(&pki_dir, true).unwrap_err().to_string();
+        assert!(err.contains("step 1 of 3 done") && err.contains("step 2"), "{err}");
+        // Step 2: every certificate from the new CA, both still trusted.
+        let two = run(&pki_dir, false).unwrap();
+        assert_eq!(two.rotation.as_ref().unwrap().number, 2);
+        assert_eq!(two.ca_cert, one.ca_cert);
+        assert!(issued_by(&two.hosts["node1"].cert, &new).unwrap());
+        assert!(!issued_by(&two.hosts["node1"].cert, &old).unwrap());
+        two.commit().unwrap();
+        let again = run(&pki_dir, false).unwrap();
+        assert_eq!(again.rotation.as_ref().unwrap().number, 2, "until recorded done");
+        assert!(again.pending.is_empty(), "a re-run of step 2 changes nothing");
+        assert_eq!(again.hosts["node1"].cert, two.hosts["node1"].cert);
+        finish(&two);
+        // Step 3: the new CA alone; it becomes ca.*, the old one ca-previous.*.
+        let three = run(&pki_dir, false).unwrap();
+        assert_eq!(three.rotation.as_ref().unwrap().number, 3);
+        assert!(three.rotation.as_ref().unwrap().finish.is_none());
+        assert_eq!(three.ca_cert, new);
+        assert_eq!(
+            read(&pki_dir.join("ca.crt")).unwrap(),
+            old,
+            "nothing written before commit"
+        );
+        three.commit().unwrap();
+        assert_eq!(read(&pki_dir.join("ca.crt")).unwrap(), new);
+        assert_eq!(read(&pki_dir.join("ca-previous.crt")).unwrap(), old);
+        for gone in ["ca-next.crt", "ca-next.key", ROTATION_FILE] {
+            assert!(!pki_dir.join(gone).exists(), "{gone}");
+        }
+        // A commit of step 3 interrupted before its removals: the repeat keeps ca-previous.*.
+        std::fs::write(pki_dir.join("ca-next.crt"), &new).unwrap();
+        std::fs::copy(pki_dir.join("ca.key"), pki_dir.join("ca-next.key")).unwrap();
+        std::fs::write(pki_dir.join(ROTATION_FILE), "2\n").unwrap();
+        run(&pki_dir, false).unwrap().commit().unwrap();
+        assert_eq!(read(&pki_dir.join("ca-previous.crt")).unwrap(), old);
+        assert!(!pki_dir.join("ca-next.crt").exists() && !pki_dir.join(ROTATION_FILE).exists());
+        // Done: nothing moves, and a node that missed step 3 (the bundle) is behind, not foreign.
+        let after = run(&pki_dir, false).unwrap();
+        assert!(after.rotation.is_none() && after.pending.is_empty());
+        assert_eq!(after.hosts["node1"].cert, two.hosts["node1"].cert);
+        assert!(after.refuses_node_ca(&one.ca_cert).is_none());
+        assert!(after.refuses_node_ca(&old).is_some());
+    }
+
+    /// Commits `pki` and reads `path`.
+    fn read_pem_after_commit(pki: &Pki, path: &Path) -> String {
+        pki.commit().unwrap();
+        read(path).unwrap()
+    }
+
+    #[test]
+    fn each_step_accepts_the_ca_files_of_the_one_before_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("inv.pki");
+        let old = generate(&pki_dir, &["node1"]).ca_cert;
+        let one = run(&pki_dir, true).unwrap();
+        assert!(one.refuses_node_ca(&old).is_none() && one.refuses_node_ca(&one.ca_cert).is_none());
+        assert!(one.refuses_node_ca("ANOTHER CA").unwrap().contains("never replaces"));
+        finish(&one);
+        let two = run(&pki_dir, false).unwrap();
+        assert!(two.refuses_node_ca(&one.ca_cert).is_none());
+        let missed = two.refuses_node_ca(&old).unwrap();
+        assert!(missed.contains("step 2") && missed.contains("ca-rotation"), "{missed}");
+    }
+
+    #[test]
+    fn a_ca_rotation_is_refused_without_a_ca_with_given_certificates_or_a_lost_new_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("inv.pki");
+        let err = run(&pki_dir, true).unwrap_err().to_string();
+        assert!(err.contains("no cluster CA"), "{err}");
+        assert!(!pki_dir.exists());
+        generate(&pki_dir, &["node1"]);
+        let mut want = wanted(&["node1"]);
+        want.get_mut("node1").unwrap().given = Some((pki_dir.join("host-node1.crt"), pki_dir.join("host-node1.key")));
+        let err = ensure(&pki_dir, &want, Missing::Generate, true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node1 use certificates of their own"), "{err}");
+        let one = run(&pki_dir, true).unwrap();
+        finish(&one);
+        std::fs::remove_file(pki_dir.join("ca-next.key")).unwrap();
+        let err = run(&pki_dir, false).unwrap_err().to_string();
+        assert!(err.contains("ca-next.key is missing"), "{err}");
+        std::fs::remove_file(pki_dir.join("ca-next.crt")).unwrap();
+        let err = run(&pki_dir, false).unwrap_err().to_string();
+        assert!(err.contains("the new CA") && err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn a_previewed_rotation_writes_nothing_and_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("inv.pki");
+        generate(&pki_dir, &["node1"]);
+        let preview = ensure(&pki_dir, &wanted(&["node1"]), Missing::Preview, true).unwrap();
+        let step = preview.rotation.as_ref().unwrap();
+        assert!(step.number == 1 && step.finish.is_none() && preview.pending.is_empty());
+        assert!(step.note.contains("step 1 of 3"), "{}", step.note);
+        preview.commit().unwrap();
+        assert!(!pki_dir.join("ca-next.crt").exists());
     }
 }

@@ -593,6 +593,14 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
     });
 
     scenarios.run(
+        "the cluster CA rotated on the running stack, both CAs trusted meanwhile",
+        || {
+            set_inventory_vars(&inv_path, &[]);
+            security::rotate_the_ca(&inv_path, dir.path(), DAG_PROCESSOR);
+        },
+    );
+
+    scenarios.run(
         "DAG code as airflow cannot become root nor read the cluster's keys",
         || {
             airflow_cannot_escalate(inv);

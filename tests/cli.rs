@@ -698,3 +698,43 @@ fn init_s_gitignore_keeps_plaintext_secrets_and_every_private_key_out_of_git() {
         "a sealed file is for git: {ignored}"
     );
 }
+
+#[test]
+fn a_ca_rotation_needs_a_ca_is_noted_repeats_until_done_on_every_node_and_is_not_restarted_midway() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = unreachable_inventory(dir.path());
+    let inv = inv.to_str().unwrap();
+    let pki = dir.path().join("inventory.pki");
+    let provision = |extra: &[&str]| {
+        let mut args = vec!["provision", inv, "--connect-timeout", "0"];
+        args.extend_from_slice(extra);
+        run(dir.path(), &args)
+    };
+    let out = provision(&["--rotate", "ca"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no cluster CA"), "{}", text(&out.stderr));
+    assert!(!pki.join("ca.crt").exists());
+    provision(&[]);
+    assert!(pki.join("ca.crt").exists(), "the first provision makes the CA");
+    // The host is unreachable: step 1 is made and noted, never recorded done, so it repeats.
+    for _ in 0..2 {
+        let out = provision(&["--rotate", "ca"]);
+        let err = text(&out.stderr);
+        assert!(err.contains("note: CA rotation step 1 of 3"), "{err}");
+        assert!(
+            err.contains("step 1 of 3 is not done on every node (no host failed, 1 unreachable)"),
+            "{err}"
+        );
+        assert!(pki.join("ca-next.crt").exists() && !pki.join("ca-rotation").exists());
+    }
+    std::fs::write(pki.join("ca-rotation"), "1\n").unwrap();
+    let out = provision(&["--rotate", "ca"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("a CA rotation is under way (step 1 of 3 done"), "{err}");
+    let out = run(dir.path(), &["plan", inv, "--connect-timeout", "0"]);
+    assert!(
+        text(&out.stderr).contains("note: CA rotation step 2 of 3"),
+        "{}",
+        text(&out.stderr)
+    );
+}

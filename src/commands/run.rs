@@ -137,6 +137,11 @@ fn run(args: RunArgs, mode: Mode, reviewed: Reviewed) -> ExitCode {
         }
     };
     reporter.set_redactor(loaded.redactor.clone());
+    // The step a provision does (a plan shows it); verify checks the nodes as they are.
+    let rotation = loaded.ca_rotation().cloned().filter(|_| mode != Mode::Verify);
+    if let Some(step) = &rotation {
+        reporter.log(&format!("note: {}", step.note));
+    }
     let inputs = match inputs_of(&args, &loaded) {
         Ok(inputs) => inputs,
         Err(e) => {
@@ -175,6 +180,9 @@ fn run(args: RunArgs, mode: Mode, reviewed: Reviewed) -> ExitCode {
     let Some(outcome) = run_to_the_end(&engine, &reporter, journal.as_deref()) else {
         return ExitCode::FAILURE;
     };
+    if let (Some(step), Mode::Apply) = (&rotation, mode) {
+        finish_rotation(&reporter, step, &args, &outcome);
+    }
     if let Some(path) = &reviewed.save {
         if let Err(e) = save_plan(&reporter, path, &args, &inputs, &outcome) {
             reporter.log(&format!("error: {e}"));
@@ -221,6 +229,51 @@ fn run_to_the_end(engine: &Arc<Engine>, reporter: &Reporter, journal: Option<&Jo
             None
         }
     }
+}
+
+/// After a provision doing step 1 or 2 of a CA rotation: records the step done when the run
+/// covered every host and stage and nothing failed or was unreachable (the next provision then
+/// does the next step); else says what holds it back (the next provision repeats the step).
+fn finish_rotation(reporter: &Reporter, step: &crate::pki::RotationStep, args: &RunArgs, outcome: &Outcome) {
+    let Some(finish) = &step.finish else {
+        return;
+    };
+    let n = step.number;
+    let failed: BTreeSet<&str> = outcome
+        .results
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .map(|r| r.host.as_str())
+        .collect();
+    let held = if args.limit.is_some() || args.stages.is_some() {
+        Some("this run did not cover every host and stage (--limit, --stages)".to_string())
+    } else if !failed.is_empty() || outcome.summary.unreachable > 0 {
+        let names: Vec<&str> = failed.into_iter().collect();
+        Some(format!(
+            "{} failed, {} unreachable",
+            if names.is_empty() {
+                "no host".to_string()
+            } else {
+                names.join(", ")
+            },
+            outcome.summary.unreachable
+        ))
+    } else {
+        None
+    };
+    let Some(why) = held else {
+        match finish.commit() {
+            Ok(()) => reporter.log(&format!(
+                "note: CA rotation step {n} of 3 done on every node: the next provision does step {}",
+                n + 1
+            )),
+            Err(e) => reporter.log(&format!("error: CA rotation step {n}: cannot record it done: {e}")),
+        }
+        return;
+    };
+    reporter.log(&format!(
+        "note: CA rotation step {n} of 3 is not done on every node ({why}): the next provision repeats it"
+    ));
 }
 
 /// `plan --out PATH`: saves the plan a run made, and says how to review and apply it; refused

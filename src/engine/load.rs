@@ -43,7 +43,8 @@ pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Resu
     load_rotating(inventory, playbook, missing, &BTreeSet::new())
 }
 
-/// [`load`], with the secrets in `rotate` generated anew (`--rotate`). Nothing is written
+/// [`load`], with the secrets in `rotate` generated anew (`--rotate`; `ca` starts a rotation of
+/// the cluster CA, see [`crate::pki`]). Nothing is written
 /// beside the inventory here: the run's pre-flight writes what this made once the nodes agree.
 pub fn load_rotating(
     inventory: &Path,
@@ -59,7 +60,16 @@ pub fn load_rotating(
     check_required_groups(&inventory, &playbook)?;
     let workspace = Workspace::of(&inventory.path);
     let given = |name: &str| inventory.hosts.values().any(|h| h.vars.contains_key(name));
-    let secrets = Secrets::load_or_generate(&workspace.secrets(), &playbook.secrets, &given, missing, rotate)?;
+    // `--rotate ca` is the CA's (crate::pki), every other name a secret's.
+    let rotate_ca = rotate.contains(crate::pki::ROTATE_CA);
+    if rotate_ca && !playbook.pki {
+        return Err(miette!(
+            "--rotate {}: this playbook keeps no cluster CA",
+            crate::pki::ROTATE_CA
+        ));
+    }
+    let rotate: BTreeSet<String> = rotate.iter().filter(|n| *n != crate::pki::ROTATE_CA).cloned().collect();
+    let secrets = Secrets::load_or_generate(&workspace.secrets(), &playbook.secrets, &given, missing, &rotate)?;
     // Secrets: generated ones, the declared ones the inventory sets, and any variable whose name
     // says it is one (every password's key contains `password`), wherever it is set.
     let mut values: Vec<String> = secrets.values.values().map(|s| s.expose().to_string()).collect();
@@ -112,7 +122,7 @@ pub fn load_rotating(
         secrets_file: workspace.secrets(),
         digests,
         generated: secrets.generated,
-        rotate: rotate.clone(),
+        rotate,
         history,
         // The history grows only with the secrets file (a plan without --out writes neither).
         history_write: history_write.filter(|_| secrets.pending.is_some()),
@@ -120,7 +130,8 @@ pub fn load_rotating(
         ..Preflight::default()
     };
     if playbook.pki {
-        let pki = crate::pki::ensure(&workspace.pki_dir(), &pki_wanted(&inventory.path, &hostvars)?, missing)?;
+        let wanted = pki_wanted(&inventory.path, &hostvars)?;
+        let pki = crate::pki::ensure(&workspace.pki_dir(), &wanted, missing, rotate_ca)?;
         preflight.ca = Some((pki.ca_cert.clone(), pki.ca_new));
         for (host, vars) in hostvars.iter_mut() {
             let cert = &pki.hosts[host];
@@ -156,6 +167,13 @@ pub fn load_rotating(
         renderer,
         preflight,
     })
+}
+
+impl Loaded {
+    /// The step of a CA rotation this run does, if one is under way.
+    pub fn ca_rotation(&self) -> Option<&crate::pki::RotationStep> {
+        self.preflight.pki.as_ref()?.rotation.as_ref()
+    }
 }
 
 /// A host's `tls_roles`: the roles it gets a certificate of its own for (`tls_ROLE_cert`,

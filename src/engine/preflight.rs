@@ -125,8 +125,10 @@ impl Preflight {
             }
         }
         if let (Some(theirs), Some((ours, new))) = (&node.ca, &self.ca) {
-            if *new || theirs.trim() != ours.trim() {
-                out.push("the cluster CA (not the CA the node trusts: hactl never replaces it)".to_string());
+            match &self.pki {
+                Some(pki) => out.extend(pki.refuses_node_ca(theirs)),
+                None if *new || theirs.trim() != ours.trim() => out.push(crate::pki::FOREIGN_CA.to_string()),
+                None => {}
             }
         }
         out

@@ -277,12 +277,19 @@ struct Watched {
 /// through the PostgreSQL LB and `guarded` is sampled on every node each second; it must
 /// succeed.
 fn provision_watched(inv: &str, guarded: &str, change: impl FnOnce()) -> Watched {
+    provision_watched_with(inv, &[], guarded, change)
+}
+
+/// [`provision_watched`] with `extra` arguments to provision.
+fn provision_watched_with(inv: &str, extra: &[&str], guarded: &str, change: impl FnOnce()) -> Watched {
     start_writer();
     let sampler = Sampler::start(guarded);
     std::thread::sleep(std::time::Duration::from_secs(2));
     change();
     let started = std::time::Instant::now();
-    let out = run(&["provision", inv, "--output", "json"]);
+    let mut args = vec!["provision", inv, "--output", "json"];
+    args.extend_from_slice(extra);
+    let out = run(&args);
     let secs = started.elapsed().as_secs_f64();
     let doc = json(&out);
     std::thread::sleep(std::time::Duration::from_secs(2));
@@ -595,4 +602,87 @@ pub fn renew_every_certificate(inv_path: &Path, dir: &Path, guarded: &str) {
         "after the renewal: node1 serves its new certificates on {}; verify passed {rounds} times over 90 s",
         ports.join(", ")
     );
+}
+
+/// The cluster CA rotated on the running, locked-down stack in three watched provisions
+/// (`--rotate ca`, then two plain ones: both CAs trusted, every certificate from the new CA,
+/// the old CA dropped): in each, the writer through the PostgreSQL LB loses at most a reload's
+/// blip, the guarded process runs on exactly one node and `verify` passes; at the end every
+/// node trusts the new CA alone and serves certificates that it alone verifies.
+pub fn rotate_the_ca(inv_path: &Path, dir: &Path, guarded: &str) {
+    let inv = inv_path.to_str().unwrap();
+    let pki = dir.join("inventory.pki");
+    let old = file_fingerprint(&pki.join("ca.crt"));
+    for (step, extra) in [(1, &["--rotate", "ca"][..]), (2, &[][..]), (3, &[][..])] {
+        let Watched {
+            secs,
+            doc,
+            ok,
+            failed,
+            gap,
+            samples,
+        } = provision_watched_with(inv, extra, guarded, || {});
+        let most = samples.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
+        let least = samples.iter().map(|(_, n)| n.len()).min().unwrap_or(0);
+        measured!(
+            "CA rotation step {step} of 3 on the running stack: {secs:.1} s, {} steps changed; a writer through the PostgreSQL LB: {ok} writes, {} failed, longest gap {gap:.1} s",
+            changed_steps(&doc).len(),
+            failed.len()
+        );
+        assert!(
+            (least, most) == (1, 1),
+            "`{guarded}` ran on zero or two nodes at some moment (step {step})"
+        );
+        assert!(
+            ok > 20 && failed.len() <= 3 && gap < 3.0,
+            "at most a reload's blip (step {step}): {ok} writes, longest gap {gap:.1} s, failed: {failed:#?}"
+        );
+        let recorded = std::fs::read_to_string(pki.join("ca-rotation")).unwrap_or_default();
+        match step {
+            3 => assert!(
+                !pki.join("ca-next.crt").exists() && recorded.is_empty(),
+                "the rotation ended"
+            ),
+            _ => assert_eq!(recorded.trim(), step.to_string(), "step {step} recorded done"),
+        }
+        let verify = run(&["verify", inv]);
+        assert_eq!(
+            verify.status.code(),
+            Some(0),
+            "verify after step {step}: {}",
+            stdout(&verify)
+        );
+    }
+    let new = file_fingerprint(&pki.join("ca.crt"));
+    assert_ne!(new, old, "ca.crt is the new CA");
+    assert_eq!(
+        file_fingerprint(&pki.join("ca-previous.crt")),
+        old,
+        "the old CA kept aside"
+    );
+    for node in 1..=3 {
+        let held = ssh_ok(node, "grep -c 'BEGIN CERTIFICATE' /etc/hactl/tls/ca.crt; openssl x509 -noout -fingerprint -sha256 -in /etc/hactl/tls/ca.crt");
+        let digest = new.rsplit('=').next().unwrap_or_default();
+        assert!(
+            held.starts_with("1\n") && held.trim().ends_with(digest),
+            "node{node} trusts the new CA alone: {held}"
+        );
+        let address = format!("10.213.0.{}", 10 + node);
+        for (port, starttls) in [(2379, ""), (5432, "-starttls postgres"), (5671, ""), (8080, "")] {
+            // The served certificate, checked on node2 against its CA file (now the new CA alone).
+            let (_, verified) = ssh(
+                2,
+                &format!(
+                    "timeout 10 openssl s_client -connect {address}:{port} {starttls} </dev/null 2>/dev/null \
+                     | openssl x509 > /tmp/served.pem && openssl verify -CAfile /etc/hactl/tls/ca.crt /tmp/served.pem"
+                ),
+            );
+            assert_eq!(
+                verified.trim(),
+                "/tmp/served.pem: OK",
+                "node{node}:{port} serves a new-CA certificate"
+            );
+        }
+    }
+    measured!("after the CA rotation: nodes 1-3 serve new-CA certificates on 2379, 5432, 5671 and 8080");
 }
