@@ -625,9 +625,10 @@ pub fn rotate_the_ca(inv_path: &Path, dir: &Path, guarded: &str) {
         let most = samples.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
         let least = samples.iter().map(|(_, n)| n.len()).min().unwrap_or(0);
         measured!(
-            "CA rotation step {step} of 3 on the running stack: {secs:.1} s, {} steps changed; a writer through the PostgreSQL LB: {ok} writes, {} failed, longest gap {gap:.1} s",
+            "CA rotation step {step} of 3 on the running stack: {secs:.1} s, {} steps changed; a writer through the PostgreSQL LB: {ok} writes, {} failed, longest gap {gap:.1} s; `{guarded}` sampled {} times: on {least} to {most} nodes",
             changed_steps(&doc).len(),
-            failed.len()
+            failed.len(),
+            samples.len()
         );
         assert!(
             (least, most) == (1, 1),
