@@ -423,11 +423,7 @@ fn load_ca(dir: &Path, stem: &str) -> Result<Option<Ca>> {
     if cert_path.exists() && key_path.exists() {
         let (_, key) = read_key(&key_path)?;
         let cert = read(&cert_path)?;
-        let origin = cert_path.display().to_string();
-        let matches = with_certificate(&cert, &origin, |x509| {
-            x509.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
-        })?;
-        if !matches {
+        if !is_key_of(&cert, &cert_path, &key)? {
             return Err(miette!(
                 "{} does not match {}: restore both from a backup (nothing changed)",
                 cert_path.display(),
@@ -600,16 +596,19 @@ fn still_current(cert: &x509_parser::certificate::X509Certificate<'_>, names: &[
     want == have
 }
 
+/// Whether `key` is the key of the PEM certificate `cert` (read from `cert_path`).
+fn is_key_of(cert: &str, cert_path: &Path, key: &KeyPair) -> Result<bool> {
+    with_certificate(cert, &cert_path.display().to_string(), |x509| {
+        x509.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
+    })
+}
+
 /// An inventory's own certificate and key for a host, refused unless the key is the
 /// certificate's.
 fn given(cert_path: &Path, key_path: &Path) -> Result<HostCert> {
     let cert = read(cert_path)?;
     let (key, pair) = read_key(key_path)?;
-    let origin = cert_path.display().to_string();
-    let matches = with_certificate(&cert, &origin, |x509| {
-        x509.public_key().subject_public_key.data.as_ref() == pair.public_key_raw()
-    })?;
-    if !matches {
+    if !is_key_of(&cert, cert_path, &pair)? {
         return Err(miette!(
             "{} does not match its key {}: the certificate was made for another key",
             cert_path.display(),
