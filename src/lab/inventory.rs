@@ -97,6 +97,7 @@ mod tests {
         let subnet = Subnet::parse(DEFAULT_SUBNET, 2).unwrap();
         let state = LabState {
             subnet,
+            release: crate::lab::Release::Bookworm,
             nodes: (1..=2)
                 .map(|i| NodeState {
                     name: format!("node{i}"),
