@@ -121,7 +121,13 @@ mod tests {
         assert_eq!(inv.hosts["node1"].conn.key, Some(PathBuf::from("/x/ssh/id_ed25519")));
         assert_eq!(inv.hosts["node1"].conn.user.as_deref(), Some("root"));
         // The built-in stack takes it as it is (its checks on the VIP pass), writing nothing.
-        crate::engine::load(&path, None, crate::secrets::Missing::Preview).unwrap();
+        crate::engine::load(
+            &path,
+            None,
+            crate::secrets::Missing::Preview,
+            &crate::engine::FactSource::every("12", "bookworm"),
+        )
+        .unwrap();
         assert!(!dir.path().join("inventory.pki").exists());
         // The lab's own file is its to overwrite; another one, or one without the mark, is not.
         assert!(is_ours_or_missing(&path).unwrap());
