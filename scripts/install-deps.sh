@@ -15,3 +15,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# debootstrap of Debian 13 (`hactl lab up --release trixie`) verifies trixie's archive with
+# debian-archive-keyring, whose trixie keys came to Debian 12 in 2023.3+deb12u2.
+if [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] && [ ! -e /usr/share/keyrings/debian-archive-trixie-stable.gpg ]; then
+  echo "updating debian-archive-keyring (Debian 13's keys)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debian-archive-keyring >/dev/null
+fi

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{self, lab, RunArgs};
-use crate::lab::DEFAULT_SUBNET;
+use crate::lab::{Release, DEFAULT_SUBNET};
 use crate::report::Format;
 use crate::ssh::HostKeyPolicy;
 
@@ -107,7 +107,7 @@ pub enum Commands {
         #[command(subcommand)]
         action: SecretsAction,
     },
-    /// Local Debian 12 test nodes under systemd-nspawn.
+    /// Local Debian 12 or 13 test nodes under systemd-nspawn.
     Lab {
         /// What to do with the lab.
         #[command(subcommand)]
@@ -137,6 +137,10 @@ pub enum LabAction {
         /// Number of nodes.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// The Debian release of a new lab (default: bookworm, `hactl lab status` says which);
+        /// a lab that is up keeps its own.
+        #[arg(long, value_enum)]
+        release: Option<Release>,
         /// Where to write the inventory (default: /var/lib/hactl/lab/inventory.yml).
         #[arg(long)]
         inventory: Option<PathBuf>,
@@ -236,9 +240,10 @@ fn dispatch_lab(action: LabAction) -> ExitCode {
     match action {
         LabAction::Up {
             nodes,
+            release,
             inventory,
             subnet,
-        } => lab::up(nodes, inventory, &subnet),
+        } => lab::up(nodes, release, inventory, &subnet),
         LabAction::Down => lab::down(),
         LabAction::Status => lab::status(),
         LabAction::Stop { node } => lab::stop(&node),

@@ -95,6 +95,7 @@ impl Renderer {
         env.add_filter("urlencode", urlencode);
         env.add_filter("haproxy_word", haproxy_word);
         env.add_filter("hosts_entries", hosts_entries);
+        env.add_filter("extract", extract);
         env.add_filter("ip_network", ip_network);
         env.add_function("fail", fail);
         Renderer {
@@ -200,6 +201,24 @@ fn hosts_entries(hosts: Vec<String>, hostvars: Value) -> Result<Value, Error> {
         entries.push(minijinja::context! { ip => ip, names => vec![host] });
     }
     Ok(Value::from(entries))
+}
+
+/// `extract` (Ansible's): `key | extract(container, attribute)` is `container[key][attribute]`,
+/// e.g. `groups['etcd'] | map('extract', hostvars, 'debian_release')`; an undefined value is an
+/// error naming it.
+fn extract(key: Value, container: Value, attribute: Option<Value>) -> Result<Value, Error> {
+    let mut value = container.get_item(&key)?;
+    if let Some(attribute) = &attribute {
+        value = value.get_item(attribute)?;
+    }
+    if value.is_undefined() {
+        let path = attribute.map_or(String::new(), |a| format!("[{a}]"));
+        return Err(Error::new(
+            ErrorKind::UndefinedError,
+            format!("extract: [{key}]{path} is not defined"),
+        ));
+    }
+    Ok(value)
 }
 
 /// `sql_literal`: a PostgreSQL string literal ('…', quotes doubled; with
@@ -453,6 +472,22 @@ mod tests {
             .render_value("x", "{{ hosts | hosts_entries(hostvars) }}", &hv)
             .unwrap();
         assert_eq!(entries, serde_json::json!([{"ip": "10.0.0.1", "names": ["n1"]}]));
+        let releases = context! {
+            hostvars => context! { n1 => context! { r => "12" }, n2 => context! { r => "13" }, n3 => context! { r => "12" } },
+            hosts => vec!["n1", "n2", "n3"],
+        };
+        assert_eq!(
+            r.render_value(
+                "x",
+                "{{ hosts | map('extract', hostvars, 'r') | unique | list }}",
+                &releases
+            )
+            .unwrap(),
+            serde_json::json!(["12", "13"])
+        );
+        assert!(r
+            .render_value("x", "{{ hosts | map('extract', hostvars, 'nope') | list }}", &releases)
+            .is_err());
         assert_eq!(
             r.render_value("x", " {{ hosts }} ", &hv).unwrap(),
             serde_json::json!(["n1"])

@@ -237,6 +237,7 @@ fn example_inventories_load_with_the_stack() {
             &dir.path().join("inventory.yml"),
             None,
             hactl::secrets::Missing::Preview,
+            &hactl::engine::FactSource::every("12", "bookworm"),
         )
         .unwrap_or_else(|e| panic!("inventories/{name}: {e:?}"));
         let groups = &loaded.inventory.groups;
@@ -254,6 +255,7 @@ fn example_inventories_load_with_the_stack() {
         &dir.path().join("inventory.yml"),
         None,
         hactl::secrets::Missing::Preview,
+        &hactl::engine::FactSource::every("12", "bookworm"),
     )
     .unwrap();
     let hosts = &loaded.inventory.hosts;

@@ -282,8 +282,8 @@ fn stack_fingerprint(node: usize) -> String {
     let files = "set -e; find /etc /srv /opt /usr /home /var/lib/dpkg -xdev -printf '%p %s %T@ %m %u\\n' 2>/dev/null | sort | sha256sum";
     let data = if node <= 3 {
         format!(
-            "; ls -l --time-style=+%s /var/lib/postgresql/15/main/*.conf /var/lib/rabbitmq/.erlang.cookie; \
-             sha256sum /var/lib/postgresql/15/main/*.conf /var/lib/rabbitmq/.erlang.cookie; \
+            "; ls -l --time-style=+%s /var/lib/postgresql/[0-9]*/main/*.conf /var/lib/rabbitmq/.erlang.cookie; \
+             sha256sum /var/lib/postgresql/[0-9]*/main/*.conf /var/lib/rabbitmq/.erlang.cookie; \
              {ETCDCTL} --endpoints=https://10.213.0.1{node}:2379 get --prefix '' --keys-only | grep -v '^$' | sort; \
              su postgres -c \"psql -XAtc 'select rolname, rolpassword from pg_authid order by 1; select datname from pg_database order by 1'\"; \
              rabbitmqctl -q list_users; rabbitmqctl -q list_vhosts; rabbitmqctl -q list_permissions -p air-flow-vhost"

@@ -1,13 +1,13 @@
-//! `hactl lab`: local Debian 12 test nodes under systemd-nspawn (see [`crate::lab`]).
+//! `hactl lab`: local Debian 12 or 13 test nodes under systemd-nspawn (see [`crate::lab`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::lab::{Lab, LabError, Subnet, UpOptions};
+use crate::lab::{Lab, LabError, Release, Subnet, UpOptions};
 
-/// `lab up`: boots (or repairs) `nodes` nodes on `subnet` and writes their inventory (by
-/// default the lab's own).
-pub fn up(nodes: usize, inventory: Option<PathBuf>, subnet: &str) -> ExitCode {
+/// `lab up`: boots (or repairs) `nodes` nodes of `release` (none: the running lab's, or the
+/// default) on `subnet` and writes their inventory (by default the lab's own).
+pub fn up(nodes: usize, release: Option<Release>, inventory: Option<PathBuf>, subnet: &str) -> ExitCode {
     let lab = Lab::new();
     let mut log = |line: &str| eprintln!("lab: {line}");
     exit(Subnet::parse(subnet, nodes).and_then(|subnet| {
@@ -17,14 +17,16 @@ pub fn up(nodes: usize, inventory: Option<PathBuf>, subnet: &str) -> ExitCode {
                 nodes,
                 inventory: inventory.clone(),
                 subnet,
+                release,
             },
             &mut log,
         )?;
         for change in &changes {
             println!("{change}");
         }
+        let release = lab.state()?.map_or_else(String::new, |s| format!(" {}", s.release));
         println!(
-            "lab up: {nodes} nodes, {} changes, inventory {}",
+            "lab up: {nodes}{release} nodes, {} changes, inventory {}",
             changes.len(),
             inventory.display()
         );

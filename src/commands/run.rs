@@ -129,7 +129,13 @@ fn run(args: RunArgs, mode: Mode, reviewed: Reviewed) -> ExitCode {
         Mode::Plan => Missing::Preview,
         Mode::Verify => Missing::Refuse,
     };
-    let loaded = match engine::load_rotating(&args.inventory, args.playbook.as_deref(), missing, &reviewed.rotate) {
+    let loaded = match engine::load_rotating(
+        &args.inventory,
+        args.playbook.as_deref(),
+        missing,
+        &reviewed.rotate,
+        &engine::FactSource::Assumed,
+    ) {
         Ok(l) => l,
         Err(e) => {
             reporter.log(&format!("error: {e:?}"));
@@ -429,7 +435,12 @@ fn reviewed_changes(
     }
     // No rotation here: a plan saved with --rotate kept its values, and the nodes still holding
     // the old ones are behind (the secrets' history says so).
-    let loaded = engine::load(&args.inventory, args.playbook.as_deref(), Missing::Preview)?;
+    let loaded = engine::load(
+        &args.inventory,
+        args.playbook.as_deref(),
+        Missing::Preview,
+        &engine::FactSource::Assumed,
+    )?;
     let redactor = loaded.redactor.clone();
     let quiet = Arc::new(Reporter::silent(redactor.clone()));
     let engine = Engine::new(loaded, options(args, Mode::Plan, None), quiet, None)?;

@@ -48,7 +48,7 @@ impl ProbeError {
 impl Engine {
     /// One host through one stage.
     pub(super) async fn host_stage(&self, remote: &Remote, host: &str, stage: &Stage, is_first: bool) -> Verdict {
-        let ctx = &self.loaded.contexts[host];
+        let ctx = &self.contexts()[host];
         // Rendered before the run began (see `check_renders`), unless the first host changed since.
         let key = (stage.name.clone(), host.to_string());
         let cached = self.rendered.lock().expect("lock").remove(&key);
@@ -193,7 +193,7 @@ impl Engine {
     /// The steps' renderings are kept for the run.
     pub(super) fn check_renders(&self, stage: &Stage, hosts: &[String]) -> Result<()> {
         for (index, host) in hosts.iter().enumerate() {
-            let ctx = &self.loaded.contexts[host];
+            let ctx = &self.contexts()[host];
             let is_first = index == 0;
             let steps = stage
                 .steps

@@ -12,7 +12,7 @@ use crate::ssh::Remote;
 impl Engine {
     /// The stage's gates on one host.
     pub(super) async fn host_gates(&self, remote: &Remote, host: &str, stage: &Stage, is_first: bool) -> Verdict {
-        let ctx = &self.loaded.contexts[host];
+        let ctx = &self.contexts()[host];
         let mut gates: Vec<&Gate> = Vec::new();
         let mut max_skews: Vec<Option<f64>> = Vec::new();
         let mut parts = Vec::new();

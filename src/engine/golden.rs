@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use minijinja::value::Value;
 use serde_json::Value as Json;
 
+use super::facts::FactSource;
 use super::load::{load, render_json, Loaded};
 use crate::modules::{self, BuildCx};
 use crate::playbook::Step;
@@ -37,9 +38,25 @@ pub(super) const SPLIT: &str = "all:
     loadbalancers: {hosts: {node1: {}, node2: {}}}
 ";
 
-/// Writes `inventory` and a secrets file of fixed values beside it, loads the built-in playbook
-/// with them (SSH port 22), and puts fixed text in place of the (generated) CA, certificates and keys.
+/// [`loaded_with`] every host on Debian 12.
 pub(super) fn loaded(dir: &Path, inventory: &str) -> Loaded {
+    loaded_with(dir, inventory, &BOOKWORM).unwrap()
+}
+
+/// Every host on Debian 12 (bookworm).
+const BOOKWORM: (&str, &str) = ("12", "bookworm");
+/// Every host on Debian 13 (trixie).
+const TRIXIE: (&str, &str) = ("13", "trixie");
+
+/// Writes `inventory` and a secrets file of fixed values beside it, loads the built-in playbook
+/// with them (SSH port 22) and every host on `release` (number, codename), and puts fixed text in
+/// place of the (generated) CA, certificates and keys.
+fn loaded_with(dir: &Path, inventory: &str, release: &(&str, &str)) -> miette::Result<Loaded> {
+    loaded_from(dir, inventory, &FactSource::every(release.0, release.1))
+}
+
+/// [`loaded_with`] with the facts of `source`.
+fn loaded_from(dir: &Path, inventory: &str, source: &FactSource) -> miette::Result<Loaded> {
     let path: PathBuf = dir.join("inventory.yml");
     // A fixed SSH port: `hactl_ssh_port` must not depend on this machine's ~/.ssh/config.
     assert!(
@@ -60,7 +77,7 @@ pub(super) fn loaded(dir: &Path, inventory: &str) -> Loaded {
         writeln!(secrets, "{name}: {}", serde_json::to_string(&value).unwrap()).unwrap();
     }
     std::fs::write(crate::workspace::Workspace::of(&path).secrets(), secrets).unwrap();
-    let mut loaded = load(&path, None, Missing::Preview).unwrap();
+    let mut loaded = load(&path, None, Missing::Preview, source)?;
     // The PKI material is made afresh on every load: each value becomes a fixed text.
     let mut fixed: Vec<(String, String)> = Vec::new();
     for (host, ctx) in &loaded.contexts {
@@ -99,13 +116,13 @@ pub(super) fn loaded(dir: &Path, inventory: &str) -> Loaded {
         let json = replace(serde_json::to_value(&*ctx).unwrap(), &fixed);
         *ctx = Value::from(minijinja::value::Serde(json));
     }
-    loaded
+    Ok(loaded)
 }
 
-/// The dump of everything the built-in playbook renders for `inventory`.
-fn dump(inventory: &str) -> String {
+/// The dump of everything the built-in playbook renders for `inventory`, every host on `release`.
+fn dump(inventory: &str, release: &(&str, &str)) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let loaded = loaded(dir.path(), inventory);
+    let loaded = loaded_with(dir.path(), inventory, release).unwrap();
     let (pb, renderer) = (&loaded.playbook, &loaded.renderer);
     let mut out = String::new();
     // Checks and warnings sorted: their order (the stages') is not rendered on a node.
@@ -214,14 +231,19 @@ fn dump(inventory: &str) -> String {
     out
 }
 
+/// [`check_on`] Debian 12.
+fn check(name: &str, inventory: &str) {
+    check_on(name, inventory, &BOOKWORM);
+}
+
 /// Compares a dump's SHA-256 with its line in `tests/golden/render.sha256` (`HACTL_BLESS=1`
 /// writes the line instead; `HACTL_GOLDEN_DUMP=DIR` writes the dump there too). A differing dump is written to the system's temporary directory
 /// (`hactl-golden/NAME`) to compare with one from the commit before (`diff`).
-fn check(name: &str, inventory: &str) {
+fn check_on(name: &str, inventory: &str, release: &(&str, &str)) {
     use sha2::Digest;
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/render.sha256");
-    let text = dump(inventory);
-    assert_eq!(text, dump(inventory), "the dump is deterministic");
+    let text = dump(inventory, release);
+    assert_eq!(text, dump(inventory, release), "the dump is deterministic");
     if let Some(dir) = std::env::var_os("HACTL_GOLDEN_DUMP") {
         std::fs::write(Path::new(&dir).join(name), &text).unwrap();
     }
@@ -261,6 +283,49 @@ fn the_lab_shape_renders_as_its_golden_file() {
 #[test]
 fn the_split_shape_renders_as_its_golden_file() {
     check("render-split.txt", SPLIT);
+}
+
+#[test]
+fn the_split_shape_on_debian_13_renders_as_its_golden_file() {
+    check_on("render-split-trixie.txt", SPLIT, &TRIXIE);
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = loaded_with(dir.path(), SPLIT, &TRIXIE).unwrap();
+    let ctx: Json = serde_json::to_value(&loaded.contexts["node1"]).unwrap();
+    assert_eq!(ctx["pg_psql"], "/usr/lib/postgresql/17/bin/psql");
+    assert_eq!(ctx["airflow_python"], "3.13");
+}
+
+#[test]
+fn a_cluster_on_two_releases_is_refused_naming_its_hosts() {
+    let release = |number: &str, codename: &str| {
+        let FactSource::Every(vars) = FactSource::every(number, codename) else {
+            unreachable!()
+        };
+        vars
+    };
+    let mut facts: std::collections::BTreeMap<String, crate::inventory::Vars> = (1..=6)
+        .map(|i| (format!("node{i}"), release("12", "bookworm")))
+        .collect();
+    facts.insert("node2".into(), release("13", "trixie"));
+    let dir = tempfile::tempdir().unwrap();
+    let err = loaded_from(dir.path(), SPLIT, &FactSource::Given(facts))
+        .err()
+        .expect("refused")
+        .to_string();
+    for group in ["etcd", "postgres", "rabbitmq"] {
+        assert!(
+            err.contains(&format!(
+                "the {group} hosts run different Debian releases (node1: Debian 12, node2: Debian 13, node3: Debian 12)"
+            )),
+            "{err}"
+        );
+    }
+    // A worker on another release than the clusters' is no cluster's business.
+    let mut facts: std::collections::BTreeMap<String, crate::inventory::Vars> = (1..=6)
+        .map(|i| (format!("node{i}"), release("12", "bookworm")))
+        .collect();
+    facts.insert("node6".into(), release("13", "trixie"));
+    assert!(loaded_from(dir.path(), SPLIT, &FactSource::Given(facts)).is_ok());
 }
 
 #[test]

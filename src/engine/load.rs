@@ -8,6 +8,7 @@ use miette::{miette, Result};
 use minijinja::value::Value;
 use serde_json::Value as Json;
 
+use super::facts::{facts, FactSource};
 use super::preflight::Preflight;
 use crate::inventory::{Inventory, Vars};
 use crate::pki::Wanted;
@@ -29,6 +30,11 @@ pub struct Loaded {
     pub(super) contexts: HashMap<String, Value>,
     pub(super) renderer: Renderer,
     pub(super) preflight: Preflight,
+    /// Each host's variables before rendering (the assumed facts in them), for
+    /// [`Loaded::with_facts`].
+    unrendered: BTreeMap<String, Vars>,
+    /// Each host's certificate variables (`tls_*`), added after rendering.
+    tls_vars: BTreeMap<String, Vars>,
 }
 
 /// The variable holding a node's secret digest record (stage base writes it).
@@ -37,10 +43,10 @@ pub const DIGESTS_VAR: &str = "hactl_secret_digests";
 /// for `hactl secrets recover`).
 pub const SECRETS_COPY_VAR: &str = "hactl_secrets_copy";
 
-/// Loads inventory, playbook and secrets (`missing` says what to do about secrets not made yet).
-/// `playbook` `None` is the built-in site playbook.
-pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing) -> Result<Loaded> {
-    load_rotating(inventory, playbook, missing, &BTreeSet::new())
+/// Loads inventory, playbook, secrets (`missing` says what to do about secrets not made yet) and
+/// the hosts' facts (`source`). `playbook` `None` is the built-in site playbook.
+pub fn load(inventory: &Path, playbook: Option<&Path>, missing: Missing, source: &FactSource) -> Result<Loaded> {
+    load_rotating(inventory, playbook, missing, &BTreeSet::new(), source)
 }
 
 /// [`load`], with the secrets in `rotate` generated anew (`--rotate`; `ca` starts a rotation of
@@ -51,6 +57,7 @@ pub fn load_rotating(
     playbook: Option<&Path>,
     missing: Missing,
     rotate: &BTreeSet<String>,
+    source: &FactSource,
 ) -> Result<Loaded> {
     let inventory = Inventory::load(inventory)?;
     let playbook = match playbook {
@@ -58,6 +65,7 @@ pub fn load_rotating(
         None => Playbook::built_in()?,
     };
     check_required_groups(&inventory, &playbook)?;
+    let facts = facts(&inventory, source);
     let workspace = Workspace::of(&inventory.path);
     let given = |name: &str| inventory.hosts.values().any(|h| h.vars.contains_key(name));
     // `--rotate ca` is the CA's (crate::pki), every other name a secret's.
@@ -106,6 +114,7 @@ pub fn load_rotating(
             vars.insert(DIGESTS_VAR.into(), Json::String(digest_record(&digests)));
             vars.insert(SECRETS_COPY_VAR.into(), Json::String(copy.clone()));
             vars.extend(h.vars.clone());
+            vars.extend(facts[&h.name].clone());
             vars.insert("inventory_hostname".into(), Json::String(h.name.clone()));
             // The port hactl connects on (ansible_port, else ~/.ssh/config's): the firewall keeps it open.
             vars.insert("hactl_ssh_port".into(), Json::from(crate::ssh::effective_port(&h.conn)));
@@ -115,7 +124,9 @@ pub fn load_rotating(
         })
         .collect();
     let renderer = Renderer::new(&playbook.templates);
+    let unrendered = hostvars.clone();
     let mut hostvars = render_templated_vars(&renderer, hostvars, &inventory.groups)?;
+    let mut tls_vars: BTreeMap<String, Vars> = BTreeMap::new();
     let (history, history_write) =
         History::load(&workspace.secret_history())?.with(&secrets.replaced, &workspace.secret_history())?;
     let mut preflight = Preflight {
@@ -136,27 +147,23 @@ pub fn load_rotating(
         for (host, vars) in hostvars.iter_mut() {
             let cert = &pki.hosts[host];
             values.push(cert.key.expose().to_string());
-            vars.insert("tls_ca_cert".into(), Json::String(pki.ca_cert.clone()));
-            vars.insert("tls_cert".into(), Json::String(cert.cert.clone()));
-            vars.insert("tls_key".into(), Json::String(cert.key.expose().to_string()));
+            let mut tls = Vars::new();
+            tls.insert("tls_ca_cert".into(), Json::String(pki.ca_cert.clone()));
+            tls.insert("tls_cert".into(), Json::String(cert.cert.clone()));
+            tls.insert("tls_key".into(), Json::String(cert.key.expose().to_string()));
             for (role, cert) in &pki.roles[host] {
                 values.push(cert.key.expose().to_string());
-                vars.insert(format!("tls_{role}_cert"), Json::String(cert.cert.clone()));
-                vars.insert(format!("tls_{role}_key"), Json::String(cert.key.expose().to_string()));
+                tls.insert(format!("tls_{role}_cert"), Json::String(cert.cert.clone()));
+                tls.insert(format!("tls_{role}_key"), Json::String(cert.key.expose().to_string()));
             }
+            vars.extend(tls.clone());
+            tls_vars.insert(host.clone(), tls);
         }
         preflight.pki = Some(pki);
     }
     let redactor = Redactor::new(values.iter().map(String::as_str));
     let contexts = contexts(&hostvars, &inventory.groups);
-    let failed = holding(&renderer, &playbook.checks, &contexts)?;
-    if !failed.is_empty() {
-        return Err(miette!(
-            "{}: {}",
-            inventory.path.display(),
-            failed.join(&format!("\n{}: ", inventory.path.display()))
-        ));
-    }
+    check(&renderer, &playbook, &inventory, &contexts)?;
     let warnings = holding(&renderer, &playbook.warnings, &contexts)?;
     Ok(Loaded {
         inventory,
@@ -166,6 +173,8 @@ pub fn load_rotating(
         contexts,
         renderer,
         preflight,
+        unrendered,
+        tls_vars,
     })
 }
 
@@ -174,6 +183,40 @@ impl Loaded {
     pub fn ca_rotation(&self) -> Option<&crate::pki::RotationStep> {
         self.preflight.pki.as_ref()?.rotation.as_ref()
     }
+
+    /// Every host's template context again with `facts` (by host) in place of the assumed ones,
+    /// after the playbook's `checks` (one error with each that holds).
+    pub fn with_facts(&self, facts: &BTreeMap<String, Vars>) -> Result<HashMap<String, Value>> {
+        let mut hostvars = self.unrendered.clone();
+        for (host, vars) in hostvars.iter_mut() {
+            vars.extend(facts.get(host).cloned().unwrap_or_default());
+        }
+        let mut hostvars = render_templated_vars(&self.renderer, hostvars, &self.inventory.groups)?;
+        for (host, vars) in hostvars.iter_mut() {
+            vars.extend(self.tls_vars.get(host).cloned().unwrap_or_default());
+        }
+        let contexts = contexts(&hostvars, &self.inventory.groups);
+        check(&self.renderer, &self.playbook, &self.inventory, &contexts)?;
+        Ok(contexts)
+    }
+}
+
+/// The playbook's `checks` on every host's context: one error with each that holds.
+fn check(
+    renderer: &Renderer,
+    playbook: &Playbook,
+    inventory: &Inventory,
+    contexts: &HashMap<String, Value>,
+) -> Result<()> {
+    let failed = holding(renderer, &playbook.checks, contexts)?;
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(miette!(
+        "{}: {}",
+        inventory.path.display(),
+        failed.join(&format!("\n{}: ", inventory.path.display()))
+    ))
 }
 
 /// A host's `tls_roles`: the roles it gets a certificate of its own for (`tls_ROLE_cert`,

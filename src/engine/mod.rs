@@ -16,6 +16,7 @@
 
 pub mod batch;
 mod converge;
+pub mod facts;
 mod gates;
 #[cfg(test)]
 mod golden;
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 use miette::Result;
 use tokio::sync::Semaphore;
 
+pub use facts::FactSource;
 pub use load::{load, load_rotating, Loaded};
 
 use crate::journal::Journal;
@@ -148,6 +150,8 @@ pub struct Engine {
     prefetched: Mutex<HashMap<(String, String), prefetch::Prefetched>>,
     /// Whether the run has begun to change anything (prefetched probes are stale from then on).
     applied_any: AtomicBool,
+    /// Each host's template context with the facts the run read ([`Engine::contexts`]).
+    contexts: std::sync::OnceLock<HashMap<String, minijinja::Value>>,
     /// Steps rendered before the run, per (stage, host): whether rendered as the stage's first
     /// host, and each step (`None`: skipped by `when` or `run_once`).
     rendered: Mutex<HashMap<(String, String), Rendered>>,
@@ -182,7 +186,14 @@ impl Engine {
             prefetched: Mutex::new(HashMap::new()),
             applied_any: AtomicBool::new(false),
             rendered: Mutex::new(HashMap::new()),
+            contexts: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Each host's template context: with the facts the run read from the hosts once it has,
+    /// else with those the load assumed.
+    fn contexts(&self) -> &HashMap<String, minijinja::Value> {
+        self.contexts.get().unwrap_or(&self.loaded.contexts)
     }
 
     /// Runs the selected stages in order; stops after a stage in which anything failed.
@@ -202,11 +213,24 @@ impl Engine {
             plan.push((stage, hosts));
         }
         let all_hosts: BTreeSet<&String> = plan.iter().flat_map(|(_, h)| h).collect();
+        // Before connecting, with the facts the load assumed: a template error stops the run at once.
         for (stage, hosts) in &plan {
             self.check_renders(stage, hosts)?;
         }
         self.reporter.start(plan.len() as u64);
         let keeper = tokio::spawn(Arc::clone(self).keep_masters());
+        // The hosts' own facts, then everything rendered again with them.
+        let rendered = match self.gather_facts(&all_hosts).await {
+            Ok(()) => plan
+                .iter()
+                .try_for_each(|(stage, hosts)| self.check_renders(stage, hosts)),
+            Err(refused) => Err(refused),
+        };
+        if let Err(refused) = rendered {
+            keeper.abort();
+            self.reporter.finish();
+            return Err(refused);
+        }
         if self.options.mode != Mode::Verify {
             self.prefetch_probes(&plan).await;
         }

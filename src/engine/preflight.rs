@@ -228,7 +228,7 @@ impl Engine {
 
     /// Where `host` keeps the cluster CA's certificate (see [`ca_path`]).
     fn node_ca_path(&self, host: &str) -> String {
-        ca_path(self.loaded.contexts.get(host))
+        ca_path(self.contexts().get(host))
     }
 }
 

@@ -64,7 +64,7 @@ impl Engine {
                 return Verdict::Failed;
             };
             let notified = self.pending.get(host, &stage.name);
-            let ctx = &self.loaded.contexts[host];
+            let ctx = &self.contexts()[host];
             if self.run_handlers(&remote, host, stage, ctx, notified).await.failed() {
                 return Verdict::Failed;
             }
@@ -118,7 +118,7 @@ impl Engine {
             let script = self
                 .loaded
                 .renderer
-                .render_str(&origin, cmd, &self.loaded.contexts[host])
+                .render_str(&origin, cmd, &self.contexts()[host])
                 .map_err(|e| (host.clone(), RollingError::Other(format!("{e}"))))?;
             let remote = self
                 .remote(host)

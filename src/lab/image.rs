@@ -1,16 +1,17 @@
-//! The lab's base image: a debootstrap minbase Debian 12 with systemd, sshd and a few tools,
-//! cached by a hash of its recipe and rebuilt when the recipe or the host's CA certificates
-//! change; and the lab's SSH key.
+//! The lab's base images: a debootstrap minbase Debian (one per release) with systemd, sshd and
+//! a few tools, cached by release and a hash of its recipe and rebuilt when the recipe or the
+//! host's CA certificates change; and the lab's SSH key.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::release::Release;
 use super::sys::{io_err, path_str, run, write_file};
 use super::{Lab, Result, SUDO_USER};
 
-/// Packages of the base image, on top of debootstrap's minbase.
+/// Packages of the base image, on top of debootstrap's minbase (the same names on Debian 12 and 13).
 const BASE_PACKAGES: [&str; 9] = [
     "systemd",
     "systemd-sysv",
@@ -34,41 +35,58 @@ DPkg::Post-Invoke { \"cp -n /var/cache/apt/archives/*.deb /var/cache/hactl-apt-p
 const HOST_CA_DIR: &str = "/usr/local/share/ca-certificates";
 
 impl Lab {
-    /// The cached base image for the current recipe, built (atomically) when missing.
-    pub(super) fn ensure_image(&self, log: &mut dyn FnMut(&str), changes: &mut Vec<String>) -> Result<PathBuf> {
-        let hash = image_recipe_hash()?;
+    /// The cached base image of `release` for the current recipe, built (atomically) when missing.
+    pub(super) fn ensure_image(
+        &self,
+        release: Release,
+        log: &mut dyn FnMut(&str),
+        changes: &mut Vec<String>,
+    ) -> Result<PathBuf> {
+        let name = image_name(release, &image_recipe_hash(release)?);
         let images = self.root.join("images");
-        let image = images.join(&hash);
+        let image = images.join(&name);
         if image.join("etc/debian_version").exists() {
             return Ok(image);
         }
         fs::create_dir_all(&images).map_err(|e| io_err(&images, e))?;
-        let building = images.join(format!("{hash}.building"));
+        let building = images.join(format!("{name}.building"));
         if building.exists() {
             fs::remove_dir_all(&building).map_err(|e| io_err(&building, e))?;
         }
-        log("building the Debian 12 base image with debootstrap (about a minute, once)");
+        log(&format!(
+            "building the Debian {} base image with debootstrap (about a minute, once)",
+            release.number()
+        ));
         let mirror = std::env::var("HACTL_LAB_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
         let include = format!("--include={}", BASE_PACKAGES.join(","));
         run(
             "debootstrap",
-            &["--variant=minbase", &include, "bookworm", path_str(&building), &mirror],
+            &[
+                "--variant=minbase",
+                &include,
+                release.codename(),
+                path_str(&building),
+                &mirror,
+            ],
         )?;
         customise_image(&building)?;
         fs::rename(&building, &image).map_err(|e| io_err(&image, e))?;
-        self.remove_stale_images(&hash)?;
-        changes.push(format!("built base image {hash}"));
+        self.remove_stale_images(release, &name)?;
+        changes.push(format!("built base image {name}"));
         Ok(image)
     }
 
-    /// Removes the images of older recipes but `keep` and those a node's overlay still stands
-    /// on (a running node keeps its image; a later rebuild removes it once unused).
-    fn remove_stale_images(&self, keep: &str) -> Result<()> {
+    /// Removes the images of `release`'s older recipes (and those made before images carried
+    /// their release) but `keep` and those a node's overlay still stands on (a running node keeps
+    /// its image; a later rebuild removes it once unused). Other releases' images stay cached.
+    fn remove_stale_images(&self, release: Release, keep: &str) -> Result<()> {
         let images = self.root.join("images");
         let in_use = lower_dirs(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
         let entries = fs::read_dir(&images).map_err(|e| io_err(&images, e))?;
         for entry in entries.flatten() {
-            if entry.file_name() != keep && !in_use.contains(&entry.path()) {
+            let file_name = entry.file_name();
+            let name = file_name.to_string_lossy();
+            if name != keep && is_stale_candidate(&name, release) && !in_use.contains(&entry.path()) {
                 let path = entry.path();
                 fs::remove_dir_all(&path).map_err(|e| io_err(&path, e))?;
             }
@@ -152,10 +170,24 @@ fn lower_dirs(mountinfo: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Sha256 over everything the image is built from, first 16 hex digits.
-fn image_recipe_hash() -> Result<String> {
+/// The directory name of `release`'s image for the recipe `hash`.
+fn image_name(release: Release, hash: &str) -> String {
+    format!("{}-{hash}", release.codename())
+}
+
+/// Whether the image directory `name` is one `release`'s rebuild may remove: its own release's,
+/// or one named before images carried their release (no `-`).
+fn is_stale_candidate(name: &str, release: Release) -> bool {
+    name.strip_prefix(release.codename())
+        .is_some_and(|rest| rest.starts_with('-'))
+        || !name.contains('-')
+}
+
+/// Sha256 over everything `release`'s image is built from, first 16 hex digits.
+fn image_recipe_hash(release: Release) -> Result<String> {
     let mut hash = Sha256::new();
     hash.update(IMAGE_RECIPE_VERSION);
+    hash.update(release.codename());
     hash.update(BASE_PACKAGES.join(","));
     for cert in host_ca_files() {
         hash.update(cert.file_name().expect("file").as_encoded_bytes());
@@ -181,6 +213,16 @@ fn host_ca_files() -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_release_has_its_own_image() {
+        assert_eq!(image_name(Release::Trixie, "0123"), "trixie-0123");
+        assert!(is_stale_candidate("trixie-0123", Release::Trixie));
+        assert!(is_stale_candidate("trixie-0123.building", Release::Trixie));
+        assert!(!is_stale_candidate("bookworm-0123", Release::Trixie));
+        assert!(is_stale_candidate("0123456789abcdef", Release::Trixie));
+        assert!(!is_stale_candidate("trixies-0123", Release::Trixie));
+    }
 
     #[test]
     fn the_images_under_overlays_are_found() {

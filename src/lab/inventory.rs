@@ -97,6 +97,7 @@ mod tests {
         let subnet = Subnet::parse(DEFAULT_SUBNET, 2).unwrap();
         let state = LabState {
             subnet,
+            release: crate::lab::Release::Bookworm,
             nodes: (1..=2)
                 .map(|i| NodeState {
                     name: format!("node{i}"),
@@ -120,7 +121,13 @@ mod tests {
         assert_eq!(inv.hosts["node1"].conn.key, Some(PathBuf::from("/x/ssh/id_ed25519")));
         assert_eq!(inv.hosts["node1"].conn.user.as_deref(), Some("root"));
         // The built-in stack takes it as it is (its checks on the VIP pass), writing nothing.
-        crate::engine::load(&path, None, crate::secrets::Missing::Preview).unwrap();
+        crate::engine::load(
+            &path,
+            None,
+            crate::secrets::Missing::Preview,
+            &crate::engine::FactSource::every("12", "bookworm"),
+        )
+        .unwrap();
         assert!(!dir.path().join("inventory.pki").exists());
         // The lab's own file is its to overwrite; another one, or one without the mark, is not.
         assert!(is_ours_or_missing(&path).unwrap());

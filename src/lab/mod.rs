@@ -1,4 +1,4 @@
-//! `hactl lab`: local Debian 12 test nodes booted with systemd under systemd-nspawn.
+//! `hactl lab`: local Debian 12 or 13 test nodes booted with systemd under systemd-nspawn.
 //!
 //! The lab owns exactly these things, all recorded in its state file so that `down` removes them
 //! and nothing else: one bridge, the NAT/forward rules tagged with [`RULE_COMMENT`], one overlay
@@ -6,7 +6,7 @@
 //! base image and the shared apt/pip caches are kept between labs (they are caches, rebuilt when
 //! the recipe changes).
 //!
-//! Where things are: [`image`] (the base image and key), [`network`] (bridge, forwarding, NAT),
+//! Where things are: [`image`] (the base images and key), [`release`] (the Debian releases), [`network`] (bridge, forwarding, NAT),
 //! [`node`] (booting, finding and stopping nodes), [`state`], [`subnet`], [`inventory`] (the file
 //! `up` writes), [`cgroup`] (each node's own cgroup), [`sys`] (host tools and files). This file
 //! has the commands.
@@ -16,6 +16,7 @@ mod image;
 mod inventory;
 mod network;
 mod node;
+pub mod release;
 pub mod state;
 pub mod subnet;
 mod sys;
@@ -24,6 +25,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use release::{Release, DEFAULT_RELEASE};
 pub use state::{LabState, NodeState};
 pub use subnet::Subnet;
 
@@ -82,6 +84,14 @@ pub enum LabError {
     /// A running lab was made with other settings.
     #[error("a lab is already up on {0}: run `hactl lab down` first to change its subnet")]
     OtherLabUp(String),
+    /// A running lab boots another release than the one asked for.
+    #[error("the lab that is up boots {up}, not {asked}: run `hactl lab down` first to change its release")]
+    OtherRelease {
+        /// The release of the lab that is up.
+        up: Release,
+        /// The release asked for.
+        asked: Release,
+    },
     /// A system command failed.
     #[error("`{cmd}` failed: {detail}")]
     Command {
@@ -141,6 +151,8 @@ pub struct UpOptions {
     pub inventory: PathBuf,
     /// The bridge subnet.
     pub subnet: Subnet,
+    /// The Debian release (none: the running lab's, or [`DEFAULT_RELEASE`] for a new one).
+    pub release: Option<Release>,
 }
 
 /// The lab's directories, rooted at `HACTL_LAB_DIR` or /var/lib/hactl/lab.
@@ -196,11 +208,15 @@ impl Lab {
         let mut changes = Vec::new();
         let mut state = match self.state()? {
             Some(s) if s.subnet != opts.subnet => return Err(LabError::OtherLabUp(s.subnet.to_string())),
-            Some(s) => s,
+            Some(s) => {
+                check_release(s.release, opts.release)?;
+                s
+            }
             None => {
                 check_subnet_free(&opts.subnet)?;
                 LabState {
                     subnet: opts.subnet,
+                    release: opts.release.unwrap_or(DEFAULT_RELEASE),
                     nodes: Vec::new(),
                     ip_forward_before: None,
                     forwarding_before: Vec::new(),
@@ -211,7 +227,7 @@ impl Lab {
         };
         state.inventory = opts.inventory.clone();
         self.save_state(&state)?;
-        let image = self.ensure_image(log, &mut changes)?;
+        let image = self.ensure_image(state.release, log, &mut changes)?;
         self.ensure_key(&mut changes)?;
         self.ensure_network(&mut state, &mut changes)?;
         self.save_state(&state)?;
@@ -379,26 +395,54 @@ impl Lab {
         Ok(done)
     }
 
-    /// One line per node: name, address, whether its machine runs and answers SSH.
+    /// The release line (`release trixie (Debian 13)`), then one line per node: name, address,
+    /// whether its machine runs and answers SSH.
     pub fn status(&self) -> Result<Vec<String>> {
         let Some(state) = self.state()? else {
             return Ok(vec!["no lab is up".into()]);
         };
-        Ok(state
-            .nodes
-            .iter()
-            .map(|n| {
-                let running = n.pid.is_some_and(|pid| self.is_node_process(pid, &n.name));
-                let ssh = running && port_open(n.address, 22, Duration::from_millis(500));
-                format!(
-                    "{} {} {} pid={} ssh={}",
-                    n.name,
-                    n.address,
-                    if running { "running" } else { "stopped" },
-                    n.pid.map_or("-".into(), |p| p.to_string()),
-                    if ssh { "up" } else { "down" }
-                )
-            })
+        let release = format!("release {}", state.release);
+        Ok(std::iter::once(release)
+            .chain(state.nodes.iter().map(|n| self.node_status(n)))
             .collect())
+    }
+
+    /// One node's status line.
+    fn node_status(&self, n: &NodeState) -> String {
+        let running = n.pid.is_some_and(|pid| self.is_node_process(pid, &n.name));
+        let ssh = running && port_open(n.address, 22, Duration::from_millis(500));
+        format!(
+            "{} {} {} pid={} ssh={}",
+            n.name,
+            n.address,
+            if running { "running" } else { "stopped" },
+            n.pid.map_or("-".into(), |p| p.to_string()),
+            if ssh { "up" } else { "down" }
+        )
+    }
+}
+
+/// Refuses `lab up --release X` on a lab that is up with another release (without `--release`,
+/// the running lab's release goes on).
+fn check_release(up: Release, asked: Option<Release>) -> Result<()> {
+    match asked {
+        Some(asked) if asked != up => Err(LabError::OtherRelease { up, asked }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_lab_keeps_its_release() {
+        assert!(check_release(Release::Bookworm, None).is_ok());
+        assert!(check_release(Release::Trixie, Some(Release::Trixie)).is_ok());
+        let err = check_release(Release::Bookworm, Some(Release::Trixie)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the lab that is up boots bookworm (Debian 12), not trixie (Debian 13): run `hactl lab down` first to change its release"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::release::Release;
 use super::subnet::Subnet;
 use super::sys::{io_err, write_file};
 use super::{Lab, LabError, Result};
@@ -30,6 +31,9 @@ pub struct NodeState {
 pub struct LabState {
     /// The bridge's subnet.
     pub subnet: Subnet,
+    /// The Debian release its nodes boot (Debian 12 for a state written before labs had a choice).
+    #[serde(default = "Release::before_releases")]
+    pub release: Release,
     /// Nodes, in order.
     pub nodes: Vec<NodeState>,
     /// The host's net.ipv4.ip_forward before a lab of an older hactl set it, restored by `down`
