@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# hactl's main job on a local lab, in one command: boot three Debian 12 nodes, show the plan,
+# hactl's main job on a local lab, in one command: boot three Debian 13 (trixie) nodes (RELEASE=bookworm for Debian 12), show the plan,
 # provision the whole stack (etcd, Patroni PostgreSQL, RabbitMQ, Airflow, the web LB, the guard), prove a
 # re-run changes nothing, and print where the Airflow UI answers. Needs root.
 set -euo pipefail
@@ -14,7 +14,7 @@ cargo build --release
 hactl=target/release/hactl
 playbook=${PLAYBOOK:-playbooks/site.yml}
 inventory=/var/lib/hactl/lab/inventory.yml
-$hactl lab up --nodes "${NODES:-3}"
+$hactl lab up --nodes "${NODES:-3}" --release "${RELEASE:-trixie}"
 $hactl plan "$inventory" -p "$playbook" || [ $? -eq 2 ]
 SECONDS=0
 $hactl provision "$inventory" -p "$playbook" --stats

@@ -137,7 +137,7 @@ pub enum LabAction {
         /// Number of nodes.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        /// The Debian release of a new lab (default: bookworm, `hactl lab status` says which);
+        /// The Debian release of a new lab (default: trixie, `hactl lab status` says which);
         /// a lab that is up keeps its own.
         #[arg(long, value_enum)]
         release: Option<Release>,

@@ -28,6 +28,10 @@ pub struct Playbook {
     /// Inventory groups that must each have at least one host (the stack's role groups):
     /// checked before anything renders, so a missing one is one clear error.
     pub required_groups: Vec<String>,
+    /// Groups whose hosts form one cluster on one Debian release (etcd, postgres, rabbitmq):
+    /// every run reads the facts of all their hosts, selected or not, so that the playbook's
+    /// `checks` judge a cluster on every member's release.
+    pub release_groups: Vec<String>,
     /// The playbook uses the cluster CA: hactl makes it and a certificate per host (for the
     /// host's name, its address and its variable `tls_extra_names`), and gives each host the
     /// variables `tls_ca_cert`, `tls_cert` and `tls_key` (see [`crate::pki`]).

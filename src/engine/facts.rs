@@ -8,8 +8,7 @@
 //! taken to run the inventory's `debian_release`/`debian_codename` when set, else the release most
 //! of the reached hosts run (Debian 12 when none answered).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 
 use miette::{miette, Result};
 use serde_json::Value as Json;
@@ -21,12 +20,23 @@ use crate::inventory::{Inventory, Vars};
 pub const RELEASE_FACT: &str = "debian_release";
 /// The fact naming a host's Debian codename.
 pub const CODENAME_FACT: &str = "debian_codename";
+/// The fact listing the PostgreSQL majors installed on a host, each padded with spaces.
+const PG_MAJORS_FACT: &str = "postgresql_majors_installed";
 /// The release a host is taken to run when neither it nor any other host answered.
 const UNANSWERED: (&str, &str) = ("12", "bookworm");
-/// The facts script: read-only, two `key value` lines.
-const SCRIPT: &str = "f=/etc/os-release; [ -r \"$f\" ] || f=/usr/lib/os-release\n\
+/// The facts script: read-only `key value` lines, the first part of the pre-flight round trip
+/// ([`super::preflight::read_script`] follows it). Besides the release: `recorded_debian_release`,
+/// the release hactl last provisioned the host on (`/etc/hactl/release`, stage base), and
+/// `postgresql_majors_installed`, every PostgreSQL major whose server is installed (` 15 ` padded
+/// with spaces, so a check can look for ` N `), so that the playbook's `checks` refuse a host
+/// upgraded under its cluster before anything changes.
+pub const SCRIPT: &str = "f=/etc/os-release; [ -r \"$f\" ] || f=/usr/lib/os-release\n\
 sed -n -e 's/^VERSION_ID=\"\\{0,1\\}\\([^\"]*\\)\"\\{0,1\\}$/debian_release \\1/p' \
--e 's/^VERSION_CODENAME=\"\\{0,1\\}\\([^\"]*\\)\"\\{0,1\\}$/debian_codename \\1/p' \"$f\"\n";
+-e 's/^VERSION_CODENAME=\"\\{0,1\\}\\([^\"]*\\)\"\\{0,1\\}$/debian_codename \\1/p' \"$f\"\n\
+if [ -r /etc/hactl/release ]; then sed -n 's/^\\([0-9][0-9]*\\)$/recorded_debian_release \\1/p' /etc/hactl/release; fi\n\
+majors=\n\
+for b in /usr/lib/postgresql/*/bin/postgres; do if [ -x \"$b\" ]; then b=${b%/bin/postgres}; majors=\"$majors${b##*/} \"; fi; done\n\
+if [ -n \"$majors\" ]; then echo \"postgresql_majors_installed  $majors\"; fi\n";
 
 /// The facts a load starts from (it connects to nothing).
 #[derive(Debug, Clone)]
@@ -83,42 +93,22 @@ fn complete(inventory: &Inventory, mut known: BTreeMap<String, Vars>) -> BTreeMa
 }
 
 impl Engine {
-    /// Reads the facts of `hosts` in one round trip each, all at once, and renders every host's
-    /// variables again with them (the others assumed). A host not reached is unreachable for
-    /// the run (reported where it was asked for); one whose answer names no Debian release, or
-    /// facts that a `check` refuses, fail the run before anything changes.
-    pub(super) async fn gather_facts(self: &Arc<Self>, hosts: &BTreeSet<&String>) -> Result<()> {
-        let mut set = tokio::task::JoinSet::new();
-        for host in hosts {
-            let (me, host) = (Arc::clone(self), (*host).clone());
-            set.spawn(async move {
-                let Some(remote) = me.remote(&host).await else {
-                    return (host, Ok(None));
-                };
-                me.reporter.host_activity(&host, "reading its facts");
-                let answer = match remote.run(SCRIPT).await {
-                    Ok(out) if out.code == 0 => parse(&out.stdout).map(Some),
-                    Ok(out) => Err(format!("reading /etc/os-release failed: {}", out.stderr.trim())),
-                    Err(e) => Err(format!("reading its facts failed: {e}")),
-                };
-                me.reporter.host_idle(&host);
-                (host, answer)
-            });
-        }
+    /// Takes the facts in the pre-flight's answers (`outputs`, by host; the lines before its
+    /// records) and renders every host's variables again with them, the others assumed. An
+    /// answer that names no Debian release, or facts that a `check` refuses, fail the run before
+    /// anything changes.
+    pub(super) fn adopt_facts(&self, outputs: &BTreeMap<String, String>) -> Result<()> {
         let mut known = BTreeMap::new();
         let mut refused = Vec::new();
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok((host, Ok(Some(vars)))) => {
-                    known.insert(host, vars);
+        for (host, stdout) in outputs {
+            match parse(stdout) {
+                Ok(vars) => {
+                    known.insert(host.clone(), vars);
                 }
-                Ok((_, Ok(None))) => {}
-                Ok((host, Err(why))) => refused.push(format!("host {host}: {why}")),
-                Err(e) => refused.push(format!("hactl's task reading a host's facts failed: {e}")),
+                Err(why) => refused.push(format!("host {host}: {why}")),
             }
         }
         if !refused.is_empty() {
-            refused.sort();
             return Err(miette!("{}", refused.join("\n")));
         }
         let facts = complete(&self.loaded.inventory, known);
@@ -155,9 +145,10 @@ fn commonest(hosts: &BTreeMap<String, Vars>) -> (String, String) {
 /// The facts in the script's output; an error when it names no Debian release.
 fn parse(stdout: &str) -> std::result::Result<Vars, String> {
     let mut vars = Vars::new();
-    for line in stdout.lines() {
+    for line in stdout.lines().take_while(|l| !super::preflight::is_mark(l)) {
         if let Some((key, value)) = line.split_once(' ') {
-            vars.insert(key.to_string(), Json::String(value.trim().to_string()));
+            let value = if key == PG_MAJORS_FACT { value } else { value.trim() };
+            vars.insert(key.to_string(), Json::String(value.to_string()));
         }
     }
     let release = vars.get(RELEASE_FACT).and_then(Json::as_str).unwrap_or_default();
@@ -190,7 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn the_script_reads_os_release_lines() {
+    fn the_script_reads_os_release_the_record_and_the_majors_installed() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("os-release");
         std::fs::write(
@@ -198,12 +189,28 @@ mod tests {
             "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nVERSION_ID=\"13\"\nVERSION_CODENAME=trixie\nID=debian\n",
         )
         .unwrap();
-        let script = SCRIPT.replace("/etc/os-release", file.to_str().unwrap());
-        let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "debian_release 13\ndebian_codename trixie\n"
-        );
+        let record = dir.path().join("release");
+        let lib = dir.path().join("postgresql");
+        let script = SCRIPT
+            .replace("/etc/os-release", file.to_str().unwrap())
+            .replace("/etc/hactl/release", record.to_str().unwrap())
+            .replace("/usr/lib/postgresql", lib.to_str().unwrap());
+        let read = || {
+            let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+            assert!(out.status.success());
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        assert_eq!(read(), "debian_release 13\ndebian_codename trixie\n", "a fresh host");
+        std::fs::write(&record, "12\n").unwrap();
+        for major in ["15", "17"] {
+            let bin = lib.join(major).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::write(bin.join("postgres"), "").unwrap();
+            std::fs::set_permissions(bin.join("postgres"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+        let facts = parse(&read()).unwrap();
+        assert_eq!(facts["recorded_debian_release"], "12");
+        assert_eq!(facts[PG_MAJORS_FACT], " 15 17 ", "padded for the check's ` N `");
     }
 
     #[test]

@@ -329,6 +329,51 @@ fn a_cluster_on_two_releases_is_refused_naming_its_hosts() {
 }
 
 #[test]
+fn a_host_upgraded_under_its_cluster_is_refused() {
+    let facts = |node: &str, extra: &[(&str, &str)]| {
+        let mut facts: std::collections::BTreeMap<String, crate::inventory::Vars> = (1..=6)
+            .map(|i| {
+                let FactSource::Every(vars) = FactSource::every("13", "trixie") else {
+                    unreachable!()
+                };
+                (format!("node{i}"), vars)
+            })
+            .collect();
+        for (key, value) in extra {
+            facts
+                .get_mut(node)
+                .unwrap()
+                .insert(key.to_string(), Json::String(value.to_string()));
+        }
+        FactSource::Given(facts)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |source: &FactSource| {
+        loaded_from(dir.path(), SPLIT, source)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    // Provisioned on 12 (its record), now on 13: the release changed under the running cluster.
+    let err = refused(&facts("node2", &[("recorded_debian_release", "12")]));
+    assert!(
+        err.contains("host node2 was provisioned on Debian 12 and now runs Debian 13: refused, nothing changed"),
+        "{err}"
+    );
+    // A node built with PostgreSQL 15 whose release now says 17: never a second major beside it.
+    let err = refused(&facts("node1", &[("postgresql_majors_installed", " 15 ")]));
+    assert!(
+        err.contains("host node1 has PostgreSQL 15 installed, but PostgreSQL 17 is Debian 13's: refused"),
+        "{err}"
+    );
+    // Its own release recorded, its own major installed: nothing to refuse.
+    let same = facts("node1", &[("recorded_debian_release", "13"), ("postgresql_majors_installed", " 17 ")]);
+    assert!(loaded_from(dir.path(), SPLIT, &same).is_ok());
+    // A worker (no postgres host) with PostgreSQL's server installed by someone is no cluster's business.
+    assert!(loaded_from(dir.path(), SPLIT, &facts("node6", &[("postgresql_majors_installed", " 15 ")])).is_ok());
+}
+
+#[test]
 fn the_split_shape_with_each_web_front_end_renders_as_its_golden_file() {
     for (name, frontend, extra) in [
         ("nginx", "nginx", "    web_lb_sticky: true\n"),

@@ -190,6 +190,19 @@ impl Engine {
         }))
     }
 
+    /// Every host of the playbook's one-release groups (see [`crate::playbook::Playbook`]).
+    fn release_group_hosts(&self) -> BTreeSet<String> {
+        let groups = &self.loaded.inventory.groups;
+        self.loaded
+            .playbook
+            .release_groups
+            .iter()
+            .filter_map(|g| groups.get(g))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
     /// Each host's template context: with the facts the run read from the hosts once it has,
     /// else with those the load assumed.
     fn contexts(&self) -> &HashMap<String, minijinja::Value> {
@@ -219,22 +232,38 @@ impl Engine {
         }
         self.reporter.start(plan.len() as u64);
         let keeper = tokio::spawn(Arc::clone(self).keep_masters());
-        // The hosts' own facts, then everything rendered again with them.
-        let rendered = match self.gather_facts(&all_hosts).await {
-            Ok(()) => plan
-                .iter()
-                .try_for_each(|(stage, hosts)| self.check_renders(stage, hosts)),
+        // The first round trip: the hosts' own facts (everything rendered again with them) and
+        // their secrets records. The hosts of a one-release group are read even when not
+        // selected: a cluster is judged on all its members' releases.
+        let mut read: BTreeSet<String> = all_hosts.iter().map(|h| h.to_string()).collect();
+        read.extend(self.release_group_hosts());
+        let outputs = match self.read_nodes(&read).await {
+            Ok(outputs) => {
+                self.unreachable
+                    .lock()
+                    .expect("lock")
+                    .retain(|h| all_hosts.contains(h));
+                self.adopt_facts(&outputs)
+                    .and_then(|()| {
+                        plan.iter()
+                            .try_for_each(|(stage, hosts)| self.check_renders(stage, hosts))
+                    })
+                    .map(|()| outputs)
+            }
             Err(refused) => Err(refused),
         };
-        if let Err(refused) = rendered {
-            keeper.abort();
-            self.reporter.finish();
-            return Err(refused);
-        }
+        let outputs = match outputs {
+            Ok(outputs) => outputs,
+            Err(refused) => {
+                keeper.abort();
+                self.reporter.finish();
+                return Err(refused);
+            }
+        };
         if self.options.mode != Mode::Verify {
             self.prefetch_probes(&plan).await;
         }
-        if let Err(refused) = self.preflight(&all_hosts).await {
+        if let Err(refused) = self.judge(&outputs, &all_hosts) {
             for (_, probe) in self.prefetched.lock().expect("lock").drain() {
                 probe.abort();
             }

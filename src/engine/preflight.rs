@@ -72,6 +72,12 @@ pub fn read_script(ca_path: &str) -> String {
     )
 }
 
+/// Whether `line` starts one of [`read_script`]'s sections (what precedes the first is the
+/// facts').
+pub fn is_mark(line: &str) -> bool {
+    line == RECORD_MARK || line == CA_MARK
+}
+
 /// A node's record from [`read_script`]'s output.
 pub fn parse_node(stdout: &str) -> NodeRecord {
     let mut record = NodeRecord::default();
@@ -188,31 +194,46 @@ impl Preflight {
 }
 
 impl Engine {
-    /// Reads every reachable host's record (concurrently, one round trip each), refuses the
-    /// run when any differs, else writes what the run made locally.
-    pub(super) async fn preflight(self: &Arc<Self>, hosts: &BTreeSet<&String>) -> Result<()> {
+    /// The run's first round trip to each of `hosts`, all at once: its facts ([`super::facts`])
+    /// and its secrets record. Its output by host; a host not reached is left out (unreachable
+    /// for the run), a failed read fails the run before anything changes.
+    pub(super) async fn read_nodes(self: &Arc<Self>, hosts: &BTreeSet<String>) -> Result<BTreeMap<String, String>> {
         let mut reading = tokio::task::JoinSet::new();
         for host in hosts {
-            let (me, host) = (Arc::clone(self), (*host).clone());
-            let script = read_script(&self.node_ca_path(&host));
+            let (me, host) = (Arc::clone(self), host.clone());
+            let script = format!("{}{}", super::facts::SCRIPT, read_script(&self.node_ca_path(&host)));
             reading.spawn(async move {
                 let remote = me.remote(&host).await?;
-                Some((host, remote.run(&script).await))
+                me.reporter.host_activity(&host, "reading its facts and records");
+                let out = remote.run(&script).await;
+                me.reporter.host_idle(&host);
+                Some((host, out))
             });
         }
-        let mut by_host = BTreeMap::new();
+        let mut outputs = BTreeMap::new();
         while let Some(read) = reading.join_next().await {
             let Some((host, out)) = read.ok().flatten() else {
                 continue;
             };
-            let out = out.map_err(|e| miette!("{host}: cannot read its secrets record: {e}"))?;
+            let out = out.map_err(|e| miette!("{host}: cannot read its facts and secrets record: {e}"))?;
             if out.code != 0 {
                 return Err(miette!(
-                    "{host}: cannot read its secrets record (exit {}): nothing changed",
-                    out.code
+                    "{host}: cannot read its facts and secrets record (exit {}): {}; nothing changed",
+                    out.code,
+                    out.stderr.trim()
                 ));
             }
-            let node = parse_node(&out.stdout);
+            outputs.insert(host, out.stdout);
+        }
+        Ok(outputs)
+    }
+
+    /// Refuses the run when the record of any of `hosts` (their [`Engine::read_nodes`] output)
+    /// differs from the run's secrets, else writes what the run made locally.
+    pub(super) fn judge(&self, outputs: &BTreeMap<String, String>, hosts: &BTreeSet<&String>) -> Result<()> {
+        let mut by_host = BTreeMap::new();
+        for (host, stdout) in outputs.iter().filter(|(h, _)| hosts.contains(h)) {
+            let node = parse_node(stdout);
             let behind = self.loaded.preflight.behind(&node);
             if !behind.is_empty() {
                 self.reporter.log(&format!(
@@ -220,7 +241,7 @@ impl Engine {
                     behind.join(", ")
                 ));
             }
-            by_host.insert(host, self.loaded.preflight.differences(&node));
+            by_host.insert(host.clone(), self.loaded.preflight.differences(&node));
         }
         self.loaded.preflight.verdict(&by_host)?;
         self.loaded.preflight.commit()

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// The release `hactl lab up` boots when a new lab is made without `--release`: the one place
 /// that decides it (`--release`'s help in cli.rs and docs/cli.md name it too).
-pub const DEFAULT_RELEASE: Release = Release::Bookworm;
+pub const DEFAULT_RELEASE: Release = Release::Trixie;
 
 /// A Debian release the lab can boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

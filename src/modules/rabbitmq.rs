@@ -116,6 +116,12 @@ mod tests {
             1,
             "no API: rabbitmqctl asked (and here it fails)"
         );
+        let definitions = format!(
+            "rabbitmqctl() {{ [ \"$*\" = '-q export_definitions - --format json' ] && printf '%s' '{{\"users\":[{stored}]}}'; }}\n"
+        );
+        let from_definitions = |password| run("", 1, password, &format!("{definitions}hactl_rabbitmq_password_ok airflow")).1;
+        assert_eq!(from_definitions(tricky), 0, "no API: the hash from rabbitmqctl's definitions");
+        assert_eq!(from_definitions("other"), 1);
     }
 
     #[test]

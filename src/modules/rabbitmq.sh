@@ -65,22 +65,26 @@ hactl_rabbitmq_status() {
 }
 
 # Whether HACTL_PASSWORD is user $1's: its stored hash (salted SHA-256, RabbitMQ's default) from
-# the API, else rabbitmqctl authenticate_user (the password on stdin: printf is a builtin, so no
-# process shows it). Exits 0 when it is, 1 when not (or no such user).
+# the API, else from `rabbitmqctl export_definitions` (before the API is up). The password itself
+# never reaches a process: RabbitMQ 4's authenticate_user reads it from a terminal and waits forever
+# on a pipe. Exits 0 when it is, 1 when not (or no such user).
 hactl_rabbitmq_password_ok() {
   user_json=$(hactl_rabbitmq_api "users/$(hactl_uri "$1")")
   case $? in
-    0)
-      hashed=$(printf '%s' "$user_json" | jq -r '"\(.hashing_algorithm) \(.password_hash)"')
-      if [ "${hashed%% *}" = rabbit_password_hashing_sha256 ]; then
-        stored=${hashed#* }
-        want=$(printf '%s' "$stored" | base64 -d | tail -c +5 | od -An -tx1 | tr -d ' \n')
-        got=$({ printf '%s' "$stored" | base64 -d | head -c 4; printf '%s' "$HACTL_PASSWORD"; } | sha256sum | cut -d' ' -f1)
-        [ -n "$want" ] && [ "$want" = "$got" ]
-        return
-      fi
-      ;;
+    0) ;;
     4) return 1 ;;
+    *) user_json=$(rabbitmqctl -q export_definitions - --format json 2>/dev/null |
+         jq -c --arg u "$1" '.users[]? | select(.name == $u)') || return 1 ;;
   esac
-  printf '%s' "$HACTL_PASSWORD" | rabbitmqctl -q authenticate_user "$1" >/dev/null 2>&1
+  [ -n "$user_json" ] || return 1
+  hashed=$(printf '%s' "$user_json" | jq -r '"\(.hashing_algorithm) \(.password_hash)"')
+  [ "${hashed%% *}" = rabbit_password_hashing_sha256 ] || return 1
+  hactl_sha256_matches "${hashed#* }"
+}
+
+# Whether HACTL_PASSWORD hashes to $1, RabbitMQ's base64(salt4 + sha256(salt4 + password)).
+hactl_sha256_matches() {
+  want=$(printf '%s' "$1" | base64 -d | tail -c +5 | od -An -tx1 | tr -d ' \n')
+  got=$({ printf '%s' "$1" | base64 -d | head -c 4; printf '%s' "$HACTL_PASSWORD"; } | sha256sum | cut -d' ' -f1)
+  [ -n "$want" ] && [ "$want" = "$got" ]
 }

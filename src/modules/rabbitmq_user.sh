@@ -1,6 +1,6 @@
 # shellcheck shell=sh
-# `rabbitmq_user`. Inputs: HACTL_USER, HACTL_STATE (present|absent), HACTL_PASSWORD (given to
-# rabbitmqctl on stdin, never as an argument), HACTL_SET_TAGS (yes|no), HACTL_TAGS (one a line),
+# `rabbitmq_user`. Inputs: HACTL_USER, HACTL_STATE (present|absent), HACTL_PASSWORD (never an
+# argument: its salted hash is imported, see hactl_rabbitmq_set_password), HACTL_SET_TAGS (yes|no), HACTL_TAGS (one a line),
 # HACTL_PERMISSIONS (one `VHOST<TAB>CONFIGURE<TAB>WRITE<TAB>READ` a line).
 
 hactl_probe() {
@@ -45,6 +45,41 @@ hactl_rabbitmq_user_exists() {
   rabbitmqctl -q list_users --no-table-headers 2>/dev/null | cut -f1 | grep -qxF -- "$HACTL_USER"
 }
 
+# Bytes from hex digits ($1), through octal escapes (dash's printf has no \\x).
+hactl_unhex() {
+  hactl_hex=$1
+  while [ -n "$hactl_hex" ]; do
+    hactl_pair=${hactl_hex%"${hactl_hex#??}"}
+    hactl_hex=${hactl_hex#??}
+    # shellcheck disable=SC2059
+    printf "\\$(printf '%03o' "$((0x$hactl_pair))")"
+  done
+}
+
+# HACTL_PASSWORD as RabbitMQ stores it: base64(salt + sha256(salt + password)), a fresh 4-byte salt.
+hactl_rabbitmq_hash() {
+  salt=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  digest=$({ hactl_unhex "$salt"; printf '%s' "$HACTL_PASSWORD"; } | sha256sum | cut -c1-64)
+  { hactl_unhex "$salt"; hactl_unhex "$digest"; } | base64 | tr -d '\n'
+}
+
+# Creates the user or sets its password, keeping its tags: its salted hash imported as definitions
+# (a file only the rabbitmq user reads, removed after). rabbitmqctl's add_user and change_password
+# take the password as an argument (seen by every process) or, before RabbitMQ 4, on stdin, which
+# RabbitMQ 4's CLI never reads.
+hactl_rabbitmq_set_password() {
+  tags=$(hactl_rabbitmq_users | jq -c --arg u "$HACTL_USER" 'map(select(.user == $u) | .tags) | first // []
+    | if type == "string" then split(",") | map(select(. != "")) else . end') || return 1
+  defs=$(mktemp /var/lib/rabbitmq/hactl-user.XXXXXX) || return 1
+  chown rabbitmq: "$defs" && chmod 0400 "$defs" &&
+    jq -n --arg name "$HACTL_USER" --arg hash "$(hactl_rabbitmq_hash)" --argjson tags "$tags" \
+      '{users: [{name: $name, password_hash: $hash, hashing_algorithm: "rabbit_password_hashing_sha256", tags: $tags, limits: {}}]}' >"$defs" &&
+    rabbitmqctl -q import_definitions "$defs" >/dev/null
+  set_status=$?
+  rm -f "$defs"
+  return $set_status
+}
+
 hactl_apply() {
   rabbitmqctl -q await_startup --timeout 120 || return 1
   if [ "$HACTL_STATE" = absent ]; then
@@ -53,9 +88,7 @@ hactl_apply() {
     return
   fi
   if ! hactl_rabbitmq_password_ok "$HACTL_USER"; then
-    if ! printf '%s' "$HACTL_PASSWORD" | rabbitmqctl -q add_user "$HACTL_USER" >/dev/null 2>&1; then
-      printf '%s' "$HACTL_PASSWORD" | rabbitmqctl -q change_password "$HACTL_USER" || return 1
-    fi
+    hactl_rabbitmq_set_password || return 1
   fi
   if [ "$HACTL_SET_TAGS" = yes ]; then
     # One argument per tag (a line each), no word splitting or globbing beyond that.

@@ -31,6 +31,8 @@ struct RawPlaybook {
     #[serde(default)]
     required_groups: Vec<String>,
     #[serde(default)]
+    release_groups: Vec<String>,
+    #[serde(default)]
     pki: bool,
     #[serde(default)]
     checks: Vec<Condition>,
@@ -78,6 +80,8 @@ struct StageFile {
     secrets: BTreeMap<String, SecretSpec>,
     #[serde(default)]
     required_groups: Vec<String>,
+    #[serde(default)]
+    release_groups: Vec<String>,
     #[serde(default)]
     checks: Vec<Condition>,
     #[serde(default)]
@@ -187,6 +191,7 @@ pub(super) fn assemble(text: &str, path: &Path, templates: TemplateSource) -> Re
         vars: raw.vars,
         secrets: raw.secrets,
         required_groups: raw.required_groups,
+        release_groups: raw.release_groups,
         pki: raw.pki,
         checks: raw.checks,
         warnings: raw.warnings,
@@ -231,6 +236,11 @@ pub(super) fn assemble(text: &str, path: &Path, templates: TemplateSource) -> Re
         for g in file.required_groups {
             if !pb.required_groups.contains(&g) {
                 pb.required_groups.push(g);
+            }
+        }
+        for g in file.release_groups {
+            if !pb.release_groups.contains(&g) {
+                pb.release_groups.push(g);
             }
         }
         pb.checks.extend(file.checks);
