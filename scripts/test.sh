@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of hactl: unit tests and the end-to-end tests on a local lab of
-# systemd-nspawn Debian 12 nodes. Needs root; installs what it needs with apt-get.
+# systemd-nspawn Debian 13 nodes (and one Debian 12 lab, tests/bookworm.rs). Needs root; installs what it needs with apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then

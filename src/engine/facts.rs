@@ -1,12 +1,12 @@
 //! The hosts' facts: `debian_release` (`"12"`, `"13"`) and `debian_codename` (`bookworm`,
 //! `trixie`), from `/etc/os-release`; the versions, package names and paths of the stages follow
-//! them. A run reads them in its first round trip to each host, before it renders any step, and
+//! them. A run reads them in its first round trip to each host (the pre-flight's), before it renders any step, and
 //! renders the variables again with them ([`super::Loaded::with_facts`]), the playbook's `checks` too
 //! (a cluster on two releases is refused there, before anything changes). They win over the
 //! inventory's variables of the same names, as Ansible's facts do. Before that round trip (the
 //! load, which connects to nothing), and for a host the run does not reach or select, a host is
 //! taken to run the inventory's `debian_release`/`debian_codename` when set, else the release most
-//! of the reached hosts run (Debian 12 when none answered).
+//! of the reached hosts run (Debian 13, hactl's default, when none answered).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -23,17 +23,17 @@ pub const CODENAME_FACT: &str = "debian_codename";
 /// The fact listing the PostgreSQL majors installed on a host, each padded with spaces.
 const PG_MAJORS_FACT: &str = "postgresql_majors_installed";
 /// The release a host is taken to run when neither it nor any other host answered.
-const UNANSWERED: (&str, &str) = ("12", "bookworm");
+const UNANSWERED: (&str, &str) = ("13", "trixie");
 /// The facts script: read-only `key value` lines, the first part of the pre-flight round trip
-/// ([`super::preflight::read_script`] follows it). Besides the release: `recorded_debian_release`,
-/// the release hactl last provisioned the host on (`/etc/hactl/release`, stage base), and
-/// `postgresql_majors_installed`, every PostgreSQL major whose server is installed (` 15 ` padded
-/// with spaces, so a check can look for ` N `), so that the playbook's `checks` refuse a host
-/// upgraded under its cluster before anything changes.
+/// ([`super::preflight::read_script`] follows it). Besides the release:
+/// `postgresql_majors_installed`, every PostgreSQL major whose server is installed (` 15 17 `,
+/// padded with spaces so that a check can look for ` N `): a host built on Debian 12 and upgraded
+/// since by hand still has its cluster's major, and the playbook's `checks` refuse to install a
+/// second one beside it. (An upgraded host beside others not upgraded is a cluster on two
+/// releases, refused by the checks too.)
 pub const SCRIPT: &str = "f=/etc/os-release; [ -r \"$f\" ] || f=/usr/lib/os-release\n\
 sed -n -e 's/^VERSION_ID=\"\\{0,1\\}\\([^\"]*\\)\"\\{0,1\\}$/debian_release \\1/p' \
 -e 's/^VERSION_CODENAME=\"\\{0,1\\}\\([^\"]*\\)\"\\{0,1\\}$/debian_codename \\1/p' \"$f\"\n\
-if [ -r /etc/hactl/release ]; then sed -n 's/^\\([0-9][0-9]*\\)$/recorded_debian_release \\1/p' /etc/hactl/release; fi\n\
 majors=\n\
 for b in /usr/lib/postgresql/*/bin/postgres; do if [ -x \"$b\" ]; then b=${b%/bin/postgres}; majors=\"$majors${b##*/} \"; fi; done\n\
 if [ -n \"$majors\" ]; then echo \"postgresql_majors_installed  $majors\"; fi\n";
@@ -181,7 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn the_script_reads_os_release_the_record_and_the_majors_installed() {
+    fn the_script_reads_os_release_and_the_majors_installed() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("os-release");
         std::fs::write(
@@ -189,11 +189,9 @@ mod tests {
             "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nVERSION_ID=\"13\"\nVERSION_CODENAME=trixie\nID=debian\n",
         )
         .unwrap();
-        let record = dir.path().join("release");
         let lib = dir.path().join("postgresql");
         let script = SCRIPT
             .replace("/etc/os-release", file.to_str().unwrap())
-            .replace("/etc/hactl/release", record.to_str().unwrap())
             .replace("/usr/lib/postgresql", lib.to_str().unwrap());
         let read = || {
             let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
@@ -201,15 +199,17 @@ mod tests {
             String::from_utf8_lossy(&out.stdout).to_string()
         };
         assert_eq!(read(), "debian_release 13\ndebian_codename trixie\n", "a fresh host");
-        std::fs::write(&record, "12\n").unwrap();
         for major in ["15", "17"] {
             let bin = lib.join(major).join("bin");
             std::fs::create_dir_all(&bin).unwrap();
             std::fs::write(bin.join("postgres"), "").unwrap();
-            std::fs::set_permissions(bin.join("postgres"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(
+                bin.join("postgres"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .unwrap();
         }
         let facts = parse(&read()).unwrap();
-        assert_eq!(facts["recorded_debian_release"], "12");
         assert_eq!(facts[PG_MAJORS_FACT], " 15 17 ", "padded for the check's ` N `");
     }
 
@@ -220,6 +220,10 @@ mod tests {
         hosts.insert("b".to_string(), release("12", "bookworm"));
         hosts.insert("c".to_string(), release("13", "trixie"));
         assert_eq!(commonest(&hosts), ("13".to_string(), "trixie".to_string()));
-        assert_eq!(commonest(&BTreeMap::new()), ("12".to_string(), "bookworm".to_string()));
+        assert_eq!(
+            commonest(&BTreeMap::new()),
+            ("13".to_string(), "trixie".to_string()),
+            "none answered: the default"
+        );
     }
 }

@@ -239,10 +239,7 @@ impl Engine {
         read.extend(self.release_group_hosts());
         let outputs = match self.read_nodes(&read).await {
             Ok(outputs) => {
-                self.unreachable
-                    .lock()
-                    .expect("lock")
-                    .retain(|h| all_hosts.contains(h));
+                self.unreachable.lock().expect("lock").retain(|h| all_hosts.contains(h));
                 self.adopt_facts(&outputs)
                     .and_then(|()| {
                         plan.iter()

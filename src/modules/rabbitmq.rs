@@ -119,8 +119,20 @@ mod tests {
         let definitions = format!(
             "rabbitmqctl() {{ [ \"$*\" = '-q export_definitions - --format json' ] && printf '%s' '{{\"users\":[{stored}]}}'; }}\n"
         );
-        let from_definitions = |password| run("", 1, password, &format!("{definitions}hactl_rabbitmq_password_ok airflow")).1;
-        assert_eq!(from_definitions(tricky), 0, "no API: the hash from rabbitmqctl's definitions");
+        let from_definitions = |password| {
+            run(
+                "",
+                1,
+                password,
+                &format!("{definitions}hactl_rabbitmq_password_ok airflow"),
+            )
+            .1
+        };
+        assert_eq!(
+            from_definitions(tricky),
+            0,
+            "no API: the hash from rabbitmqctl's definitions"
+        );
         assert_eq!(from_definitions("other"), 1);
     }
 

@@ -351,4 +351,25 @@ mod tests {
         let rest: String = script.lines().filter(|l| !l.starts_with("HACTL_PASSWORD=")).collect();
         assert!(!rest.contains("p'w"), "the password appears outside its assignment");
     }
+
+    #[test]
+    fn the_imported_hash_is_rabbitmqs_salted_sha256_of_the_password() {
+        use base64::Engine as _;
+        use sha2::{Digest, Sha256};
+        let password = "p'w \"$x\\n é";
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{SH}\nhactl_rabbitmq_hash"))
+            .env("HACTL_PASSWORD", password)
+            .output()
+            .expect("sh");
+        assert!(out.status.success());
+        let stored = base64::engine::general_purpose::STANDARD
+            .decode(String::from_utf8_lossy(&out.stdout).trim())
+            .expect("base64");
+        assert_eq!(stored.len(), 4 + 32, "a 4-byte salt and a SHA-256");
+        let (salt, digest) = stored.split_at(4);
+        let want = Sha256::new().chain_update(salt).chain_update(password).finalize();
+        assert_eq!(digest, &want[..]);
+    }
 }

@@ -437,7 +437,7 @@ pub fn provision_ok(inv: &str, stages: Option<&str>) -> serde_json::Value {
 }
 
 /// The failed and unreachable results of a run document, for an assertion's message.
-fn failures(doc: &serde_json::Value) -> Vec<String> {
+pub fn failures(doc: &serde_json::Value) -> Vec<String> {
     doc["results"]
         .as_array()
         .into_iter()
