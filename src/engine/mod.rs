@@ -27,7 +27,7 @@ mod prefetch;
 pub mod preflight;
 mod rolling;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -232,24 +232,7 @@ impl Engine {
         }
         self.reporter.start(plan.len() as u64);
         let keeper = tokio::spawn(Arc::clone(self).keep_masters());
-        // The first round trip: the hosts' own facts (everything rendered again with them) and
-        // their secrets records. The hosts of a one-release group are read even when not
-        // selected: a cluster is judged on all its members' releases.
-        let mut read: BTreeSet<String> = all_hosts.iter().map(|h| h.to_string()).collect();
-        read.extend(self.release_group_hosts());
-        let outputs = match self.read_nodes(&read).await {
-            Ok(outputs) => {
-                self.unreachable.lock().expect("lock").retain(|h| all_hosts.contains(h));
-                self.adopt_facts(&outputs)
-                    .and_then(|()| {
-                        plan.iter()
-                            .try_for_each(|(stage, hosts)| self.check_renders(stage, hosts))
-                    })
-                    .map(|()| outputs)
-            }
-            Err(refused) => Err(refused),
-        };
-        let outputs = match outputs {
+        let outputs = match self.first_round_trip(&plan, &all_hosts).await {
             Ok(outputs) => outputs,
             Err(refused) => {
                 keeper.abort();
@@ -309,6 +292,27 @@ impl Engine {
             stats,
             rolling: std::mem::take(&mut *self.rolling.lock().expect("lock")),
         })
+    }
+
+    /// The run's first round trip ([`Engine::read_nodes`]): the hosts' own facts, with which
+    /// everything is rendered again, and their secrets records (its output by host). The hosts
+    /// of a one-release group are read even when not `selected`: a cluster is judged on all its
+    /// members' releases.
+    async fn first_round_trip(
+        self: &Arc<Self>,
+        plan: &[(&Stage, Vec<String>)],
+        selected: &BTreeSet<&String>,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut read: BTreeSet<String> = selected.iter().map(|h| h.to_string()).collect();
+        read.extend(self.release_group_hosts());
+        let outputs = self.read_nodes(&read).await?;
+        // A host read for its facts alone is no host of this run, reached or not.
+        self.unreachable.lock().expect("lock").retain(|h| selected.contains(h));
+        self.adopt_facts(&outputs)?;
+        for (stage, hosts) in plan {
+            self.check_renders(stage, hosts)?;
+        }
+        Ok(outputs)
     }
 
     /// One stage over its hosts, in `serial` batches: converge, rolling handlers, gates.
