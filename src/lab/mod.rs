@@ -331,7 +331,13 @@ impl Lab {
             if !node::is_mounted(Path::new(&mount)) {
                 continue;
             }
-            run("umount", &["-l", &mount])?;
+            // One gone meanwhile (detached with an earlier one's peers) is no failure.
+            if let Err(e) = run("umount", &["-l", &mount]) {
+                if node::is_mounted(Path::new(&mount)) {
+                    return Err(e);
+                }
+                continue;
+            }
             done.push(format!("unmounted {mount}"));
         }
         for dir in state.iter().flat_map(|s| &s.nodes).flat_map(|n| &n.cgroups) {
