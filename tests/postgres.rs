@@ -265,6 +265,90 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
 
     ssh_cut_mid_run(inv);
     patroni_passwords_rotate_under_a_writer(dir.path(), inv, &password);
+    a_fourth_node_joins_under_a_writer(dir.path(), inv, &password);
+}
+
+/// The etcd members as (name, is learner, started), listed through node `from`.
+fn etcd_members(from: usize) -> Vec<(String, bool, bool)> {
+    let out = ssh_ok(
+        from,
+        "ETCDCTL_API=3 etcdctl --endpoints=https://$(hostname -I | cut -d' ' -f1):2379 --cacert=/etc/hactl/tls/ca.crt \
+         --cert=/etc/hactl/tls/etcd-client.crt --key=/etc/hactl/tls/etcd-client.key member list -w json",
+    );
+    let list: serde_json::Value = serde_json::from_str(&out).expect("member list json");
+    list["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or("").to_string(),
+                m["isLearner"].as_bool().unwrap_or(false),
+                m["clientURLs"].as_array().is_some_and(|urls| !urls.is_empty()),
+            )
+        })
+        .collect()
+}
+
+/// Scenario "a fourth node joins": node4 put in every group of the running cluster joins etcd
+/// (a learner, then promoted: the others restart nothing) and Patroni (a streaming replica) in
+/// one provision, under a writer through the LB; `plan` named the join first; a re-run changes
+/// nothing and `verify` passes on the four.
+fn a_fourth_node_joins_under_a_writer(dir: &std::path::Path, inv: &str, password: &str) {
+    assert!(run(&["lab", "up", "--nodes", "4"]).status.success());
+    // The lab's inventory now has node4 in every group; the test's copy keeps its secrets.
+    inventory_in(dir);
+    let plan = run(&["plan", inv, "--stages", STAGES]);
+    assert_eq!(plan.status.code(), Some(2), "{}", stderr(&plan));
+    let text = stdout(&plan);
+    assert!(
+        text.contains(
+            "add etcd member node4 (https://10.213.0.14:2380) to the cluster of node1, node2, node3 as a learner"
+        ),
+        "the plan names node4's etcd join:\n{text}"
+    );
+    let etcd_before = ssh_ok(1, "systemctl show -p MainPID --value etcd");
+    start_writer(1, "hactl-writer-join", 120, password);
+    let started = Instant::now();
+    let out = run(&["provision", inv, "--stages", STAGES, "--output", "json"]);
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let changed = changed_steps(&json(&out));
+    assert!(
+        changed
+            .iter()
+            .any(|s| s.starts_with("node4:") && s.contains("this member in the etcd cluster")),
+        "{changed:?}"
+    );
+    let (failures, log) = writer_result(1, "hactl-writer-join", 120);
+    measured!("a fourth node joins etcd and Patroni in one provision: {secs:.1} s; writer through 5000: {failures} of 120 writes failed");
+    assert!(failures <= 2, "writes failed while node4 joined:\n{log}");
+    let etcd = etcd_members(1);
+    assert_eq!(etcd.len(), 4, "{etcd:?}");
+    assert!(
+        etcd.iter()
+            .all(|(name, learner, started)| !name.is_empty() && !learner && *started),
+        "four started voters: {etcd:?}"
+    );
+    assert_eq!(
+        ssh_ok(1, "systemctl show -p MainPID --value etcd"),
+        etcd_before,
+        "node1's etcd did not restart for the new member"
+    );
+    let patroni = members(4);
+    assert_eq!(patroni.len(), 4, "{patroni:?}");
+    let leader = patroni.iter().find(|m| m.1 == "Leader").expect("a leader").0.clone();
+    await_streaming(leader.trim_start_matches("node").parse().unwrap(), 3);
+    assert_eq!(
+        provision_ok(inv, Some(STAGES))["summary"]["changed"],
+        0,
+        "a re-run after the join"
+    );
+    assert_eq!(
+        run(&["verify", inv, "--stages", "etcd,postgres,pg-lb"]).status.code(),
+        Some(0),
+        "verify on the four"
+    );
 }
 
 /// The number of streaming replicas `node`'s PostgreSQL sends WAL to.

@@ -46,6 +46,29 @@ else:
     sys.exit(0 if got == want else 1)
 "#;
 
+/// The members of the quorum queue `hactl-test`, sorted, as node `from` lists them.
+fn test_queue_members(from: usize) -> Vec<String> {
+    let out = ssh_ok(
+        from,
+        "rabbitmqctl -q list_queues -p airflow name members --formatter json",
+    );
+    let queues: serde_json::Value = serde_json::from_str(&out).expect("list_queues json");
+    let queue = queues
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|q| q["name"] == "hactl-test")
+        .unwrap_or_else(|| panic!("no queue hactl-test: {out}"));
+    let mut members: Vec<String> = queue["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    members.sort();
+    members
+}
+
 fn beam_pids() -> Vec<String> {
     (1..=3)
         .map(|n| ssh_ok(n, "systemctl show -p MainPID --value rabbitmq-server"))
@@ -151,6 +174,41 @@ fn rabbitmq_cluster_forms_survives_a_node_and_rejoins() {
         Some(0)
     );
     assert!(changed_steps(&provision_ok(inv, Some(STAGES))).is_empty());
+    assert_eq!(
+        test_queue_members(1),
+        ["rabbit@node1", "rabbit@node2", "rabbit@node3"],
+        "the wiped node has its replica of the quorum queue again"
+    );
     assert_eq!(client("publish 200 210").0, 0);
     assert_eq!(client("consume 200 210").0, 0);
+
+    // A fourth node in the inventory joins, and the quorum queue grows to it.
+    assert_eq!(client("publish 210 220").0, 0);
+    assert!(run(&["lab", "up", "--nodes", "4"]).status.success());
+    inventory_in(dir.path()); // the lab's inventory now has node4 in every group
+    let plan = stdout(&run(&["plan", inv, "--stages", STAGES]));
+    assert!(
+        plan.contains("would join rabbit@node4 to the cluster of rabbit@node1"),
+        "{plan}"
+    );
+    let started = Instant::now();
+    let grown = provision_ok(inv, Some(STAGES));
+    measured!(
+        "a fourth node joins and the quorum queue grows to it (provision): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let changed = changed_steps(&grown);
+    assert!(changed.iter().any(|c| c.starts_with("node4:join")), "{changed:?}");
+    assert_eq!(
+        test_queue_members(4),
+        ["rabbit@node1", "rabbit@node2", "rabbit@node3", "rabbit@node4"]
+    );
+    assert!(changed_steps(&provision_ok(inv, Some(STAGES))).is_empty());
+    assert_eq!(
+        run(&["verify", inv, "--stages", "rabbitmq,mq-lb"]).status.code(),
+        Some(0),
+        "verify on the four"
+    );
+    let (rc, out) = client("consume 210 220");
+    assert_eq!(rc, 0, "messages lost while node4 joined: {out}");
 }

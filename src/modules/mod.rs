@@ -14,6 +14,7 @@ pub mod awk_edit;
 pub mod command;
 pub mod dir_sync;
 pub mod directory;
+pub mod etcd_join;
 pub mod etcd_member;
 pub mod file;
 pub mod group;
@@ -27,6 +28,7 @@ pub mod pip;
 pub mod postgres_password;
 pub mod postgres_role;
 pub mod rabbitmq;
+pub mod rabbitmq_grow;
 pub mod rabbitmq_join;
 pub mod rabbitmq_user;
 pub mod rabbitmq_vhost;
@@ -116,6 +118,7 @@ registry! {
     "pip" => pip::Pip,
     "wait_for" => wait_for::WaitFor,
     "rabbitmq_join" => rabbitmq_join::RabbitmqJoin,
+    "rabbitmq_grow" => rabbitmq_grow::RabbitmqGrow,
     "rabbitmq_user" => rabbitmq_user::RabbitmqUser,
     "rabbitmq_vhost" => rabbitmq_vhost::RabbitmqVhost,
     "postgres_role" => postgres_role::PostgresRole,
@@ -123,6 +126,7 @@ registry! {
     "patroni_restart" => patroni_restart::PatroniRestart,
     "patroni_pause" => patroni_pause::PatroniPause,
     "etcd_member" => etcd_member::EtcdMember,
+    "etcd_join" => etcd_join::EtcdJoin,
     "airflow_db" => airflow_db::AirflowDb,
     "assert" => assert::Assert,
     "reach" => reach::Reach,

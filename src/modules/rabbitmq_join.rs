@@ -1,6 +1,7 @@
 //! `rabbitmq_join`: this node is a member of the seed's RabbitMQ cluster. A member is left alone,
 //! a node of another cluster is an error (in the plan already), a blank node joins (stop_app,
-//! reset, join_cluster, start_app), and a member wiped by hand is forgotten and joins afresh.
+//! reset, join_cluster, start_app), and a member wiped by hand is forgotten and joins afresh; a
+//! node that joined gets a replica of every quorum queue (`rabbitmq-queues grow`).
 //! The plan says `would join rabbit@node2 to the cluster of rabbit@node1`.
 
 use miette::Result;

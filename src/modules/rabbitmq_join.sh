@@ -7,7 +7,7 @@ hactl_probe() {
 
 # A member is left alone; a node of another cluster is an error; a blank node does stop_app,
 # reset, join_cluster, start_app; a member wiped by hand (the cluster still lists it) is forgotten
-# by the seed and joins afresh.
+# by the seed and joins afresh. A node that joined gets its replica of every quorum queue.
 hactl_apply() {
   # An app left stopped by an interrupted join starts again (standalone or clustered).
   rabbitmqctl -q start_app >/dev/null 2>&1
@@ -28,7 +28,10 @@ hactl_apply() {
     rabbitmqctl -n "$HACTL_SEED" forget_cluster_node "$HACTL_NODE" || return 1
     rabbitmqctl join_cluster "$HACTL_SEED" || return 1
   fi
-  hactl_start_app_retrying
+  hactl_start_app_retrying || return 1
+  # The quorum queues declared before it get a replica here too (RabbitMQ adds none by itself;
+  # a node forgotten before it joined again was removed from them).
+  rabbitmq-queues grow "$HACTL_NODE" all --vhost-pattern '.*' --queue-pattern '.*' --errors-only
 }
 
 # start_app, tried again for a while: a node that joins while another node joins the same seed can
