@@ -71,6 +71,9 @@ pub struct ListedMember {
     /// Its registered peer URLs.
     #[serde(default, rename = "peerURLs")]
     pub peer_urls: Vec<String>,
+    /// Its client URLs: none until it first starts and publishes them.
+    #[serde(default, rename = "clientURLs")]
+    pub client_urls: Vec<String>,
     /// Whether it is a learner (not voting yet).
     #[serde(default, rename = "isLearner")]
     pub is_learner: bool,
@@ -206,9 +209,9 @@ impl EtcdJoin {
                 "start etcd learner {name} ({urls}) and promote it in the cluster of {cluster}"
             ))),
             Some(_) if fact.has_data => None,
-            // Registered but never started here (its cluster formed without it): the settings
-            // of a start with the cluster's members, unless written already.
-            Some(m) if m.name.is_empty() => (fact.env.0 == "-").then(|| {
+            // Registered but never started (a member of the cluster's first start, or one
+            // added by an interrupted run): the settings of its start, unless written already.
+            Some(m) if m.client_urls.is_empty() => (fact.env.0 == "-").then(|| {
                 Change::new(format!(
                     "write etcd's settings for {name}, registered in the cluster of {cluster} but never started here"
                 ))
@@ -310,9 +313,11 @@ mod tests {
 
     #[test]
     fn a_voting_member_with_its_data_is_left_alone_and_one_without_is_added_again() {
-        let voter = with(r#"{"ID":4,"name":"node4","peerURLs":["https://10.0.0.4:2380"]}"#);
+        let voter = with(
+            r#"{"ID":4,"name":"node4","peerURLs":["https://10.0.0.4:2380"],"clientURLs":["https://10.0.0.4:2379"]}"#,
+        );
         assert_eq!(diff_of(&node4(), &probe("yes", ("-", "-"), &voter)).unwrap(), None);
-        let registered = with(r#"{"ID":4,"name":"","peerURLs":["https://10.0.0.4:2380"]}"#);
+        let registered = with(r#"{"ID":4,"name":"node4","peerURLs":["https://10.0.0.4:2380"]}"#);
         assert_eq!(
             diff_of(&node4(), &probe("no", ("-", "-"), &registered))
                 .unwrap()
@@ -441,6 +446,21 @@ mod tests {
             .map(|call| calls.find(call).expect(&calls))
             .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{calls}");
+    }
+
+    #[test]
+    fn a_member_of_the_first_start_not_started_yet_starts_with_the_cluster_it_is_in() {
+        let list = format!("{NODE1}\n{NODE2}\nd4, started, node4, https://10.0.0.4:2380, , false");
+        let (rc, calls, env) = apply_with([&list, &list, &list], 0);
+        assert_eq!(rc, 0, "{calls}");
+        assert!(
+            !calls.contains("member remove") && !calls.contains("member add"),
+            "{calls}"
+        );
+        assert!(
+            env.contains("node4=https://10.0.0.4:2380") && env.contains("STATE=\"existing\""),
+            "{env}"
+        );
     }
 
     /// The apply with no member answering, the peers' /members answering `members` (curl).

@@ -160,7 +160,8 @@ hactl_cluster_exists() {
 
 # Without an answering member: this member bootstraps with its group (a new cluster), unless the
 # cluster exists and only has no quorum now (a new cluster then would split it: refused). With one:
-# a member whose registration has no data here is removed first; one not registered is added as
+# a member that published itself once but has no data here is removed first (wiped); one never
+# started gets the settings of its start; one not registered is added as
 # a learner; a learner is started and promoted. A member already voting with its data is left.
 hactl_apply() {
   deadline=$(($(date +%s) + HACTL_TIMEOUT))
@@ -189,8 +190,8 @@ hactl_apply() {
       return
     elif [ -d "$HACTL_DATA_DIR/member/wal" ]; then
       return 0
-    elif [ "$(printf '%s' "$line" | awk -F', ' '{print $3}')" = "" ]; then
-      # Registered, never started here (its cluster formed without it): the cluster's members.
+    elif [ "$(printf '%s' "$line" | awk -F', ' '{print $5}')" = "" ]; then
+      # Registered, never started (no client URLs published): started with the cluster's members.
       hactl_write_env "$(printf '%s\n' "$list" | hactl_joining_cluster "$id")" existing
       return
     else
