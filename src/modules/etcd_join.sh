@@ -39,12 +39,18 @@ hactl_env_setting() {
   echo "${value:--}"
 }
 
-# `data yes|no`, `env_state`, `env_cluster`, `members JSON` (member list -w json), or `members -`
-# (no member answers) or `members ?` (this node cannot ask yet) with `reason TEXT`.
+# `members JSON` (member list -w json), or `members -` (no member answers) or `members ?` (this
+# node cannot ask yet) with `reason TEXT`; then `data yes|no`, `env_state`, `env_cluster`. The data
+# is looked at after the members: a member listed as started had its WAL before it published.
 hactl_probe() {
+  hactl_probe_members
   if [ -d "$HACTL_DATA_DIR/member/wal" ]; then echo "data yes"; else echo "data no"; fi
   echo "env_state $(hactl_env_setting CLUSTER_STATE)"
   echo "env_cluster $(hactl_env_setting CLUSTER)"
+}
+
+# The members line (see hactl_probe).
+hactl_probe_members() {
   if ! command -v etcdctl >/dev/null; then
     echo "members ?"
     echo "reason etcdctl is not installed here yet"
