@@ -296,8 +296,7 @@ fn etcd_members(from: usize) -> Vec<(String, bool, bool)> {
 /// nothing and `verify` passes on the four.
 fn a_fourth_node_joins_under_a_writer(dir: &std::path::Path, inv: &str, password: &str) {
     assert!(run(&["lab", "up", "--nodes", "4"]).status.success());
-    // The lab's inventory now has node4 in every group; the test's copy keeps its secrets.
-    inventory_in(dir);
+    add_lab_node(&dir.join("inventory.yml"), 4);
     let plan = run(&["plan", inv, "--stages", STAGES]);
     assert_eq!(plan.status.code(), Some(2), "{}", stderr(&plan));
     let text = stdout(&plan);

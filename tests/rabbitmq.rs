@@ -185,7 +185,7 @@ fn rabbitmq_cluster_forms_survives_a_node_and_rejoins() {
     // A fourth node in the inventory joins, and the quorum queue grows to it.
     assert_eq!(client("publish 210 220").0, 0);
     assert!(run(&["lab", "up", "--nodes", "4"]).status.success());
-    inventory_in(dir.path()); // the lab's inventory now has node4 in every group
+    add_lab_node(&inv_path, 4);
     let plan = stdout(&run(&["plan", inv, "--stages", STAGES]));
     assert!(
         plan.contains("would join rabbit@node4 to the cluster of rabbit@node1"),

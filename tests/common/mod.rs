@@ -168,6 +168,34 @@ pub fn inventory_in(dir: &Path) -> PathBuf {
     dest
 }
 
+/// Puts lab node `n` (10.213.0.1N) into the inventory at `inv` beside node `n - 1`: among its
+/// hosts and in every group that has node `n - 1` (the lab inventory's shape), keeping the rest
+/// of the file (the test's own variables) as it is.
+pub fn add_lab_node(inv: &Path, n: usize) {
+    let text = std::fs::read_to_string(inv).expect("the inventory");
+    let (before, host) = (format!("node{}", n - 1), format!("node{n}"));
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        out.push(line.to_string());
+        if line == format!("    {before}:") {
+            if let Some(address) = lines.next_if(|l| l.trim_start().starts_with("ansible_host:")) {
+                out.push(address.to_string());
+                out.push(format!("    {host}:"));
+                out.push(format!("      ansible_host: \"10.213.0.1{n}\""));
+            }
+        } else if line == format!("        {before}: {{}}") {
+            out.push(format!("        {host}: {{}}"));
+        }
+    }
+    assert!(
+        out.iter().any(|l| l == &format!("    {host}:")),
+        "{before} is not among the hosts of {}",
+        inv.display()
+    );
+    std::fs::write(inv, out.join("\n") + "\n").expect("the inventory written");
+}
+
 /// Runs a command on a lab node as root, returning (exit code, stdout).
 pub fn ssh(node: usize, cmd: &str) -> (i32, String) {
     ssh_as("root", node, cmd)
