@@ -64,13 +64,15 @@ hactl_probe_members() {
       return 0
     fi ;;
   esac
-  e=$(hactl_answering_endpoint)
-  if [ -n "$e" ] && out=$(hactl_etcdctl "$e" member list -w json 2>/dev/null); then
-    printf 'members %s\n' "$(printf '%s' "$out" | tr -d '\n')"
-  else
-    echo "members -"
-    echo "reason no member answers"
-  fi
+  # The first client URL that lists the members (one etcdctl call where the first answers).
+  for e in $HACTL_VIA; do
+    if out=$(hactl_etcdctl "$e" member list -w json 2>/dev/null); then
+      printf 'members %s\n' "$(printf '%s' "$out" | tr -d '\n')"
+      return 0
+    fi
+  done
+  echo "members -"
+  echo "reason no member answers"
 }
 
 # Writes the bootstrap settings ($1: the initial cluster, $2: new or existing), readable by etcd
