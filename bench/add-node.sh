@@ -41,19 +41,19 @@ provision() {
 }
 
 echo "first provision (node1-3, whole stack): $(provision first) s"
-# The generated password (hactl's secrets file beside the inventory), to the writer through its
-# environment on node1 only.
-password=$(awk -F': ' '$1 == "airflow_db_password" { gsub(/"/, "", $2); print $2 }' "$work/inventory.secrets.yml")
+# The generated password (hactl's secrets file beside the inventory) goes to node1 on ssh's
+# stdin, into a root-only file the writer reads: never on a command line.
+awk -F': ' '$1 == "airflow_db_password" { gsub(/"/, "", $2); print $2 }' "$work/inventory.secrets.yml" |
+  node 1 'umask 077; cat > /root/.bench-add-password'
 holder_before=$(node 1 'hactl-guard status airflow-dag-processor' | grep -o 'held by [^;]*token [0-9]*')
 conn="host=127.0.0.1 port=5000 user=airflow dbname=airflow sslmode=require"
-node 1 "PGPASSWORD='$password' psql '$conn' -qtAc 'create table if not exists bench_add(at timestamptz)'"
+node 1 "PGPASSWORD=\$(cat /root/.bench-add-password) psql '$conn' -qtAc 'create table if not exists bench_add(at timestamptz)'"
 node 1 "systemd-run --unit=hactl-bench-writer --collect sh -c 'for i in \$(seq 600); do \
-  if PGPASSWORD=\"$password\" timeout 3 psql \"$conn\" -qtAc \"insert into bench_add values (now())\" >/dev/null 2>&1; \
+  if PGPASSWORD=\$(cat /root/.bench-add-password) timeout 3 psql \"$conn\" -qtAc \"insert into bench_add values (now())\" >/dev/null 2>&1; \
   then echo ok; else echo fail; fi; sleep 0.5; done > /root/bench-writer.log'" >/dev/null 2>&1
 
-cp "$lab/inventory.yml" "$work/four.yml"
-# node4 into every group; the secrets and the CA stay beside the inventory.
-cp "$work/four.yml" "$inv"
+# node4 into every group (the lab's inventory); the secrets and the CA stay beside it.
+cp "$lab/inventory.yml" "$inv"
 echo "node4 added to every group: $(provision add) s, $(jq '.summary.changed' "$work/add.json") steps changed"
 node 1 'systemctl stop hactl-bench-writer 2>/dev/null; sort /root/bench-writer.log | uniq -c' | sed 's/^/  writer through 5000: /'
 jq -r '.results[] | select(.step | test("hactl_smoke triggered")) | "  smoke DAG: \(.summary)"' "$work/add.json"

@@ -272,8 +272,10 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
 fn etcd_members(from: usize) -> Vec<(String, bool, bool)> {
     let out = ssh_ok(
         from,
-        "ETCDCTL_API=3 etcdctl --endpoints=https://$(hostname -I | cut -d' ' -f1):2379 --cacert=/etc/hactl/tls/ca.crt \
-         --cert=/etc/hactl/tls/etcd-client.crt --key=/etc/hactl/tls/etcd-client.key member list -w json",
+        &format!(
+            "ETCDCTL_API=3 etcdctl --endpoints=https://10.213.0.1{from}:2379 --cacert=/etc/hactl/tls/ca.crt \
+         --cert=/etc/hactl/tls/etcd-client.crt --key=/etc/hactl/tls/etcd-client.key member list -w json"
+        ),
     );
     let list: serde_json::Value = serde_json::from_str(&out).expect("member list json");
     list["members"]

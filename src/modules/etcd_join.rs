@@ -12,7 +12,8 @@
 use miette::{miette, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{script, Change, Fact, ProbeLines, Resource, Templated};
+use super::etcd::script;
+use super::{Change, Fact, ProbeLines, Resource, Templated};
 
 /// The module's shell functions.
 const SH: &str = include_str!("etcd_join.sh");
@@ -88,8 +89,9 @@ struct MemberList {
 /// Why the members are not known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unlisted {
-    /// Asked, no member answered: why.
-    NoAnswer(String),
+    /// Asked, no member answered: why, and whether a cluster may exist anyway (a peer lists a
+    /// published member, or could not be asked): then no bootstrap.
+    NoAnswer(String, bool),
     /// This node cannot ask yet (a new node before its packages and certificates): why.
     CannotAsk(String),
 }
@@ -118,7 +120,10 @@ impl Fact for JoinFact {
         );
         let why = lines.get("reason").unwrap_or("no answer").to_string();
         let members = match lines.require("members")? {
-            "-" => Err(Unlisted::NoAnswer(why)),
+            "-" => Err(Unlisted::NoAnswer(
+                why,
+                matches!(lines.get("published"), Some("yes" | "unknown")),
+            )),
             "?" => Err(Unlisted::CannotAsk(why)),
             json => Ok(serde_json::from_str::<MemberList>(json)
                 .map_err(|e| miette!("unexpected member list from etcdctl ({e}): {json}"))?
@@ -238,7 +243,13 @@ impl Resource for EtcdJoin {
         match &fact.members {
             Ok(members) => self.joined(fact, members),
             Err(_) if fact.has_data => Ok(None),
-            Err(Unlisted::NoAnswer(why)) => Ok(self.bootstrap(
+            Err(Unlisted::NoAnswer(why, true)) => Ok(Some(Change::new(format!(
+                "add etcd member {} to the cluster of {} once a member answers ({why}, but the cluster may exist: the run waits {} s for an answer, then refuses; it never bootstraps a second cluster)",
+                self.name,
+                self.others(),
+                self.timeout
+            )))),
+            Err(Unlisted::NoAnswer(why, false)) => Ok(self.bootstrap(
                 fact,
                 &format!(
                     "{why}; where one answers when it runs, {} joins it as a learner instead",
@@ -388,7 +399,8 @@ mod tests {
                0) printf '%s\\n' \"$L0\";; 1) printf '%s\\n' \"$L1\";; *) printf '%s\\n' \"$L2\";; esac;; \
              *'member promote'*) echo x >> {count}; [ \"$(wc -l < {count})\" -gt {promote_fails} ] || \
                {{ echo 'Error: etcdserver: can only promote a learner member which is in sync with leader' >&2; return 1; }};; esac; }}\n\
-             systemctl() {{ echo \"systemctl $*\" >> {log}; }}\n",
+             systemctl() {{ echo \"systemctl $*\" >> {log}; }}\n\
+             curl() {{ echo '{{\"health\":\"true\"}}'; }}\n",
             crate::quote::q(lists[0]),
             crate::quote::q(lists[1]),
             crate::quote::q(lists[2]),
@@ -463,16 +475,18 @@ mod tests {
         );
     }
 
-    /// The apply with no member answering, the peers' /members answering `members` (curl).
-    fn apply_unanswered(members: &str) -> (i32, String, String) {
+    /// The apply with no member answering, the peers' /members answering `members` with curl's
+    /// exit status `curl_rc` (7: refused, 28: no answer in time), within a 3 s deadline.
+    fn apply_unanswered(members: &str, curl_rc: u8) -> (i32, String, String) {
         let dir = tempfile::tempdir().unwrap();
         let fake = format!(
-            "etcdctl() {{ return 1; }}\ncurl() {{ printf '%s\\n' {}; }}\n",
+            "etcdctl() {{ return 1; }}\ncurl() {{ printf '%s\\n' {}; return {curl_rc}; }}\n",
             crate::quote::q(members)
         );
         let module = EtcdJoin {
             data_dir: dir.path().join("data").display().to_string(),
             env_file: dir.path().join("env").display().to_string(),
+            timeout: 3,
             ..node4()
         };
         let script = module.apply().replacen("hactl_apply", &format!("{fake}hactl_apply"), 1);
@@ -482,15 +496,30 @@ mod tests {
     }
 
     #[test]
-    fn with_no_member_answering_a_new_cluster_is_bootstrapped_only_where_none_exists() {
-        let (rc, out, env) = apply_unanswered(r#"[{"id":1,"peerURLs":["https://10.0.0.1:2380"],"clientURLs":[]}]"#);
-        assert_eq!(rc, 0, "{out}");
-        assert!(env.contains("ETCD_INITIAL_CLUSTER_STATE=\"new\""), "{env}");
-        let (rc, out, env) = apply_unanswered(
-            r#"[{"id":1,"name":"node1","peerURLs":["https://10.0.0.1:2380"],"clientURLs":["https://10.0.0.1:2379"]}]"#,
-        );
-        assert_ne!(rc, 0, "a published cluster without quorum: no second cluster");
-        assert!(out.contains("not bootstrapping a second cluster"), "{out}");
-        assert_eq!(env, "", "nothing written");
+    fn with_no_member_answering_a_new_cluster_is_bootstrapped_only_where_none_can_exist() {
+        let unpublished = r#"[{"id":1,"peerURLs":["https://10.0.0.1:2380"],"clientURLs":[]}]"#;
+        for (members, rc) in [(unpublished, 0), ("", 7)] {
+            let (status, out, env) = apply_unanswered(members, rc);
+            assert_eq!(status, 0, "{out}");
+            assert!(env.contains("ETCD_INITIAL_CLUSTER_STATE=\"new\""), "{env}");
+        }
+        let published =
+            r#"[{"id":1,"name":"node1","peerURLs":["https://10.0.0.1:2380"],"clientURLs":["https://10.0.0.1:2379"]}]"#;
+        for (members, rc, what) in [(published, 0, "published"), ("", 28, "a peer that does not answer")] {
+            let (status, out, env) = apply_unanswered(members, rc);
+            assert_ne!(status, 0, "{what}: no second cluster");
+            assert!(out.contains("not bootstrapping a second one"), "{what}: {out}");
+            assert_eq!(env, "", "{what}: nothing written");
+        }
+    }
+
+    #[test]
+    fn a_cluster_that_may_exist_without_answering_is_waited_for_in_the_plan() {
+        let probe = "members -\nreason no member answers\ndata no\nenv_state new\nenv_cluster x\npublished unknown\n";
+        assert!(diff_of(&node4(), probe)
+            .unwrap()
+            .unwrap()
+            .summary
+            .contains("the cluster may exist: the run waits 120 s for an answer, then refuses"));
     }
 }

@@ -4,34 +4,9 @@
 # HACTL_VIA (the group's client URLs, one a line: the cluster is asked through the first that
 # answers), HACTL_DATA_DIR (etcd's data directory), HACTL_ENV_FILE (the bootstrap settings' file),
 # HACTL_CACERT, HACTL_CERT, HACTL_KEY (for https:// URLs; empty: none), HACTL_TIMEOUT (seconds
-# an apply waits for a learner's turn and for its promotion). This node has a member's data when
-# its data directory has a WAL (what etcd itself checks: a failed first start leaves `member`
-# without one).
-
-# etcdctl against endpoint $1 with the client certificate where it is https://, then the rest.
-# shellcheck disable=SC2153 # the HACTL_* inputs come from the environment
-hactl_etcdctl() {
-  endpoint=$1
-  shift
-  case $endpoint in
-    https://*)
-      ETCDCTL_API=3 etcdctl --endpoints="$endpoint" --dial-timeout=2s --command-timeout=5s \
-        --cacert="$HACTL_CACERT" --cert="$HACTL_CERT" --key="$HACTL_KEY" "$@"
-      ;;
-    *) ETCDCTL_API=3 etcdctl --endpoints="$endpoint" --dial-timeout=2s --command-timeout=5s "$@" ;;
-  esac
-}
-
-# The first of the client URLs in HACTL_VIA that lists the members, or nothing.
-hactl_answering_endpoint() {
-  printf '%s\n' "$HACTL_VIA" | while IFS= read -r e; do
-    [ -n "$e" ] || continue
-    if hactl_etcdctl "$e" member list >/dev/null 2>&1; then
-      echo "$e"
-      exit 0
-    fi
-  done
-}
+# an apply waits for the cluster to answer, for a learner's turn and for its promotion). This
+# node has a member's data when its data directory has a WAL (what etcd itself checks: a failed
+# first start leaves `member` without one). etcd.sh's helpers come first.
 
 # A setting of the bootstrap file ($1: CLUSTER or CLUSTER_STATE), `-` when it has none.
 hactl_env_setting() {
@@ -40,39 +15,78 @@ hactl_env_setting() {
 }
 
 # `members JSON` (member list -w json), or `members -` (no member answers) or `members ?` (this
-# node cannot ask yet) with `reason TEXT`; then `data yes|no`, `env_state`, `env_cluster`. The data
-# is looked at after the members: a member listed as started had its WAL before it published.
+# node cannot ask yet) with `reason TEXT`; then `data yes|no`, `env_state`, `env_cluster`, and
+# where no member answered and there is no data here, `published yes|no|unknown`. The data is
+# looked at after the members: a member listed as started had its WAL before it published.
 hactl_probe() {
   hactl_probe_members
   if [ -d "$HACTL_DATA_DIR/member/wal" ]; then echo "data yes"; else echo "data no"; fi
   echo "env_state $(hactl_env_setting CLUSTER_STATE)"
   echo "env_cluster $(hactl_env_setting CLUSTER)"
+  if [ "$hactl_members" = - ] && [ ! -d "$HACTL_DATA_DIR/member/wal" ]; then
+    echo "published $(hactl_cluster_published)"
+  fi
 }
 
-# The members line (see hactl_probe).
+# The members line (see hactl_probe); hactl_members is `-`, `?` or `listed`.
 hactl_probe_members() {
+  hactl_members='?'
   if ! command -v etcdctl >/dev/null; then
     echo "members ?"
     echo "reason etcdctl is not installed here yet"
     return 0
   fi
-  case $HACTL_CERT in
-    '') ;;
-    *) if [ ! -r "$HACTL_CERT" ]; then
-      echo "members ?"
-      echo "reason this node has no etcd client certificate yet"
-      return 0
-    fi ;;
-  esac
-  # The first client URL that lists the members (one etcdctl call where the first answers).
-  for e in $HACTL_VIA; do
-    if out=$(hactl_etcdctl "$e" member list -w json 2>/dev/null); then
-      printf 'members %s\n' "$(printf '%s' "$out" | tr -d '\n')"
-      return 0
-    fi
+  if [ -n "$HACTL_CERT" ] && [ ! -r "$HACTL_CERT" ]; then
+    echo "members ?"
+    echo "reason this node has no etcd client certificate yet"
+    return 0
+  fi
+  e=$(hactl_answering_endpoint "$HACTL_VIA")
+  if [ -n "$e" ] && out=$(hactl_etcdctl "$e" member list -w json 2>/dev/null); then
+    hactl_members=listed
+    printf 'members %s\n' "$(printf '%s' "$out" | tr -d '\n')"
+  else
+    hactl_members=-
+    echo "members -"
+    echo "reason no member answers"
+  fi
+}
+
+# Whether a member of the group's cluster has published itself (its peer port's /members lists
+# a member with client URLs: etcd's own test of a bootstrapped cluster), asked of each other
+# peer in either scheme (the peers may not have turned TLS on yet): `yes`; `no` when every
+# other peer answered without one or refused the connection (not running); `unknown` when one
+# could not be asked (no answer in time, a TLS error): the cluster may exist.
+# shellcheck disable=SC2153 # the HACTL_* inputs come from the environment
+hactl_cluster_published() {
+  hactl_verdict=no
+  for entry in $(printf '%s' "$HACTL_INITIAL_CLUSTER" | tr ',' ' '); do
+    url=${entry#*=}
+    case $url in "$HACTL_PEER_URLS" | '') continue ;; esac
+    peer=unknown
+    for try in "https://${url#*://}" "http://${url#*://}"; do
+      case $try in
+        https://*) [ -n "$HACTL_CERT" ] || continue; set -- --cacert "$HACTL_CACERT" --cert "$HACTL_CERT" --key "$HACTL_KEY" ;;
+        *) set -- ;;
+      esac
+      members=$(curl -s --max-time 2 "$@" "$try/members")
+      case $? in
+        0)
+          published=$(printf '%s' "$members" |
+            jq -r 'if type == "array" and any(.[]; (.clientURLs // []) | length > 0) then "yes" else "no" end' 2>/dev/null)
+          if [ "$published" = yes ]; then
+            echo yes
+            return 0
+          fi
+          peer=no
+          break
+          ;;
+        7) peer=no ;; # refused: nothing listens there
+      esac
+    done
+    [ "$peer" = no ] || hactl_verdict=unknown
   done
-  echo "members -"
-  echo "reason no member answers"
+  echo "$hactl_verdict"
 }
 
 # Writes the bootstrap settings ($1: the initial cluster, $2: new or existing), readable by etcd
@@ -107,83 +121,65 @@ hactl_joining_cluster() {
     END { print out }'
 }
 
+# Fails, saying so, once the apply's deadline has passed ($1: what it waited for).
+hactl_in_time() {
+  [ "$(date +%s)" -lt "$hactl_deadline" ] && return 0
+  echo "etcd member $HACTL_NAME: $1 for ${HACTL_TIMEOUT}s" >&2
+  return 1
+}
+
 # Through endpoint $1: adds this member as a learner, waiting while another learner has the one
-# learner's place; true when added (the caller lists the members again).
+# learner's place (the caller lists the members again).
 hactl_add_learner() {
   until out=$(hactl_etcdctl "$1" member add "$HACTL_NAME" --peer-urls="$HACTL_PEER_URLS" --learner 2>&1); do
     case $out in
       *"too many learner"*) ;;
       *) echo "etcd member add $HACTL_NAME: $out" >&2; return 1 ;;
     esac
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      echo "another etcd learner kept the learner's place for ${HACTL_TIMEOUT}s" >&2
-      return 1
-    fi
+    hactl_in_time "another learner kept the learner's place" || return 1
     sleep 2
   done
 }
 
-# Starts the learner with ID $2 (the members listed in $list) and promotes it through endpoint
-# $1 once it has caught up with the leader (etcd refuses the promotion until then).
+# Starts the learner with ID $2 (the members listed in $3) and promotes it through endpoint $1
+# once it has caught up with the leader (etcd refuses the promotion until then). A promotion
+# whose answer was lost is found by listing the members again.
 hactl_start_and_promote() {
-  hactl_write_env "$(printf '%s\n' "$list" | hactl_joining_cluster "$2")" existing || return 1
+  hactl_write_env "$(printf '%s\n' "$3" | hactl_joining_cluster "$2")" existing || return 1
   systemctl daemon-reload && systemctl start --no-block etcd || return 1
   until out=$(hactl_etcdctl "$1" member promote "$2" 2>&1); do
     case $out in
       *"in sync with leader"* | *"deadline exceeded"* | *"context"*) ;;
-      *) # a promotion whose answer was lost: no longer a learner
+      *)
         line=$(hactl_etcdctl "$1" member list | hactl_my_line)
         [ -n "$line" ] && [ "${line##*, }" = false ] && return 0
         echo "etcd member promote $HACTL_NAME: $out" >&2
         return 1
         ;;
     esac
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      echo "etcd learner $HACTL_NAME was not promoted within ${HACTL_TIMEOUT}s: $out" >&2
-      return 1
-    fi
+    hactl_in_time "the learner was not promoted (last: $out)" || return 1
     sleep 2
   done
 }
 
-# Whether a member of the group's cluster has published itself (its peer port's /members lists a
-# member with client URLs: etcd's own test of a bootstrapped cluster), seen through any peer.
-hactl_cluster_exists() {
-  printf '%s\n' "$HACTL_INITIAL_CLUSTER" | tr ',' '\n' | while IFS= read -r entry; do
-    url=${entry#*=}
-    case $url in "$HACTL_PEER_URLS" | '') continue ;; esac
-    # Either scheme: the peers may not have turned TLS on yet (a conversion in this run).
-    for try in "https://${url#*://}" "http://${url#*://}"; do
-      case $try in
-        https://*) [ -n "$HACTL_CERT" ] || continue; set -- --cacert "$HACTL_CACERT" --cert "$HACTL_CERT" --key "$HACTL_KEY" ;;
-        *) set -- ;;
-      esac
-      if curl -s --max-time 2 "$@" "$try/members" | jq -e 'any(.[]; (.clientURLs // []) | length > 0)' >/dev/null 2>&1; then
-        echo yes
-        exit 0
-      fi
-    done
-  done
-}
-
-# Without an answering member: this member bootstraps with its group (a new cluster), unless the
-# cluster exists and only has no quorum now (a new cluster then would split it: refused). With one:
-# a member that published itself once but has no data here is removed first (wiped); one never
-# started gets the settings of its start; one not registered is added as
-# a learner; a learner is started and promoted. A member already voting with its data is left.
+# With no member answering and no cluster published anywhere: this member bootstraps with its
+# group (a new cluster). A cluster that may exist but does not answer is waited for (a
+# bootstrap then would split it), and refused at the deadline. With an answer: a member that
+# published itself once but has no data here is removed first (wiped); one never started gets
+# the settings of its start; one not registered is added as a learner; a learner is started and
+# promoted. A member already voting with its data is left.
 hactl_apply() {
-  deadline=$(($(date +%s) + HACTL_TIMEOUT))
-  e=$(hactl_answering_endpoint)
-  if [ -z "$e" ]; then
+  hactl_deadline=$(($(date +%s) + HACTL_TIMEOUT))
+  until e=$(hactl_answering_endpoint "$HACTL_VIA") && [ -n "$e" ]; do
     [ -d "$HACTL_DATA_DIR/member/wal" ] && return 0
-    if [ -n "$(hactl_cluster_exists)" ]; then
-      echo "the etcd cluster of this group exists but no member answers (no quorum?): $HACTL_NAME joins it when it answers again; not bootstrapping a second cluster" >&2
-      return 1
+    if [ "$(hactl_cluster_published)" = no ]; then
+      hactl_write_env "$HACTL_INITIAL_CLUSTER" new
+      return
     fi
-    hactl_write_env "$HACTL_INITIAL_CLUSTER" new
-    return
-  fi
-  while :; do
+    hactl_in_time "the group's etcd cluster may exist but no member answered (no quorum?); not bootstrapping a second one" || return 1
+    sleep 2
+  done
+  while hactl_in_time "the membership did not settle"; do
     list=$(hactl_etcdctl "$e" member list) || return 1
     line=$(printf '%s\n' "$list" | hactl_my_line)
     id=${line%%,*}
@@ -194,7 +190,7 @@ hactl_apply() {
       fi
       hactl_add_learner "$e" || return 1
     elif [ "${line##*, }" = true ]; then
-      hactl_start_and_promote "$e" "$id"
+      hactl_start_and_promote "$e" "$id" "$list"
       return
     elif [ -d "$HACTL_DATA_DIR/member/wal" ]; then
       return 0
@@ -206,4 +202,5 @@ hactl_apply() {
       hactl_etcdctl "$e" member remove "$id" >/dev/null || return 1 # its data is gone: added again
     fi
   done
+  return 1
 }

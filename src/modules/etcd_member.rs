@@ -8,7 +8,8 @@
 use miette::{miette, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{script, Change, Fact, ProbeLines, Resource, Templated};
+use super::etcd::script;
+use super::{Change, Fact, ProbeLines, Resource, Templated};
 
 /// The module's shell functions.
 const SH: &str = include_str!("etcd_member.sh");
@@ -202,7 +203,8 @@ mod tests {
             "etcdctl() {{ echo \"$*\" >> {log}; case \"$*\" in *'member list'*) \
              echo '8e9e05c52164694d, started, node1, http://10.0.0.1:2380, http://10.0.0.1:2379, false'; \
              echo '1a2b3c, started, node2, https://10.0.0.2:2380, https://10.0.0.2:2379, false';; \
-             *'endpoint status'*) echo 'https://10.0.0.1:2379, 8e9e05c52164694d, 3.4.23, 20 kB, true, false, 2, 9, 9, ';; esac; }}\n",
+             *'endpoint status'*) echo 'https://10.0.0.1:2379, 8e9e05c52164694d, 3.4.23, 20 kB, true, false, 2, 9, 9, ';; esac; }}\n\
+             curl() {{ echo '{{\"health\":\"true\"}}'; }}\n",
             log = log.display()
         );
         let apply = |m: &EtcdMember| {

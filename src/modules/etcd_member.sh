@@ -3,31 +3,7 @@
 # HACTL_ENDPOINTS (the member's own client URLs, one a line, the first that answers), HACTL_VIA
 # (the other members' client URLs, one a line: the update goes through them), HACTL_CACERT,
 # HACTL_CERT, HACTL_KEY (for https:// endpoints; empty: none), HACTL_TIMEOUT (seconds the apply
-# waits for an endpoint to answer).
-
-# etcdctl against endpoint $1 with the client certificate where it is https://, then the rest.
-hactl_etcdctl() {
-  endpoint=$1
-  shift
-  case $endpoint in
-    https://*)
-      ETCDCTL_API=3 etcdctl --endpoints="$endpoint" --dial-timeout=2s --command-timeout=5s \
-        --cacert="$HACTL_CACERT" --cert="$HACTL_CERT" --key="$HACTL_KEY" "$@"
-      ;;
-    *) ETCDCTL_API=3 etcdctl --endpoints="$endpoint" --dial-timeout=2s --command-timeout=5s "$@" ;;
-  esac
-}
-
-# The first of the endpoints $1 (one a line) that lists the members, or nothing.
-hactl_answering_endpoint() {
-  printf '%s\n' "$1" | while IFS= read -r e; do
-    [ -n "$e" ] || continue
-    if hactl_etcdctl "$e" member list >/dev/null 2>&1; then
-      echo "$e"
-      exit 0
-    fi
-  done
-}
+# waits for an endpoint to answer). etcd.sh's helpers come first.
 
 # `members JSON` (member list -w json), or `members -` and `reason TEXT`.
 hactl_probe() {

@@ -14,6 +14,7 @@ pub mod awk_edit;
 pub mod command;
 pub mod dir_sync;
 pub mod directory;
+pub mod etcd;
 pub mod etcd_join;
 pub mod etcd_member;
 pub mod file;

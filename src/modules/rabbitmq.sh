@@ -88,3 +88,9 @@ hactl_sha256_matches() {
   got=$({ printf '%s' "$1" | base64 -d | head -c 4; printf '%s' "$HACTL_PASSWORD"; } | sha256sum | cut -d' ' -f1)
   [ -n "$want" ] && [ "$want" = "$got" ]
 }
+
+# A replica on node $1 for every quorum queue of every vhost that lacks one (RabbitMQ adds none
+# by itself for queues declared before the node joined).
+hactl_rabbitmq_grow() {
+  rabbitmq-queues grow "$1" all --vhost-pattern '.*' --queue-pattern '.*' --errors-only
+}

@@ -3,7 +3,7 @@
 //! reconciliation is off by default), so a majority of the old members stays what every queue
 //! waits for: `rabbitmq-queues grow` adds this node to each. Read from the management API (from
 //! rabbitmqctl where it does not answer yet). The
-//! plan says `grow 12 quorum queues to rabbit@node4 (/airflow/default, …)`.
+//! plan says `grow 12 quorum queues to rabbit@node4 (airflow/default, …)`.
 
 use miette::{miette, Result};
 use serde::{Deserialize, Serialize};
@@ -143,6 +143,15 @@ mod tests {
             diff_of(&grow(), &out.stdout).unwrap().unwrap().summary,
             "grow 1 quorum queue to rabbit@node4 (airflow/default)"
         );
+    }
+
+    #[test]
+    fn a_node_where_neither_the_api_nor_rabbitmqctl_answers_is_not_taken_as_grown() {
+        let fake = "hactl_rabbitmq_api() { return 1; }\nrabbitmqctl() { return 69; }\n";
+        let script = grow().probe().replacen("hactl_probe", &format!("{fake}hactl_probe"), 1);
+        let out = crate::modules::run_local(&script);
+        assert_eq!(out.rc, 0, "{out:?}");
+        assert!(out.stdout.contains("missing -"), "{out:?}");
     }
 
     #[test]

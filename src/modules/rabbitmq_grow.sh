@@ -4,16 +4,22 @@
 
 # Every queue of every vhost as the API lists them ([{name, vhost, type, members}]); from
 # rabbitmqctl (an Erlang VM a call) where the API does not answer yet (before the administrator
-# exists, or on a node that just joined).
+# exists, or on a node that just joined). Fails when neither answers.
 hactl_queues_json() {
   if hactl_rabbitmq_api 'queues?columns=name,vhost,type,members'; then
     return 0
   fi
-  vhosts=$(rabbitmqctl -q list_vhosts --formatter json 2>/dev/null | jq -r '.[].name') || return 1
-  printf '%s\n' "$vhosts" | while IFS= read -r vhost; do
-    rabbitmqctl -q list_queues -p "$vhost" name type members --formatter json 2>/dev/null |
-      jq -c --arg vhost "$vhost" '.[] | . + {vhost: $vhost}' || exit 1
-  done | jq -s .
+  vhosts=$(rabbitmqctl -q list_vhosts --formatter json 2>/dev/null) || return 1
+  names=$(printf '%s' "$vhosts" | jq -r '.[].name') || return 1
+  all='[]'
+  while IFS= read -r vhost; do
+    [ -n "$vhost" ] || continue
+    queues=$(rabbitmqctl -q list_queues -p "$vhost" name type members --formatter json 2>/dev/null) || return 1
+    all=$(printf '%s' "$queues" | jq -c --arg vhost "$vhost" --argjson all "$all" '$all + [.[] | . + {vhost: $vhost}]') || return 1
+  done <<EOF
+$names
+EOF
+  printf '%s\n' "$all"
 }
 
 # The quorum queues (every vhost) without a replica on HACTL_NODE: `missing N` and
@@ -35,11 +41,11 @@ hactl_probe() {
 # Adds a replica on this node to every quorum queue that lacks one (RabbitMQ never does it by
 # itself for queues declared before the node joined), then waits until none lacks it.
 hactl_apply() {
-  rabbitmq-queues grow "$HACTL_NODE" all --vhost-pattern '.*' --queue-pattern '.*' --errors-only || return 1
+  hactl_rabbitmq_grow "$HACTL_NODE" || return 1
   deadline=$(($(date +%s) + HACTL_TIMEOUT))
   until probe=$(hactl_probe) && printf '%s\n' "$probe" | grep -qx 'missing 0'; do
     if [ "$(date +%s)" -ge "$deadline" ]; then
-      echo "quorum queues still without a replica on $HACTL_NODE after ${HACTL_TIMEOUT}s: $(printf '%s\n' "$probe" | sed -n 's/^\(queues\|reason\) //p')" >&2
+      echo "quorum queues still without a replica on $HACTL_NODE after ${HACTL_TIMEOUT}s: $(printf '%s\n' "$probe" | sed -n -e 's/^queues //p' -e 's/^reason //p')" >&2
       return 1
     fi
     sleep 1

@@ -31,7 +31,7 @@ hactl_apply() {
   hactl_start_app_retrying || return 1
   # The quorum queues declared before it get a replica here too (RabbitMQ adds none by itself;
   # a node forgotten before it joined again was removed from them).
-  rabbitmq-queues grow "$HACTL_NODE" all --vhost-pattern '.*' --queue-pattern '.*' --errors-only
+  hactl_rabbitmq_grow "$HACTL_NODE"
 }
 
 # start_app, tried again for a while: a node that joins while another node joins the same seed can

@@ -241,8 +241,6 @@ fn waiting_messages(want: &str) -> String {
     }
 }
 
-/// The longest time, in seconds, that `samples` saw the process on no node (from the first such
-/// sample to the next one that saw it somewhere, or to the last sample).
 /// The samples where the guarded process ran on no node or on several, as `+SECONDS s: [nodes]`
 /// from the first sample (so a failure says when, against the run's own log).
 fn irregular_samples(samples: &[Sample]) -> String {
@@ -276,6 +274,8 @@ fn assert_kept_in_place(what: &str, guarded: &str, samples: &[Sample], before: &
     );
 }
 
+/// The longest time, in seconds, that `samples` saw the process on no node (from the first such
+/// sample to the next one that saw it somewhere, or to the last sample).
 fn longest_time_on_none(samples: &[Sample]) -> f64 {
     let mut longest: f64 = 0.0;
     let mut since = None;
