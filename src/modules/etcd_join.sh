@@ -41,15 +41,18 @@ hactl_probe_members() {
     echo "reason this node has no etcd client certificate yet"
     return 0
   fi
-  e=$(hactl_answering_endpoint "$HACTL_VIA")
-  if [ -n "$e" ] && out=$(hactl_etcdctl "$e" member list -w json 2>/dev/null); then
-    hactl_members=listed
-    printf 'members %s\n' "$(printf '%s' "$out" | tr -d '\n')"
-  else
-    hactl_members=-
-    echo "members -"
-    echo "reason no member answers"
-  fi
+  # The first healthy URL that lists the members (one curl and one etcdctl call on a re-run).
+  for e in $HACTL_VIA; do
+    hactl_endpoint_healthy "$e" || continue
+    if out=$(hactl_etcdctl "$e" member list -w json 2>/dev/null); then
+      hactl_members=listed
+      printf 'members %s\n' "$(printf '%s' "$out" | tr -d '\n')"
+      return 0
+    fi
+  done
+  hactl_members=-
+  echo "members -"
+  echo "reason no member answers"
 }
 
 # Whether a member of the group's cluster has published itself (its peer port's /members lists
