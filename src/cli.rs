@@ -42,6 +42,10 @@ pub enum Commands {
         /// rotation of the cluster CA (step 1 of 3; the next provisions do steps 2 and 3).
         #[arg(long, value_name = "NAME")]
         rotate: Vec<String>,
+        /// Also remove the cluster members that the inventory no longer has (etcd members,
+        /// RabbitMQ nodes); without it they are left, and the report names them.
+        #[arg(long)]
+        prune: bool,
     },
     /// Show what provision would change; change nothing (exit 2 when changes are pending).
     Plan {
@@ -212,7 +216,8 @@ pub fn main() -> ExitCode {
             plan,
             plan_max_age,
             rotate,
-        } => commands::provision(args, dry_run, plan, plan_max_age, rotate),
+            prune,
+        } => commands::provision(args, dry_run, plan, plan_max_age, rotate, prune),
         Commands::Plan { args, out, rotate } => commands::plan(args, out, rotate),
         Commands::Check { args } => commands::check(args),
         Commands::Verify { args } => commands::verify(args),

@@ -556,6 +556,8 @@ mod tests {
         assert_eq!(
             names,
             [
+                "etcd-membership",
+                "rabbitmq-membership",
                 "base",
                 "etcd",
                 "guard-etcd-tls",

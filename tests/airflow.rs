@@ -842,7 +842,139 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         );
         assert!(line.contains("succeeded") && !line.contains("node1"), "{line}");
     });
+    scenarios.run(
+        "node1, crashed for good, replaced by node4 in one provision --prune",
+        || {
+            replace_a_dead_node(&inv_path);
+        },
+    );
     scenarios.finish();
+}
+
+/// Starts triggering hactl_smoke through node `n`'s LB, one run after another, each logged
+/// `ok` or `failed` with the helper's line, until [`stop_dag_runs`].
+fn start_dag_runs(n: usize) {
+    ssh_ok(
+        n,
+        r#"cat > /root/dag-runs.sh <<'EOF'
+while [ ! -e /root/stop-dag-runs ]; do
+  pw=$(python3 -c 'import json; print(json.load(open("/var/lib/airflow/simple_auth_manager_passwords.json"))["admin"])')
+  if out=$(HACTL_AIRFLOW_PASSWORD=$pw python3 /usr/local/lib/hactl/airflow_check.py smoke --url https://hactl-lb:8080 --min-workers 1 --timeout 240 2>&1)
+  then echo "ok $out"; else echo "failed $out" | tr '\n' ' '; echo; fi
+done > /root/dag-runs.log 2>&1
+EOF
+rm -f /root/stop-dag-runs /root/dag-runs.log
+nohup sh /root/dag-runs.sh >/dev/null 2>&1 &"#,
+    );
+}
+
+/// Stops the DAG runs of [`start_dag_runs`] once the current one ends: (runs that succeeded, the
+/// failed runs' lines).
+fn stop_dag_runs(n: usize) -> (usize, Vec<String>) {
+    let log = ssh_ok(
+        n,
+        "touch /root/stop-dag-runs; for i in $(seq 250); do pgrep -f '^sh /root/dag-runs[.]sh' >/dev/null || break; sleep 1; done; cat /root/dag-runs.log",
+    );
+    let ok = log.lines().filter(|l| l.starts_with("ok ")).count();
+    let failed = log
+        .lines()
+        .filter(|l| l.starts_with("failed"))
+        .map(str::to_string)
+        .collect();
+    (ok, failed)
+}
+
+/// Issue 28's replacement of a dead node: node1 (crashed by the scenario before, the holder of
+/// every leader) swapped for node4 in every group. The plan names what the run will remove; one
+/// `provision --prune` converges while a writer goes through the PostgreSQL LB and DAG runs
+/// through node2's LB; then every cluster has its three members again, a re-run is changed=0,
+/// `verify` passes (its smoke DAG on at least two workers), and nothing under /etc on any node
+/// names node1 or its address.
+fn replace_a_dead_node(inv_path: &std::path::Path) {
+    let inv = inv_path.to_str().unwrap();
+    add_lab_node(inv_path, 4);
+    remove_lab_node(inv_path, 1);
+    let plan = run(&["plan", inv]);
+    assert_eq!(plan.status.code(), Some(2), "{}", stderr(&plan));
+    let text = stdout(&plan);
+    for want in [
+        "would remove etcd member node1, down and not in group etcd",
+        "would forget rabbit@node1, down and not in group rabbitmq, and shrink its quorum queue replicas",
+        "add etcd member node4",
+    ] {
+        assert!(text.contains(want), "the plan says `{want}`: {text}");
+    }
+    security::start_writer();
+    start_dag_runs(2);
+    let started = Instant::now();
+    let out = run(&["provision", inv, "--prune", "--output", "json"]);
+    let secs = started.elapsed().as_secs_f64();
+    let (ok, failed, gap) = security::stop_writer();
+    let (runs, failed_runs) = stop_dag_runs(2);
+    let doc = json(&out);
+    let changed = &doc["summary"]["changed"];
+    measured!(
+        "node1 (dead) replaced by node4 in one provision --prune: {secs:.1} s, {changed} steps changed; a writer through the PostgreSQL LB: {} writes, {} failed, longest gap {gap:.1} s; DAG runs through node2's LB meanwhile: {runs} succeeded, {} failed",
+        ok + failed.len(),
+        failed.len(),
+        failed_runs.len()
+    );
+    assert_eq!(out.status.code(), Some(0), "{doc}");
+    measured!(
+        "the replacement's own smoke DAG gate: {}",
+        gate_report(&doc, "hactl_smoke triggered through the LB")
+    );
+    assert!(ok > 0, "the writer wrote: {failed:?}");
+    assert!(failed_runs.is_empty(), "DAG runs failed: {failed_runs:?}");
+    let rerun = run(&["provision", inv, "--output", "json"]);
+    let rerun_doc = json(&rerun);
+    assert_eq!(rerun.status.code(), Some(0), "{rerun_doc}");
+    assert_eq!(
+        rerun_doc["summary"]["changed"], 0,
+        "a re-run changes nothing: {rerun_doc}"
+    );
+    let verify = run(&["verify", inv, "--output", "json"]);
+    let verified = json(&verify);
+    assert_eq!(verify.status.code(), Some(0), "{verified}");
+    let smoke = verified["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["step"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("hactl_smoke triggered"))
+        })
+        .and_then(|r| r["summary"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    measured!("after the replacement, verify's smoke DAG: {smoke}");
+    assert!(smoke.contains("succeeded") && !smoke.contains("node1"), "{smoke}");
+    let members = ssh_ok(
+        4,
+        &format!(
+            r#"{ETCDCTL} --endpoints=https://10.213.0.14:2379 member list | awk -F', ' '{{print $3}}' | sort | xargs
+patronictl -c /etc/patroni/config.yml list -f json | jq -r '[.[].Member] | sort | join(" ")'
+rabbitmqctl -q cluster_status --formatter json | jq -r '.disk_nodes | sort | join(" ")'"#
+        ),
+    );
+    assert_eq!(
+        members.lines().map(str::trim).collect::<Vec<_>>(),
+        [
+            "node2 node3 node4",
+            "node2 node3 node4",
+            "rabbit@node2 rabbit@node3 rabbit@node4"
+        ],
+        "etcd, Patroni and RabbitMQ members"
+    );
+    for n in 2..=4 {
+        let named = ssh_ok(n, "grep -rlIw -e 'node1' -e '10\\.213\\.0\\.11' /etc || true");
+        assert_eq!(
+            named.trim(),
+            "",
+            "node{n}: files under /etc that name node1 or its address"
+        );
+    }
 }
 
 /// A shell word for `runuser ... sh -c WORD` (single quotes).

@@ -266,6 +266,55 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     ssh_cut_mid_run(inv);
     patroni_passwords_rotate_under_a_writer(dir.path(), inv, &password);
     a_fourth_node_joins_under_a_writer(dir.path(), inv, &password);
+    a_dead_member_is_left_then_pruned(dir.path(), inv);
+}
+
+/// Scenario "a dead member, left then pruned": node4 crashes for good and leaves the inventory. A
+/// provision without `--prune` leaves its etcd member (a `left:` result, the gates pass on the
+/// three); `plan` names the removal; `provision --prune` removes it; Patroni forgets it by itself
+/// (its key expires); a re-run changes nothing.
+fn a_dead_member_is_left_then_pruned(dir: &std::path::Path, inv: &str) {
+    assert!(stdout(&run(&["lab", "kill", "node4"])).contains("crashed"));
+    remove_lab_node(&dir.join("inventory.yml"), 4);
+    let left = provision_ok(inv, Some(STAGES));
+    let skipped: Vec<String> = left["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "skipped")
+        .filter_map(|r| r["summary"].as_str().map(str::to_string))
+        .filter(|s| s.starts_with("left: "))
+        .collect();
+    assert_eq!(
+        skipped,
+        ["left: remove etcd member node4, down and not in group etcd (provision --prune does it)"],
+        "{left}"
+    );
+    assert_eq!(etcd_members(1).len(), 4, "left as it was");
+    let plan = run(&["plan", inv, "--stages", STAGES]);
+    assert_eq!(plan.status.code(), Some(2), "{}", stderr(&plan));
+    assert!(
+        stdout(&plan).contains("would remove etcd member node4, down and not in group etcd"),
+        "{}",
+        stdout(&plan)
+    );
+    let started = Instant::now();
+    let pruned = run(&["provision", inv, "--stages", STAGES, "--prune", "--output", "json"]);
+    assert_eq!(pruned.status.code(), Some(0), "{}", stdout(&pruned));
+    measured!(
+        "a dead member removed by provision --prune: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut etcd: Vec<String> = etcd_members(1).into_iter().map(|m| m.0).collect();
+    etcd.sort();
+    assert_eq!(etcd, ["node1", "node2", "node3"], "etcd members after the removal");
+    let patroni: Vec<String> = members(1).into_iter().map(|m| m.0).collect();
+    assert!(!patroni.iter().any(|m| m == "node4"), "{patroni:?}");
+    assert_eq!(
+        provision_ok(inv, Some(STAGES))["summary"]["changed"],
+        0,
+        "a re-run after the removal"
+    );
 }
 
 /// The etcd members as (name, is learner, started), listed through node `from`.

@@ -65,6 +65,7 @@ pub fn provision(
     plan: Option<PathBuf>,
     plan_max_age: u64,
     rotate: Vec<String>,
+    prune: bool,
 ) -> ExitCode {
     if plan.is_some() && !rotate.is_empty() {
         eprintln!(
@@ -77,6 +78,7 @@ pub fn provision(
         apply: plan,
         max_age_hours: plan_max_age,
         rotate: rotate.into_iter().collect(),
+        prune,
         ..Reviewed::default()
     };
     run(args, if dry_run { Mode::Plan } else { Mode::Apply }, reviewed)
@@ -114,6 +116,8 @@ struct Reviewed {
     max_age_hours: u64,
     /// The secrets to rotate (`--rotate`).
     rotate: BTreeSet<String>,
+    /// Whether members the inventory no longer has are removed (`provision --prune`).
+    prune: bool,
 }
 
 /// Runs the engine and maps the outcome to the contract's exit codes: 1 on any failure or
@@ -175,7 +179,7 @@ fn run(args: RunArgs, mode: Mode, reviewed: Reviewed) -> ExitCode {
         }
     }
     let reporter = Arc::new(reporter);
-    let options = options(&args, mode, only);
+    let options = options(&args, mode, only, reviewed.prune);
     let engine = match Engine::new(loaded, options, Arc::clone(&reporter), journal.clone()) {
         Ok(engine) => engine,
         Err(e) => {
@@ -386,7 +390,7 @@ fn planned_steps(results: &[StepResult], redactor: &Redactor) -> Vec<PlannedStep
 }
 
 /// The engine's options for a run of `args` in `mode`.
-fn options(args: &RunArgs, mode: Mode, only: Option<engine::Reviewed>) -> Options {
+fn options(args: &RunArgs, mode: Mode, only: Option<engine::Reviewed>, prune: bool) -> Options {
     Options {
         mode,
         stages: args.stages.clone(),
@@ -395,6 +399,7 @@ fn options(args: &RunArgs, mode: Mode, only: Option<engine::Reviewed>) -> Option
         host_key_policy: args.host_key_policy,
         connect_timeout: std::time::Duration::from_secs(args.connect_timeout),
         only,
+        prune,
     }
 }
 
@@ -443,7 +448,7 @@ fn reviewed_changes(
     )?;
     let redactor = loaded.redactor.clone();
     let quiet = Arc::new(Reporter::silent(redactor.clone()));
-    let engine = Engine::new(loaded, options(args, Mode::Plan, None), quiet, None)?;
+    let engine = Engine::new(loaded, options(args, Mode::Plan, None, false), quiet, None)?;
     let outcome = engine::block_on(engine.run())?;
     let now = SavedPlan::new(
         inputs.clone(),

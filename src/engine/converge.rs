@@ -101,9 +101,10 @@ impl Engine {
             let todo: Vec<usize> = (0..steps.len())
                 .filter(|&i| applied[i].is_none())
                 .filter(|&i| {
-                    changes[i]
-                        .as_ref()
-                        .is_some_and(|c| !c.counts || self.in_reviewed_plan(host, &stage.name, &steps[i].name))
+                    changes[i].as_ref().is_some_and(|c| {
+                        (!c.counts || self.in_reviewed_plan(host, &stage.name, &steps[i].name))
+                            && (!c.prune || self.options.prune)
+                    })
                 })
                 .collect();
             if todo.is_empty() {
@@ -165,7 +166,12 @@ impl Engine {
             }
         }
         for (i, step) in steps.iter().enumerate() {
-            if applied[i].is_none() && changes[i].as_ref().is_some_and(|c| c.counts) {
+            let left = changes[i].as_ref().filter(|c| c.prune && !self.options.prune);
+            if let (None, Some(removal)) = (&applied[i], left) {
+                let mut r = StepResult::new(host, &stage.name, &step.name, Status::Skipped);
+                r.summary = Some(format!("left: {} (provision --prune does it)", removal.summary));
+                self.record(r);
+            } else if applied[i].is_none() && changes[i].as_ref().is_some_and(|c| c.counts) {
                 let mut r = StepResult::new(host, &stage.name, &step.name, Status::Skipped);
                 r.summary = Some("not in the reviewed plan: left as it is".to_string());
                 self.record(r);

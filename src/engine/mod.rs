@@ -75,6 +75,9 @@ pub struct Options {
     /// A reviewed plan: when set, only its changes are applied (any other change is left as it
     /// is and reported skipped), and its rolling stages restart hosts in its order or not at all.
     pub only: Option<Reviewed>,
+    /// Whether changes that remove a cluster's member are applied (`provision --prune`); without
+    /// it they are left, and reported so.
+    pub prune: bool,
 }
 
 /// What a reviewed plan allows a run to do.

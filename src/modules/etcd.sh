@@ -40,3 +40,34 @@ hactl_answering_endpoint() {
     fi
   done
 }
+
+# `members JSON` (member list -w json) through the first of HACTL_VIA (one URL a line or a
+# word) that answers, or `members -` (no member answers) or `members ?` (this node cannot ask
+# yet) with `reason TEXT`; hactl_members is then `listed`, `-` or `?`, and hactl_list the JSON.
+# shellcheck disable=SC2034 # hactl_members and hactl_list are the callers'
+hactl_probe_members() {
+  hactl_members='?'
+  if ! command -v etcdctl >/dev/null; then
+    echo "members ?"
+    echo "reason etcdctl is not installed here yet"
+    return 0
+  fi
+  if [ -n "$HACTL_CERT" ] && [ ! -r "$HACTL_CERT" ]; then
+    echo "members ?"
+    echo "reason this node has no etcd client certificate yet"
+    return 0
+  fi
+  # The first healthy URL that lists the members (one curl and one etcdctl call on a re-run).
+  for e in $HACTL_VIA; do
+    hactl_endpoint_healthy "$e" || continue
+    if out=$(hactl_etcdctl "$e" member list -w json 2>/dev/null); then
+      hactl_members=listed
+      hactl_list=$out
+      printf 'members %s\n' "$(printf '%s' "$out" | tr -d '\n')"
+      return 0
+    fi
+  done
+  hactl_members=-
+  echo "members -"
+  echo "reason no member answers"
+}

@@ -12,7 +12,7 @@
 use miette::{miette, Result};
 use serde::{Deserialize, Serialize};
 
-use super::etcd::script;
+use super::etcd::{parse_members, script, ListedMember};
 use super::{Change, Fact, ProbeLines, Resource, Templated};
 
 /// The module's shell functions.
@@ -63,29 +63,6 @@ fn default_timeout() -> u64 {
     120
 }
 
-/// A member as `member list -w json` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ListedMember {
-    /// Its name; empty until it first starts.
-    #[serde(default)]
-    pub name: String,
-    /// Its registered peer URLs.
-    #[serde(default, rename = "peerURLs")]
-    pub peer_urls: Vec<String>,
-    /// Its client URLs: none until it first starts and publishes them.
-    #[serde(default, rename = "clientURLs")]
-    pub client_urls: Vec<String>,
-    /// Whether it is a learner (not voting yet).
-    #[serde(default, rename = "isLearner")]
-    pub is_learner: bool,
-}
-
-#[derive(Deserialize)]
-struct MemberList {
-    #[serde(default)]
-    members: Vec<ListedMember>,
-}
-
 /// Why the members are not known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unlisted {
@@ -125,9 +102,7 @@ impl Fact for JoinFact {
                 matches!(lines.get("published"), Some("yes" | "unknown")),
             )),
             "?" => Err(Unlisted::CannotAsk(why)),
-            json => Ok(serde_json::from_str::<MemberList>(json)
-                .map_err(|e| miette!("unexpected member list from etcdctl ({e}): {json}"))?
-                .members),
+            json => Ok(parse_members(json)?),
         };
         Ok(JoinFact { has_data, env, members })
     }
@@ -192,6 +167,26 @@ impl EtcdJoin {
         })
     }
 
+    /// A member with its data ignores the bootstrap settings, but they must not name a host
+    /// that left the group (nothing on a node names a removed member): rewritten with the group.
+    fn stale_env(&self, fact: &JoinFact) -> Option<Change> {
+        let group: Vec<&str> = self.names().collect();
+        let gone: Vec<&str> = fact
+            .env
+            .1
+            .split(',')
+            .filter_map(|entry| entry.split_once('=').map(|(name, _)| name))
+            .filter(|name| !group.contains(name))
+            .collect();
+        (fact.env.1 != "-" && !gone.is_empty()).then(|| {
+            Change::new(format!(
+                "rewrite etcd's bootstrap settings on {} with the group: they name {}, no longer in it (read at a member's first start only: nothing restarts)",
+                self.name,
+                gone.join(", ")
+            ))
+        })
+    }
+
     fn joined(&self, fact: &JoinFact, members: &[ListedMember]) -> Result<Option<Change>> {
         let (name, urls) = (&self.name, self.peer_urls.join(","));
         let cluster: Vec<&str> = members
@@ -213,7 +208,7 @@ impl EtcdJoin {
             Some(m) if m.is_learner => Some(Change::new(format!(
                 "start etcd learner {name} ({urls}) and promote it in the cluster of {cluster}"
             ))),
-            Some(_) if fact.has_data => None,
+            Some(_) if fact.has_data => self.stale_env(fact),
             // Registered but never started (a member of the cluster's first start, or one
             // added by an interrupted run): the settings of its start, unless written already.
             Some(m) if m.client_urls.is_empty() => (fact.env.0 == "-").then(|| {
@@ -345,6 +340,23 @@ mod tests {
             .unwrap()
             .summary
             .starts_with("add etcd member node4 (https://10.0.0.4:2380) again"));
+    }
+
+    #[test]
+    fn bootstrap_settings_naming_a_host_that_left_are_rewritten() {
+        let voter = with(
+            r#"{"ID":4,"name":"node4","peerURLs":["https://10.0.0.4:2380"],"clientURLs":["https://10.0.0.4:2379"]}"#,
+        );
+        let stale = (
+            "existing",
+            "node1=https://10.0.0.1:2380,node3=https://10.0.0.3:2380,node4=https://10.0.0.4:2380",
+        );
+        assert_eq!(
+            diff_of(&node4(), &probe("yes", stale, &voter)).unwrap().unwrap().summary,
+            "rewrite etcd's bootstrap settings on node4 with the group: they name node3, no longer in it (read at a member's first start only: nothing restarts)"
+        );
+        let current = ("existing", "node1=https://10.0.0.1:2380,node4=https://10.0.0.4:2380");
+        assert_eq!(diff_of(&node4(), &probe("yes", current, &voter)).unwrap(), None);
     }
 
     #[test]

@@ -18,6 +18,7 @@ hactl_env_setting() {
 # node cannot ask yet) with `reason TEXT`; then `data yes|no`, `env_state`, `env_cluster`, and
 # where no member answered and there is no data here, `published yes|no|unknown`. The data is
 # looked at after the members: a member listed as started had its WAL before it published.
+# shellcheck disable=SC2154 # hactl_members is set by hactl_probe_members (etcd.sh)
 hactl_probe() {
   hactl_probe_members
   if [ -d "$HACTL_DATA_DIR/member/wal" ]; then echo "data yes"; else echo "data no"; fi
@@ -26,33 +27,6 @@ hactl_probe() {
   if [ "$hactl_members" = - ] && [ ! -d "$HACTL_DATA_DIR/member/wal" ]; then
     echo "published $(hactl_cluster_published)"
   fi
-}
-
-# The members line (see hactl_probe); hactl_members is `-`, `?` or `listed`.
-hactl_probe_members() {
-  hactl_members='?'
-  if ! command -v etcdctl >/dev/null; then
-    echo "members ?"
-    echo "reason etcdctl is not installed here yet"
-    return 0
-  fi
-  if [ -n "$HACTL_CERT" ] && [ ! -r "$HACTL_CERT" ]; then
-    echo "members ?"
-    echo "reason this node has no etcd client certificate yet"
-    return 0
-  fi
-  # The first healthy URL that lists the members (one curl and one etcdctl call on a re-run).
-  for e in $HACTL_VIA; do
-    hactl_endpoint_healthy "$e" || continue
-    if out=$(hactl_etcdctl "$e" member list -w json 2>/dev/null); then
-      hactl_members=listed
-      printf 'members %s\n' "$(printf '%s' "$out" | tr -d '\n')"
-      return 0
-    fi
-  done
-  hactl_members=-
-  echo "members -"
-  echo "reason no member answers"
 }
 
 # Whether a member of the group's cluster has published itself (its peer port's /members lists
@@ -136,10 +110,13 @@ hactl_in_time() {
 hactl_add_learner() {
   until out=$(hactl_etcdctl "$1" member add "$HACTL_NAME" --peer-urls="$HACTL_PEER_URLS" --learner 2>&1); do
     case $out in
-      *"too many learner"*) ;;
+      *"too many learner"*) why="another learner kept the learner's place" ;;
+      # etcd adds no member while one is down (strict reconfiguration check): a member being
+      # removed in this run (provision --prune) is waited for.
+      *"unhealthy cluster"*) why="etcd refused a new member while one of its members is down (remove a member that is gone for good with provision --prune)" ;;
       *) echo "etcd member add $HACTL_NAME: $out" >&2; return 1 ;;
     esac
-    hactl_in_time "another learner kept the learner's place" || return 1
+    hactl_in_time "$why" || return 1
     sleep 2
   done
 }
@@ -196,6 +173,10 @@ hactl_apply() {
       hactl_start_and_promote "$e" "$id" "$list"
       return
     elif [ -d "$HACTL_DATA_DIR/member/wal" ]; then
+      # A member with its data: settings that name a host gone from the group become the group's.
+      if [ -f "$HACTL_ENV_FILE" ] && [ "$(hactl_env_setting CLUSTER)" != "$HACTL_INITIAL_CLUSTER" ]; then
+        hactl_write_env "$HACTL_INITIAL_CLUSTER" existing
+      fi
       return 0
     elif [ "$(printf '%s' "$line" | awk -F', ' '{print $5}')" = "" ]; then
       # Registered, never started (no client URLs published): started with the cluster's members.

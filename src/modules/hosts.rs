@@ -1,5 +1,6 @@
-//! `hosts`: entries in /etc/hosts; any other line naming a managed name (e.g. the installer's
-//! `127.0.1.1 node1`) is removed.
+//! `hosts`: entries in /etc/hosts, each marked `# hactl`. Any other line naming a managed name
+//! (e.g. the installer's `127.0.1.1 node1`) is removed, and so is a marked line no longer wanted
+//! (a host that left the inventory).
 
 use miette::Result;
 use serde::{Deserialize, Serialize};
@@ -34,12 +35,12 @@ fn default_path() -> String {
 
 const HOSTS_AWK: &str = r#"BEGIN { n = split(ENVIRON["HACTL_ENTRIES"], want, "\n")
   for (i = 1; i <= n; i++) { m = split(want[i], f, " "); for (j = 2; j <= m; j++) managed[f[j]] = 1 } }
-{ line = $0; sub(/#.*/, "", line); k = split(line, f, /[ \t]+/); norm = ""; hit = 0
+{ line = $0; ours = (line ~ /# hactl$/); sub(/#.*/, "", line); k = split(line, f, /[ \t]+/); norm = ""; hit = ours
   for (j = 1; j <= k; j++) if (f[j] != "") { norm = norm (norm == "" ? "" : " ") f[j] }
   m = split(norm, g, " "); for (j = 2; j <= m; j++) if (g[j] in managed) hit = 1
   if (!hit) { print; next }
-  for (i = 1; i <= n; i++) if (norm == want[i] && !(i in done)) { done[i] = 1; print; next } }
-END { for (i = 1; i <= n; i++) if (!(i in done) && want[i] != "") print want[i] }"#;
+  if (ours) for (i = 1; i <= n; i++) if (norm == want[i] && !(i in done)) { done[i] = 1; print; next } }
+END { for (i = 1; i <= n; i++) if (!(i in done) && want[i] != "") print want[i] " # hactl" }"#;
 
 impl Hosts {
     fn edit(&self) -> AwkEdit {
@@ -79,12 +80,12 @@ mod tests {
     use crate::modules::{local_apply, local_diff};
 
     #[test]
-    fn drops_conflicting_lines_and_appends_entries() {
+    fn drops_conflicting_and_departed_lines_and_appends_entries() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("hosts");
         std::fs::write(
             &p,
-            "127.0.0.1\tlocalhost\n127.0.1.1\tnode1\n# comment node1\n10.0.0.2 node2\n",
+            "127.0.0.1\tlocalhost\n127.0.1.1\tnode1\n# comment node1\n10.0.0.2 node2 # hactl\n10.0.0.3 node3 # hactl\n10.0.0.9 other\n",
         )
         .unwrap();
         let h = Hosts {
@@ -104,7 +105,7 @@ mod tests {
         assert_eq!(local_apply(&h).rc, 0);
         assert_eq!(
             std::fs::read_to_string(&p).unwrap(),
-            "127.0.0.1\tlocalhost\n# comment node1\n10.0.0.2 node2\n10.0.0.1 node1\n"
+            "127.0.0.1\tlocalhost\n# comment node1\n10.0.0.2 node2 # hactl\n10.0.0.9 other\n10.0.0.1 node1 # hactl\n"
         );
         assert_eq!(local_diff(&h).unwrap(), None);
     }

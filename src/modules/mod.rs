@@ -17,6 +17,7 @@ pub mod directory;
 pub mod etcd;
 pub mod etcd_join;
 pub mod etcd_member;
+pub mod etcd_remove;
 pub mod file;
 pub mod group;
 pub mod hosts;
@@ -29,6 +30,7 @@ pub mod pip;
 pub mod postgres_password;
 pub mod postgres_role;
 pub mod rabbitmq;
+pub mod rabbitmq_forget;
 pub mod rabbitmq_grow;
 pub mod rabbitmq_join;
 pub mod rabbitmq_user;
@@ -120,6 +122,7 @@ registry! {
     "wait_for" => wait_for::WaitFor,
     "rabbitmq_join" => rabbitmq_join::RabbitmqJoin,
     "rabbitmq_grow" => rabbitmq_grow::RabbitmqGrow,
+    "rabbitmq_forget" => rabbitmq_forget::RabbitmqForget,
     "rabbitmq_user" => rabbitmq_user::RabbitmqUser,
     "rabbitmq_vhost" => rabbitmq_vhost::RabbitmqVhost,
     "postgres_role" => postgres_role::PostgresRole,
@@ -128,6 +131,7 @@ registry! {
     "patroni_pause" => patroni_pause::PatroniPause,
     "etcd_member" => etcd_member::EtcdMember,
     "etcd_join" => etcd_join::EtcdJoin,
+    "etcd_remove" => etcd_remove::EtcdRemove,
     "airflow_db" => airflow_db::AirflowDb,
     "assert" => assert::Assert,
     "reach" => reach::Reach,
@@ -157,6 +161,9 @@ pub struct Change {
     /// that unit is redundant if it was notified before the start: the unit starts with the
     /// configuration already in place).
     pub starts: Option<String>,
+    /// Whether it removes a cluster's member that the inventory no longer has: applied only by
+    /// `provision --prune`, otherwise left and reported.
+    pub prune: bool,
 }
 
 impl Change {
@@ -167,6 +174,7 @@ impl Change {
             diff: None,
             counts: true,
             starts: None,
+            prune: false,
         }
     }
 
@@ -174,6 +182,15 @@ impl Change {
     pub fn with_diff(summary: impl Into<String>, diff: Option<String>) -> Self {
         Change {
             diff,
+            ..Change::new(summary)
+        }
+    }
+
+    /// A removal of members the inventory no longer has (see [`Change::prune`]): `summary` names
+    /// them ("remove etcd member node3").
+    pub fn removal(summary: impl Into<String>) -> Self {
+        Change {
+            prune: true,
             ..Change::new(summary)
         }
     }

@@ -196,6 +196,28 @@ pub fn add_lab_node(inv: &Path, n: usize) {
     std::fs::write(inv, out.join("\n") + "\n").expect("the inventory written");
 }
 
+/// Takes lab node `n` out of the inventory at `inv`: its host entry and its line in every group,
+/// keeping the rest of the file as it is.
+pub fn remove_lab_node(inv: &Path, n: usize) {
+    let text = std::fs::read_to_string(inv).expect("the inventory");
+    let host = format!("node{n}");
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == format!("    {host}:") {
+            lines.next_if(|l| l.trim_start().starts_with("ansible_host:"));
+        } else if line != format!("        {host}: {{}}") {
+            out.push(line.to_string());
+        }
+    }
+    assert!(
+        !out.iter().any(|l| l.contains(&host)),
+        "{host} is still named in {}",
+        inv.display()
+    );
+    std::fs::write(inv, out.join("\n") + "\n").expect("the inventory written");
+}
+
 /// Runs a command on a lab node as root, returning (exit code, stdout).
 pub fn ssh(node: usize, cmd: &str) -> (i32, String) {
     ssh_as("root", node, cmd)

@@ -162,7 +162,7 @@ fn everything(node: usize, dir: &Path) -> Vec<serde_json::Value> {
 
 /// Starts a writer on node2 through the PostgreSQL LB (an insert every 0.2 s, each a new
 /// connection, the password from airflow.cfg into ~/.pgpass) until /root/stop-writer exists.
-fn start_writer() {
+pub fn start_writer() {
     ssh_ok(
         2,
         r#"python3 - <<'EOF'
@@ -175,7 +175,11 @@ os.umask(0o077)
 open("/root/.pgpass", "w").write(f"*:*:*:{esc(u.username)}:{esc(u.password)}\n")
 EOF
 rm -f /root/stop-writer /root/writer.log
-psql -h hactl-lb -p 5000 -U airflow -d airflow -XAtqc 'create table if not exists hactl_writer (at timestamptz)'
+# Until the LB has a primary (a failover may be under way).
+for i in $(seq 60); do
+  psql -h hactl-lb -p 5000 -U airflow -d airflow -XAtqc 'create table if not exists hactl_writer (at timestamptz)' && break
+  sleep 1
+done
 nohup sh -c 'while [ ! -e /root/stop-writer ]; do
   if e=$(psql -h hactl-lb -p 5000 -U airflow -d airflow -XAtqc "insert into hactl_writer values (now())" 2>&1)
   then echo "ok $(date +%s.%N)"; else echo "failed $(date +%s.%N) $e" | tr "\n" " "; echo; fi
@@ -186,7 +190,7 @@ done > /root/writer.log 2>&1' >/dev/null 2>&1 &"#,
 
 /// Stops the writer: (writes that succeeded, the failed writes' lines with psql's error, the
 /// longest time between two successful writes in seconds).
-fn stop_writer() -> (usize, Vec<String>, f64) {
+pub fn stop_writer() -> (usize, Vec<String>, f64) {
     let log = ssh_ok(2, "touch /root/stop-writer; sleep 1; cat /root/writer.log");
     let (mut ok, mut failed, mut last, mut longest) = (0, Vec::new(), None::<f64>, 0f64);
     for line in log.lines() {

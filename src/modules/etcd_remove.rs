@@ -1,0 +1,323 @@
+//! `etcd_remove`: the etcd cluster has no member outside its group. A member whose host left the
+//! group (or the inventory, or died for good) still counts towards quorum until `member remove`
+//! drops it. Removing is a prune (`provision --prune`; without it the member is left and the
+//! report says so), done by one member of the group: the first of the group's names, in order,
+//! that is a started, healthy member; on the others this module has nothing to do, so a plan
+//! names each removal once. A removal that would take the cluster below quorum is refused,
+//! naming the members, and so is a member whose etcd still runs (hactl does not stop a live
+//! machine's services yet). With `check_only`, only the refusals (a run's first check, before
+//! anything changes). The plan says `remove etcd member node3, down and not in group etcd`.
+
+use std::collections::BTreeSet;
+
+use miette::{miette, Result};
+use serde::{Deserialize, Serialize};
+
+use super::etcd::{parse_members, script, ListedMember};
+use super::{Change, Fact, ProbeLines, Resource, Templated};
+
+/// The module's shell functions.
+const SH: &str = include_str!("etcd_remove.sh");
+
+/// Arguments of `etcd_remove`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdRemove {
+    /// This host's name (the member that removes, when it is the first healthy one of the group).
+    pub name: String,
+    /// The group's names: every other named member is removed.
+    pub members: Templated<Vec<String>>,
+    /// The group's client URLs: the cluster is asked through the first that answers.
+    pub via: Templated<Vec<String>>,
+    /// The CA that signs the members' certificates (for https:// URLs).
+    #[serde(default)]
+    pub cacert: String,
+    /// The client certificate hactl presents to https:// URLs.
+    #[serde(default)]
+    pub cert: String,
+    /// Its key.
+    #[serde(default)]
+    pub key: String,
+    /// Only refuse what could not be removed (a run's first check, before anything changes):
+    /// never a change.
+    #[serde(default)]
+    pub check_only: bool,
+}
+
+/// The cluster as this host sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterFact {
+    /// The members, when this host could ask (none: it cannot, or no member answers).
+    pub members: Option<Vec<ListedMember>>,
+    /// The started members whose client URL reports itself healthy.
+    pub healthy: BTreeSet<String>,
+}
+
+impl Fact for ClusterFact {
+    fn parse(lines: &ProbeLines) -> Result<Self> {
+        let members = match lines.require("members")? {
+            "-" | "?" => None,
+            json => Some(parse_members(json)?),
+        };
+        let healthy = lines.all("healthy").map(str::to_string).collect();
+        Ok(ClusterFact { members, healthy })
+    }
+}
+
+/// Why a set of removals is refused, or `None` when quorum holds during and after it: the
+/// voters that remain must have a majority of healthy ones (removing the members that are down
+/// first, every step in between has one too).
+pub fn below_quorum(voters: &[&str], leaving: &[&str], healthy: &BTreeSet<String>) -> Option<String> {
+    let remaining: Vec<&str> = voters.iter().copied().filter(|v| !leaving.contains(v)).collect();
+    let up = remaining.iter().filter(|v| healthy.contains(**v)).count();
+    let needed = remaining.len() / 2 + 1;
+    if !remaining.is_empty() && up >= needed {
+        return None;
+    }
+    let state = |v: &&str| format!("{v} ({})", if healthy.contains(*v) { "healthy" } else { "down" });
+    let left: Vec<String> = remaining.iter().map(state).collect();
+    Some(format!(
+        "removing {} would take etcd below quorum: {} would remain, and {} voting members need {needed} healthy; bring the members that are down back first, or remove fewer at once",
+        leaving.join(", "),
+        if left.is_empty() { "no member".to_string() } else { left.join(", ") },
+        remaining.len()
+    ))
+}
+
+impl EtcdRemove {
+    fn script(&self, call: &str) -> String {
+        let (members, via) = (self.members.or_default().join("\n"), self.via.or_default().join("\n"));
+        let vars = [
+            ("HACTL_NAME", self.name.as_str()),
+            ("HACTL_MEMBERS", &members),
+            ("HACTL_VIA", &via),
+            ("HACTL_CACERT", &self.cacert),
+            ("HACTL_CERT", &self.cert),
+            ("HACTL_KEY", &self.key),
+        ];
+        script(SH, &vars, call)
+    }
+
+    /// The member of the group that removes: the first of its names that is started and healthy.
+    fn remover<'a>(&'a self, wanted: &'a [String], fact: &ClusterFact) -> Option<&'a str> {
+        wanted
+            .iter()
+            .map(String::as_str)
+            .find(|name| fact.healthy.contains(*name))
+    }
+}
+
+impl Resource for EtcdRemove {
+    type Fact = ClusterFact;
+
+    fn probe(&self) -> String {
+        self.script("hactl_probe")
+    }
+
+    fn diff(&self, fact: &ClusterFact) -> Result<Option<Change>> {
+        let wanted = self.members.value("members")?;
+        self.via.value("via")?;
+        let Some(members) = &fact.members else {
+            return Ok(None);
+        };
+        if self.remover(&wanted, fact) != Some(self.name.as_str()) {
+            return Ok(None);
+        }
+        let named = |m: &&ListedMember| !m.name.is_empty();
+        let leaving: Vec<&str> = members
+            .iter()
+            .filter(named)
+            .filter(|m| !wanted.contains(&m.name))
+            .map(|m| m.name.as_str())
+            .collect();
+        if leaving.is_empty() {
+            return Ok(None);
+        }
+        let voters: Vec<&str> = members
+            .iter()
+            .filter(named)
+            .filter(|m| !m.is_learner)
+            .map(|m| m.name.as_str())
+            .collect();
+        let running: Vec<&str> = leaving
+            .iter()
+            .copied()
+            .filter(|name| fact.healthy.contains(*name))
+            .collect();
+        if !running.is_empty() {
+            return Err(miette!(
+                "{} left group etcd but {} etcd still runs: hactl removes the members of machines that are gone for good, and does not stop a live one's services yet; stop the stack on {} (etcd, patroni, rabbitmq-server, airflow-*, hactl-guard) or the machine, then run provision --prune again",
+                running.join(", "),
+                if running.len() == 1 { "its" } else { "their" },
+                running.join(", ")
+            ));
+        }
+        if let Some(refusal) = below_quorum(&voters, &leaving, &fact.healthy) {
+            return Err(miette!("{refusal}"));
+        }
+        if self.check_only {
+            return Ok(None);
+        }
+        let noun = if leaving.len() == 1 { "member" } else { "members" };
+        Ok(Some(Change::removal(format!(
+            "remove etcd {noun} {}, down and not in group etcd",
+            leaving.join(", ")
+        ))))
+    }
+
+    fn apply(&self) -> String {
+        self.script("hactl_apply")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::diff_of;
+
+    fn on(name: &str) -> EtcdRemove {
+        EtcdRemove {
+            name: name.into(),
+            members: Templated::Value(vec!["node1".into(), "node2".into(), "node4".into()]),
+            via: Templated::Value(vec!["https://10.0.0.1:2379".into()]),
+            cacert: String::new(),
+            cert: String::new(),
+            key: String::new(),
+            check_only: false,
+        }
+    }
+
+    fn member(name: &str, learner: bool) -> String {
+        format!(
+            r#"{{"ID":1,"name":"{name}","peerURLs":["https://{name}:2380"],"clientURLs":["https://{name}:2379"],"isLearner":{learner}}}"#
+        )
+    }
+
+    fn probe(members: &[&str], healthy: &[&str]) -> String {
+        let list: Vec<String> = members.iter().map(|m| member(m, false)).collect();
+        let mut out = format!("members {{\"members\":[{}]}}\n", list.join(","));
+        for h in healthy {
+            out.push_str(&format!("healthy {h}\n"));
+        }
+        out
+    }
+
+    #[test]
+    fn a_member_outside_the_group_is_removed_by_the_first_healthy_member_only() {
+        let seen = probe(&["node1", "node2", "node3"], &["node1", "node2"]);
+        let change = diff_of(&on("node1"), &seen).unwrap().unwrap();
+        assert_eq!(change.summary, "remove etcd member node3, down and not in group etcd");
+        assert!(change.prune && change.counts);
+        assert_eq!(diff_of(&on("node2"), &seen).unwrap(), None, "node1 removes it");
+        let node1_down = probe(&["node1", "node2", "node3", "node4"], &["node2", "node4"]);
+        assert!(
+            diff_of(&on("node2"), &node1_down).unwrap().is_some(),
+            "node2 removes it when node1 is down"
+        );
+        let check = EtcdRemove {
+            check_only: true,
+            ..on("node1")
+        };
+        assert_eq!(diff_of(&check, &seen).unwrap(), None, "a check changes nothing");
+        assert_eq!(
+            diff_of(&on("node4"), "members ?\nreason etcdctl is not installed here yet\n").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_group_alone_is_in_sync() {
+        let seen = probe(&["node1", "node2", "node4"], &["node1", "node2", "node4"]);
+        assert_eq!(diff_of(&on("node1"), &seen).unwrap(), None);
+    }
+
+    #[test]
+    fn a_removal_below_quorum_or_of_a_running_member_is_refused_naming_the_members() {
+        // node3 and node4 leave, node2 is down: node1 and node2 would remain, 1 healthy of 2.
+        let members = Templated::Value(vec!["node1".into(), "node2".into()]);
+        let module = EtcdRemove { members, ..on("node1") };
+        let seen = probe(&["node1", "node2", "node3", "node4"], &["node1"]);
+        for check_only in [false, true] {
+            let error = diff_of(
+                &EtcdRemove {
+                    check_only,
+                    ..module.clone()
+                },
+                &seen,
+            )
+            .unwrap_err();
+            assert_eq!(
+                format!("{error}"),
+                "removing node3, node4 would take etcd below quorum: node1 (healthy), node2 (down) would remain, and 2 voting members need 2 healthy; bring the members that are down back first, or remove fewer at once"
+            );
+        }
+        let running = diff_of(
+            &module,
+            &probe(&["node1", "node2", "node3"], &["node1", "node2", "node3"]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{running}").starts_with("node3 left group etcd but its etcd still runs: hactl removes the members of machines that are gone for good"),
+            "{running}"
+        );
+        // A dead member leaving never lowers quorum: 2 of 2 healthy remain.
+        let dead = diff_of(&module, &probe(&["node1", "node2", "node3"], &["node1", "node2"])).unwrap();
+        assert!(dead.is_some());
+    }
+
+    #[test]
+    fn quorum_counts_voters_not_learners() {
+        let healthy: BTreeSet<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(below_quorum(&["a", "b", "c"], &["c"], &healthy), None);
+        assert!(below_quorum(&["a", "b", "c", "d"], &["a"], &healthy).is_some());
+        assert!(
+            below_quorum(&["a"], &["a"], &healthy).is_some(),
+            "never the last member"
+        );
+        let learner = format!(
+            "members {{\"members\":[{},{},{}]}}\nhealthy node1\nhealthy node2\n",
+            member("node1", false),
+            member("node2", false),
+            member("node5", true)
+        );
+        assert_eq!(
+            diff_of(&on("node1"), &learner).unwrap().unwrap().summary,
+            "remove etcd member node5, down and not in group etcd"
+        );
+    }
+
+    /// The apply against a fake etcdctl whose `member list` prints `list`; returns its exit status
+    /// and the calls it made.
+    fn apply_with(list: &str, healthy: &str, leader: &str) -> (i32, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls");
+        let fake = format!(
+            "etcdctl() {{ echo \"$*\" >> {log}; case \"$*\" in *'member list'*) printf '%s\\n' {list};; *'endpoint status'*) case \"$*\" in *{leader}*) echo 'x, id, 3.5, 1 kB, true, false';; *) echo 'x, id, 3.5, 1 kB, false, false';; esac;; esac; }}\n\
+             hactl_endpoint_healthy() {{ case \"$1\" in {healthy}) return 0;; esac; return 1; }}\n",
+            log = log.display(),
+            list = crate::quote::q(list),
+        );
+        let script = on("node1")
+            .apply()
+            .replacen("hactl_apply", &format!("{fake}hactl_apply"), 1);
+        let out = crate::modules::run_local(&script);
+        (out.rc, std::fs::read_to_string(&log).unwrap_or_default() + &out.stderr)
+    }
+
+    const LIST: &str = "a1, started, node1, https://n1:2380, https://n1:2379, false\n\
+                        b2, started, node2, https://n2:2380, https://n2:2379, false\n\
+                        c3, started, node3, https://n3:2380, https://n3:2379, false\n\
+                        d5, started, node5, https://n5:2380, https://n5:2379, false";
+
+    #[test]
+    fn members_that_are_down_go_first_and_a_leader_hands_over_before_it_goes() {
+        let (rc, calls) = apply_with(LIST, "https://10.0.0.1:2379|https://n1:2379|https://n3:2379", "n3");
+        assert_eq!(rc, 0, "{calls}");
+        let order: Vec<usize> = ["member remove d5", "move-leader a1", "member remove c3"]
+            .iter()
+            .map(|call| calls.find(call).unwrap_or_else(|| panic!("{call}: {calls}")))
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{calls}");
+        assert!(!calls.contains("remove b2") && !calls.contains("remove a1"), "{calls}");
+    }
+}

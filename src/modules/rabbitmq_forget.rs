@@ -1,0 +1,232 @@
+//! `rabbitmq_forget`: the RabbitMQ cluster has no node outside its group. A node whose host left
+//! the group (or died for good) stays a disk node, and its quorum queue replicas count towards
+//! each queue's majority, until the cluster forgets it. Forgetting is a prune (`provision
+//! --prune`; without it the node is left and the report says so), done by one node of the group:
+//! the first of its nodes, in order, that runs; on the others this module has nothing to do, so a
+//! plan names each node once. Its replicas leave the quorum queues first (`rabbitmq-queues
+//! shrink`), then `forget_cluster_node`. A removal that would leave fewer than a majority of the
+//! remaining nodes running is refused, naming them, and so is a node that still runs (hactl does
+//! not stop a live machine's services yet). With `check_only`, only the refusals (a run's first
+//! check, before anything changes). The plan says `forget rabbit@node3, down and not in group
+//! rabbitmq, and shrink its quorum queue replicas`.
+
+use miette::{miette, Result};
+use serde::{Deserialize, Serialize};
+
+use super::rabbitmq::{script, ClusterStatus, NodeStatus};
+use super::{Change, Fact, ProbeLines, Resource, Templated};
+
+/// The module's shell functions.
+const SH: &str = include_str!("rabbitmq_forget.sh");
+
+/// Arguments of `rabbitmq_forget`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitmqForget {
+    /// This node, `rabbit@HOST` (the one that forgets, when it is the group's first running node).
+    pub node: String,
+    /// The group's nodes, `rabbit@HOST`: every other disk node is forgotten.
+    pub nodes: Templated<Vec<String>>,
+    /// Only refuse what could not be forgotten (a run's first check, before anything changes):
+    /// never a change.
+    #[serde(default)]
+    pub check_only: bool,
+}
+
+/// The node's view of its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForgetFact(pub NodeStatus);
+
+impl Fact for ForgetFact {
+    fn parse(lines: &ProbeLines) -> Result<Self> {
+        NodeStatus::parse(lines).map(ForgetFact)
+    }
+}
+
+/// Why forgetting `leaving` is refused, or `None` when a majority of the disk nodes that remain
+/// runs.
+pub fn below_majority(status: &ClusterStatus, leaving: &[&str]) -> Option<String> {
+    let remaining: Vec<&str> = status
+        .disk_nodes
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !leaving.contains(n))
+        .collect();
+    let running = |n: &str| status.running_nodes.iter().any(|r| r == n);
+    let needed = remaining.len() / 2 + 1;
+    if !remaining.is_empty() && remaining.iter().filter(|n| running(n)).count() >= needed {
+        return None;
+    }
+    let state: Vec<String> = remaining
+        .iter()
+        .map(|n| format!("{n} ({})", if running(n) { "running" } else { "down" }))
+        .collect();
+    Some(format!(
+        "forgetting {} would leave RabbitMQ without a majority: {} would remain, and {} nodes need {needed} running; start the nodes that are down first, or remove fewer at once",
+        leaving.join(", "),
+        if state.is_empty() { "no node".to_string() } else { state.join(", ") },
+        remaining.len()
+    ))
+}
+
+impl Resource for RabbitmqForget {
+    type Fact = ForgetFact;
+
+    fn probe(&self) -> String {
+        script(SH, &[], "hactl_probe")
+    }
+
+    fn diff(&self, fact: &ForgetFact) -> Result<Option<Change>> {
+        let wanted = self.nodes.value("nodes")?;
+        let NodeStatus::Up(status) = &fact.0 else {
+            return Ok(None);
+        };
+        let runs = |n: &String| status.running_nodes.contains(n);
+        if wanted.iter().find(|n| runs(n)) != Some(&self.node) {
+            return Ok(None);
+        }
+        let leaving: Vec<&str> = status
+            .disk_nodes
+            .iter()
+            .filter(|n| !wanted.contains(n))
+            .map(String::as_str)
+            .collect();
+        if leaving.is_empty() {
+            return Ok(None);
+        }
+        let running: Vec<&str> = leaving
+            .iter()
+            .copied()
+            .filter(|n| status.running_nodes.iter().any(|r| r == n))
+            .collect();
+        if !running.is_empty() {
+            return Err(miette!(
+                "{} left group rabbitmq but still {}: hactl forgets the nodes of machines that are gone for good, and does not stop a live one's services yet; stop rabbitmq-server (and the rest of the stack) there, then run provision --prune again",
+                running.join(", "),
+                if running.len() == 1 { "runs" } else { "run" }
+            ));
+        }
+        if let Some(refusal) = below_majority(status, &leaving) {
+            return Err(miette!("{refusal}"));
+        }
+        if self.check_only {
+            return Ok(None);
+        }
+        Ok(Some(Change::removal(format!(
+            "forget {}, down and not in group rabbitmq, and shrink {} quorum queue replicas",
+            leaving.join(", "),
+            if leaving.len() == 1 { "its" } else { "their" }
+        ))))
+    }
+
+    fn apply(&self) -> String {
+        script(
+            SH,
+            &[("HACTL_NODES", &self.nodes.or_default().join("\n"))],
+            "hactl_apply",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::diff_of;
+
+    fn on(node: &str) -> RabbitmqForget {
+        RabbitmqForget {
+            node: node.into(),
+            nodes: Templated::Value(vec![
+                "rabbit@node1".into(),
+                "rabbit@node3".into(),
+                "rabbit@node4".into(),
+            ]),
+            check_only: false,
+        }
+    }
+
+    fn status(disk: &[&str], running: &[&str]) -> String {
+        let list = |l: &[&str]| {
+            l.iter()
+                .map(|n| format!("\"rabbit@{n}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        format!(
+            "status {{\"disk_nodes\":[{}],\"running_nodes\":[{}]}}\n",
+            list(disk),
+            list(running)
+        )
+    }
+
+    #[test]
+    fn a_node_outside_the_group_is_forgotten_by_the_first_running_node_only() {
+        let seen = status(&["node1", "node2", "node3", "node4"], &["node1", "node3", "node4"]);
+        let change = diff_of(&on("rabbit@node1"), &seen).unwrap().unwrap();
+        assert_eq!(
+            change.summary,
+            "forget rabbit@node2, down and not in group rabbitmq, and shrink its quorum queue replicas"
+        );
+        assert!(change.prune);
+        assert_eq!(diff_of(&on("rabbit@node3"), &seen).unwrap(), None, "node1 forgets it");
+        assert_eq!(
+            diff_of(&on("rabbit@node4"), "status -\nreason RabbitMQ is not installed yet\n").unwrap(),
+            None
+        );
+        let synced = status(&["node1", "node3", "node4"], &["node1", "node3", "node4"]);
+        assert_eq!(diff_of(&on("rabbit@node1"), &synced).unwrap(), None);
+    }
+
+    #[test]
+    fn forgetting_below_a_majority_or_a_running_node_is_refused_naming_the_nodes() {
+        let module = RabbitmqForget {
+            nodes: Templated::Value(vec!["rabbit@node1".into(), "rabbit@node3".into()]),
+            ..on("rabbit@node1")
+        };
+        let error = diff_of(&module, &status(&["node1", "node2", "node3"], &["node1"])).unwrap_err();
+        assert_eq!(
+            format!("{error}"),
+            "forgetting rabbit@node2 would leave RabbitMQ without a majority: rabbit@node1 (running), rabbit@node3 (down) would remain, and 2 nodes need 2 running; start the nodes that are down first, or remove fewer at once"
+        );
+        let running = diff_of(
+            &module,
+            &status(&["node1", "node2", "node3"], &["node1", "node2", "node3"]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{running}").starts_with("rabbit@node2 left group rabbitmq but still runs:"),
+            "{running}"
+        );
+        let check = RabbitmqForget {
+            check_only: true,
+            ..on("rabbit@node1")
+        };
+        let down = status(&["node1", "node2", "node3", "node4"], &["node1", "node3", "node4"]);
+        assert_eq!(diff_of(&check, &down).unwrap(), None, "a check changes nothing");
+    }
+
+    #[test]
+    fn replicas_leave_the_queues_before_the_cluster_forgets_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls");
+        for tool in ["rabbitmqctl", "rabbitmq-queues"] {
+            let path = dir.path().join(tool);
+            std::fs::write(&path, format!("#!/bin/sh\necho \"{tool} $*\" >> {}\n", log.display())).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+        let fake = format!(
+            "PATH={}:$PATH\nhactl_rabbitmq_cluster_json() {{ echo '{{\"disk_nodes\":[\"rabbit@node1\",\"rabbit@node2\",\"rabbit@node3\",\"rabbit@node4\"],\"running_nodes\":[\"rabbit@node1\",\"rabbit@node3\",\"rabbit@node4\"]}}'; }}\n",
+            dir.path().display()
+        );
+        let script = on("rabbit@node1")
+            .apply()
+            .replacen("hactl_apply", &format!("{fake}hactl_apply"), 1);
+        let out = crate::modules::run_local(&script);
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(out.rc, 0, "{}{calls}", out.stderr);
+        assert_eq!(
+            calls,
+            "rabbitmq-queues -q shrink rabbit@node2 --errors-only\nrabbitmqctl -q forget_cluster_node rabbit@node2\n"
+        );
+    }
+}
