@@ -304,6 +304,30 @@ mod tests {
         (out.rc, std::fs::read_to_string(&log).unwrap_or_default() + &out.stderr)
     }
 
+    /// The probe's output where the cluster lists `names` (each started and healthy).
+    fn probed(names: &[&str]) -> String {
+        let list: Vec<String> = names.iter().map(|n| member(n, false)).collect();
+        let json = format!("{{\"members\":[{}]}}", list.join(","));
+        let fake = format!(
+            "hactl_probe_members() {{ hactl_members=listed; hactl_list={}; echo \"members $hactl_list\"; }}\n\
+             hactl_endpoint_healthy() {{ return 0; }}\n",
+            crate::quote::q(&json)
+        );
+        let script = on("node1").probe().replacen("hactl_probe() {", &format!("{fake}hactl_probe() {{"), 1);
+        let out = crate::modules::run_local(&script);
+        assert_eq!(out.rc, 0, "{}", out.stderr);
+        out.stdout
+    }
+
+    #[test]
+    fn the_probe_asks_the_members_health_only_where_one_is_outside_the_group() {
+        assert!(!probed(&["node1", "node2", "node4"]).contains("healthy"));
+        let leaving = probed(&["node1", "node2", "node3", "node4"]);
+        for name in ["node1", "node2", "node3", "node4"] {
+            assert!(leaving.contains(&format!("healthy {name}\n")), "{leaving}");
+        }
+    }
+
     const LIST: &str = "a1, started, node1, https://n1:2380, https://n1:2379, false\n\
                         b2, started, node2, https://n2:2380, https://n2:2379, false\n\
                         c3, started, node3, https://n3:2380, https://n3:2379, false\n\

@@ -3,12 +3,15 @@
 # line), HACTL_VIA (the group's client URLs, one a line), HACTL_CACERT, HACTL_CERT, HACTL_KEY (for
 # https:// URLs; empty: none). etcd.sh's helpers come first.
 
-# The members line (etcd.sh), then `healthy NAME` for each started member whose first client URL
-# reports itself healthy.
+# The members line (etcd.sh), then, where a named member is outside the group, `healthy NAME` for
+# each started member whose first client URL reports itself healthy (a re-run with none outside
+# asks nothing more).
 # shellcheck disable=SC2154 # hactl_members and hactl_list are set by hactl_probe_members (etcd.sh)
 hactl_probe() {
   hactl_probe_members
   [ "$hactl_members" = listed ] || return 0
+  printf '%s' "$hactl_list" | jq -e --arg group "$HACTL_MEMBERS" \
+    '[.members[] | (.name // "") | select(. != "")] - ($group | split("\n")) | length > 0' >/dev/null || return 0
   printf '%s' "$hactl_list" |
     jq -r '.members[] | select((.name // "") != "" and ((.clientURLs // []) | length) > 0) | "\(.name) \(.clientURLs[0])"' |
     while read -r name url; do
