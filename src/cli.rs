@@ -42,8 +42,8 @@ pub enum Commands {
         /// rotation of the cluster CA (step 1 of 3; the next provisions do steps 2 and 3).
         #[arg(long, value_name = "NAME")]
         rotate: Vec<String>,
-        /// Also remove the cluster members that the inventory no longer has (etcd members,
-        /// RabbitMQ nodes); without it they are left, and the report names them.
+        /// Also remove the cluster members that are no longer in their inventory group (etcd
+        /// members, RabbitMQ nodes); without it they are left, and the report names them.
         #[arg(long)]
         prune: bool,
     },

@@ -892,6 +892,8 @@ fn stop_dag_runs(n: usize) -> (usize, Vec<String>) {
 /// names node1 or its address.
 fn replace_a_dead_node(inv_path: &std::path::Path) {
     let inv = inv_path.to_str().unwrap();
+    // Crashed by the scenario before; again here, so that this one stands on its own.
+    assert!(run(&["lab", "kill", "node1"]).status.success());
     add_lab_node(inv_path, 4);
     remove_lab_node(inv_path, 1);
     let plan = run(&["plan", inv]);
@@ -925,7 +927,10 @@ fn replace_a_dead_node(inv_path: &std::path::Path) {
         gate_report(&doc, "hactl_smoke triggered through the LB")
     );
     assert!(ok > 0, "the writer wrote: {failed:?}");
-    assert!(failed_runs.is_empty(), "DAG runs failed: {failed_runs:?}");
+    assert!(
+        runs > 0 && failed_runs.is_empty(),
+        "DAG runs: {runs} succeeded, failed: {failed_runs:?}"
+    );
     let rerun = run(&["provision", inv, "--output", "json"]);
     let rerun_doc = json(&rerun);
     assert_eq!(rerun.status.code(), Some(0), "{rerun_doc}");

@@ -96,6 +96,16 @@ impl Engine {
             self.plan_handlers(remote, host, stage, ctx, &notified).await;
             return Verdict::Succeeded;
         }
+        if self.options.prune {
+            let refused = steps.iter().zip(&changes).find_map(|(step, c)| {
+                c.as_ref()
+                    .and_then(|c| c.refusal.as_ref())
+                    .map(|why| (step.name.clone(), why.clone()))
+            });
+            if let Some((step, why)) = refused {
+                return self.fail(host, &stage.name, &step, why);
+            }
+        }
         let mut applied: Vec<Option<Change>> = vec![None; steps.len()];
         loop {
             let todo: Vec<usize> = (0..steps.len())
@@ -169,7 +179,10 @@ impl Engine {
             let left = changes[i].as_ref().filter(|c| c.prune && !self.options.prune);
             if let (None, Some(removal)) = (&applied[i], left) {
                 let mut r = StepResult::new(host, &stage.name, &step.name, Status::Skipped);
-                r.summary = Some(format!("left: {} (provision --prune does it)", removal.summary));
+                r.summary = Some(match &removal.refusal {
+                    Some(why) => format!("left: {} (provision --prune refuses it: {why})", removal.summary),
+                    None => format!("left: {} (provision --prune does it)", removal.summary),
+                });
                 self.record(r);
             } else if applied[i].is_none() && changes[i].as_ref().is_some_and(|c| c.counts) {
                 let mut r = StepResult::new(host, &stage.name, &step.name, Status::Skipped);
@@ -367,10 +380,14 @@ impl Engine {
             if c.counts {
                 r.status = Status::Changed;
             }
-            r.summary = Some(if plan && c.counts && !c.summary.starts_with("would") {
+            let summary = if plan && c.counts && !c.summary.starts_with("would") {
                 format!("would {}", c.summary)
             } else {
                 c.summary.clone()
+            };
+            r.summary = Some(match &c.refusal {
+                Some(why) => format!("{summary}; provision --prune refuses it: {why}"),
+                None => summary,
             });
             r.diff = c.diff.clone();
         }

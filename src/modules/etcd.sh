@@ -1,6 +1,6 @@
 # shellcheck shell=sh
 # Shared by the etcd_* modules. Inputs: HACTL_CACERT, HACTL_CERT, HACTL_KEY (the client's TLS
-# files for https:// endpoints; empty: none).
+# files for https:// endpoints; empty: none); HACTL_VIA (the URLs hactl_probe_members asks).
 
 # etcdctl against endpoint $1 with the client certificate where it is https://, then the rest.
 # shellcheck disable=SC2153 # the HACTL_* inputs come from the environment

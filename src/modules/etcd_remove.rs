@@ -3,14 +3,16 @@
 //! drops it. Removing is a prune (`provision --prune`; without it the member is left and the
 //! report says so), done by one member of the group: the first of the group's names, in order,
 //! that is a started, healthy member; on the others this module has nothing to do, so a plan
-//! names each removal once. A removal that would take the cluster below quorum is refused,
-//! naming the members, and so is a member whose etcd still runs (hactl does not stop a live
-//! machine's services yet). With `check_only`, only the refusals (a run's first check, before
-//! anything changes). The plan says `remove etcd member node3, down and not in group etcd`.
+//! names each removal once. A removal that would take the cluster below quorum is refused by
+//! `provision --prune`, naming the members, and so is one of a member whose etcd still runs (hactl
+//! does not stop a live machine's services yet); without --prune it is left like any other. With
+//! `check_only` (the run's first stage, before anything changes), only such refused removals;
+//! without it, only the others. The plan says `remove etcd member node3, down and not in group
+//! etcd`.
 
 use std::collections::BTreeSet;
 
-use miette::{miette, Result};
+use miette::Result;
 use serde::{Deserialize, Serialize};
 
 use super::etcd::{parse_members, script, ListedMember};
@@ -84,6 +86,21 @@ pub fn below_quorum(voters: &[&str], leaving: &[&str], healthy: &BTreeSet<String
     ))
 }
 
+/// Why `provision --prune` must not remove `leaving`: a member whose etcd still runs (hactl does
+/// not stop a live machine's services yet), or quorum lost (see [`below_quorum`]).
+fn refusal(voters: &[&str], leaving: &[&str], healthy: &BTreeSet<String>) -> Option<String> {
+    let running: Vec<&str> = leaving.iter().copied().filter(|name| healthy.contains(*name)).collect();
+    if running.is_empty() {
+        return below_quorum(voters, leaving, healthy);
+    }
+    Some(format!(
+        "{} left group etcd but {} etcd still runs: hactl removes the members of machines that are gone for good, and does not stop a live one's services yet; stop the stack on {} (etcd, patroni, rabbitmq-server, airflow-*, hactl-guard) or the machine, then run provision --prune again",
+        running.join(", "),
+        if running.len() == 1 { "its" } else { "their" },
+        running.join(", ")
+    ))
+}
+
 impl EtcdRemove {
     fn script(&self, call: &str) -> String {
         let (members, via) = (self.members.or_default().join("\n"), self.via.or_default().join("\n"));
@@ -139,30 +156,19 @@ impl Resource for EtcdRemove {
             .filter(|m| !m.is_learner)
             .map(|m| m.name.as_str())
             .collect();
-        let running: Vec<&str> = leaving
-            .iter()
-            .copied()
-            .filter(|name| fact.healthy.contains(*name))
-            .collect();
-        if !running.is_empty() {
-            return Err(miette!(
-                "{} left group etcd but {} etcd still runs: hactl removes the members of machines that are gone for good, and does not stop a live one's services yet; stop the stack on {} (etcd, patroni, rabbitmq-server, airflow-*, hactl-guard) or the machine, then run provision --prune again",
-                running.join(", "),
-                if running.len() == 1 { "its" } else { "their" },
-                running.join(", ")
-            ));
-        }
-        if let Some(refusal) = below_quorum(&voters, &leaving, &fact.healthy) {
-            return Err(miette!("{refusal}"));
-        }
-        if self.check_only {
-            return Ok(None);
-        }
         let noun = if leaving.len() == 1 { "member" } else { "members" };
-        Ok(Some(Change::removal(format!(
-            "remove etcd {noun} {}, down and not in group etcd",
-            leaving.join(", ")
-        ))))
+        let names = leaving.join(", ");
+        Ok(match (refusal(&voters, &leaving, &fact.healthy), self.check_only) {
+            (Some(why), true) => Some(Change::refused_removal(
+                format!("remove etcd {noun} {names}, not in group etcd"),
+                why,
+            )),
+            // The run's check (part etcd-membership) reports it, and refuses it with --prune.
+            (Some(_), false) | (None, true) => None,
+            (None, false) => Some(Change::removal(format!(
+                "remove etcd {noun} {names}, down and not in group etcd"
+            ))),
+        })
     }
 
     fn apply(&self) -> String {
@@ -232,37 +238,39 @@ mod tests {
     }
 
     #[test]
-    fn a_removal_below_quorum_or_of_a_running_member_is_refused_naming_the_members() {
+    fn a_removal_below_quorum_or_of_a_running_member_is_the_check_s_refused_removal() {
         // node3 and node4 leave, node2 is down: node1 and node2 would remain, 1 healthy of 2.
         let members = Templated::Value(vec!["node1".into(), "node2".into()]);
         let module = EtcdRemove { members, ..on("node1") };
+        let check = EtcdRemove {
+            check_only: true,
+            ..module.clone()
+        };
         let seen = probe(&["node1", "node2", "node3", "node4"], &["node1"]);
-        for check_only in [false, true] {
-            let error = diff_of(
-                &EtcdRemove {
-                    check_only,
-                    ..module.clone()
-                },
-                &seen,
-            )
-            .unwrap_err();
-            assert_eq!(
-                format!("{error}"),
-                "removing node3, node4 would take etcd below quorum: node1 (healthy), node2 (down) would remain, and 2 voting members need 2 healthy; bring the members that are down back first, or remove fewer at once"
-            );
-        }
+        let refused = diff_of(&check, &seen).unwrap().unwrap();
+        assert_eq!(refused.summary, "remove etcd members node3, node4, not in group etcd");
+        assert!(refused.prune, "left without --prune");
+        assert_eq!(
+            refused.refusal.as_deref(),
+            Some("removing node3, node4 would take etcd below quorum: node1 (healthy), node2 (down) would remain, and 2 voting members need 2 healthy; bring the members that are down back first, or remove fewer at once")
+        );
+        assert_eq!(diff_of(&module, &seen).unwrap(), None, "the check reports it, once");
         let running = diff_of(
-            &module,
+            &check,
             &probe(&["node1", "node2", "node3"], &["node1", "node2", "node3"]),
         )
-        .unwrap_err();
+        .unwrap()
+        .unwrap();
         assert!(
-            format!("{running}").starts_with("node3 left group etcd but its etcd still runs: hactl removes the members of machines that are gone for good"),
-            "{running}"
+            running.refusal.as_deref().unwrap_or_default().starts_with(
+                "node3 left group etcd but its etcd still runs: hactl removes the members of machines that are gone for good"
+            ),
+            "{running:?}"
         );
         // A dead member leaving never lowers quorum: 2 of 2 healthy remain.
-        let dead = diff_of(&module, &probe(&["node1", "node2", "node3"], &["node1", "node2"])).unwrap();
-        assert!(dead.is_some());
+        let dead = probe(&["node1", "node2", "node3"], &["node1", "node2"]);
+        assert!(diff_of(&module, &dead).unwrap().is_some_and(|c| c.refusal.is_none()));
+        assert_eq!(diff_of(&check, &dead).unwrap(), None);
     }
 
     #[test]
@@ -286,13 +294,13 @@ mod tests {
         );
     }
 
-    /// The apply against a fake etcdctl whose `member list` prints `list`; returns its exit status
-    /// and the calls it made.
-    fn apply_with(list: &str, healthy: &str, leader: &str) -> (i32, String) {
+    /// The apply against a fake etcdctl whose `member list` prints `list`, the client URLs in
+    /// `healthy` (a case pattern) answering; returns its exit status and the calls it made.
+    fn apply_with(list: &str, healthy: &str) -> (i32, String) {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("calls");
         let fake = format!(
-            "etcdctl() {{ echo \"$*\" >> {log}; case \"$*\" in *'member list'*) printf '%s\\n' {list};; *'endpoint status'*) case \"$*\" in *{leader}*) echo 'x, id, 3.5, 1 kB, true, false';; *) echo 'x, id, 3.5, 1 kB, false, false';; esac;; esac; }}\n\
+            "etcdctl() {{ echo \"$*\" >> {log}; case \"$*\" in *'member list'*) printf '%s\\n' {list};; esac; }}\n\
              hactl_endpoint_healthy() {{ case \"$1\" in {healthy}) return 0;; esac; return 1; }}\n",
             log = log.display(),
             list = crate::quote::q(list),
@@ -313,7 +321,9 @@ mod tests {
              hactl_endpoint_healthy() {{ return 0; }}\n",
             crate::quote::q(&json)
         );
-        let script = on("node1").probe().replacen("hactl_probe() {", &format!("{fake}hactl_probe() {{"), 1);
+        let script = on("node1")
+            .probe()
+            .replacen("hactl_probe() {", &format!("{fake}hactl_probe() {{"), 1);
         let out = crate::modules::run_local(&script);
         assert_eq!(out.rc, 0, "{}", out.stderr);
         out.stdout
@@ -334,14 +344,20 @@ mod tests {
                         d5, started, node5, https://n5:2380, https://n5:2379, false";
 
     #[test]
-    fn members_that_are_down_go_first_and_a_leader_hands_over_before_it_goes() {
-        let (rc, calls) = apply_with(LIST, "https://10.0.0.1:2379|https://n1:2379|https://n3:2379", "n3");
+    fn every_member_outside_the_group_is_removed_unless_one_answers_again() {
+        let (rc, calls) = apply_with(LIST, "https://10.0.0.1:2379|https://n1:2379");
         assert_eq!(rc, 0, "{calls}");
-        let order: Vec<usize> = ["member remove d5", "move-leader a1", "member remove c3"]
-            .iter()
-            .map(|call| calls.find(call).unwrap_or_else(|| panic!("{call}: {calls}")))
-            .collect();
-        assert!(order.windows(2).all(|w| w[0] < w[1]), "{calls}");
+        assert!(
+            calls.contains("member remove c3") && calls.contains("member remove d5"),
+            "{calls}"
+        );
         assert!(!calls.contains("remove b2") && !calls.contains("remove a1"), "{calls}");
+        let (rc, calls) = apply_with(LIST, "https://10.0.0.1:2379|https://n1:2379|https://n3:2379");
+        assert_ne!(rc, 0, "node3 came back: {calls}");
+        assert!(
+            calls.contains("etcd members node3 left group etcd but still run: not removed"),
+            "{calls}"
+        );
+        assert!(!calls.contains("member remove"), "nothing removed: {calls}");
     }
 }

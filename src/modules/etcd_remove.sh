@@ -24,37 +24,30 @@ hactl_wanted() {
   printf '%s\n' "$HACTL_MEMBERS" | grep -qxF -- "$1"
 }
 
-# Removes, through a member of the group that answers, every member outside it (the plan checked
-# that quorum holds without them): the ones that do not answer first; a leader hands its
-# leadership to this member first, so that no election follows. A member already gone (removed
-# by an earlier, interrupted run) is not an error.
+# Removes, through a member of the group that answers, every named member outside it (the plan
+# checked that quorum holds without them). One that answers now (it came back since the plan) is
+# refused and nothing is removed: hactl does not stop a live machine's services yet. A member
+# already gone (removed by an earlier, interrupted run) is not an error.
 hactl_apply() {
   e=$(hactl_answering_endpoint "$HACTL_VIA")
   [ -n "$e" ] || { echo "no member of the etcd group answers" >&2; return 1; }
   list=$(hactl_etcdctl "$e" member list) || return 1
-  me=$(printf '%s\n' "$list" | awk -F', ' -v n="$HACTL_NAME" '$3 == n { print $1 }')
-  [ -n "$me" ] || { echo "$HACTL_NAME is not a member of the etcd cluster it asked ($e)" >&2; return 1; }
-  down=""
-  up=""
-  while IFS= read -r line; do
+  leaving=$(printf '%s\n' "$list" | while IFS= read -r line; do
     name=$(printf '%s' "$line" | awk -F', ' '{ print $3 }')
-    if [ -z "$name" ] || hactl_wanted "$name"; then continue; fi
+    if [ -n "$name" ] && ! hactl_wanted "$name"; then printf '%s\n' "$line"; fi
+  done)
+  [ -n "$leaving" ] || return 0
+  running=$(printf '%s\n' "$leaving" | while IFS= read -r line; do
     url=$(printf '%s' "$line" | awk -F', ' '{ split($5, u, ","); print u[1] }')
-    if [ -n "$url" ] && hactl_endpoint_healthy "$url"; then up="$up$line
-"; else down="$down$line
-"; fi
-  done <<EOF
-$list
-EOF
-  printf '%s%s' "$down" "$up" | while IFS= read -r line; do
-    [ -n "$line" ] || continue
+    if [ -n "$url" ] && hactl_endpoint_healthy "$url"; then printf '%s ' "$(printf '%s' "$line" | awk -F', ' '{ print $3 }')"; fi
+  done)
+  if [ -n "$running" ]; then
+    echo "etcd members ${running% } left group etcd but still run: not removed (stop the stack there, then run provision --prune again)" >&2
+    return 1
+  fi
+  printf '%s\n' "$leaving" | while IFS= read -r line; do
     id=${line%%,*}
     name=$(printf '%s' "$line" | awk -F', ' '{ print $3 }')
-    url=$(printf '%s' "$line" | awk -F', ' '{ split($5, u, ","); print u[1] }')
-    if [ -n "$url" ] && hactl_endpoint_healthy "$url" &&
-      [ "$(hactl_etcdctl "$url" endpoint status 2>/dev/null | awk -F', ' '{ print $5 }')" = true ]; then
-      hactl_etcdctl "$url" move-leader "$me" >/dev/null || { echo "etcd: moving the leadership from $name to $HACTL_NAME failed" >&2; exit 1; }
-    fi
     if ! out=$(hactl_etcdctl "$e" member remove "$id" 2>&1); then
       case $out in
         *"member not found"*) ;;

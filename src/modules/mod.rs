@@ -164,6 +164,9 @@ pub struct Change {
     /// Whether it removes a cluster's member that the inventory no longer has: applied only by
     /// `provision --prune`, otherwise left and reported.
     pub prune: bool,
+    /// Why `provision --prune` must not make this removal (below quorum, a member still
+    /// running): the run fails at this step instead, before it changes anything here.
+    pub refusal: Option<String>,
 }
 
 impl Change {
@@ -175,6 +178,7 @@ impl Change {
             counts: true,
             starts: None,
             prune: false,
+            refusal: None,
         }
     }
 
@@ -192,6 +196,14 @@ impl Change {
         Change {
             prune: true,
             ..Change::new(summary)
+        }
+    }
+
+    /// A removal that `provision --prune` refuses, and why (see [`Change::refusal`]).
+    pub fn refused_removal(summary: impl Into<String>, why: impl Into<String>) -> Self {
+        Change {
+            refusal: Some(why.into()),
+            ..Change::removal(summary)
         }
     }
 

@@ -5,12 +5,13 @@
 //! the first of its nodes, in order, that runs; on the others this module has nothing to do, so a
 //! plan names each node once. Its replicas leave the quorum queues first (`rabbitmq-queues
 //! shrink`), then `forget_cluster_node`. A removal that would leave fewer than a majority of the
-//! remaining nodes running is refused, naming them, and so is a node that still runs (hactl does
-//! not stop a live machine's services yet). With `check_only`, only the refusals (a run's first
-//! check, before anything changes). The plan says `forget rabbit@node3, down and not in group
+//! remaining nodes running is refused by `provision --prune`, naming them, and so is one of a node
+//! that still runs (hactl does not stop a live machine's services yet); without --prune it is left
+//! like any other. With `check_only` (the run's first stage, before anything changes), only such
+//! refused removals; without it, only the others. The plan says `forget rabbit@node3, down and not in group
 //! rabbitmq, and shrink its quorum queue replicas`.
 
-use miette::{miette, Result};
+use miette::Result;
 use serde::{Deserialize, Serialize};
 
 use super::rabbitmq::{script, ClusterStatus, NodeStatus};
@@ -69,6 +70,25 @@ pub fn below_majority(status: &ClusterStatus, leaving: &[&str]) -> Option<String
     ))
 }
 
+/// Why `provision --prune` must not forget `leaving`: a node that still runs (hactl does not stop
+/// a live machine's services yet), or a majority of the remaining nodes not running (see
+/// [`below_majority`]).
+fn refusal(status: &ClusterStatus, leaving: &[&str]) -> Option<String> {
+    let running: Vec<&str> = leaving
+        .iter()
+        .copied()
+        .filter(|n| status.running_nodes.iter().any(|r| r == n))
+        .collect();
+    if running.is_empty() {
+        return below_majority(status, leaving);
+    }
+    Some(format!(
+        "{} left group rabbitmq but still {}: hactl forgets the nodes of machines that are gone for good, and does not stop a live one's services yet; stop rabbitmq-server (and the rest of the stack) there, then run provision --prune again",
+        running.join(", "),
+        if running.len() == 1 { "runs" } else { "run" }
+    ))
+}
+
 impl Resource for RabbitmqForget {
     type Fact = ForgetFact;
 
@@ -94,29 +114,19 @@ impl Resource for RabbitmqForget {
         if leaving.is_empty() {
             return Ok(None);
         }
-        let running: Vec<&str> = leaving
-            .iter()
-            .copied()
-            .filter(|n| status.running_nodes.iter().any(|r| r == n))
-            .collect();
-        if !running.is_empty() {
-            return Err(miette!(
-                "{} left group rabbitmq but still {}: hactl forgets the nodes of machines that are gone for good, and does not stop a live one's services yet; stop rabbitmq-server (and the rest of the stack) there, then run provision --prune again",
-                running.join(", "),
-                if running.len() == 1 { "runs" } else { "run" }
-            ));
-        }
-        if let Some(refusal) = below_majority(status, &leaving) {
-            return Err(miette!("{refusal}"));
-        }
-        if self.check_only {
-            return Ok(None);
-        }
-        Ok(Some(Change::removal(format!(
-            "forget {}, down and not in group rabbitmq, and shrink {} quorum queue replicas",
-            leaving.join(", "),
-            if leaving.len() == 1 { "its" } else { "their" }
-        ))))
+        let names = leaving.join(", ");
+        Ok(match (refusal(status, &leaving), self.check_only) {
+            (Some(why), true) => Some(Change::refused_removal(
+                format!("forget {names}, not in group rabbitmq"),
+                why,
+            )),
+            // The run's check (part rabbitmq-membership) reports it, and refuses it with --prune.
+            (Some(_), false) | (None, true) => None,
+            (None, false) => Some(Change::removal(format!(
+                "forget {names}, down and not in group rabbitmq, and shrink {} quorum queue replicas",
+                if leaving.len() == 1 { "its" } else { "their" }
+            ))),
+        })
     }
 
     fn apply(&self) -> String {
@@ -178,40 +188,58 @@ mod tests {
     }
 
     #[test]
-    fn forgetting_below_a_majority_or_a_running_node_is_refused_naming_the_nodes() {
+    fn forgetting_below_a_majority_or_a_running_node_is_the_check_s_refused_removal() {
         let module = RabbitmqForget {
             nodes: Templated::Value(vec!["rabbit@node1".into(), "rabbit@node3".into()]),
             ..on("rabbit@node1")
         };
-        let error = diff_of(&module, &status(&["node1", "node2", "node3"], &["node1"])).unwrap_err();
+        let check = RabbitmqForget {
+            check_only: true,
+            ..module.clone()
+        };
+        let seen = status(&["node1", "node2", "node3"], &["node1"]);
+        let refused = diff_of(&check, &seen).unwrap().unwrap();
+        assert_eq!(refused.summary, "forget rabbit@node2, not in group rabbitmq");
         assert_eq!(
-            format!("{error}"),
-            "forgetting rabbit@node2 would leave RabbitMQ without a majority: rabbit@node1 (running), rabbit@node3 (down) would remain, and 2 nodes need 2 running; start the nodes that are down first, or remove fewer at once"
+            refused.refusal.as_deref(),
+            Some("forgetting rabbit@node2 would leave RabbitMQ without a majority: rabbit@node1 (running), rabbit@node3 (down) would remain, and 2 nodes need 2 running; start the nodes that are down first, or remove fewer at once")
         );
+        assert_eq!(diff_of(&module, &seen).unwrap(), None, "the check reports it, once");
         let running = diff_of(
-            &module,
+            &check,
             &status(&["node1", "node2", "node3"], &["node1", "node2", "node3"]),
         )
-        .unwrap_err();
+        .unwrap()
+        .unwrap();
         assert!(
-            format!("{running}").starts_with("rabbit@node2 left group rabbitmq but still runs:"),
-            "{running}"
+            running
+                .refusal
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("rabbit@node2 left group rabbitmq but still runs:"),
+            "{running:?}"
         );
+        let down = status(&["node1", "node2", "node3", "node4"], &["node1", "node3", "node4"]);
         let check = RabbitmqForget {
             check_only: true,
             ..on("rabbit@node1")
         };
-        let down = status(&["node1", "node2", "node3", "node4"], &["node1", "node3", "node4"]);
-        assert_eq!(diff_of(&check, &down).unwrap(), None, "a check changes nothing");
+        assert_eq!(diff_of(&check, &down).unwrap(), None, "nothing to refuse");
     }
 
-    #[test]
-    fn replicas_leave_the_queues_before_the_cluster_forgets_the_node() {
+    /// The apply against fake rabbitmqctl and rabbitmq-queues (the latter printing `shrunk`), node2
+    /// down and outside the group: its exit status, stderr and the tools' calls.
+    fn apply_with(shrunk: &str) -> (i32, String, String) {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("calls");
-        for tool in ["rabbitmqctl", "rabbitmq-queues"] {
+        for (tool, prints) in [("rabbitmqctl", ""), ("rabbitmq-queues", shrunk)] {
             let path = dir.path().join(tool);
-            std::fs::write(&path, format!("#!/bin/sh\necho \"{tool} $*\" >> {}\n", log.display())).unwrap();
+            let body = format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> {}\nprintf '%s' {}\n",
+                log.display(),
+                crate::quote::q(prints)
+            );
+            std::fs::write(&path, body).unwrap();
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         }
         let fake = format!(
@@ -222,11 +250,21 @@ mod tests {
             .apply()
             .replacen("hactl_apply", &format!("{fake}hactl_apply"), 1);
         let out = crate::modules::run_local(&script);
-        let calls = std::fs::read_to_string(&log).unwrap_or_default();
-        assert_eq!(out.rc, 0, "{}{calls}", out.stderr);
+        (out.rc, out.stderr, std::fs::read_to_string(&log).unwrap_or_default())
+    }
+
+    #[test]
+    fn replicas_leave_the_queues_before_the_cluster_forgets_the_node() {
+        let (rc, stderr, calls) = apply_with("");
+        assert_eq!(rc, 0, "{stderr}{calls}");
         assert_eq!(
             calls,
             "rabbitmq-queues -q shrink rabbit@node2 --errors-only\nrabbitmqctl -q forget_cluster_node rabbit@node2\n"
         );
+        let (rc, stderr, calls) =
+            apply_with("vhost\tname\tsize\tresult\nairflow\tdefault\t3\terror: the operation timed out and may not have been completed\n");
+        assert_ne!(rc, 0, "{calls}");
+        assert!(stderr.contains("failed for some queues (not forgotten)"), "{stderr}");
+        assert!(!calls.contains("forget_cluster_node"), "not forgotten: {calls}");
     }
 }

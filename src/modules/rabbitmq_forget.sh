@@ -13,18 +13,25 @@ hactl_wanted() {
 }
 
 # Forgets every disk node outside the group (the plan checked that a majority of the nodes that
-# remain runs): its replicas leave every quorum queue first (rabbitmq-queues shrink), then the
-# cluster forgets it. A node still running is stopped first (its app, over Erlang distribution);
-# where that fails, nothing is forgotten and the error says how to stop it.
+# remain runs): its replicas leave every quorum queue first (rabbitmq-queues shrink, whose
+# failures for single queues are rows on stdout with an `error: …` result: any fails the step,
+# before the cluster forgets the node, so that the next run tries again), then the cluster forgets
+# it. A node that runs now (it
+# came back since the plan) is refused and nothing is forgotten.
 hactl_apply() {
   status=$(hactl_rabbitmq_cluster_json) || { echo "RabbitMQ does not answer here" >&2; return 1; }
+  running=$(printf '%s' "$status" | jq -r --arg group "$HACTL_NODES" \
+    '(.running_nodes - ($group | split("\n"))) | join(" ")')
+  if [ -n "$running" ]; then
+    echo "$running left group rabbitmq but still run: not forgotten (stop rabbitmq-server there, then run provision --prune again)" >&2
+    return 1
+  fi
   printf '%s' "$status" | jq -r '.disk_nodes[]' | while IFS= read -r node; do
     hactl_wanted "$node" && continue
-    if printf '%s' "$status" | jq -e --arg n "$node" '.running_nodes | index($n)' >/dev/null; then
-      rabbitmqctl -q -n "$node" stop_app >/dev/null 2>&1 ||
-        { echo "$node still runs and could not be stopped from here: stop rabbitmq-server on its host, then run again" >&2; exit 1; }
-    fi
-    rabbitmq-queues -q shrink "$node" --errors-only >/dev/null || { echo "rabbitmq-queues shrink $node failed" >&2; exit 1; }
+    failed=$(rabbitmq-queues -q shrink "$node" --errors-only) || { echo "rabbitmq-queues shrink $node failed: $failed" >&2; exit 1; }
+    case $failed in
+      *error*) echo "rabbitmq-queues shrink $node failed for some queues (not forgotten): $failed" >&2; exit 1 ;;
+    esac
     rabbitmqctl -q forget_cluster_node "$node" || { echo "rabbitmqctl forget_cluster_node $node failed" >&2; exit 1; }
     echo "forgot $node"
   done
