@@ -114,14 +114,6 @@ impl EtcdRemove {
         ];
         script(SH, &vars, call)
     }
-
-    /// The member of the group that removes: the first of its names that is started and healthy.
-    fn remover<'a>(&'a self, wanted: &'a [String], fact: &ClusterFact) -> Option<&'a str> {
-        wanted
-            .iter()
-            .map(String::as_str)
-            .find(|name| fact.healthy.contains(*name))
-    }
 }
 
 impl Resource for EtcdRemove {
@@ -137,7 +129,8 @@ impl Resource for EtcdRemove {
         let Some(members) = &fact.members else {
             return Ok(None);
         };
-        if self.remover(&wanted, fact) != Some(self.name.as_str()) {
+        // The member of the group that removes: the first of its names that is started and healthy.
+        if wanted.iter().find(|name| fact.healthy.contains(*name)) != Some(&self.name) {
             return Ok(None);
         }
         let named = |m: &&ListedMember| !m.name.is_empty();
@@ -158,17 +151,12 @@ impl Resource for EtcdRemove {
             .collect();
         let noun = if leaving.len() == 1 { "member" } else { "members" };
         let names = leaving.join(", ");
-        Ok(match (refusal(&voters, &leaving, &fact.healthy), self.check_only) {
-            (Some(why), true) => Some(Change::refused_removal(
-                format!("remove etcd {noun} {names}, not in group etcd"),
-                why,
-            )),
-            // The run's check (part etcd-membership) reports it, and refuses it with --prune.
-            (Some(_), false) | (None, true) => None,
-            (None, false) => Some(Change::removal(format!(
-                "remove etcd {noun} {names}, down and not in group etcd"
-            ))),
-        })
+        Ok(Change::membership(
+            self.check_only,
+            refusal(&voters, &leaving, &fact.healthy),
+            format!("remove etcd {noun} {names}, not in group etcd"),
+            format!("remove etcd {noun} {names}, down and not in group etcd"),
+        ))
     }
 
     fn apply(&self) -> String {

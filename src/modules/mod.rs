@@ -207,6 +207,19 @@ impl Change {
         }
     }
 
+    /// What a membership module reports for members outside its group (`removing`, a description
+    /// ending "not in group G"): with `check_only` (the run's first check), only a removal
+    /// `--prune` refuses, with why; without it, only a removal it may make (their state is
+    /// `removal`'s summary).
+    pub fn membership(check_only: bool, refusal: Option<String>, removing: String, removal: String) -> Option<Self> {
+        match (refusal, check_only) {
+            (Some(why), true) => Some(Change::refused_removal(removing, why)),
+            // The run's check reports it, and refuses it with --prune.
+            (Some(_), false) | (None, true) => None,
+            (None, false) => Some(Change::removal(removal)),
+        }
+    }
+
     /// Something applying does that is not a change (a wait).
     pub fn not_counted(summary: impl Into<String>) -> Self {
         Change {

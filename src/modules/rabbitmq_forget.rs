@@ -115,18 +115,15 @@ impl Resource for RabbitmqForget {
             return Ok(None);
         }
         let names = leaving.join(", ");
-        Ok(match (refusal(status, &leaving), self.check_only) {
-            (Some(why), true) => Some(Change::refused_removal(
-                format!("forget {names}, not in group rabbitmq"),
-                why,
-            )),
-            // The run's check (part rabbitmq-membership) reports it, and refuses it with --prune.
-            (Some(_), false) | (None, true) => None,
-            (None, false) => Some(Change::removal(format!(
+        Ok(Change::membership(
+            self.check_only,
+            refusal(status, &leaving),
+            format!("forget {names}, not in group rabbitmq"),
+            format!(
                 "forget {names}, down and not in group rabbitmq, and shrink {} quorum queue replicas",
                 if leaving.len() == 1 { "its" } else { "their" }
-            ))),
-        })
+            ),
+        ))
     }
 
     fn apply(&self) -> String {
