@@ -588,13 +588,8 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         assert_eq!(main_pids(), before, "no unit restarted");
     });
 
-    scenarios.run("every host certificate made again on the running stack", || {
-        set_inventory_vars(&inv_path, &[]);
-        security::renew_every_certificate(&inv_path, dir.path(), DAG_PROCESSOR);
-    });
-
     scenarios.run(
-        "the cluster CA rotated on the running stack, both CAs trusted meanwhile",
+        "the cluster CA rotated on the running stack, both CAs trusted meanwhile; every host certificate made again",
         || {
             set_inventory_vars(&inv_path, &[]);
             security::rotate_the_ca(&inv_path, dir.path(), DAG_PROCESSOR);
@@ -690,34 +685,25 @@ fn airflow_runs_dags_across_workers_repairs_drift_and_survives_a_hard_crash() {
         guard_hands_over_fences_and_does_not_flap();
     });
 
-    scenarios.run("single-active on the running cluster, and back", || {
-        set_inventory_vars(&inv_path, &[]);
-        // single-active on the running cluster: the guard keeps one scheduler too; back to
-        // all-active, every master runs one again.
-        set_inventory_var(&inv_path, Some("airflow_scheduler_mode: single-active"));
-        let (code, doc, secs) = provision(inv, Some("airflow,guard"));
-        assert_eq!(code, Some(0), "{doc}");
-        let schedulers = nodes_running("airflow scheduler");
-        let guard = gate_report(&doc, "each guarded unit runs here exactly when");
-        measured!(
-            "airflow_scheduler_mode all-active -> single-active on the running cluster: {secs:.1} s; schedulers on {schedulers:?}"
-        );
-        assert_eq!(schedulers.len(), 1, "one scheduler in the cluster");
-        assert!(guard.contains("airflow-scheduler.service: held by"), "{guard}");
-        set_inventory_var(&inv_path, None);
-        let (code, doc, _) = provision(inv, Some("airflow,guard"));
-        assert_eq!(code, Some(0), "{doc}");
-        assert_eq!(nodes_running("airflow scheduler").len(), 3, "all-active again");
-    });
-
     scenarios.run(
-        "a partition in single-active mode: never two schedulers or dag-processors",
+        "single-active on the running cluster, a partition in it (never two schedulers or dag-processors), and back",
         || {
             set_inventory_vars(&inv_path, &[]);
+            // single-active on the running cluster: the guard keeps one scheduler too; a cut
+            // link never gives two; back to all-active, every master runs one again.
             set_inventory_var(&inv_path, Some("airflow_scheduler_mode: single-active"));
-            let (code, doc, _) = provision(inv, Some("airflow,guard"));
-            assert_eq!(code, Some(0), "{doc}");
-            let outcome = std::panic::catch_unwind(guard_partition_in_single_active_mode);
+            let (code, doc, secs) = provision(inv, Some("airflow,guard"));
+            let outcome = std::panic::catch_unwind(|| {
+                assert_eq!(code, Some(0), "{doc}");
+                let schedulers = nodes_running(SCHEDULER);
+                let guard = gate_report(&doc, "each guarded unit runs here exactly when");
+                measured!(
+                    "airflow_scheduler_mode all-active -> single-active on the running cluster: {secs:.1} s; schedulers on {schedulers:?}"
+                );
+                assert_eq!(schedulers.len(), 1, "one scheduler in the cluster");
+                assert!(guard.contains("airflow-scheduler.service: held by"), "{guard}");
+                guard_partition_in_single_active_mode();
+            });
             // Back to all-active whatever happened: the later scenarios expect it.
             set_inventory_var(&inv_path, None);
             let (code, doc, _) = provision(inv, Some("airflow,guard"));

@@ -17,13 +17,13 @@ struct LabDownAfter;
 
 impl Drop for LabDownAfter {
     fn drop(&mut self) {
-        let _ = hactl().args(["lab", "down"]).output();
+        let _ = discard_lab();
     }
 }
 
 /// A fresh 3-node Debian 12 lab and its inventory in a new temporary directory.
 fn fresh_bookworm_lab() -> (tempfile::TempDir, std::path::PathBuf) {
-    let down = run(&["lab", "down"]);
+    let down = discard_lab();
     assert!(down.status.success(), "lab down: {}", stderr(&down));
     let up = run(&["lab", "up", "--nodes", "3", "--release", "bookworm"]);
     assert!(

@@ -35,28 +35,31 @@ fn write_through_lb(node: usize, password: &str) -> bool {
     ssh(node, &cmd).0 == 0
 }
 
-/// Starts `count` writes through the LB's primary port on `node`, one every 0.5 s, in the
-/// background as unit `unit`: one line each in /root/UNIT.log, `ok` or `fail: ` and psql's error.
-fn start_writer(node: usize, unit: &str, count: usize, password: &str) {
+/// Starts writes through the LB's primary port on `node`, one every 0.5 s, in the background as
+/// unit `unit` until [`writer_result`] stops it: one line each in /root/UNIT.log, `ok` or
+/// `fail: ` and psql's error.
+fn start_writer(node: usize, unit: &str, password: &str) {
     let cmd = format!(
-        "systemd-run --unit={unit} --collect sh -c 'for i in $(seq {count}); do \
+        "rm -f /root/{unit}.stop; systemd-run --unit={unit} --collect sh -c 'until [ -e /root/{unit}.stop ]; do \
          if e=$(PGPASSWORD={password} timeout 3 psql -h 127.0.0.1 -p 5000 -U airflow -d airflow -tAc \"insert into t values (now())\" 2>&1); \
          then echo ok; else echo \"fail: $e\" | tr \"\\n\" \" \"; echo; fi; sleep 0.5; done > /root/{unit}.log'"
     );
     assert_eq!(ssh(node, &cmd).0, 0, "a writer on node{node}");
 }
 
-/// Once the writer `unit` on `node` has made its `count` writes (or after 40 s): how many
-/// failed, and its log.
-fn writer_result(node: usize, unit: &str, count: usize) -> (usize, String) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut log = ssh_ok(node, &format!("cat /root/{unit}.log"));
-    while log.lines().count() < count && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        log = ssh_ok(node, &format!("cat /root/{unit}.log"));
-    }
-    assert_eq!(log.lines().count(), count, "the writer {unit} did not finish:\n{log}");
-    (log.lines().filter(|l| l.starts_with("fail")).count(), log)
+/// Stops the writer `unit` on `node` once its write in flight ends: how many of its writes
+/// failed, how many it made (at least 10, or the watched operation was too short to judge), and
+/// its log.
+fn writer_result(node: usize, unit: &str) -> (usize, usize, String) {
+    let log = ssh_ok(
+        node,
+        &format!(
+            "touch /root/{unit}.stop; timeout 15 sh -c 'while systemctl is-active -q {unit}; do sleep 0.2; done'; cat /root/{unit}.log"
+        ),
+    );
+    let total = log.lines().count();
+    assert!(total >= 10, "the writer {unit} made {total} writes:\n{log}");
+    (log.lines().filter(|l| l.starts_with("fail")).count(), total, log)
 }
 
 #[test]
@@ -143,7 +146,7 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
         Some(2),
         "check finds the drift"
     );
-    start_writer(edited, "hactl-writer", 40, &password);
+    start_writer(edited, "hactl-writer", &password);
     std::thread::sleep(Duration::from_secs(2));
     let repair = run(&["provision", inv, "--stages", STAGES]);
     assert_eq!(repair.status.code(), Some(0));
@@ -159,19 +162,20 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     assert_eq!(postmaster_starts(), starts, "repair restarted PostgreSQL");
     assert!(!ssh_ok(edited, "cat /etc/patroni/config.yml").contains("loop_wait: 9"));
     assert_eq!(run(&["check", inv, "--stages", STAGES]).status.code(), Some(0));
-    let (failures, log) = writer_result(edited, "hactl-writer", 40);
-    measured!("writer during drift repair: {failures} of 40 writes failed");
+    let (failures, total, log) = writer_result(edited, "hactl-writer");
+    measured!("writer during drift repair: {failures} of {total} writes failed");
     assert_eq!(failures, 0, "writes failed during a repair of reloads only:\n{log}");
 
     // Each HAProxy reload (a configuration change) keeps the servers' checked states: the new
     // process does not take the replicas for the primary before its first check.
-    start_writer(edited, "hactl-writer-reloads", 30, &password);
+    start_writer(edited, "hactl-writer-reloads", &password);
     for _ in 0..6 {
         assert_eq!(ssh(edited, "systemctl reload haproxy").0, 0, "reload haproxy");
         std::thread::sleep(Duration::from_secs(2));
     }
-    let (failures, log) = writer_result(edited, "hactl-writer-reloads", 30);
-    measured!("writer during 6 HAProxy reloads: {failures} of 30 writes failed");
+    std::thread::sleep(Duration::from_secs(2));
+    let (failures, total, log) = writer_result(edited, "hactl-writer-reloads");
+    measured!("writer during 6 HAProxy reloads: {failures} of {total} writes failed");
     assert_eq!(failures, 0, "writes failed across HAProxy reloads:\n{log}");
 
     // Rolling change: settings that need restarts, one member at a time with the gates between;
@@ -224,7 +228,7 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
     }
     let old_leader = candidate;
     reviewed_rolling_plan(inv, file, &old_leader);
-    start_writer(1, "hactl-writer2", 150, &password);
+    start_writer(1, "hactl-writer2", &password);
     let started = Instant::now();
     let rolled = run(&["provision", inv, "--stages", STAGES, "--plan", file]);
     assert_eq!(rolled.status.code(), Some(0), "rolling provision of the reviewed plan");
@@ -250,14 +254,8 @@ fn patroni_cluster_forms_fails_over_rejoins_and_repairs_drift() {
         0,
         "after the rolling change"
     );
-    let _ = ssh(1, "systemctl stop hactl-writer2 2>/dev/null; true");
-    let log = ssh_ok(1, "cat /root/hactl-writer2.log");
-    let failures = log.lines().filter(|l| l.starts_with("fail")).count();
-    measured!(
-        "writer during rolling change: {} of {} writes failed",
-        failures,
-        log.lines().count()
-    );
+    let (failures, total, log) = writer_result(1, "hactl-writer2");
+    measured!("writer during rolling change: {failures} of {total} writes failed");
     assert!(
         failures <= 20,
         "too many failed writes during the rolling change: {failures}\n{log}"
@@ -358,7 +356,7 @@ fn a_fourth_node_joins_under_a_writer(dir: &std::path::Path, inv: &str, password
         "the plan names node4's etcd join:\n{text}"
     );
     let etcd_before = ssh_ok(1, "systemctl show -p MainPID --value etcd");
-    start_writer(1, "hactl-writer-join", 120, password);
+    start_writer(1, "hactl-writer-join", password);
     let started = Instant::now();
     let out = run(&["provision", inv, "--stages", STAGES, "--output", "json"]);
     let secs = started.elapsed().as_secs_f64();
@@ -370,8 +368,8 @@ fn a_fourth_node_joins_under_a_writer(dir: &std::path::Path, inv: &str, password
             .any(|s| s.starts_with("node4:") && s.contains("this member in the etcd cluster")),
         "{changed:?}"
     );
-    let (failures, log) = writer_result(1, "hactl-writer-join", 120);
-    measured!("a fourth node joins etcd and Patroni in one provision: {secs:.1} s; writer through 5000: {failures} of 120 writes failed");
+    let (failures, total, log) = writer_result(1, "hactl-writer-join");
+    measured!("a fourth node joins etcd and Patroni in one provision: {secs:.1} s; writer through 5000: {failures} of {total} writes failed");
     assert!(failures <= 2, "writes failed while node4 joined:\n{log}");
     let etcd = etcd_members(1);
     assert_eq!(etcd.len(), 4, "{etcd:?}");
@@ -444,7 +442,7 @@ fn patroni_passwords_rotate_under_a_writer(dir: &std::path::Path, inv: &str, pas
     let leader = members(1).into_iter().find(|m| m.1 == "Leader").expect("a leader").0;
     let leader_n: usize = leader.trim_start_matches("node").parse().unwrap();
     let replica_n = (1..=3).find(|n| *n != leader_n).unwrap();
-    start_writer(replica_n, "hactl-writer-rotate", 80, password);
+    start_writer(replica_n, "hactl-writer-rotate", password);
     std::thread::sleep(Duration::from_secs(2));
     let mut args = vec!["provision", inv, "--stages", STAGES, "--output", "json"];
     for name in ROTATED {
@@ -467,8 +465,8 @@ fn patroni_passwords_rotate_under_a_writer(dir: &std::path::Path, inv: &str, pas
     for (name, old) in ROTATED.iter().zip(&before) {
         assert_ne!(&secret(dir, name), old, "{name} was not rotated");
     }
-    let (failures, log) = writer_result(replica_n, "hactl-writer-rotate", 80);
-    measured!("writer during the rotation of Patroni's passwords: {failures} of 80 writes failed");
+    let (failures, total, log) = writer_result(replica_n, "hactl-writer-rotate");
+    measured!("writer during the rotation of Patroni's passwords: {failures} of {total} writes failed");
     assert!(failures <= 2, "writes failed during the rotation:\n{log}");
     await_streaming(leader_n, 2);
     assert_eq!(

@@ -31,7 +31,7 @@ pub use subnet::Subnet;
 
 use inventory::{inventory_yaml, is_ours_or_missing};
 use network::{forwarding_switch, iptables_args, iptables_has, link_exists, IP_FORWARD};
-use node::{port_open, terminate};
+use node::{port_open, terminate, terminate_all};
 use subnet::check_subnet_free;
 use sys::{io_err, preflight, preflight_root, read_trimmed, run, write_if_changed, write_sysctl};
 
@@ -321,10 +321,9 @@ impl Lab {
         preflight_root()?;
         let mut done = Vec::new();
         let state = self.state()?;
-        for pid in self.lab_nspawn_pids() {
-            terminate(pid);
-            done.push(format!("stopped nspawn process {pid}"));
-        }
+        let pids = self.lab_nspawn_pids();
+        terminate_all(&pids);
+        done.extend(pids.iter().map(|pid| format!("stopped nspawn process {pid}")));
         for mount in self.lab_mounts() {
             // A lazy unmount also detaches the mount's copies propagated to its peers, listed
             // apart in mountinfo: what has gone with an earlier one is skipped.

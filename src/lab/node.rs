@@ -383,19 +383,27 @@ fn clear_stale_veth(node: &str) -> Result<()> {
     Ok(())
 }
 
-/// SIGTERM (nspawn then powers the container off); after 15 s, a crash (see [`crash`]): the
-/// container's init must not outlive nspawn (a unit with a long stop timeout, such as a Celery
-/// worker finishing its tasks, would otherwise keep the machine and its veth alive).
-pub(super) fn terminate(pid: u32) {
-    let alive = || Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
-    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+/// SIGTERM to every container at once (nspawn then powers each off); after 15 s, a crash of
+/// those still running (see [`crash`]): a container's init must not outlive nspawn (a unit with a
+/// long stop timeout, such as a Celery worker finishing its tasks, would otherwise keep the
+/// machine and its veth alive). The machines power off side by side: one deadline for all.
+pub(super) fn terminate_all(pids: &[u32]) {
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
+    for &pid in pids {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
-    while alive() && Instant::now() < deadline {
+    while pids.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    if alive() {
+    for &pid in pids.iter().filter(|&&pid| alive(pid)) {
         crash(pid);
     }
+}
+
+/// [`terminate_all`] of one container.
+pub(super) fn terminate(pid: u32) {
+    terminate_all(&[pid]);
 }
 
 /// SIGKILL to the container's init (the nspawn process's child): the kernel then kills every

@@ -205,6 +205,23 @@ mod tests {
             .contains("did not render to a value"));
     }
 
+    /// Where nothing listens on the port yet (stage pg-lb's own HAProxy is installed later in the
+    /// run that probes), the probe says so at once instead of waiting out its 15 tries.
+    #[test]
+    fn a_port_nobody_listens_on_is_reported_at_once() {
+        let refused = "psql() { echo 'psql: error: connection to server at \"127.0.0.1\", port 5000 failed: Connection refused' >&2; return 2; }\n";
+        let script = role()
+            .probe()
+            .replacen("hactl_probe", &format!("{refused}hactl_probe"), 1);
+        let started = std::time::Instant::now();
+        let out = crate::modules::run_local(&script);
+        assert_eq!(out.rc, 0, "{out:?}");
+        assert!(started.elapsed().as_secs() < 3, "the probe waited: {out:?}");
+        let change = diff_of(&role(), &out.stdout).unwrap().unwrap();
+        assert!(change.summary.contains("does not answer yet"), "{}", change.summary);
+        assert!(out.stdout.contains("Connection refused"), "{}", out.stdout);
+    }
+
     #[test]
     fn values_reach_the_script_only_as_variables() {
         for script in [role().probe(), role().apply()] {

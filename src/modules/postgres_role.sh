@@ -20,7 +20,8 @@ SQL
 }
 
 # Read-only. Gives a server that does not answer 15 s (an LB with no primary yet, just after a
-# node booted) before saying so. An answer from a replica does not count: an LB that has just
+# node booted) before saying so; where nothing listens on the port yet (the LB is installed later
+# in this run), says so at once. An answer from a replica does not count: an LB that has just
 # started sends connections to every server until its checks have run, and a replica may not have
 # the role yet.
 hactl_probe() {
@@ -32,6 +33,7 @@ hactl_probe() {
   tries=15
   until out=$(hactl_ask) && printf '%s\n' "$out" | grep -qx 'primary yes'; do
     tries=$((tries - 1))
+    case "$out" in *"Connection refused"*) tries=0 ;; esac
     if [ "$tries" -le 0 ]; then
       echo "server -"
       case "$out" in

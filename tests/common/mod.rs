@@ -139,10 +139,28 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Brings a fresh lab of `n` nodes up (after taking down any lab), panicking with the reason when
+/// Takes down the lab a test left, whose nodes are thrown away: each node crashed first (`lab
+/// kill`), so that `lab down` does not wait for their services to stop. `lab down`'s output.
+pub fn discard_lab() -> Output {
+    let state: serde_json::Value = std::fs::read_to_string(Path::new(LAB).join("state.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    for name in state["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["name"].as_str())
+    {
+        let _ = hactl().args(["lab", "kill", name]).output();
+    }
+    run(&["lab", "down"])
+}
+
+/// Brings a fresh lab of `n` nodes up (after discarding any lab), panicking with the reason when
 /// it cannot: these tests never skip.
 pub fn fresh_lab(n: usize) {
-    let down = run(&["lab", "down"]);
+    let down = discard_lab();
     assert!(down.status.success(), "lab down failed: {}", stderr(&down));
     let up = run(&["lab", "up", "--nodes", &n.to_string()]);
     assert!(
