@@ -558,6 +558,7 @@ mod tests {
             [
                 "etcd-membership",
                 "rabbitmq-membership",
+                "departed",
                 "base",
                 "etcd",
                 "guard-etcd-tls",

@@ -4,11 +4,11 @@
 //! report says so), done by one member of the group: the first of the group's names, in order,
 //! that is a started, healthy member; on the others this module has nothing to do, so a plan
 //! names each removal once. A removal that would take the cluster below quorum is refused by
-//! `provision --prune`, naming the members, and so is one of a member whose etcd still runs (hactl
-//! does not stop a live machine's services yet); without --prune it is left like any other. With
+//! `provision --prune`, naming the members, and so is one of a member whose etcd still runs on a
+//! host outside the inventory (a host still in it, outside group etcd, has its etcd stopped first
+//! by the run: stage part departed); without --prune it is left like any other. With
 //! `check_only` (the run's first stage, before anything changes), only such refused removals;
-//! without it, only the others. The plan says `remove etcd member node3, down and not in group
-//! etcd`.
+//! without it, only the others. The plan says `remove etcd member node3, not in group etcd`.
 
 use std::collections::BTreeSet;
 
@@ -40,10 +40,18 @@ pub struct EtcdRemove {
     /// Its key.
     #[serde(default)]
     pub key: String,
+    /// The inventory's hosts outside the group: a member among them may still run (the run
+    /// stops its etcd first, stage part departed, with `provision --prune`).
+    #[serde(default = "no_hosts")]
+    pub departing: Templated<Vec<String>>,
     /// Only refuse what could not be removed (a run's first check, before anything changes):
     /// never a change.
     #[serde(default)]
     pub check_only: bool,
+}
+
+fn no_hosts() -> Templated<Vec<String>> {
+    Templated::Value(Vec::new())
 }
 
 /// The cluster as this host sees it.
@@ -86,19 +94,39 @@ pub fn below_quorum(voters: &[&str], leaving: &[&str], healthy: &BTreeSet<String
     ))
 }
 
-/// Why `provision --prune` must not remove `leaving`: a member whose etcd still runs (hactl does
-/// not stop a live machine's services yet), or quorum lost (see [`below_quorum`]).
-fn refusal(voters: &[&str], leaving: &[&str], healthy: &BTreeSet<String>) -> Option<String> {
+/// Why `provision --prune` must not remove `leaving`: a member whose etcd still runs on a host
+/// outside the inventory (hactl cannot stop it), quorum lost while the departing hosts' etcd
+/// stops before its removal, or quorum lost after it (see [`below_quorum`]). `departing`: the
+/// inventory's hosts outside the group, whose etcd the run stops first (stage part departed).
+fn refusal(voters: &[&str], leaving: &[&str], healthy: &BTreeSet<String>, departing: &[String]) -> Option<String> {
     let running: Vec<&str> = leaving.iter().copied().filter(|name| healthy.contains(*name)).collect();
-    if running.is_empty() {
-        return below_quorum(voters, leaving, healthy);
+    let unreachable: Vec<&str> = running
+        .iter()
+        .copied()
+        .filter(|name| !departing.iter().any(|d| d == name))
+        .collect();
+    if !unreachable.is_empty() {
+        return Some(format!(
+            "{} left group etcd and the inventory but {} etcd still runs: hactl stops the services of a host that is still in the inventory (outside the groups it left), and removes the members of machines that are gone for good; put {} back among the inventory's hosts, or stop the stack there, then run provision --prune again",
+            unreachable.join(", "),
+            if unreachable.len() == 1 { "its" } else { "their" },
+            unreachable.join(", ")
+        ));
     }
-    Some(format!(
-        "{} left group etcd but {} etcd still runs: hactl removes the members of machines that are gone for good, and does not stop a live one's services yet; stop the stack on {} (etcd, patroni, rabbitmq-server, airflow-*, hactl-guard) or the machine, then run provision --prune again",
-        running.join(", "),
-        if running.len() == 1 { "its" } else { "their" },
-        running.join(", ")
-    ))
+    let up = voters
+        .iter()
+        .filter(|v| healthy.contains(**v) && !running.contains(v))
+        .count();
+    let needed = voters.len() / 2 + 1;
+    if !running.is_empty() && up < needed {
+        return Some(format!(
+            "stopping etcd on {} before removing {} would take etcd below quorum: {up} of {} voting members would be healthy meanwhile, and they need {needed}; add members first, or remove fewer at once",
+            running.join(", "),
+            if running.len() == 1 { "it" } else { "them" },
+            voters.len()
+        ));
+    }
+    below_quorum(voters, leaving, healthy)
 }
 
 impl EtcdRemove {
@@ -153,9 +181,13 @@ impl Resource for EtcdRemove {
         let names = leaving.join(", ");
         Ok(Change::membership(
             self.check_only,
-            refusal(&voters, &leaving, &fact.healthy),
+            refusal(&voters, &leaving, &fact.healthy, &self.departing.or_default()),
             format!("remove etcd {noun} {names}, not in group etcd"),
-            format!("remove etcd {noun} {names}, down and not in group etcd"),
+            if leaving.iter().any(|name| fact.healthy.contains(*name)) {
+                format!("remove etcd {noun} {names}, not in group etcd (where etcd still runs, it stops first)")
+            } else {
+                format!("remove etcd {noun} {names}, down and not in group etcd")
+            },
         ))
     }
 
@@ -177,6 +209,7 @@ mod tests {
             cacert: String::new(),
             cert: String::new(),
             key: String::new(),
+            departing: Templated::Value(Vec::new()),
             check_only: false,
         }
     }
@@ -251,10 +284,29 @@ mod tests {
         .unwrap();
         assert!(
             running.refusal.as_deref().unwrap_or_default().starts_with(
-                "node3 left group etcd but its etcd still runs: hactl removes the members of machines that are gone for good"
+                "node3 left group etcd and the inventory but its etcd still runs: hactl stops the services of a host that is still in the inventory"
             ),
             "{running:?}"
         );
+        // node3 still in the inventory: the run stops its etcd first, then removes it.
+        let departing = |m: &EtcdRemove| EtcdRemove {
+            departing: Templated::Value(vec!["node3".into()]),
+            ..m.clone()
+        };
+        let all_up = probe(&["node1", "node2", "node3"], &["node1", "node2", "node3"]);
+        assert_eq!(diff_of(&departing(&check), &all_up).unwrap(), None, "nothing refused");
+        assert_eq!(
+            diff_of(&departing(&module), &all_up).unwrap().unwrap().summary,
+            "remove etcd member node3, not in group etcd (where etcd still runs, it stops first)"
+        );
+        // Stopping node3 first while node2 is down: node1 alone of 3 voters meanwhile.
+        let one_down = probe(&["node1", "node2", "node3"], &["node1", "node3"]);
+        assert!(diff_of(&departing(&check), &one_down)
+            .unwrap()
+            .unwrap()
+            .refusal
+            .unwrap_or_default()
+            .starts_with("stopping etcd on node3 before removing it would take etcd below quorum: 1 of 3"),);
         // A dead member leaving never lowers quorum: 2 of 2 healthy remain.
         let dead = probe(&["node1", "node2", "node3"], &["node1", "node2"]);
         assert!(diff_of(&module, &dead).unwrap().is_some_and(|c| c.refusal.is_none()));

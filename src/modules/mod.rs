@@ -12,6 +12,7 @@ pub mod airflow_db;
 pub mod assert;
 pub mod awk_edit;
 pub mod command;
+pub mod decommission;
 pub mod dir_sync;
 pub mod directory;
 pub mod etcd;
@@ -24,6 +25,7 @@ pub mod hosts;
 pub mod lineinfile;
 pub mod package;
 pub mod patroni;
+pub mod patroni_leave;
 pub mod patroni_pause;
 pub mod patroni_restart;
 pub mod pip;
@@ -132,6 +134,8 @@ registry! {
     "etcd_member" => etcd_member::EtcdMember,
     "etcd_join" => etcd_join::EtcdJoin,
     "etcd_remove" => etcd_remove::EtcdRemove,
+    "patroni_leave" => patroni_leave::PatroniLeave,
+    "decommission" => decommission::Decommission,
     "airflow_db" => airflow_db::AirflowDb,
     "assert" => assert::Assert,
     "reach" => reach::Reach,

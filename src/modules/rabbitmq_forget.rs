@@ -6,7 +6,8 @@
 //! plan names each node once. Its replicas leave the quorum queues first (`rabbitmq-queues
 //! shrink`), then `forget_cluster_node`. A removal that would leave fewer than a majority of the
 //! remaining nodes running is refused by `provision --prune`, naming them, and so is one of a node
-//! that still runs (hactl does not stop a live machine's services yet); without --prune it is left
+//! that still runs on a host outside the inventory (a host still in it, outside group rabbitmq,
+//! has its RabbitMQ stopped first by the run: stage part departed); without --prune it is left
 //! like any other. With `check_only` (the run's first stage, before anything changes), only such
 //! refused removals; without it, only the others. The plan says `forget rabbit@node3, down and not in group
 //! rabbitmq, and shrink its quorum queue replicas`.
@@ -28,10 +29,18 @@ pub struct RabbitmqForget {
     pub node: String,
     /// The group's nodes, `rabbit@HOST`: every other disk node is forgotten.
     pub nodes: Templated<Vec<String>>,
+    /// The inventory's hosts outside the group, `rabbit@HOST`: a node among them may still run
+    /// (the run stops its RabbitMQ first, stage part departed, with `provision --prune`).
+    #[serde(default = "no_nodes")]
+    pub departing: Templated<Vec<String>>,
     /// Only refuse what could not be forgotten (a run's first check, before anything changes):
     /// never a change.
     #[serde(default)]
     pub check_only: bool,
+}
+
+fn no_nodes() -> Templated<Vec<String>> {
+    Templated::Value(Vec::new())
 }
 
 /// The node's view of its cluster.
@@ -70,23 +79,42 @@ pub fn below_majority(status: &ClusterStatus, leaving: &[&str]) -> Option<String
     ))
 }
 
-/// Why `provision --prune` must not forget `leaving`: a node that still runs (hactl does not stop
-/// a live machine's services yet), or a majority of the remaining nodes not running (see
-/// [`below_majority`]).
-fn refusal(status: &ClusterStatus, leaving: &[&str]) -> Option<String> {
-    let running: Vec<&str> = leaving
+/// Why `provision --prune` must not forget `leaving`: a node that still runs on a host outside
+/// the inventory (hactl cannot stop it), a majority of the current disk nodes not running while
+/// the departing hosts' RabbitMQ stops before it is forgotten (`pause_minority` would pause the
+/// rest), or a majority of the remaining nodes not running (see [`below_majority`]).
+/// `departing`: the inventory's hosts outside the group, `rabbit@HOST`, whose RabbitMQ the run
+/// stops first (stage part departed).
+fn refusal(status: &ClusterStatus, leaving: &[&str], departing: &[String]) -> Option<String> {
+    let runs = |n: &str| status.running_nodes.iter().any(|r| r == n);
+    let running: Vec<&str> = leaving.iter().copied().filter(|n| runs(n)).collect();
+    let unreachable: Vec<&str> = running
         .iter()
         .copied()
-        .filter(|n| status.running_nodes.iter().any(|r| r == n))
+        .filter(|n| !departing.iter().any(|d| d == n))
         .collect();
-    if running.is_empty() {
-        return below_majority(status, leaving);
+    if !unreachable.is_empty() {
+        return Some(format!(
+            "{} left group rabbitmq and the inventory but still {}: hactl stops the services of a host that is still in the inventory (outside the groups it left), and forgets the nodes of machines that are gone for good; put the host back among the inventory's hosts, or stop rabbitmq-server (and the rest of the stack) there, then run provision --prune again",
+            unreachable.join(", "),
+            if unreachable.len() == 1 { "runs" } else { "run" }
+        ));
     }
-    Some(format!(
-        "{} left group rabbitmq but still {}: hactl forgets the nodes of machines that are gone for good, and does not stop a live one's services yet; stop rabbitmq-server (and the rest of the stack) there, then run provision --prune again",
-        running.join(", "),
-        if running.len() == 1 { "runs" } else { "run" }
-    ))
+    let up = status
+        .disk_nodes
+        .iter()
+        .filter(|n| runs(n) && !running.contains(&n.as_str()))
+        .count();
+    let needed = status.disk_nodes.len() / 2 + 1;
+    if !running.is_empty() && up < needed {
+        return Some(format!(
+            "stopping RabbitMQ on {} before forgetting {} would leave {up} of {} disk nodes running meanwhile, and they need {needed}; add nodes first, or remove fewer at once",
+            running.join(", "),
+            if running.len() == 1 { "it" } else { "them" },
+            status.disk_nodes.len()
+        ));
+    }
+    below_majority(status, leaving)
 }
 
 impl Resource for RabbitmqForget {
@@ -115,12 +143,17 @@ impl Resource for RabbitmqForget {
             return Ok(None);
         }
         let names = leaving.join(", ");
+        let state = if leaving.iter().any(|n| runs(&n.to_string())) {
+            "not in group rabbitmq (where RabbitMQ still runs, it stops first)"
+        } else {
+            "down and not in group rabbitmq"
+        };
         Ok(Change::membership(
             self.check_only,
-            refusal(status, &leaving),
+            refusal(status, &leaving, &self.departing.or_default()),
             format!("forget {names}, not in group rabbitmq"),
             format!(
-                "forget {names}, down and not in group rabbitmq, and shrink {} quorum queue replicas",
+                "forget {names}, {state}, and shrink {} quorum queue replicas",
                 if leaving.len() == 1 { "its" } else { "their" }
             ),
         ))
@@ -148,6 +181,7 @@ mod tests {
                 "rabbit@node3".into(),
                 "rabbit@node4".into(),
             ]),
+            departing: Templated::Value(Vec::new()),
             check_only: false,
         }
     }
@@ -213,9 +247,29 @@ mod tests {
                 .refusal
                 .as_deref()
                 .unwrap_or_default()
-                .starts_with("rabbit@node2 left group rabbitmq but still runs:"),
+                .starts_with("rabbit@node2 left group rabbitmq and the inventory but still runs:"),
             "{running:?}"
         );
+        // node2's host still in the inventory: the run stops its RabbitMQ first, then forgets it.
+        let departing = |m: &RabbitmqForget| RabbitmqForget {
+            departing: Templated::Value(vec!["rabbit@node2".into()]),
+            ..m.clone()
+        };
+        let all_up = status(&["node1", "node2", "node3"], &["node1", "node2", "node3"]);
+        assert_eq!(diff_of(&departing(&check), &all_up).unwrap(), None, "nothing refused");
+        assert_eq!(
+            diff_of(&departing(&module), &all_up).unwrap().unwrap().summary,
+            "forget rabbit@node2, not in group rabbitmq (where RabbitMQ still runs, it stops first), and shrink its quorum queue replicas"
+        );
+        let node3_down = status(&["node1", "node2", "node3"], &["node1", "node2"]);
+        assert!(diff_of(&departing(&check), &node3_down)
+            .unwrap()
+            .unwrap()
+            .refusal
+            .unwrap_or_default()
+            .starts_with(
+                "stopping RabbitMQ on rabbit@node2 before forgetting it would leave 1 of 3 disk nodes running"
+            ));
         let down = status(&["node1", "node2", "node3", "node4"], &["node1", "node3", "node4"]);
         let check = RabbitmqForget {
             check_only: true,

@@ -236,6 +236,20 @@ pub fn remove_lab_node(inv: &Path, n: usize) {
     std::fs::write(inv, out.join("\n") + "\n").expect("the inventory written");
 }
 
+/// Takes lab node `n` out of every group of the inventory at `inv`, keeping it among the hosts
+/// (a host whose roles hactl stops: stage part departed).
+pub fn ungroup_lab_node(inv: &Path, n: usize) {
+    let text = std::fs::read_to_string(inv).expect("the inventory");
+    let member = format!("        node{n}: {{}}");
+    assert!(
+        text.lines().any(|l| l == member),
+        "node{n} is in no group of {}",
+        inv.display()
+    );
+    let out: Vec<&str> = text.lines().filter(|l| *l != member).collect();
+    std::fs::write(inv, out.join("\n") + "\n").expect("the inventory written");
+}
+
 /// Runs a command on a lab node as root, returning (exit code, stdout).
 pub fn ssh(node: usize, cmd: &str) -> (i32, String) {
     ssh_as("root", node, cmd)

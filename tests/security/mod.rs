@@ -163,8 +163,13 @@ fn everything(node: usize, dir: &Path) -> Vec<serde_json::Value> {
 /// Starts a writer on node2 through the PostgreSQL LB (an insert every 0.2 s, each a new
 /// connection, the password from airflow.cfg into ~/.pgpass) until /root/stop-writer exists.
 pub fn start_writer() {
+    start_writer_on(2);
+}
+
+/// [`start_writer`] on lab node `n`.
+pub fn start_writer_on(n: usize) {
     ssh_ok(
-        2,
+        n,
         r#"python3 - <<'EOF'
 import configparser, os, urllib.parse
 c = configparser.ConfigParser()
@@ -191,7 +196,12 @@ done > /root/writer.log 2>&1' >/dev/null 2>&1 &"#,
 /// Stops the writer: (writes that succeeded, the failed writes' lines with psql's error, the
 /// longest time between two successful writes in seconds).
 pub fn stop_writer() -> (usize, Vec<String>, f64) {
-    let log = ssh_ok(2, "touch /root/stop-writer; sleep 1; cat /root/writer.log");
+    stop_writer_on(2)
+}
+
+/// [`stop_writer`] on lab node `n`.
+pub fn stop_writer_on(n: usize) -> (usize, Vec<String>, f64) {
+    let log = ssh_ok(n, "touch /root/stop-writer; sleep 1; cat /root/writer.log");
     let (mut ok, mut failed, mut last, mut longest) = (0, Vec::new(), None::<f64>, 0f64);
     for line in log.lines() {
         let mut parts = line.split_whitespace();
