@@ -23,6 +23,10 @@ pub struct Command {
     pub chdir: Option<String>,
     /// What running it does, for plans ("join rabbit@node2 to the cluster"); default: the command.
     pub describe: Option<String>,
+    /// For a handler: the systemd unit whose running process it refreshes (a reload of its
+    /// files): redundant where this run started that unit after the change that notified it.
+    #[serde(default)]
+    pub refreshes: Option<String>,
 }
 
 /// The module's shell functions.
@@ -94,6 +98,10 @@ impl Resource for Command {
     fn converges(&self) -> bool {
         self.has_guard()
     }
+
+    fn refreshes(&self) -> Option<&str> {
+        self.refreshes.as_deref()
+    }
 }
 
 #[cfg(test)]
@@ -112,6 +120,7 @@ mod tests {
             unless: None,
             chdir: None,
             describe: None,
+            refreshes: None,
         };
         let ch = local_diff(&c).unwrap().unwrap();
         assert!(
@@ -132,6 +141,7 @@ mod tests {
             unless: Some("false".into()),
             chdir: None,
             describe: Some("fail on purpose".into()),
+            refreshes: None,
         };
         assert_eq!(
             local_diff(&c).unwrap().unwrap().summary,

@@ -164,35 +164,46 @@ mod tests {
     fn the_script_stops_hactl_s_units_in_order_and_disables_them() {
         let marks = tempfile::tempdir().unwrap();
         std::fs::write(marks.path().join("airflow-worker"), "# Managed by hactl.\n").unwrap();
+        std::fs::write(marks.path().join("airflow-scheduler"), "# Managed by hactl.\n").unwrap();
         std::fs::write(marks.path().join("haproxy"), "# Managed by hactl: reloads\n").unwrap();
         std::fs::write(marks.path().join("etcd"), "the host's own\n").unwrap();
         let module = Decommission {
             units: Templated::Value(
-                ["airflow-worker", "haproxy", "etcd", "nginx"]
+                ["airflow-worker", "airflow-scheduler", "haproxy", "etcd", "nginx"]
                     .iter()
                     .map(|u| (u.to_string(), marks.path().join(u).display().to_string()))
                     .collect(),
             ),
             ..decommission(true)
         };
-        let fake = "systemctl() { case \"$*\" in \
+        // Every fake call reads its standard input to the end, as a real command may: the loop
+        // must still see each unit after it.
+        let fake = "systemctl() { cat >/dev/null; case \"$*\" in \
             'show -p LoadState --value nginx') echo not-found ;; \
             'show -p LoadState --value '*) echo loaded ;; \
-            'is-active --quiet airflow-worker' | 'is-active --quiet etcd') return 0 ;; \
+            'is-active --quiet airflow-'* | 'is-active --quiet etcd') return 0 ;; \
             'is-active --quiet '*) return 3 ;; \
-            'is-enabled airflow-worker' | 'is-enabled etcd') echo enabled ;; \
+            'is-enabled airflow-'* | 'is-enabled etcd') echo enabled ;; \
             'is-enabled haproxy') echo disabled ;; \
             *) echo \"systemctl $*\" >&2 ;; esac; }\n";
         let with_fake = |call: &str| module.script(call).replacen(call, &format!("{fake}{call}"), 1);
         let probe = run_local(&with_fake("hactl_probe"));
         assert_eq!(probe.rc, 0, "{probe:?}");
-        assert_eq!(probe.stdout, "unit airflow-worker yes yes\nunit haproxy no no\n");
+        assert_eq!(
+            probe.stdout,
+            "unit airflow-worker yes yes\nunit airflow-scheduler yes yes\nunit haproxy no no\n"
+        );
         let apply = run_local(&with_fake("hactl_apply"));
         assert_eq!(apply.rc, 0, "{apply:?}");
-        assert_eq!(apply.stdout, "stopped airflow-worker\ndisabled airflow-worker\n");
+        assert_eq!(
+            apply.stdout,
+            "stopped airflow-worker\ndisabled airflow-worker\n\
+             stopped airflow-scheduler\ndisabled airflow-scheduler\n"
+        );
         assert_eq!(
             apply.stderr,
-            "systemctl stop airflow-worker\nsystemctl disable --quiet airflow-worker\n"
+            "systemctl stop airflow-worker\nsystemctl disable --quiet airflow-worker\n\
+             systemctl stop airflow-scheduler\nsystemctl disable --quiet airflow-scheduler\n"
         );
     }
 }

@@ -5,41 +5,46 @@
 # Whether unit $1 is installed here and hactl's: its file $2 exists and says hactl manages it
 # (a unit of the same name that hactl did not set up is never touched).
 hactl_ours() {
-  [ "$(systemctl show -p LoadState --value "$1" 2>/dev/null)" = loaded ] && grep -qs 'Managed by hactl' "$2"
+  [ "$(systemctl show -p LoadState --value "$1" 2>/dev/null </dev/null)" = loaded ] && grep -qs 'Managed by hactl' "$2"
 }
 
 # `unit NAME ACTIVE ENABLED` for each of hactl's units installed here (ACTIVE: yes or no;
 # ENABLED: yes, no, or static for a unit only others start); nothing for any other.
 hactl_probe() {
-  printf '%s\n' "$HACTL_UNITS" | while read -r unit marker; do
+  while read -r unit marker <&3; do
     [ -n "$unit" ] || continue
-    hactl_ours "$unit" "$marker" || continue
-    if systemctl is-active --quiet "$unit"; then active=yes; else active=no; fi
-    case $(systemctl is-enabled "$unit" 2>/dev/null) in
+    hactl_ours "$unit" "$marker" </dev/null || continue
+    if systemctl is-active --quiet "$unit" </dev/null; then active=yes; else active=no; fi
+    case $(systemctl is-enabled "$unit" 2>/dev/null </dev/null) in
       enabled | enabled-runtime | linked | linked-runtime | alias) enabled=yes ;;
       static | indirect | generated | transient) enabled=static ;;
       *) enabled=no ;;
     esac
     echo "unit $unit $active $enabled"
-  done
+  done 3<<EOF
+$HACTL_UNITS
+EOF
 }
 
 # Stops each unit in order (`systemctl stop` waits: a Celery worker's warm shutdown lets its
 # running tasks finish, within the unit's stop timeout), then disables it, so that it does not
-# start again at boot.
+# start again at boot. The list comes on descriptor 3 and no command in the loop reads standard
+# input: one that did (the batch's script arrives there) would end the loop early.
 hactl_apply() {
-  printf '%s\n' "$HACTL_UNITS" | while read -r unit marker; do
+  while read -r unit marker <&3; do
     [ -n "$unit" ] || continue
-    hactl_ours "$unit" "$marker" || continue
-    if systemctl is-active --quiet "$unit"; then
-      systemctl stop "$unit" || { echo "systemctl stop $unit failed" >&2; exit 1; }
+    hactl_ours "$unit" "$marker" </dev/null || continue
+    if systemctl is-active --quiet "$unit" </dev/null; then
+      systemctl stop "$unit" </dev/null || { echo "systemctl stop $unit failed" >&2; return 1; }
       echo "stopped $unit"
     fi
-    case $(systemctl is-enabled "$unit" 2>/dev/null) in
+    case $(systemctl is-enabled "$unit" 2>/dev/null </dev/null) in
       enabled | enabled-runtime | linked | linked-runtime | alias)
-        systemctl disable --quiet "$unit" || { echo "systemctl disable $unit failed" >&2; exit 1; }
+        systemctl disable --quiet "$unit" </dev/null || { echo "systemctl disable $unit failed" >&2; return 1; }
         echo "disabled $unit"
         ;;
     esac
-  done
+  done 3<<EOF
+$HACTL_UNITS
+EOF
 }
