@@ -185,6 +185,8 @@ mod tests {
             'is-active --quiet '*) return 3 ;; \
             'is-enabled airflow-'* | 'is-enabled etcd') echo enabled ;; \
             'is-enabled haproxy') echo disabled ;; \
+            'is-failed --quiet airflow-scheduler') return 0 ;; \
+            'is-failed --quiet '*) return 1 ;; \
             *) echo \"systemctl $*\" >&2 ;; esac; }\n";
         let with_fake = |call: &str| module.script(call).replacen(call, &format!("{fake}{call}"), 1);
         let probe = run_local(&with_fake("hactl_probe"));
@@ -198,12 +200,14 @@ mod tests {
         assert_eq!(
             apply.stdout,
             "stopped airflow-worker\ndisabled airflow-worker\n\
-             stopped airflow-scheduler\ndisabled airflow-scheduler\n"
+             stopped airflow-scheduler\nreset airflow-scheduler (failed while it stopped)\n\
+             disabled airflow-scheduler\n"
         );
         assert_eq!(
             apply.stderr,
             "systemctl stop airflow-worker\nsystemctl disable --quiet airflow-worker\n\
-             systemctl stop airflow-scheduler\nsystemctl disable --quiet airflow-scheduler\n"
+             systemctl stop airflow-scheduler\nsystemctl reset-failed airflow-scheduler\n\
+             systemctl disable --quiet airflow-scheduler\n"
         );
     }
 }

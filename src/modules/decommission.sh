@@ -28,7 +28,7 @@ EOF
 
 # Stops each unit in order (`systemctl stop` waits: a Celery worker's warm shutdown lets its
 # running tasks finish, within the unit's stop timeout), then disables it, so that it does not
-# start again at boot. The list comes on descriptor 3 and no command in the loop reads standard
+# start again at boot; one left failed by its stop is reset. The list comes on descriptor 3 and no command in the loop reads standard
 # input: one that did (the batch's script arrives there) would end the loop early.
 hactl_apply() {
   while read -r unit marker <&3; do
@@ -37,6 +37,12 @@ hactl_apply() {
     if systemctl is-active --quiet "$unit" </dev/null; then
       systemctl stop "$unit" </dev/null || { echo "systemctl stop $unit failed" >&2; return 1; }
       echo "stopped $unit"
+    fi
+    # A unit killed at the end of its stop timeout is left failed: stopped on purpose, it is
+    # not a failure to report (the journal keeps how it ended).
+    if systemctl is-failed --quiet "$unit" </dev/null; then
+      systemctl reset-failed "$unit" </dev/null
+      echo "reset $unit (failed while it stopped)"
     fi
     case $(systemctl is-enabled "$unit" 2>/dev/null </dev/null) in
       enabled | enabled-runtime | linked | linked-runtime | alias)

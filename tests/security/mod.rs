@@ -162,6 +162,8 @@ fn everything(node: usize, dir: &Path) -> Vec<serde_json::Value> {
 
 /// Starts a writer on node2 through the PostgreSQL LB (an insert every 0.2 s, each a new
 /// connection, the password from airflow.cfg into ~/.pgpass) until /root/stop-writer exists.
+/// A connection not made within 10 s is a failed write, as Airflow's own give up (Debian 13's
+/// HAProxy can hold a client whose primary went away while it connected).
 pub fn start_writer() {
     start_writer_on(2);
 }
@@ -186,7 +188,7 @@ for i in $(seq 60); do
   sleep 1
 done
 nohup sh -c 'while [ ! -e /root/stop-writer ]; do
-  if e=$(psql -h hactl-lb -p 5000 -U airflow -d airflow -XAtqc "insert into hactl_writer values (now())" 2>&1)
+  if e=$(PGCONNECT_TIMEOUT=10 psql -h hactl-lb -p 5000 -U airflow -d airflow -XAtqc "insert into hactl_writer values (now())" 2>&1)
   then echo "ok $(date +%s.%N)"; else echo "failed $(date +%s.%N) $e" | tr "\n" " "; echo; fi
   sleep 0.2
 done > /root/writer.log 2>&1' >/dev/null 2>&1 &"#,
