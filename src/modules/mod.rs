@@ -624,7 +624,8 @@ pub fn diff_of(module: &dyn Module, stdout: &str) -> Result<Option<Change>> {
     })
 }
 
-/// Runs a script locally with `sh` (module tests exercise the real scripts against temp dirs).
+/// Runs a script locally with `sh` (module tests exercise the real scripts against temp dirs),
+/// as a batch runs a part: after the shared helpers, in a subshell with standard input closed.
 #[cfg(test)]
 pub fn run_local(script: &str) -> Observed {
     use std::io::Write;
@@ -635,8 +636,7 @@ pub fn run_local(script: &str) -> Observed {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // As in a batch: the shared helpers first.
-    let script = format!("{LIB_SH}\n{script}");
+    let script = format!("{LIB_SH}\n(\n{script}\n) </dev/null");
     child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     Observed {
