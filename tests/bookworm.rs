@@ -1,7 +1,7 @@
 //! Debian 12 keeps working now that Debian 13 is the default: on a fresh Debian 12 (bookworm) lab
 //! the whole stack provisions with Debian 12's versions (PostgreSQL 15, Patroni 3, RabbitMQ 3.10),
-//! its gates pass (the smoke DAG through the LB on at least two workers), a re-run changes
-//! nothing and `verify` passes. And, run once by hand (`--ignored`, with the previous main's
+//! its gates pass (every stage's, the smoke DAG through the LB on at least two workers among
+//! them) and a re-run changes nothing. And, run once by hand (`--ignored`, with the previous main's
 //! binary in HACTL_PREVIOUS): a Debian 12 cluster built by the previous main is left unchanged by
 //! this one. The lab is taken down after each, so that the tests after them boot the default
 //! release.
@@ -87,9 +87,6 @@ fn debian_12_provisions_the_whole_stack_runs_the_smoke_dag_and_reruns_unchanged(
     measured!("Debian 12: no-op re-run of the whole stack: {secs:.1} s");
     assert_eq!(code, Some(0), "{:?}", failures(&doc));
     assert_eq!(changed_steps(&doc), Vec::<String>::new(), "a re-run changes nothing");
-
-    let verify = run(&["verify", inv]);
-    assert_eq!(verify.status.code(), Some(0), "verify: {}", stdout(&verify));
 }
 
 #[test]

@@ -167,24 +167,36 @@ impl EtcdJoin {
         })
     }
 
-    /// A member with its data ignores the bootstrap settings, but they must not name a host
-    /// that left the group (nothing on a node names a removed member): rewritten with the group.
+    /// A member with its data ignores the bootstrap settings, but they list the group as every
+    /// other file does (nothing on a node names a removed member, and a member added since is
+    /// named): rewritten with the group.
     fn stale_env(&self, fact: &JoinFact) -> Option<Change> {
+        if fact.env.1 == "-" {
+            return None;
+        }
         let group: Vec<&str> = self.names().collect();
-        let gone: Vec<&str> = fact
+        let listed: Vec<&str> = fact
             .env
             .1
             .split(',')
             .filter_map(|entry| entry.split_once('=').map(|(name, _)| name))
-            .filter(|name| !group.contains(name))
             .collect();
-        (fact.env.1 != "-" && !gone.is_empty()).then(|| {
-            Change::new(format!(
-                "rewrite etcd's bootstrap settings on {} with the group: they name {}, no longer in it (read at a member's first start only: nothing restarts)",
-                self.name,
-                gone.join(", ")
-            ))
-        })
+        let gone: Vec<&str> = listed.iter().copied().filter(|name| !group.contains(name)).collect();
+        let missing: Vec<&str> = group.iter().copied().filter(|name| !listed.contains(name)).collect();
+        let why = match (gone.is_empty(), missing.is_empty()) {
+            (true, true) => return None,
+            (false, true) => format!("they name {}, no longer in it", gone.join(", ")),
+            (true, false) => format!("they lack {}, added to it", missing.join(", ")),
+            (false, false) => format!(
+                "they name {}, no longer in it, and lack {}, added to it",
+                gone.join(", "),
+                missing.join(", ")
+            ),
+        };
+        Some(Change::new(format!(
+            "rewrite etcd's bootstrap settings on {} with the group: {why} (read at a member's first start only: nothing restarts)",
+            self.name
+        )))
     }
 
     fn joined(&self, fact: &JoinFact, members: &[ListedMember]) -> Result<Option<Change>> {
@@ -343,7 +355,7 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_settings_naming_a_host_that_left_are_rewritten() {
+    fn bootstrap_settings_naming_a_host_that_left_or_missing_one_added_are_rewritten() {
         let voter = with(
             r#"{"ID":4,"name":"node4","peerURLs":["https://10.0.0.4:2380"],"clientURLs":["https://10.0.0.4:2379"]}"#,
         );
@@ -353,10 +365,22 @@ mod tests {
         );
         assert_eq!(
             diff_of(&node4(), &probe("yes", stale, &voter)).unwrap().unwrap().summary,
-            "rewrite etcd's bootstrap settings on node4 with the group: they name node3, no longer in it (read at a member's first start only: nothing restarts)"
+            "rewrite etcd's bootstrap settings on node4 with the group: they name node3, no longer in it, and lack node2, added to it (read at a member's first start only: nothing restarts)"
         );
-        let current = ("existing", "node1=https://10.0.0.1:2380,node4=https://10.0.0.4:2380");
-        assert_eq!(diff_of(&node4(), &probe("yes", current, &voter)).unwrap(), None);
+        let before_node2 = ("new", "node1=https://10.0.0.1:2380,node4=https://10.0.0.4:2380");
+        assert_eq!(
+            diff_of(&node4(), &probe("yes", before_node2, &voter)).unwrap().unwrap().summary,
+            "rewrite etcd's bootstrap settings on node4 with the group: they lack node2, added to it (read at a member's first start only: nothing restarts)"
+        );
+        let current = (
+            "existing",
+            "node4=https://10.0.0.4:2380,node1=https://10.0.0.1:2380,node2=https://10.0.0.2:2380",
+        );
+        assert_eq!(
+            diff_of(&node4(), &probe("yes", current, &voter)).unwrap(),
+            None,
+            "in any order"
+        );
     }
 
     #[test]
