@@ -48,17 +48,14 @@ impl Fact for JoinFact {
 }
 
 impl RabbitmqJoin {
-    fn vars(&self) -> [(&'static str, String); 3] {
-        [
-            ("HACTL_NODE", self.node.clone()),
-            ("HACTL_NODES", self.nodes.or_default().join(",")),
-            ("HACTL_VHOST", self.vhost.clone()),
-        ]
-    }
-
+    /// The module's script ending in `call`, its arguments in the environment.
     fn script(&self, call: &str) -> String {
-        let vars = self.vars();
-        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let nodes = self.nodes.or_default().join(",");
+        let vars = [
+            ("HACTL_NODE", self.node.as_str()),
+            ("HACTL_NODES", &nodes),
+            ("HACTL_VHOST", &self.vhost),
+        ];
         script(SH, &vars, call)
     }
 
